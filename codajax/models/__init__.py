@@ -1,0 +1,24 @@
+"""CoDA-Net architectures: the generic stack and the papers' named models."""
+
+from codajax.models.coda_net import CoDANet, LayerSpec
+from codajax.models.registry import (
+    ARCHITECTURES,
+    Architecture,
+    architecture_names,
+    count_params,
+    get_model,
+    register_model,
+    with_num_classes,
+)
+
+__all__ = [
+    "ARCHITECTURES",
+    "Architecture",
+    "CoDANet",
+    "LayerSpec",
+    "architecture_names",
+    "count_params",
+    "get_model",
+    "register_model",
+    "with_num_classes",
+]
