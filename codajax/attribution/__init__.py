@@ -1,0 +1,39 @@
+"""Post-hoc attribution methods for any apply function ``fn: (N, H, W, C) -> (N, K) logits``.
+
+Every method is ``method(fn, inputs, target, **settings)`` with inputs (N, H, W, C) in [0, 1] and
+target an int or (N,) ints, is batched and jit-able, and returns (N, H, W, C) (gradient methods)
+or (N, H, W, 1) (Grad-CAM, Occlusion, RISE). A target (N, T) explains T classes per image and
+adds a T axis after N (Occlusion and RISE share their forward passes between the T classes).
+``METHODS`` holds the reference's presets.
+DeepLIFT reduces to Input×Gradient on a CoDA-Net (see :mod:`codajax.attribution.gradients`).
+"""
+
+from codajax.attribution.gradcam import grad_cam, layer_function, layer_grad_cam
+from codajax.attribution.gradients import (
+    gradient,
+    input_x_gradient,
+    integrated_gradients,
+    integration_rule,
+    noise_tunnel,
+    smooth_grad,
+)
+from codajax.attribution.perturbation import occlusion, occlusion_window_bounds, rise, rise_masks
+from codajax.attribution.registry import METHODS, get_method
+
+__all__ = [
+    "METHODS",
+    "get_method",
+    "gradient",
+    "input_x_gradient",
+    "integrated_gradients",
+    "integration_rule",
+    "noise_tunnel",
+    "smooth_grad",
+    "grad_cam",
+    "layer_function",
+    "layer_grad_cam",
+    "occlusion",
+    "occlusion_window_bounds",
+    "rise",
+    "rise_masks",
+]

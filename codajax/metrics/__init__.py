@@ -1,0 +1,48 @@
+"""Scoring explanations (Quantus-style arrays: x_batch, y_batch, a_batch, s_batch).
+
+* localisation: the papers' grid pointing game (image selection, grids, per-tile scores);
+* pixel removal: probability of the true class while removing the least important pixels;
+* ground truth: mask energy and pointing game against object masks;
+* completeness of contribution maps, and a summary of metric values.
+"""
+
+from codajax.metrics.completeness import completeness_error
+from codajax.metrics.ground_truth import mask_energy, pointing_game
+from codajax.metrics.localisation import (
+    Grids,
+    grid_indices,
+    localisation_metric,
+    localisation_scores,
+    make_grids,
+    select_confident_images,
+    tile_grids,
+)
+from codajax.metrics.pixel_removal import (
+    pixel_removal_curve,
+    pixel_removal_probabilities,
+    removal_fractions,
+    removal_masks,
+    removal_rank,
+    removal_steps,
+)
+from codajax.metrics.summary import summarise
+
+__all__ = [
+    "Grids",
+    "completeness_error",
+    "grid_indices",
+    "localisation_metric",
+    "localisation_scores",
+    "make_grids",
+    "mask_energy",
+    "pixel_removal_curve",
+    "pixel_removal_probabilities",
+    "pointing_game",
+    "removal_fractions",
+    "removal_masks",
+    "removal_rank",
+    "removal_steps",
+    "select_confident_images",
+    "summarise",
+    "tile_grids",
+]
