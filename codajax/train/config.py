@@ -1,0 +1,101 @@
+"""The training configuration schema shared by every file in ``configs/``.
+
+A config file defines ``get_config(arg=None)`` returning :func:`base_config`
+with its fields set; ``arg="smoke"`` must give a variant that runs on a CPU in
+seconds (tests use it). Command-line overrides use ml_collections' syntax:
+``python train.py --config configs/cifar10.py:1000 --config.batch_size=256``.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+SCHEDULES = ("constant", "cifar_step", "imagenet_warmup_halving", "warmup_cosine")
+LOSSES = ("bce", "softmax")
+PARALLEL = ("jit", "pmap")
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Every training option with its default (the digits setting)."""
+  config = ml_collections.ConfigDict()
+  config.name = "digits"                 # default work directory: runs/<name>
+  config.description = ""
+
+  config.dataset = "digits"              # a codajax.data dataset name
+  config.data_dir = ""                   # "" = $CODAJAX_DATA_DIR or ~/tensorflow_datasets
+  config.augment = True
+  config.worker_count = 0                # grain worker processes (0: in the main process)
+
+  config.model = ml_collections.ConfigDict()
+  config.model.name = "digits-5L"        # codajax.models.get_model name
+  config.model.temperature = 100.0
+  config.model.norm = "squash"
+  config.model.form = "implicit"
+  config.model.kwargs = ml_collections.ConfigDict()   # extra get_model keyword arguments
+  config.compute_dtype = "float32"       # "bfloat16": bf16 compute, f32 params/optimizer/norms
+
+  config.seed = 0
+  config.num_epochs = 30
+  config.batch_size = 64                 # global, over all devices and hosts
+  config.virtual_batch_size = 0          # >batch_size: gradient accumulation (optax.MultiSteps)
+  config.loss = "bce"                    # "bce" (the papers: sigmoid BCE on one-hot) or "softmax"
+  config.l1_matrix_weight = 0.0          # λ of the dynamic-matrix L1 regulariser
+
+  config.optimizer = ml_collections.ConfigDict()
+  config.optimizer.learning_rate = 2.5e-4
+  config.optimizer.schedule = "constant"
+  config.optimizer.decay_every_epochs = 30   # cifar_step: lr·1.5^−⌊epoch/30⌋
+  config.optimizer.decay_factor = 1.5
+  config.optimizer.warmup_epochs = 0         # imagenet_warmup_halving / warmup_cosine
+  config.optimizer.peak_learning_rate = 1e-3 # imagenet_warmup_halving: lr → peak over warm-up
+  config.optimizer.halve_every_epochs = 20
+  config.optimizer.lr_batch_scaling = False  # large-batch: lr × batch_size / reference_batch_size
+  config.optimizer.reference_batch_size = 16
+
+  config.parallel = "jit"                # "jit" (mesh, default) or "pmap"
+  config.eval_every_epochs = 1
+  config.eval_batch_size = 256
+  config.log_every_steps = 50
+  config.checkpoint_every_steps = 500
+  config.keep_checkpoints = 2
+  config.max_steps = 0                   # >0: stop after this many steps (smoke runs, tests)
+  return config
+
+
+def _require(condition: bool, message: str) -> None:
+  if not condition:
+    raise ValueError(f"Bad config: {message}")
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Fails at start-up with one clear message on a bad value.
+
+  (Unknown keys are already refused by ml_collections when overridden from
+  the command line.)
+  """
+  from codajax.models import architecture_names
+  from codajax.nn import FORMS, NORMS
+
+  _require(config.model.name in architecture_names(),
+           f"model.name {config.model.name!r} is unknown; known: "
+           f"{', '.join(architecture_names())}.")
+  _require(config.model.norm in NORMS, f"model.norm must be one of {NORMS}.")
+  _require(config.model.form in FORMS, f"model.form must be one of {FORMS}.")
+  _require(config.model.temperature > 0, "model.temperature must be > 0.")
+  _require(config.compute_dtype in COMPUTE_DTYPES,
+           f"compute_dtype must be one of {COMPUTE_DTYPES}, got {config.compute_dtype!r}.")
+  _require(config.loss in LOSSES, f"loss must be one of {LOSSES}, got {config.loss!r}.")
+  _require(config.parallel in PARALLEL, f"parallel must be one of {PARALLEL}.")
+  _require(config.optimizer.schedule in SCHEDULES,
+           f"optimizer.schedule must be one of {SCHEDULES}, got {config.optimizer.schedule!r}.")
+  _require(config.optimizer.learning_rate > 0, "optimizer.learning_rate must be > 0.")
+  for key in ("batch_size", "num_epochs", "eval_batch_size", "log_every_steps",
+              "checkpoint_every_steps", "keep_checkpoints", "eval_every_epochs"):
+    _require(config[key] >= 1, f"{key} must be >= 1, got {config[key]}.")
+  _require(config.max_steps >= 0, "max_steps must be >= 0.")
+  _require(config.l1_matrix_weight >= 0, "l1_matrix_weight must be >= 0.")
+  if config.virtual_batch_size > config.batch_size:
+    _require(config.virtual_batch_size % config.batch_size == 0,
+             f"virtual_batch_size {config.virtual_batch_size} must be a multiple of "
+             f"batch_size {config.batch_size}.")

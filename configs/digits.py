@@ -1,0 +1,36 @@
+"""The default run: a small CoDA-Net (digits-5L) on the embedded 16×16 digits data.
+
+Not a paper setting: scikit-learn's 1,797 handwritten digits, a CPU-sized model
+that reaches >= 97 % test accuracy in a few minutes on 2 cores.
+
+    python train.py                                   # this config
+    python train.py --config configs/digits.py:smoke  # seconds, for tests
+"""
+
+from codajax.train.config import base_config
+
+
+def get_config(arg: str | None = None):
+  config = base_config()
+  config.name = "digits"
+  config.dataset = "digits"
+  config.model.name = "digits-5L"
+  config.model.temperature = 100.0
+  config.batch_size = 64
+  config.num_epochs = 30
+  config.optimizer.learning_rate = 1e-3
+  config.optimizer.schedule = "warmup_cosine"
+  config.optimizer.peak_learning_rate = 1e-3
+  config.optimizer.warmup_epochs = 2
+  config.eval_every_epochs = 5
+  config.log_every_steps = 20
+  config.checkpoint_every_steps = 200
+  if arg and "smoke" in arg.split(","):
+    config.name = "digits_smoke"
+    config.num_epochs = 1
+    config.max_steps = 4
+    config.batch_size = 8
+    config.eval_batch_size = 512
+    config.log_every_steps = 2
+    config.checkpoint_every_steps = 2
+  return config
