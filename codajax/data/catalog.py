@@ -1,0 +1,370 @@
+"""Dataset names -> TFDS builders, their preprocessing, and preparation.
+
+Names: ``digits``, ``shapes`` (``shapes/train{N}_test{M}_seed{S}`` for other
+sizes), ``cifar10``, ``imagenet100`` (= ``imagenet_folder/first100``),
+``imagenet_folder`` (= ``imagenet_folder/all``; ``imagenet_folder/first{K}`` for
+other subsets), ``tiny_imagenet``, and any other TFDS dataset prepared in
+array_record format in the data directory (e.g. ``imagenet2012``).
+Embedded datasets (``digits``, ``shapes``) are prepared on first use; every
+other dataset must be prepared with ``python -m codajax.data.prepare``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+import urllib.request
+import zipfile
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import tensorflow_datasets as tfds
+
+from codajax.data import augment, errors
+from codajax.data.builders import cifar10, digits, image_folder, shapes
+
+DATA_DIR_ENV = "CODAJAX_DATA_DIR"
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+  """What a model and a trainer need to know about a dataset.
+
+  Attributes:
+    name: canonical name (e.g. ``"shapes/train20000_test2000_seed0"``).
+    num_classes: number of labels K.
+    image_shape: (H, W, C) of the loaders' images (after the eval transform).
+    split_sizes: number of examples per split.
+    has_object_mask: whether examples carry a per-pixel ``object_mask`` (H, W).
+    train_split: the split ``train_loader`` reads by default.
+    test_split: the split ``eval_loader`` reads by default.
+  """
+
+  name: str
+  num_classes: int
+  image_shape: tuple[int, int, int]
+  split_sizes: dict[str, int]
+  has_object_mask: bool
+  train_split: str
+  test_split: str
+
+
+@dataclasses.dataclass(frozen=True)
+class _Family:
+  """A dataset codajax builds itself."""
+
+  builder_cls: type[tfds.core.GeneratorBasedBuilder]
+  preprocessing: augment.Preprocessing
+  test_split: str
+  embedded: bool = False
+  parse_config: Callable[[str], tfds.core.BuilderConfig] | None = None
+  default_config: str | None = None
+  manual_hint: str | None = None  # what --manual_dir must hold
+  url: str | None = None  # archive --download fetches
+  has_object_mask: bool = False
+
+
+_FAMILIES: dict[str, _Family] = {
+    "digits": _Family(digits.CodajaxDigits, augment.small_preprocessing((16, 16, 1), flip=False),
+                      test_split="test", embedded=True),
+    "shapes": _Family(shapes.CodajaxShapes, augment.small_preprocessing((32, 32, 3), flip=True),
+                      test_split="test", embedded=True, parse_config=shapes.parse_shapes_config,
+                      default_config=shapes.DEFAULT_CONFIG.name, has_object_mask=True),
+    "cifar10": _Family(cifar10.CodajaxCifar10, augment.small_preprocessing((32, 32, 3), flip=True),
+                       test_split="test", manual_hint=f"DIR_WITH_{cifar10.ARCHIVE_NAME}", url=cifar10.ARCHIVE_URL),
+    "imagenet_folder": _Family(image_folder.CodajaxImagenetFolder, augment.imagenet_preprocessing(),
+                               test_split="validation", parse_config=image_folder.parse_image_folder_config,
+                               default_config="all", manual_hint="IMAGENET_ROOT_WITH_train_AND_val"),
+    "tiny_imagenet": _Family(image_folder.CodajaxTinyImagenet, augment.small_preprocessing((64, 64, 3), flip=True),
+                             test_split="validation", manual_hint="DIR_WITH_tiny-imagenet-200",
+                             url=image_folder.TINY_IMAGENET_URL),
+}
+_ALIASES = {"imagenet100": "imagenet_folder/first100"}
+KNOWN_NAMES = ("digits", "shapes", "cifar10", "imagenet100", "imagenet_folder", "tiny_imagenet")
+
+
+def default_data_dir() -> str:
+  """``$CODAJAX_DATA_DIR`` if set, else ``~/tensorflow_datasets``."""
+  return os.environ.get(DATA_DIR_ENV) or os.path.expanduser("~/tensorflow_datasets")
+
+
+@dataclasses.dataclass(frozen=True)
+class ResolvedDataset:
+  """A dataset name bound to its TFDS builder, feature keys and preprocessing."""
+
+  name: str
+  builder: tfds.core.DatasetBuilder
+  preprocessing: augment.Preprocessing
+  image_key: str
+  label_key: str
+  mask_key: str | None
+  train_split: str
+  test_split: str
+
+  def source(self, split: str) -> Sequence[dict[str, Any]]:
+    """Random-access TFDS data source of ``split`` (any TFDS split string, e.g. ``"train[:10%]"``)."""
+    return self.builder.as_data_source(split=split)
+
+  def spec(self) -> DatasetSpec:
+    """The ``DatasetSpec`` of this dataset."""
+    info = self.builder.info
+    label = info.features[self.label_key]
+    if not isinstance(label, tfds.features.ClassLabel):
+      raise ValueError(f"{self.name}: feature {self.label_key!r} is not a ClassLabel, so the classes are unknown.")
+    return DatasetSpec(
+        name=self.name,
+        num_classes=label.num_classes,
+        image_shape=tuple(self.preprocessing.image_shape),
+        split_sizes={split: int(split_info.num_examples) for split, split_info in info.splits.items()},
+        has_object_mask=self.mask_key is not None,
+        train_split=self.train_split,
+        test_split=self.test_split,
+    )
+
+
+def _split_name(name: str) -> tuple[str, str | None]:
+  name = _ALIASES.get(name, name)
+  base, _, config = name.partition("/")
+  return base, config or None
+
+
+def _family_builder(base: str, family: _Family, config: str | None, data_dir: str) -> tfds.core.DatasetBuilder:
+  if config is not None and family.parse_config is None:
+    raise errors.UnknownDatasetError(f"Dataset {base!r} has no configs, got {base}/{config}.")
+  if family.parse_config is None:
+    return family.builder_cls(data_dir=data_dir, file_format="array_record")
+  parsed = family.parse_config(config or family.default_config)
+  # TFDS wants predefined configs by name and accepts other (parameterised) ones as objects.
+  predefined = parsed.name in family.builder_cls.builder_configs
+  return family.builder_cls(data_dir=data_dir, file_format="array_record",
+                            config=parsed.name if predefined else parsed)
+
+
+def canonical_name(name: str) -> str:
+  """``"imagenet100"`` -> ``"imagenet_folder/first100"``, ``"shapes"`` -> ``"shapes/train20000_test2000_seed0"``."""
+  base, config = _split_name(name)
+  family = _FAMILIES.get(base)
+  if family is None or family.parse_config is None:
+    return name
+  return f"{base}/{family.parse_config(config or family.default_config).name}"
+
+
+def _prepared_names(data_dir: str) -> list[str]:
+  """Dataset folders in ``data_dir``, codajax ones by their public name (``codajax_digits`` -> ``digits``)."""
+  public = {family.builder_cls.name: base for base, family in _FAMILIES.items()}
+  folders = [entry.name for entry in os.scandir(data_dir) if entry.is_dir()] if os.path.isdir(data_dir) else []
+  return sorted({public.get(folder, folder) for folder in folders if folder != "downloads"})
+
+
+def _unknown_dataset_error(name: str, data_dir: str) -> errors.UnknownDatasetError:
+  prepared = _prepared_names(data_dir)
+  return errors.UnknownDatasetError(
+      f"Unknown dataset {name!r}. Known datasets: {', '.join(KNOWN_NAMES)}, or any TFDS dataset prepared in "
+      f"array_record format in the data directory {data_dir} (found there: {', '.join(prepared) or 'none'}).")
+
+
+def _not_prepared_error(name: str, data_dir: str) -> errors.DatasetNotPreparedError:
+  base, config = _split_name(name)
+  family = _FAMILIES.get(base)
+  extra: list[str] = []
+  if family is not None and family.parse_config is not None and config is not None and name not in _ALIASES:
+    extra = _config_flags(base, family.parse_config(config))
+  if family is None:
+    command = errors.prepare_command(name, data_dir=data_dir, extra=["--download"])
+    hint = ("(TFDS builders with Image features need TensorFlow to prepare: then run `tfds build "
+            f"{name} --data_dir {data_dir} --file_format array_record` where TensorFlow is installed.)")
+  else:
+    command = errors.prepare_command(name if name in _ALIASES else base, data_dir=data_dir,
+                                     manual_dir=family.manual_hint, extra=extra)
+    hint = f"(or add --download to fetch {family.url})" if family.url else ""
+  return errors.DatasetNotPreparedError(
+      f"Dataset {name!r} is not prepared in {data_dir}. Prepare it with:\n  {command}\n{hint}".rstrip())
+
+
+def _config_flags(base: str, config: tfds.core.BuilderConfig) -> list[str]:
+  if base == "shapes":
+    return ["--num_train", str(config.num_train), "--num_test", str(config.num_test), "--seed", str(config.seed)]
+  if base == "imagenet_folder" and config.num_classes is not None:
+    return ["--classes", str(config.num_classes)]
+  return []
+
+
+def builder_for(name: str, data_dir: str | os.PathLike[str] | None = None) -> tfds.core.DatasetBuilder:
+  """The TFDS builder of ``name`` in ``data_dir`` (prepared or not); raises ``UnknownDatasetError``."""
+  data_dir = os.fspath(data_dir) if data_dir is not None else default_data_dir()
+  base, config = _split_name(name)
+  if base in _FAMILIES:
+    return _family_builder(base, _FAMILIES[base], config, data_dir)
+  try:
+    return tfds.builder(name, data_dir=data_dir)
+  except tfds.core.registered.DatasetNotFoundError:
+    raise _unknown_dataset_error(name, data_dir) from None
+
+
+def _generic_keys(builder: tfds.core.DatasetBuilder) -> tuple[str, str]:
+  keys = builder.info.supervised_keys
+  if isinstance(keys, tuple) and len(keys) == 2 and all(isinstance(key, str) for key in keys):
+    return keys
+  features = builder.info.features
+  if "image" in features and "label" in features:
+    return "image", "label"
+  raise ValueError(f"{builder.name}: cannot tell the image and label features apart "
+                   f"(no (image, label) supervised_keys, features {list(features)}).")
+
+
+def _generic_preprocessing(builder: tfds.core.DatasetBuilder, image_key: str) -> augment.Preprocessing:
+  shape = tuple(builder.info.features[image_key].shape)
+  if len(shape) == 3 and None not in shape and max(shape[:2]) <= 64:
+    return augment.small_preprocessing(shape, flip=shape[2] == 3)
+  return augment.imagenet_preprocessing()
+
+
+def resolve(name: str, data_dir: str | os.PathLike[str] | None = None) -> ResolvedDataset:
+  """Binds ``name`` to its prepared data in ``data_dir``; prepares embedded datasets on first use.
+
+  Raises:
+    UnknownDatasetError: the name is neither a codajax nor a TFDS dataset.
+    DatasetNotPreparedError: the dataset must be prepared first; the message holds the command.
+  """
+  data_dir = os.fspath(data_dir) if data_dir is not None else default_data_dir()
+  base, _ = _split_name(name)
+  family = _FAMILIES.get(base)
+  builder = builder_for(name, data_dir)
+  if not builder.is_prepared():
+    if family is None or not family.embedded:
+      raise _not_prepared_error(name, data_dir)
+    _download_and_prepare(builder, manual_dir=None)
+  if builder.info.file_format != tfds.core.FileFormat.ARRAY_RECORD:
+    raise errors.DatasetNotPreparedError(
+        f"Dataset {name!r} in {builder.data_dir} is stored as {builder.info.file_format.value}; random access "
+        f"needs array_record. Prepare it again in array_record format:\n  "
+        f"{errors.prepare_command(name, data_dir=data_dir)}")
+  if family is not None:
+    return ResolvedDataset(name=canonical_name(name), builder=builder, preprocessing=family.preprocessing,
+                           image_key="image", label_key="label",
+                           mask_key="object_mask" if family.has_object_mask else None,
+                           train_split="train", test_split=family.test_split)
+  image_key, label_key = _generic_keys(builder)
+  splits = builder.info.splits
+  test_split = next((split for split in ("test", "validation") if split in splits), "test")
+  return ResolvedDataset(name=name, builder=builder, preprocessing=_generic_preprocessing(builder, image_key),
+                         image_key=image_key, label_key=label_key, mask_key=None, train_split="train",
+                         test_split=test_split)
+
+
+def dataset_info(name: str, *, data_dir: str | os.PathLike[str] | None = None) -> DatasetSpec:
+  """The ``DatasetSpec`` of ``name`` (prepares embedded datasets on first use)."""
+  return resolve(name, data_dir).spec()
+
+
+def _download_and_prepare(builder: tfds.core.DatasetBuilder, manual_dir: str | None) -> None:
+  builder.download_and_prepare(
+      file_format="array_record",
+      download_config=tfds.download.DownloadConfig(manual_dir=manual_dir, try_download_gcs=False))
+
+
+def _fetch(url: str, directory: str, *, extract_zip: bool) -> None:
+  """Downloads ``url`` into ``directory`` (keeping its file name), unzipping it if asked."""
+  os.makedirs(directory, exist_ok=True)
+  target = os.path.join(directory, os.path.basename(url))
+  with tempfile.NamedTemporaryFile(dir=directory, delete=False) as partial:
+    with urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310  (user asked for --download)
+      shutil.copyfileobj(response, partial)
+  os.replace(partial.name, target)
+  if extract_zip:
+    with zipfile.ZipFile(target) as archive:
+      archive.extractall(directory)
+
+
+def _named_config(base: str, config: str | None, *, num_train: int | None, num_test: int | None,
+                  seed: int | None, classes: int | None) -> str | None:
+  """The config name selected by a name suffix and/or the shapes/imagenet flags (they must agree)."""
+  family = _FAMILIES[base]
+  if base == "shapes" and (num_train, num_test, seed) != (None, None, None):
+    default = shapes.DEFAULT_CONFIG
+    flagged = shapes.shapes_config(num_train if num_train is not None else default.num_train,
+                                   num_test if num_test is not None else default.num_test,
+                                   seed if seed is not None else default.seed).name
+  elif base == "imagenet_folder" and classes is not None:
+    flagged = image_folder.image_folder_config(classes).name
+  else:
+    if (num_train, num_test, seed, classes) != (None, None, None, None):
+      raise ValueError(f"--num_train/--num_test/--seed apply to shapes and --classes to imagenet_folder; "
+                       f"not to {base}.")
+    return config
+  if config is not None and family.parse_config(config).name != flagged:
+    raise ValueError(f"The name says config {config!r} but the flags say {flagged!r}.")
+  return flagged
+
+
+def prepare_dataset(name: str, *, data_dir: str | os.PathLike[str] | None = None,
+                    manual_dir: str | os.PathLike[str] | None = None, download: bool = False,
+                    num_train: int | None = None, num_test: int | None = None, seed: int | None = None,
+                    classes: int | None = None) -> DatasetSpec:
+  """Prepares ``name`` in array_record format in ``data_dir`` (a no-op when already prepared).
+
+  Args:
+    name: a dataset name (see the module docstring).
+    data_dir: where the dataset is written (default ``default_data_dir()``).
+    manual_dir: folder with the source archive/tree (cifar10, imagenet_folder, tiny_imagenet,
+      or a TFDS dataset with manual data).
+    download: allow network downloads (cifar10 and tiny_imagenet archives into ``manual_dir``
+      or ``DATA_DIR/downloads/manual/NAME``; TFDS datasets via TFDS). Off by default.
+    num_train, num_test, seed: ``shapes`` sizes and seed.
+    classes: ``imagenet_folder``: keep the first K sorted classes (``imagenet100`` is K = 100).
+
+  Returns:
+    The ``DatasetSpec``; ``spec.name`` is the name to load it by.
+  """
+  data_dir = os.fspath(data_dir) if data_dir is not None else default_data_dir()
+  manual_dir = os.fspath(manual_dir) if manual_dir is not None else None
+  base, config = _split_name(name)
+  family = _FAMILIES.get(base)
+  if family is None:
+    if (num_train, num_test, seed, classes) != (None, None, None, None):
+      raise ValueError(f"--num_train/--num_test/--seed/--classes do not apply to the TFDS dataset {name!r}.")
+    builder = builder_for(name, data_dir)
+    if not builder.is_prepared():
+      if not download and manual_dir is None:
+        raise errors.DatasetNotPreparedError(
+            f"Preparing the TFDS dataset {name!r} may download data; allow it with --download (or give the "
+            f"manually downloaded files with --manual_dir):\n  "
+            f"{errors.prepare_command(name, data_dir=data_dir, extra=['--download'])}")
+      _download_and_prepare(builder, manual_dir)
+    return resolve(name, data_dir).spec()
+
+  if name in _ALIASES and classes not in (None, 100):
+    raise ValueError(f"{name} is the first 100 classes; use imagenet_folder --classes {classes} instead.")
+  config = _named_config(base, config, num_train=num_train, num_test=num_test, seed=seed, classes=classes)
+  canonical = base if config is None else f"{base}/{config}"
+  builder = builder_for(canonical, data_dir)
+  if not builder.is_prepared():
+    if family.url is not None and download and not _has_manual_data(base, manual_dir):
+      manual_dir = manual_dir or os.path.join(data_dir, "downloads", "manual", base)
+      _fetch(family.url, manual_dir, extract_zip=family.url.endswith(".zip"))
+    command_name, command_flags = ((name, []) if name in _ALIASES else
+                                   (base, _config_flags(base, builder.builder_config) if family.parse_config else []))
+    _check_manual_data(base, manual_dir, data_dir=data_dir, name=command_name, extra=command_flags)
+    _download_and_prepare(builder, manual_dir)
+  return resolve(canonical, data_dir).spec()
+
+
+def _has_manual_data(base: str, manual_dir: str | None) -> bool:
+  try:
+    _check_manual_data(base, manual_dir, data_dir=None, name=base, extra=[])
+  except errors.ManualDataNotFoundError:
+    return False
+  return True
+
+
+def _check_manual_data(base: str, manual_dir: str | None, *, data_dir: str | None, name: str,
+                       extra: list[str]) -> None:
+  """Raises ``ManualDataNotFoundError`` naming the prepare command when ``base``'s source data is missing."""
+  if base == "cifar10":
+    cifar10.find_archive(manual_dir, data_dir=data_dir)
+  elif base == "imagenet_folder":
+    image_folder.find_imagenet_root(manual_dir, name=name, data_dir=data_dir, extra=extra)
+  elif base == "tiny_imagenet":
+    image_folder.find_tiny_imagenet_root(manual_dir, data_dir=data_dir)

@@ -1,0 +1,119 @@
+"""Clear errors (naming the exact prepare command), the prepare CLI, and downloads only on request."""
+
+import dataclasses
+import functools
+import http.server
+import os
+import threading
+import urllib.request
+
+import numpy as np
+import pytest
+
+from codajax.data import (DatasetNotPreparedError, ManualDataNotFoundError, UnknownDatasetError, catalog,
+                          dataset_info, eval_loader, prepare_dataset, train_loader)
+from codajax.data import prepare as prepare_cli
+from codajax.data.builders import cifar10
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+  """Fails the test on any attempt to open a URL."""
+  def refuse(*args, **kwargs):
+    raise AssertionError(f"network access attempted: {args}")
+  monkeypatch.setattr(urllib.request, "urlopen", refuse)
+
+
+def test_unknown_name_lists_the_known_datasets(tmp_path):
+  prepare_dataset("shapes", data_dir=str(tmp_path), num_train=10, num_test=10)
+  with pytest.raises(UnknownDatasetError) as error:
+    dataset_info("cifar11", data_dir=str(tmp_path))
+  for name in catalog.KNOWN_NAMES:
+    assert name in str(error.value)
+  assert "(found there: shapes)" in str(error.value)
+  with pytest.raises(UnknownDatasetError, match="digits"):
+    train_loader("no_such_dataset", global_batch_size=8, seed=0, data_dir=str(tmp_path), process_index=0,
+                 process_count=1)
+
+
+@pytest.mark.parametrize("name, command", [
+    ("cifar10", "python -m codajax.data.prepare cifar10 --manual_dir DIR_WITH_cifar-10-python.tar.gz --data_dir {}"),
+    ("imagenet100", "python -m codajax.data.prepare imagenet100 --manual_dir IMAGENET_ROOT_WITH_train_AND_val "
+                    "--data_dir {}"),
+    ("imagenet_folder/first10", "python -m codajax.data.prepare imagenet_folder --manual_dir "
+                                "IMAGENET_ROOT_WITH_train_AND_val --data_dir {} --classes 10"),
+    ("tiny_imagenet", "python -m codajax.data.prepare tiny_imagenet --manual_dir DIR_WITH_tiny-imagenet-200 "
+                      "--data_dir {}"),
+    ("imagenet2012", "python -m codajax.data.prepare imagenet2012 --data_dir {} --download"),
+])
+def test_an_unprepared_dataset_names_the_exact_prepare_command(tmp_path, no_network, name, command):
+  with pytest.raises(DatasetNotPreparedError) as error:
+    eval_loader(name, global_batch_size=8, data_dir=str(tmp_path), process_index=0, process_count=1)
+  assert command.format(tmp_path) in str(error.value)
+  assert not os.listdir(tmp_path) or name == "imagenet2012"  # nothing was prepared or fetched
+
+
+def test_a_missing_archive_names_the_command_and_downloads_nothing(tmp_path, no_network):
+  manual = tmp_path / "manual"
+  manual.mkdir()
+  with pytest.raises(ManualDataNotFoundError) as error:
+    prepare_dataset("cifar10", data_dir=str(tmp_path / "data"), manual_dir=str(manual))
+  assert (f"cifar-10-python.tar.gz not found in manual directory {manual}" in str(error.value))
+  assert (f"python -m codajax.data.prepare cifar10 --manual_dir {manual} --data_dir {tmp_path / 'data'}"
+          in str(error.value))
+  with pytest.raises(ManualDataNotFoundError, match="train/<wnid>") as error:
+    prepare_dataset("imagenet100", data_dir=str(tmp_path / "data"), manual_dir=str(manual))
+  assert f"python -m codajax.data.prepare imagenet100 --manual_dir {manual} --data_dir" in str(error.value)
+  with pytest.raises(ManualDataNotFoundError) as error:
+    prepare_dataset("imagenet_folder", data_dir=str(tmp_path / "data"), manual_dir=str(manual), classes=7)
+  assert (f"python -m codajax.data.prepare imagenet_folder --manual_dir {manual} --data_dir {tmp_path / 'data'} "
+          "--classes 7") in str(error.value)
+  with pytest.raises(ManualDataNotFoundError, match="tiny-imagenet-200"):
+    prepare_dataset("tiny_imagenet", data_dir=str(tmp_path / "data"))
+
+
+def test_tfds_datasets_are_not_downloaded_without_permission(tmp_path, no_network):
+  with pytest.raises(DatasetNotPreparedError, match="--download"):
+    prepare_dataset("mnist", data_dir=str(tmp_path))
+
+
+def test_conflicting_or_misplaced_flags_are_errors(tmp_path):
+  with pytest.raises(ValueError, match="flags say"):
+    prepare_dataset("shapes/train10_test10_seed0", data_dir=str(tmp_path), num_train=20)
+  with pytest.raises(ValueError, match="not to cifar10"):
+    prepare_dataset("cifar10", data_dir=str(tmp_path), classes=10)
+  with pytest.raises(ValueError, match="imagenet_folder --classes 50"):
+    prepare_dataset("imagenet100", data_dir=str(tmp_path), classes=50)
+  with pytest.raises(UnknownDatasetError, match="no configs"):
+    dataset_info("digits/big", data_dir=str(tmp_path))
+
+
+def test_cli_prepares_and_reports_errors(tmp_path, capsys, no_network):
+  assert prepare_cli.main(["shapes", "--num_train", "12", "--num_test", "4", "--data_dir", str(tmp_path)]) == 0
+  assert '"name": "shapes/train12_test4_seed0"' in capsys.readouterr().out
+  assert prepare_cli.main(["cifar10", "--data_dir", str(tmp_path)]) == 2
+  assert "python -m codajax.data.prepare cifar10 --manual_dir DIR" in capsys.readouterr().err
+  assert prepare_cli.main(["cifar11", "--data_dir", str(tmp_path)]) == 2
+  assert "Known datasets: digits, shapes, cifar10" in capsys.readouterr().err
+
+
+def test_download_fetches_the_archive_only_when_asked(tmp_path, monkeypatch):
+  served = tmp_path / "server"
+  served.mkdir()
+  images = np.zeros((10, 32, 32, 3), np.uint8)
+  cifar10.write_archive(str(served / cifar10.ARCHIVE_NAME), (images, np.arange(10) % 10), (images[:3], [0, 1, 2]))
+  handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+  handler.log_message = lambda *args: None
+  server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+  threading.Thread(target=server.serve_forever, daemon=True).start()
+  url = f"http://127.0.0.1:{server.server_address[1]}/cifar-10-python.tar.gz"
+  monkeypatch.setitem(catalog._FAMILIES, "cifar10", dataclasses.replace(catalog._FAMILIES["cifar10"], url=url))
+  try:
+    data_dir = str(tmp_path / "data")
+    with pytest.raises(ManualDataNotFoundError):
+      prepare_dataset("cifar10", data_dir=data_dir)
+    spec = prepare_dataset("cifar10", data_dir=data_dir, download=True)
+  finally:
+    server.shutdown()
+  assert spec.split_sizes == {"train": 10, "test": 3}
+  assert (tmp_path / "data" / "downloads" / "manual" / "cifar10" / "cifar-10-python.tar.gz").is_file()
