@@ -1,9 +1,15 @@
-"""Train-step throughput of the explicit and implicit DAU forms on 9L-S, in one run.
+"""Train-step throughput of the explicit and implicit DAU forms, in one run.
 
-    python benchmarks/dau_forms.py --batch 8 --steps 5          # CPU
-    python benchmarks/dau_forms.py --batch 256 --steps 20       # GPU
+    python benchmarks/dau_forms.py --batches 8 --steps 5                       # CPU, 9L-S
+    python benchmarks/dau_forms.py --batches 16,64,256,1024 --dtypes float32,bfloat16
+    python benchmarks/dau_forms.py --arch 9L-L --batches 8,32
 
-Prints one JSON line per form and a last line with the implicit/explicit ratio.
+Prints one JSON line per (form, dtype, batch) with img/s, step time, compile
+time, GFLOP per image (XLA cost analysis), MFU (against the chip's bfloat16
+peak, when known) and peak device memory; then the implicit/explicit ratio at
+each batch. The explicit form (the reference's algorithm) is the in-run
+baseline; ``--skip_explicit_above N`` skips it for batches over N (it needs
+~57 MB per 9L-S image).
 """
 
 from __future__ import annotations
@@ -15,12 +21,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from codajax.models import get_model
+from codajax.models import ARCHITECTURES, get_model
 from common import compile_and_time, emit, throughput_record
 
 
 def make_train_step(model, tx):
-  """A donated Adam step of the BCE loss: ``((params, opt_state), batch) -> (state, loss)``."""
+  """A donated Adam step of the BCE loss: ``((params, opt_state), images, labels) -> (state, loss)``."""
 
   @functools.partial(jax.jit, donate_argnums=0)
   def step(state, images, labels):
@@ -38,29 +44,44 @@ def make_train_step(model, tx):
   return step
 
 
+def time_train_step(arch: str, form: str, dtype: str, batch: int, steps: int) -> dict:
+  """One benchmark record of the train step of ``arch``."""
+  size = ARCHITECTURES[arch].image_size
+  images = jax.random.uniform(jax.random.key(1), (batch, size, size, 3))
+  model = get_model(arch, form=form,
+                    compute_dtype=jnp.bfloat16 if dtype == "bfloat16" else None)
+  labels = jax.random.randint(jax.random.key(2), (batch,), 0, model.num_classes)
+  tx = optax.adam(2.5e-4)
+  params = jax.jit(model.init)(jax.random.key(0), images[:1])["params"]
+  timing = compile_and_time(make_train_step(model, tx), (params, tx.init(params)), images,
+                            labels, steps=steps)
+  return throughput_record(f"{arch}/train/{form}/{dtype}", batch, timing, form=form,
+                           dtype=dtype)
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--arch", default="9L-S")
-  parser.add_argument("--batch", type=int, default=8)
+  parser.add_argument("--batches", default="8", help="comma-separated batch sizes")
+  parser.add_argument("--dtypes", default="float32", help="float32 and/or bfloat16")
   parser.add_argument("--steps", type=int, default=5)
-  parser.add_argument("--size", type=int, default=None, help="image size (default: the arch's)")
+  parser.add_argument("--skip_explicit_above", type=int, default=1 << 30)
   args = parser.parse_args()
 
-  size = args.size or {"9L-L": 240}.get(args.arch, 32)
-  images = jax.random.uniform(jax.random.key(1), (args.batch, size, size, 3))
-  labels = jax.random.randint(jax.random.key(2), (args.batch,), 0, 10)
-  tx = optax.adam(2.5e-4)
-  results = {}
-  for form in ("explicit", "implicit"):
-    model = get_model(args.arch, form=form)
-    params = jax.jit(model.init)(jax.random.key(0), images[:1])["params"]
-    state = (params, tx.init(params))
-    timing = compile_and_time(make_train_step(model, tx), state, images, labels,
-                              steps=args.steps)
-    results[form] = throughput_record(f"{args.arch}/train/{form}", args.batch, timing)
-    emit(results[form])
-  emit({"name": f"{args.arch}/train/implicit_over_explicit", "batch": args.batch,
-        "ratio": round(results["implicit"]["img_per_s"] / results["explicit"]["img_per_s"], 3)})
+  for batch in map(int, args.batches.split(",")):
+    results = {}
+    for dtype in args.dtypes.split(","):
+      for form in ("explicit", "implicit"):
+        if form == "explicit" and batch > args.skip_explicit_above:
+          continue
+        results[form, dtype] = time_train_step(args.arch, form, dtype, batch, args.steps)
+        emit(results[form, dtype])
+    baseline = results.get(("explicit", "float32"))
+    if baseline:
+      for (form, dtype), record in results.items():
+        if form == "implicit":
+          emit({"name": f"{args.arch}/train/implicit_{dtype}_over_explicit_float32",
+                "batch": batch, "ratio": round(record["img_per_s"] / baseline["img_per_s"], 3)})
 
 
 if __name__ == "__main__":
