@@ -1,6 +1,7 @@
 """CoDA-Net architectures: the generic stack and the papers' named models."""
 
 from codajax.models.coda_net import CoDANet, LayerSpec
+from codajax.models.hybrid import BackboneSpec, HybridNet, hybrid_from_family  # registers hybrids
 from codajax.models.registry import (
     ARCHITECTURES,
     Architecture,

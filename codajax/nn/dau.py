@@ -25,6 +25,13 @@ Two forms compute the same function:
 With ``explain=True`` the dynamic weights and the norm factor are detached
 (``stop_gradient``), so the layer is exactly linear in its input and the
 gradient of an output with respect to the input is the dynamic weight itself.
+
+With ``weights_input=h`` the dynamic weights and the norm factor are computed
+from ``h`` instead of ``x``: the layer is then exactly linear in ``x`` (the
+same value as explanation mode when ``x = h``) while the weights stay
+differentiable with respect to the parameters and ``h``. This makes the
+network's dynamic linear map itself differentiable in the parameters (used by
+:mod:`codajax.regularizers`).
 """
 
 from __future__ import annotations
@@ -165,10 +172,10 @@ def dynamic_weights(
   return jnp.einsum("nhwr,pdr->nhwpd", z, a) + b
 
 
-def _explicit_raw_and_norm(params, x, stride, padding, explain):
-  """Explicit form: ``u = w·x`` and ``‖w‖²`` from the materialised weights."""
+def _explicit_raw_and_norm(params, x, weights_input, stride, padding, explain):
+  """Explicit form: ``u = w·x`` and ``‖w‖²`` from the materialised weights ``w(weights_input)``."""
   k = params["B"].shape[0]
-  w = dynamic_weights(params, x, stride=stride, padding=padding)
+  w = dynamic_weights(params, weights_input, stride=stride, padding=padding)
   if explain:
     w = lax.stop_gradient(w)
   patches = extract_patches(x, k, stride, padding).astype(jnp.float32)
@@ -176,20 +183,27 @@ def _explicit_raw_and_norm(params, x, stride, padding, explain):
   return u, jnp.sum(jnp.square(w), axis=-2)
 
 
-def _implicit_raw_and_norm(params, x, stride, padding, explain):
+def _implicit_raw_and_norm(params, x, weights_input, stride, padding, explain):
   """Implicit form: ``u`` and ``‖w‖²`` without forming ``w``.
 
   One convolution of ``x`` with ``r + D·r + D`` output channels gives ``z = Bx``,
-  ``A_dᵀx`` and ``b_d·x``; the squared norm comes from the Gram matrices.
+  ``A_dᵀx`` and ``b_d·x``; the squared norm comes from the Gram matrices. When
+  the weights come from another tensor (``weights_input is not x``), ``z`` is a
+  separate convolution of that tensor.
   """
   k, _, c, d, r = params["A"].shape
-  fused_kernel = jnp.concatenate(
+  kernel = jnp.concatenate(
       [params["B"], params["A"].reshape(k, k, c, d * r), params["b"]], axis=-1
   )
   if explain:  # the weights are constants: no gradient reaches the parameters
-    fused_kernel = lax.stop_gradient(fused_kernel)
-  y = _conv(x, fused_kernel.astype(x.dtype), stride, padding)
-  z, a_x, b_x = jnp.split(y, [r, r + d * r], axis=-1)
+    kernel = lax.stop_gradient(kernel)
+  kernel = kernel.astype(x.dtype)
+  if weights_input is x:
+    z, y = jnp.split(_conv(x, kernel, stride, padding), [r], axis=-1)
+  else:
+    z = _conv(weights_input, kernel[..., :r], stride, padding)
+    y = _conv(x, kernel[..., r:], stride, padding)
+  a_x, b_x = jnp.split(y, [d * r], axis=-1)
   a_x = a_x.reshape(*a_x.shape[:-1], d, r)
 
   a, b = _flat_dynamic_factors(params)
@@ -219,6 +233,7 @@ def dau_conv(
     form: Form = "implicit",
     explain: bool = False,
     compute_dtype=None,
+    weights_input: Array | None = None,
 ) -> Array:
   """A CoDA layer: ``D`` dynamic alignment units applied convolutionally.
 
@@ -234,6 +249,10 @@ def dau_conv(
       exactly linear in ``x``.
     compute_dtype: dtype of the convolution inputs (e.g. ``jnp.bfloat16``);
       accumulation, Gram matrices and norms stay float32. Default: ``x.dtype``.
+    weights_input: compute the dynamic weights and the norm factor from this
+      tensor (shaped like ``x``) instead of ``x``: the output is exactly linear
+      in ``x`` and differentiable in ``params`` and ``weights_input``.
+      Default: ``x``.
 
   Returns:
     ``(N, H', W', D)`` with ``H' = ⌊(H + 2p − k)/s⌋ + 1``, in ``compute_dtype``.
@@ -248,10 +267,16 @@ def dau_conv(
     )
   if form not in FORMS:
     raise ValueError(f"Unknown form {form!r}; known forms: {', '.join(FORMS)}.")
+  if weights_input is not None and weights_input.shape != x.shape:
+    raise ValueError(
+        f"dau_conv: weights_input has shape {weights_input.shape}, x has shape {x.shape}; "
+        f"they must match."
+    )
   compute_dtype = compute_dtype or x.dtype
   x = x.astype(compute_dtype)
+  weights_input = x if weights_input is None else weights_input.astype(compute_dtype)
   raw_and_norm = _implicit_raw_and_norm if form == "implicit" else _explicit_raw_and_norm
-  u, squared_norm = raw_and_norm(params, x, stride, padding, explain)
+  u, squared_norm = raw_and_norm(params, x, weights_input, stride, padding, explain)
   scale = norm_factor(squared_norm, norm)
   if explain:
     scale = lax.stop_gradient(scale)
