@@ -46,17 +46,26 @@ class Checkpointer:
     self.workdir = os.path.abspath(workdir)
     self.latest = _manager(os.path.join(self.workdir, "checkpoints"), keep, best=False)
     self.best = _manager(os.path.join(self.workdir, "best"), 1, best=True)
+    # Saves are collective: every process must take the same decision, so it is
+    # taken from these counters (read while the directories are quiescent), never
+    # from a directory listing that a peer's in-flight save may be changing.
+    self._last_saved = self.latest.latest_step() or -1
+    self._last_best = self.best.latest_step() or -1
 
   def save(self, step: int, state: Any, data_state: dict | None) -> None:
-    """Starts an asynchronous save of ``state`` at ``step`` (no-op if it exists)."""
-    if step not in self.latest.all_steps():
+    """Starts an asynchronous save of ``state`` at ``step`` (no-op if already saved)."""
+    if step > self._last_saved:
+      self.best.wait_until_finished()   # one save in flight at a time (multi-host barriers)
       self.latest.save(step, args=_save_args(state, data_state))
+      self._last_saved = step
 
   def save_best(self, step: int, state: Any, data_state: dict | None, metrics: dict) -> None:
-    """Saves to ``best/`` when ``metrics[eval/accuracy]`` beats the best so far."""
-    if step not in self.best.all_steps():
+    """Offers ``state`` to ``best/``, kept if ``metrics[eval/accuracy]`` beats the best so far."""
+    if step > self._last_best:
+      self.latest.wait_until_finished()
       self.best.save(step, args=_save_args(state, data_state),
                      metrics={BEST_METRIC: float(metrics[BEST_METRIC])})
+      self._last_best = step
 
   def restore_latest(self, abstract_state: Any) -> tuple[Any, dict, int] | None:
     """The newest restorable ``(state, data_state, step)``, or None if there is none.
@@ -75,6 +84,7 @@ class Checkpointer:
         print(f"WARNING: checkpoint {step} is damaged ({type(error).__name__}); using an "
               "earlier one.", flush=True)
         self._move_aside(step)
+        self._last_saved = self.latest.latest_step() or -1
     return None
 
   def _move_aside(self, step: int) -> None:

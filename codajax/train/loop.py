@@ -86,7 +86,8 @@ def _check_workdir(workdir: str, config: ml_collections.ConfigDict, spec) -> Non
   path = os.path.join(workdir, RUN_FILE)
   config_dict = json.loads(json.dumps(config.to_dict(), default=str))
   identity = {k: config_dict[k] for k in _IDENTITY_KEYS}
-  if os.path.exists(path):
+  exists = os.path.exists(path)
+  if exists:
     with open(path) as f:
       previous = json.load(f)["config"]
     old = {k: previous.get(k) for k in _IDENTITY_KEYS}
@@ -95,12 +96,15 @@ def _check_workdir(workdir: str, config: ml_collections.ConfigDict, spec) -> Non
       raise TrainingError(
           f"{workdir} holds a run of a different config (differs in: {', '.join(changed)}). "
           f"Use another --workdir, or delete {workdir} to start over.")
-  elif jax.process_index() == 0:
+  # Every process has looked before process 0 writes (atomically).
+  multihost_utils.sync_global_devices("codajax_check_workdir")
+  if not exists and jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
     run = {"config": config_dict, "num_classes": spec.num_classes,
            "image_shape": list(spec.image_shape)}
-    with open(path, "w") as f:
+    with open(path + ".tmp", "w") as f:
       json.dump(run, f, indent=2)
+    os.replace(path + ".tmp", path)
 
 
 def _init_state(model, tx, spec, seed: int, mesh, parallel_mode: str) -> TrainState:
