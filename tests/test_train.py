@@ -199,7 +199,11 @@ def test_two_processes_match_one_process_with_four_devices(data_dir, tmp_path):
        "--init_timeout=60"],
       cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
       for i in range(2)]
-  outputs = [p.communicate(timeout=240)[0] for p in procs]
+  try:
+    outputs = [p.communicate(timeout=240)[0] for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
   for p, out in zip(procs, outputs):
     assert p.returncode == 0, out[-3000:]
   one, _ = restore_params(str(tmp_path / "one"))
