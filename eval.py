@@ -16,6 +16,9 @@ flags.DEFINE_enum("checkpoint", "latest", ["latest", "best"], "Which checkpoint 
 flags.DEFINE_list("methods", [], "Methods to evaluate (default: all): Ours and the keys of "
                   "codajax.attribution.METHODS (Grad, IxG, IntGrad, SmoothGrad, GCam, Occ5, Occ9, "
                   "RISE).")
+flags.DEFINE_multi_string("method_setting", [], "METHOD.key=value: override a post-hoc preset, "
+                          "e.g. RISE.n_masks=1000 or IntGrad.n_steps=50 (repeatable; recorded "
+                          "in report.json).")
 flags.DEFINE_integer("n_grids", 500, "Localisation grids (papers: 500; fewer when the confident "
                      "test images run out; 0 skips localisation).")
 flags.DEFINE_integer("grid", 3, "Grid size n of the n x n localisation grids (papers: 3; or 2).")
@@ -41,11 +44,13 @@ def main(argv):
   from codajax import evaluation
 
   try:
+    method_settings = evaluation.parse_method_settings(FLAGS.method_setting)
     report = evaluation.run_evaluation(
         FLAGS.workdir, methods=tuple(FLAGS.methods), checkpoint=FLAGS.checkpoint,
         n_grids=FLAGS.n_grids, grid=FLAGS.grid, n_removal=FLAGS.n_removal,
         ground_truth=FLAGS.ground_truth, depths=FLAGS.depths, batch_size=FLAGS.batch_size,
-        chunk=FLAGS.chunk, n_figure=FLAGS.n_figure, data_dir=FLAGS.data_dir, out=FLAGS.out)
+        chunk=FLAGS.chunk, n_figure=FLAGS.n_figure, data_dir=FLAGS.data_dir, out=FLAGS.out,
+        method_settings=method_settings)
   except evaluation.EvaluationError as error:
     sys.exit(f"eval.py: error: {error}")
   print(evaluation.summary_table(report))

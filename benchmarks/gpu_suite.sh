@@ -10,6 +10,7 @@ cd "$(dirname "$0")"
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
 python -c "import jax; print(jax.__version__, jax.devices())" | tee -a "$out/gpu.txt"
+python torch_reference.py --arch 9L-S --batches 16,256 --steps 10 | tee "$out/reference_9ls.jsonl"
 python dau_forms.py --arch 9L-S --batches 16,64,256,1024 --dtypes float32,bfloat16 \
     --steps 20 --skip_explicit_above 256 | tee "$out/train_9ls.jsonl"
 python dau_forms.py --arch 9L-L --batches 8,32 --dtypes float32,bfloat16 --steps 10 \

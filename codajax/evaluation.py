@@ -18,7 +18,9 @@ over padded fixed-size batches sharded over the device mesh.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import inspect
 import json
 import os
 import time
@@ -84,6 +86,37 @@ def check_methods(methods: Sequence[str] | None) -> tuple[str, ...]:
                           f"{', '.join(map(repr, unknown))}; known methods: "
                           f"{', '.join(known_methods())}")
   return tuple(dict.fromkeys(methods))
+
+
+def parse_method_settings(items: Sequence[str]) -> dict[str, dict[str, Any]]:
+  """``["RISE.n_masks=1000", "IntGrad.n_steps=50"]`` -> ``{"RISE": {"n_masks": 1000}, ...}``.
+
+  Values are Python literals (``ast.literal_eval``; anything else stays a string). Each method
+  must be a post-hoc preset of :data:`codajax.attribution.METHODS` and each key a keyword of
+  its function; otherwise :class:`EvaluationError` says what is accepted.
+  """
+  parsed: dict[str, dict[str, Any]] = {}
+  for item in items:
+    name, dot, rest = item.partition(".")
+    key, eq, text = rest.partition("=")
+    if not (dot and eq and key):
+      raise EvaluationError(f"method setting {item!r} is not METHOD.key=value "
+                            "(e.g. RISE.n_masks=1000)")
+    if name not in attribution.METHODS:
+      raise EvaluationError(f"method setting {item!r}: {name!r} is not a post-hoc method; "
+                            f"known: {', '.join(attribution.METHODS)}")
+    preset = attribution.METHODS[name]
+    accepted = [p.name for p in inspect.signature(preset.method).parameters.values()
+                if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    if key not in accepted:
+      raise EvaluationError(f"method setting {item!r}: {name} ({preset.method.__name__}) takes "
+                            f"{', '.join(accepted)}")
+    try:
+      value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      value = text
+    parsed.setdefault(name, {})[key] = value
+  return parsed
 
 
 # --------------------------------------------------------------------------- model structure
@@ -168,11 +201,13 @@ def _last_coda_layer(info: ModelInfo) -> Callable[[nn.Module, str], bool]:
 
 
 def posthoc_attribution(model: nn.Module, info: ModelInfo, method: str, variables: Any,
-                        images: Array, targets: Array, *, chunk: int | None = None) -> Array:
+                        images: Array, targets: Array, *, chunk: int | None = None,
+                        settings: Mapping[str, Any] | None = None) -> Array:
   """A :mod:`codajax.attribution` preset on the image: (N, [T,] H, W, C or 1).
 
   Grad-CAM uses the output of the last CoDA layer (the class map before pooling). ``chunk``:
   integration steps (IntGrad) or noise samples (SmoothGrad) per pass (``None``: all at once).
+  ``settings``: keyword overrides of the preset (e.g. ``{"n_masks": 1000}`` for RISE).
   """
   preset = attribution.get_method(method)
   if preset.method is attribution.grad_cam:
@@ -180,22 +215,24 @@ def posthoc_attribution(model: nn.Module, info: ModelInfo, method: str, variable
   else:
     fn = lambda x: model.apply(variables, x)
   overrides = {_CHUNK_SETTINGS[preset.method]: chunk} if preset.method in _CHUNK_SETTINGS else {}
-  return preset(fn, images, targets, **overrides)
+  return preset(fn, images, targets, **{**overrides, **(settings or {})})
 
 
 def attribution_function(model: nn.Module, info: ModelInfo, method: str, *,
-                         chunk: int | None = None) -> AttributionFn:
+                         chunk: int | None = None,
+                         settings: Mapping[str, Any] | None = None) -> AttributionFn:
   """Jitted ``(variables, images uint8 (N, H, W, C), targets (N,) | (N, T)) -> maps``.
 
   Maps: (N, [T,] H, W, C') float32 with C' = 2C ("Ours" on an encoded input), C (gradient
-  methods) or 1 (Grad-CAM, Occlusion, RISE, "Ours" on a CNN embedding). ``chunk``: see
-  :func:`posthoc_attribution`.
+  methods) or 1 (Grad-CAM, Occlusion, RISE, "Ours" on a CNN embedding). ``chunk`` and
+  ``settings``: see :func:`posthoc_attribution`.
   """
   def attribute(variables, images, targets):
     images = images.astype(jnp.float32) / 255.0
     if method == OURS:
       return coda_contributions(model, info, variables, images, targets)
-    return posthoc_attribution(model, info, method, variables, images, targets, chunk=chunk)
+    return posthoc_attribution(model, info, method, variables, images, targets, chunk=chunk,
+                               settings=settings)
 
   return jax.jit(attribute)
 
@@ -536,6 +573,7 @@ class Settings:
   n_figure: int = 8
   data_dir: str | None = None
   out: str | None = None
+  method_settings: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -614,6 +652,10 @@ def _validated(settings: Mapping[str, Any]) -> tuple[Settings, tuple[str, ...]]:
   if min(s.n_grids, s.n_removal, s.n_figure) < 0 or min(s.batch_size, s.chunk) < 1:
     raise EvaluationError(
         "n_grids, n_removal and n_figure must be >= 0; batch_size and chunk >= 1")
+  unused = sorted(set(s.method_settings) - set(methods))
+  if unused:
+    raise EvaluationError(f"settings given for {', '.join(unused)}, which is not evaluated "
+                          f"(methods: {', '.join(methods)})")
   return s, methods
 
 
@@ -628,7 +670,9 @@ def run_evaluation(workdir: str, **settings: Any) -> dict[str, Any]:
       ``ground_truth`` and ``depths`` ("auto" | "on" | "off"), ``batch_size`` (images per
       attribution call; a grid counts as n² images), ``chunk`` (integration steps or noise
       samples per pass of IntGrad and SmoothGrad), ``n_figure`` (images in the figure),
-      ``data_dir`` (default: the run's), ``out`` (default ``workdir/eval``).
+      ``data_dir`` (default: the run's), ``out`` (default ``workdir/eval``),
+      ``method_settings`` (``{method: {keyword: value}}`` overrides of the post-hoc presets, e.g.
+      ``{"RISE": {"n_masks": 1000}}``; see :func:`parse_method_settings`).
 
   Returns:
     The report (also written to ``out/report.json``).
@@ -654,7 +698,8 @@ def run_evaluation(workdir: str, **settings: Any) -> dict[str, Any]:
   out = s.out or os.path.join(workdir, "eval")
   os.makedirs(out, exist_ok=True)
   job = _Job(s, methods, run.model, info, variables, spec, data_dir, mesh,
-             {m: attribution_function(run.model, info, m, chunk=s.chunk) for m in methods},
+             {m: attribution_function(run.model, info, m, chunk=s.chunk,
+                                      settings=s.method_settings.get(m)) for m in methods},
              grid_batch=_device_batch_size(max(1, s.batch_size // (s.grid * s.grid)), mesh),
              image_batch=_device_batch_size(max(s.batch_size, s.n_figure), mesh))
   print(f"codajax eval: {run.config.model.name} on {spec.name}, {s.checkpoint} checkpoint "
@@ -670,7 +715,10 @@ def run_evaluation(workdir: str, **settings: Any) -> dict[str, Any]:
       "num_classes": spec.num_classes, "image_shape": list(spec.image_shape),
       "explainable_layers": info.num_layers, "methods_evaluated": list(methods),
       "protocol": {"batch_size": s.batch_size, "grid_batch_size": job.grid_batch,
-                   "chunk": s.chunk},
+                   "chunk": s.chunk,
+                   "method_settings": {m: {**attribution.METHODS[m].settings,
+                                           **s.method_settings.get(m, {})}
+                                       for m in methods if m in attribution.METHODS}},
   }
 
   # ---- accuracy, and the test logits the grid selection needs -------------------------------

@@ -20,14 +20,14 @@ Data: ``python -m codajax.data.prepare cifar10 --manual_dir DIR`` with
 ``cifar-10-python.tar.gz`` in DIR.
 """
 
-from codajax.train.config import base_config
+from codajax.train.config import apply_smoke, base_config, config_tokens
 
 TEMPERATURES = (10, 50, 100, 500, 1000, 5000, 10000)
 RANKS = ("rank-4", "rank-8", "rank-16", "rank-144")
 
 
 def get_config(arg: str | None = None):
-  tokens = [t for t in (arg or "").split(",") if t]
+  tokens = config_tokens(arg)
   config = base_config()
   config.dataset = "cifar10"
   config.model.name = "9L-S"
@@ -59,12 +59,5 @@ def get_config(arg: str | None = None):
                        f"{TEMPERATURES}, 'l2', one of {RANKS}, and/or 'smoke'.")
   config.name = f"cifar10_{name}"
   if "smoke" in tokens:
-    config.name += "_smoke"
-    config.model.name = "tiny-3L"
-    config.num_epochs = 1
-    config.max_steps = 2
-    config.batch_size = 8
-    config.eval_batch_size = 64
-    config.log_every_steps = 1
-    config.checkpoint_every_steps = 2
+    apply_smoke(config, steps=2, batch_size=8, eval_batch_size=64, model="tiny-3L")
   return config

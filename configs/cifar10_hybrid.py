@@ -19,25 +19,15 @@ Adam lr 2.5e-4 · 1.5^−⌊epoch/30⌋, 200 epochs, batch 16, BCE, crop + flip.
     python train.py --config configs/cifar10_hybrid.py:s2 --config.model.kwargs.embedding_stage=3
 """
 
-from codajax.train.config import base_config
+from codajax.train.config import apply_smoke, base_config, parse_stage_arg
 
 FAMILY = "resnet18-cifar"
 NUM_STAGES = 4
 TINY_CODA_LAYERS = ((8, 4, 3, 1, 1), (8, 4, 3, 2, 1), (10, 4, 1, 1, 0))
 
 
-def _parse(arg: str | None, default: str) -> tuple[int, bool]:
-  tokens = [t.strip() for t in (arg or "").split(",") if t.strip()]
-  stages = [t for t in tokens if t != "smoke"] or [default]
-  if len(stages) != 1 or not (stages[0][:1] == "s" and stages[0][1:].isdigit()
-                              and 0 <= int(stages[0][1:]) <= NUM_STAGES):
-    raise ValueError(f"Expected one embedding stage s0..s{NUM_STAGES} (and/or 'smoke'), got "
-                     f"{arg!r}.")
-  return int(stages[0][1:]), "smoke" in tokens
-
-
 def get_config(arg: str | None = None):
-  stage, smoke = _parse(arg, "s2")
+  stage, smoke = parse_stage_arg(arg, "s2", NUM_STAGES)
   config = base_config()
   config.name = f"cifar10_hybrid-{FAMILY}-s{stage}"
   config.description = f"ResNet-18 (CIFAR stem) cut after stage {stage}, CoDA layers on top."
@@ -55,14 +45,7 @@ def get_config(arg: str | None = None):
   config.log_every_steps = 200
   config.checkpoint_every_steps = 5000
   if smoke:
-    config.name += "_smoke"
     config.model.kwargs.backbone_widths = (4, 8, 8, 8)
     config.model.kwargs.coda_layers = TINY_CODA_LAYERS
-    config.model.temperature = 10.0
-    config.num_epochs = 1
-    config.max_steps = 2
-    config.batch_size = 8
-    config.eval_batch_size = 64
-    config.log_every_steps = 1
-    config.checkpoint_every_steps = 2
+    apply_smoke(config, steps=2, batch_size=8, eval_batch_size=64, temperature=10.0)
   return config

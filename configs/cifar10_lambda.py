@@ -17,13 +17,13 @@ numbers. λ = 0 is plain BCE at T = 64.
     python train.py --config configs/cifar10_lambda.py:0.25,smoke
 """
 
-from codajax.train.config import base_config
+from codajax.train.config import apply_smoke, base_config, config_tokens
 
 PAPER_LAMBDAS = (0.0, 0.1, 0.25, 0.5, 1.0)
 
 
 def get_config(arg: str | None = None):
-  tokens = [t.strip() for t in (arg or "").split(",") if t.strip()]
+  tokens = config_tokens(arg)
   values = [t for t in tokens if t != "smoke"]
   if len(values) > 1:
     raise ValueError(f"cifar10_lambda takes one λ (and/or 'smoke'), got {values}.")
@@ -55,12 +55,5 @@ def get_config(arg: str | None = None):
   config.log_every_steps = 200
   config.checkpoint_every_steps = 5000
   if "smoke" in tokens:
-    config.name += "_smoke"
-    config.model.name = "tiny-3L"
-    config.num_epochs = 1
-    config.max_steps = 2
-    config.batch_size = 8
-    config.eval_batch_size = 64
-    config.log_every_steps = 1
-    config.checkpoint_every_steps = 2
+    apply_smoke(config, steps=2, batch_size=8, eval_batch_size=64, model="tiny-3L")
   return config

@@ -7,7 +7,7 @@ that reaches >= 97 % test accuracy in a few minutes on 2 cores.
     python train.py --config configs/digits.py:smoke  # seconds, for tests
 """
 
-from codajax.train.config import base_config
+from codajax.train.config import apply_smoke, base_config, config_tokens
 
 
 def get_config(arg: str | None = None):
@@ -25,12 +25,6 @@ def get_config(arg: str | None = None):
   config.eval_every_epochs = 5
   config.log_every_steps = 20
   config.checkpoint_every_steps = 200
-  if arg and "smoke" in arg.split(","):
-    config.name = "digits_smoke"
-    config.num_epochs = 1
-    config.max_steps = 4
-    config.batch_size = 8
-    config.eval_batch_size = 512
-    config.log_every_steps = 2
-    config.checkpoint_every_steps = 2
+  if "smoke" in config_tokens(arg):
+    apply_smoke(config, steps=4, batch_size=8, eval_batch_size=512)
   return config

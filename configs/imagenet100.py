@@ -14,7 +14,7 @@ Data: ``python -m codajax.data.prepare imagenet100 --manual_dir IMAGENET_ROOT``
     python train.py --config configs/imagenet100.py:smoke
 """
 
-from codajax.train.config import base_config
+from codajax.train.config import apply_smoke, base_config, config_tokens
 
 
 def get_config(arg: str | None = None):
@@ -35,15 +35,8 @@ def get_config(arg: str | None = None):
   config.worker_count = 8
   config.log_every_steps = 100
   config.checkpoint_every_steps = 2000
-  if arg and "smoke" in arg.split(","):
-    config.name += "_smoke"
-    config.model.name = "tiny-3L"
-    config.model.temperature = 10.0
-    config.num_epochs = 1
-    config.max_steps = 2
-    config.batch_size = 4
-    config.eval_batch_size = 8
+  if "smoke" in config_tokens(arg):
+    apply_smoke(config, steps=2, batch_size=4, eval_batch_size=8, model="tiny-3L",
+                temperature=10.0)
     config.worker_count = 0
-    config.log_every_steps = 1
-    config.checkpoint_every_steps = 2
   return config

@@ -7,7 +7,7 @@ backgrounds, for measuring whether explanations point at the object.
     python train.py --config configs/shapes.py:smoke
 """
 
-from codajax.train.config import base_config
+from codajax.train.config import apply_smoke, base_config, config_tokens
 
 
 def get_config(arg: str | None = None):
@@ -23,15 +23,8 @@ def get_config(arg: str | None = None):
   config.optimizer.warmup_epochs = 1
   config.eval_every_epochs = 2
   config.checkpoint_every_steps = 500
-  if arg and "smoke" in arg.split(","):
-    config.name = "shapes_smoke"
+  if "smoke" in config_tokens(arg):
     config.dataset = "shapes/train256_test64_seed0"
-    config.model.name = "tiny-3L"
-    config.model.temperature = 10.0
-    config.num_epochs = 1
-    config.max_steps = 4
-    config.batch_size = 8
-    config.eval_batch_size = 64
-    config.log_every_steps = 2
-    config.checkpoint_every_steps = 2
+    apply_smoke(config, steps=4, batch_size=8, eval_batch_size=64, model="tiny-3L",
+                temperature=10.0)
   return config

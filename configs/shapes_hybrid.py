@@ -15,24 +15,14 @@ Embeddings: 16×32², 32×16², 64×8² for k = 1, 2, 3; the class map is 8×8.
     python train.py --config configs/shapes_hybrid.py:s1,smoke
 """
 
-from codajax.train.config import base_config
+from codajax.train.config import apply_smoke, base_config, parse_stage_arg
 
 FAMILY = "shapes"
 NUM_STAGES = 3
 
 
-def _parse(arg: str | None, default: str) -> tuple[int, bool]:
-  tokens = [t.strip() for t in (arg or "").split(",") if t.strip()]
-  stages = [t for t in tokens if t != "smoke"] or [default]
-  if len(stages) != 1 or not (stages[0][:1] == "s" and stages[0][1:].isdigit()
-                              and 0 <= int(stages[0][1:]) <= NUM_STAGES):
-    raise ValueError(f"Expected one embedding stage s0..s{NUM_STAGES} (and/or 'smoke'), got "
-                     f"{arg!r}.")
-  return int(stages[0][1:]), "smoke" in tokens
-
-
 def get_config(arg: str | None = None):
-  stage, smoke = _parse(arg, "s2")
+  stage, smoke = parse_stage_arg(arg, "s2", NUM_STAGES)
   config = base_config()
   config.name = f"shapes_hybrid-s{stage}"
   config.description = f"Tiny ResNet cut after stage {stage}, CoDA layers on top (shapes)."
@@ -48,16 +38,9 @@ def get_config(arg: str | None = None):
   config.eval_every_epochs = 2
   config.checkpoint_every_steps = 500
   if smoke:
-    config.name += "_smoke"
     config.dataset = "shapes/train256_test64_seed0"
     config.model.kwargs.backbone_widths = (4, 8, 8)
     config.model.kwargs.coda_layers = (
         ((8, 4, 3, 2, 1), (10, 4, 1, 1, 0)) if stage < 2 else ((8, 4, 3, 1, 1), (10, 4, 1, 1, 0)))
-    config.model.temperature = 10.0
-    config.num_epochs = 1
-    config.max_steps = 4
-    config.batch_size = 8
-    config.eval_batch_size = 64
-    config.log_every_steps = 2
-    config.checkpoint_every_steps = 2
+    apply_smoke(config, steps=4, batch_size=8, eval_batch_size=64, temperature=10.0)
   return config

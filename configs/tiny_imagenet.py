@@ -9,7 +9,7 @@ Data: ``python -m codajax.data.prepare tiny_imagenet --manual_dir DIR`` with the
 released ``tiny-imagenet-200`` folder in DIR.
 """
 
-from codajax.train.config import base_config
+from codajax.train.config import apply_smoke, base_config, config_tokens
 
 
 def get_config(arg: str | None = None):
@@ -25,14 +25,7 @@ def get_config(arg: str | None = None):
   config.eval_every_epochs = 2
   config.log_every_steps = 200
   config.checkpoint_every_steps = 2000
-  if arg and "smoke" in arg.split(","):
-    config.name += "_smoke"
-    config.model.name = "tiny-3L"
-    config.model.temperature = 10.0
-    config.num_epochs = 1
-    config.max_steps = 2
-    config.batch_size = 8
-    config.eval_batch_size = 64
-    config.log_every_steps = 1
-    config.checkpoint_every_steps = 2
+  if "smoke" in config_tokens(arg):
+    apply_smoke(config, steps=2, batch_size=8, eval_batch_size=64, model="tiny-3L",
+                temperature=10.0)
   return config

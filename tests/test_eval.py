@@ -79,7 +79,8 @@ def test_eval_cli_end_to_end_on_digits(digits_run, tmp_path):
   methods = ["Ours", "Grad", "GCam"]
   out = str(tmp_path / "eval")
   result = _eval_cli("--workdir", digits_run, "--methods", ",".join(methods), "--n_grids", "2",
-                     "--n_removal", "8", "--batch_size", "9", "--n_figure", "3", "--out", out)
+                     "--n_removal", "8", "--batch_size", "9", "--n_figure", "3", "--out", out,
+                     "--method_setting", "Grad.abs=True")
   assert result.returncode == 0, result.stderr[-3000:]
   assert "report:" in result.stdout and "Ours" in result.stdout
 
@@ -92,6 +93,8 @@ def test_eval_cli_end_to_end_on_digits(digits_run, tmp_path):
   assert len(acc["per_class"]) == 10 and all(0 <= a <= 1 for a in acc["per_class"])
 
   protocol = report["protocol"]
+  assert protocol["method_settings"] == {"Grad": {"abs": True}, "GCam": {
+      "relu_attributions": True, "upsample": True}}
   assert protocol["localisation"]["n_grids"] == 2 and protocol["localisation"]["grid"] == 3
   removal = protocol["pixel_removal"]
   assert removal["mode"] == "zero_encoded" and removal["n_images"] == 8
@@ -125,6 +128,7 @@ def test_eval_cli_end_to_end_on_digits(digits_run, tmp_path):
 
   scores = np.load(os.path.join(out, "scores.npz"))
   assert scores["localisation/Ours"].shape == (2, 9)
+  assert np.all(scores["localisation/Grad"] >= 0)   # |gradient| (the setting) has no negative mass
   assert scores["localisation_depths"].shape == (5, 2, 9)
   assert scores["pixel_removal/GCam"].shape == (8, 65)
   assert np.mean(scores["localisation/Grad"]) == pytest.approx(
@@ -170,6 +174,21 @@ def test_unknown_method_lists_the_known_ones(tmp_path):
       in result.stderr
 
 
+def test_method_settings_are_parsed_and_checked():
+  assert evaluation.parse_method_settings(
+      ["RISE.n_masks=1000", "RISE.p1=0.2", "Occ5.reference_window_quirk=False"]) == {
+          "RISE": {"n_masks": 1000, "p1": 0.2}, "Occ5": {"reference_window_quirk": False}}
+  with pytest.raises(evaluation.EvaluationError, match="not METHOD.key=value"):
+    evaluation.parse_method_settings(["RISE:n_masks=10"])
+  with pytest.raises(evaluation.EvaluationError, match="'Ours' is not a post-hoc method"):
+    evaluation.parse_method_settings(["Ours.n_masks=10"])
+  with pytest.raises(evaluation.EvaluationError, match=r"RISE \(rise\) takes .*n_masks"):
+    evaluation.parse_method_settings(["RISE.masks=10"])
+  with pytest.raises(evaluation.EvaluationError, match="settings given for RISE, which is not"):
+    evaluation.run_evaluation("unused", methods=("Ours",),
+                              method_settings={"RISE": {"n_masks": 10}})
+
+
 def test_missing_checkpoint_names_train_py(tmp_path):
   with pytest.raises(evaluation.EvaluationError, match="python train.py --workdir"):
     evaluation.run_evaluation(str(tmp_path / "nothing"), methods=("Ours",))
@@ -204,8 +223,11 @@ def test_depth_maps_without_the_hybrid_helpers_match_them(monkeypatch):
 @pytest.mark.slow
 def test_every_method_runs_on_a_tiny_evaluation(digits_run, tmp_path):
   report = evaluation.run_evaluation(digits_run, n_grids=1, n_removal=2, batch_size=9,
-                                     n_figure=1, depths="off", out=str(tmp_path))
+                                     n_figure=1, depths="off", out=str(tmp_path),
+                                     method_settings={"RISE": {"n_masks": 300},
+                                                      "SmoothGrad": {"nt_samples": 8}})
   assert list(report["methods"]) == list(evaluation.known_methods())
+  assert report["protocol"]["method_settings"]["RISE"]["n_masks"] == 300
   for result in report["methods"].values():
     _assert_summary(result["localisation"], 9)
     assert 0.0 <= result["pixel_removal"]["mean"] <= 1.0

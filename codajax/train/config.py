@@ -63,6 +63,49 @@ def base_config() -> ml_collections.ConfigDict:
   return config
 
 
+def config_tokens(arg: str | None) -> list[str]:
+  """The comma-separated tokens of a config argument: ``"s2,smoke"`` -> ``["s2", "smoke"]``."""
+  return [token.strip() for token in (arg or "").split(",") if token.strip()]
+
+
+def parse_stage_arg(arg: str | None, default: str, num_stages: int) -> tuple[int, bool]:
+  """A hybrid config's argument ``"s<k>[,smoke]"`` -> (embedding stage k, smoke?).
+
+  ``default`` (e.g. ``"s2"``) applies when no stage is given; raises ``ValueError`` unless
+  exactly one stage in ``s0 .. s<num_stages>`` is named.
+  """
+  tokens = config_tokens(arg)
+  stages = [t for t in tokens if t != "smoke"] or [default]
+  if len(stages) != 1 or not (stages[0][:1] == "s" and stages[0][1:].isdigit()
+                              and 0 <= int(stages[0][1:]) <= num_stages):
+    raise ValueError(f"Expected one embedding stage s0..s{num_stages} (and/or 'smoke'), got "
+                     f"{arg!r}.")
+  return int(stages[0][1:]), "smoke" in tokens
+
+
+def apply_smoke(config: ml_collections.ConfigDict, *, steps: int, batch_size: int,
+                eval_batch_size: int, model: str | None = None,
+                temperature: float | None = None) -> ml_collections.ConfigDict:
+  """Turns ``config`` into its CPU smoke variant (in place; also returned).
+
+  ``steps`` training steps of ``batch_size`` in one epoch, logging every ``steps // 2`` steps
+  and checkpointing every 2; the name gains ``_smoke``; ``model``/``temperature`` replace the
+  model name and temperature when given.
+  """
+  config.name += "_smoke"
+  if model is not None:
+    config.model.name = model
+  if temperature is not None:
+    config.model.temperature = temperature
+  config.num_epochs = 1
+  config.max_steps = steps
+  config.batch_size = batch_size
+  config.eval_batch_size = eval_batch_size
+  config.log_every_steps = max(1, steps // 2)
+  config.checkpoint_every_steps = 2
+  return config
+
+
 def _require(condition: bool, message: str) -> None:
   if not condition:
     raise ValueError(f"Bad config: {message}")
