@@ -1,7 +1,8 @@
 """Markdown tables of evaluated runs: ``python studies/summarise.py runs/study [more dirs]``.
 
 Each argument is a work directory written by ``train.py`` (with ``eval/report.json`` from
-``eval.py``) or a directory of them. Prints, per run, the configuration (model, embedding
+``eval.py``; ``--eval_dir NAME`` reads ``NAME/report.json`` instead, for an ``eval.py --out``
+elsewhere) or a directory of them. Prints, per run, the configuration (model, embedding
 stage, λ, steps), the final test accuracy and training time from ``metrics.jsonl``, and the
 report's scores of every method; then the per-depth localisation of every run. Runs without a
 report are listed with their accuracy only.
@@ -9,6 +10,7 @@ report are listed with their accuracy only.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -27,7 +29,7 @@ def find_runs(paths: list[str]) -> Iterator[str]:
         yield os.path.join(path, name)
 
 
-def read_run(workdir: str) -> dict[str, Any]:
+def read_run(workdir: str, eval_dir: str = "eval") -> dict[str, Any]:
   """Config, last eval metrics, training seconds and the eval report (or None) of a run."""
   with open(os.path.join(workdir, "run.json")) as f:
     config = json.load(f)["config"]
@@ -37,7 +39,7 @@ def read_run(workdir: str) -> dict[str, Any]:
       records = [json.loads(line) for line in f if line.strip()]
   evals = [r for r in records if "eval/accuracy" in r]
   times = [r["time"] for r in records if "train/loss" in r]
-  report_path = os.path.join(workdir, "eval", "report.json")
+  report_path = os.path.join(workdir, eval_dir, "report.json")
   report = None
   if os.path.exists(report_path):
     with open(report_path) as f:
@@ -130,10 +132,13 @@ def depth_table(runs: list[dict[str, Any]]) -> list[str]:
   return lines
 
 
-def main(paths: list[str]) -> None:
-  if not paths:
-    sys.exit(__doc__)
-  runs = [read_run(workdir) for workdir in find_runs(paths)]
+def main(argv: list[str]) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("paths", nargs="+", help="work directories or directories of them")
+  parser.add_argument("--eval_dir", default="eval", help="report directory inside each run")
+  args = parser.parse_args(argv)
+  paths = args.paths
+  runs = [read_run(workdir, args.eval_dir) for workdir in find_runs(paths)]
   if not runs:
     sys.exit(f"no runs (directories with run.json) under {', '.join(paths)}")
   print("\n".join(run_overview(runs) + method_tables(runs) + depth_table(runs)))
