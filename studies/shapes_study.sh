@@ -15,9 +15,9 @@ cd "$(dirname "$0")/.."
 STAGE=${1:?usage: shapes_study.sh train|eval}
 OUT=${OUT:-runs/study}
 EPOCHS=${EPOCHS:-5}
-DEPTHS=${DEPTHS:-"s3 s2 s1"}
+DEPTHS=${DEPTHS-"s3 s2 s1"}   # DEPTHS="" skips them
 LAMBDA_STAGE=${LAMBDA_STAGE:-s2}
-LAMBDAS=${LAMBDAS:-"0.25 25"}
+LAMBDAS=${LAMBDAS-"0.25 25"}
 # eval.py on every run: localisation grids, grid size, pixel-removal/ground-truth images, methods.
 EVAL_GRIDS=${EVAL_GRIDS:-30}
 EVAL_GRID=${EVAL_GRID:-3}
