@@ -77,6 +77,7 @@ class ReferenceCoDANet(torch.nn.Module):
       channels = layer.features
     self.layers = torch.nn.Sequential(*layers)
     self.temperature = spec.temperature
+    self.num_classes = spec.layers[-1].features
 
   def forward(self, images: torch.Tensor) -> torch.Tensor:
     out = self.layers(torch.cat([images, 1 - images], 1))
@@ -87,7 +88,7 @@ def time_reference(model: ReferenceCoDANet, images: torch.Tensor, labels: torch.
                    steps: int, warmup: int = 1) -> float:
   """Median seconds of one Adam step of the BCE loss (the reference's training step)."""
   optimizer = torch.optim.Adam(model.parameters(), lr=2.5e-4)
-  targets = F.one_hot(labels, 10).float()
+  targets = F.one_hot(labels, model.num_classes).float()
   times = []
   for i in range(warmup + steps):
     start = time.perf_counter()
