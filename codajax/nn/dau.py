@@ -19,8 +19,17 @@ Two forms compute the same function:
   output position), as the authors' PyTorch code does;
 * ``"implicit"`` (the default) never forms ``w``: ``A_dᵀx`` for all ``d`` and
   ``b_d·x`` come from one ordinary convolution of the input, ``u_d = z·(A_dᵀx) +
-  b_d·x`` and ``‖w_d‖² = zᵀ(A_dᵀA_d)z + 2(A_dᵀb_d)·z + ‖b_d‖²`` from small
-  per-layer Gram matrices.
+  b_d·x`` and ``‖w_d‖ = ‖R_d [z; 1]‖`` with ``R_d`` the triangular factor of a QR
+  of ``M_d = [A_d | b_d]``, computed once per call (small per-layer matrices).
+  Unlike the Gram expansion ``zᵀ(A_dᵀA_d)z + 2(A_dᵀb_d)·z + ‖b_d‖²``, which
+  cancels catastrophically when ``‖w_d‖`` is small against ``‖A_d z‖`` and
+  ``‖b_d‖`` (relative error ``ε·κ²``), this is as accurate as the explicit form
+  (``ε·κ``, ``κ = ‖M_d‖·‖[z; 1]‖ / ‖w_d‖``).
+
+Both forms treat a weight as zero when ``‖w_d‖`` is below the rounding error of
+the terms it is computed from (``_ZERO_NORM_ULPS·ε·‖M_d‖_F·‖[z; 1]‖``): its norm
+factor is then 0 and no gradient flows through the norm. float64 inputs are
+computed in float64; bfloat16/float16/float32 inputs accumulate in float32.
 
 With ``explain=True`` the dynamic weights and the norm factor are detached
 (``stop_gradient``), so the layer is exactly linear in its input and the
@@ -53,6 +62,10 @@ FORMS: tuple[str, ...] = ("implicit", "explicit")
 # Below this squared norm a weight vector counts as zero: the norm factor is
 # set to its limit (0) and no gradient flows through the norm.
 _TINY_SQUARED_NORM = 1e-30
+
+# A weight with ‖w_d‖ ≤ _ZERO_NORM_ULPS·ε·‖M_d‖_F·‖[z; 1]‖ is rounding noise
+# (ε of the accumulation dtype, M_d = [A_d | b_d]): its squared norm is set to 0.
+_ZERO_NORM_ULPS = 4.0
 
 _DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
 
@@ -103,15 +116,20 @@ def output_size(size: int, kernel_size: int, stride: int, padding: int) -> int:
   return (size + 2 * padding - kernel_size) // stride + 1
 
 
+def _accumulation_dtype(dtype) -> jnp.dtype:
+  """float32 for bfloat16/float16/float32 inputs, float64 for float64 inputs."""
+  return jnp.promote_types(dtype, jnp.float32)
+
+
 def _conv(x: Array, kernel: Array, stride: int, padding: int) -> Array:
-  """NHWC × HWIO convolution with explicit symmetric padding, float32 accumulation."""
+  """NHWC × HWIO convolution with explicit symmetric padding, float32 (or float64) accumulation."""
   return lax.conv_general_dilated(
       x,
       kernel,
       window_strides=(stride, stride),
       padding=((padding, padding), (padding, padding)),
       dimension_numbers=_DIMENSION_NUMBERS,
-      preferred_element_type=jnp.float32,
+      preferred_element_type=_accumulation_dtype(x.dtype),
   )
 
 
@@ -155,6 +173,84 @@ def norm_factor(squared_norm: Array, norm: Norm) -> Array:
   return jnp.where(is_zero, 0.0, factor)
 
 
+def _factor_matrices(a: Array, b: Array) -> Array:
+  """``M_d = [A_d | b_d]`` of every DAU: ``(P, D, r)``, ``(P, D) -> (D, P, r + 1)``."""
+  return jnp.transpose(jnp.concatenate([a, b[..., None]], axis=-1), (1, 0, 2))
+
+
+def _norm_preserving_factors(m: Array) -> Array:
+  """``R_d`` with ``‖R_d v‖ = ‖M_d v‖`` for every ``v``: ``(D, P, q) -> (D, min(P, q), q)``.
+
+  The triangular factor of a QR of ``M_d`` when ``M_d`` is tall (``P > q``);
+  ``M_d`` itself otherwise (it is then no larger than ``R_d``).
+  """
+  if m.shape[1] <= m.shape[2]:
+    return m
+  return jnp.linalg.qr(m, mode="r")
+
+
+def _with_ones(z: Array) -> Array:
+  """``[z; 1]`` along the last axis: ``(..., r) -> (..., r + 1)``."""
+  return jnp.concatenate([z, jnp.ones_like(z[..., :1])], axis=-1)
+
+
+@jax.custom_jvp
+def _squared_norms_qr(m: Array, z: Array) -> Array:
+  """``‖M_d [z; 1]‖²`` as ``‖R_d [z; 1]‖²``: ``(D, P, r + 1)``, ``(..., r) -> (..., D)``.
+
+  Backward stable: the error of the norm is ``O(ε·‖M_d‖·‖[z; 1]‖)``, however
+  small ``‖M_d [z; 1]‖`` is (the Gram expansion's is ``O(ε·‖M_d‖²·‖[z; 1]‖²)``
+  in the squared norm).
+  """
+  r = _norm_preserving_factors(m)
+  y = jnp.einsum("...k,dqk->...dq", z, r[..., :-1]) + r[..., -1]
+  return jnp.sum(jnp.square(y), axis=-1)
+
+
+@_squared_norms_qr.defjvp
+def _squared_norms_qr_jvp(primals, tangents):
+  """``d‖Mv‖² = 2 vᵀ(MᵀdM)v + 2 vᵀ(MᵀM)dv`` with ``v = [z; 1]``, ``dv = [dz; 0]``.
+
+  Both terms are of the size of ``‖w‖`` and their rounding error is
+  ``O(ε·‖M‖²·‖v‖²)``, the explicit form's order: no QR is differentiated.
+  """
+  m, z = primals
+  dm, dz = tangents
+  v = _with_ones(z)
+  dv = jnp.concatenate([dz, jnp.zeros_like(dz[..., :1])], axis=-1)
+  gram = jnp.einsum("dpk,dpl->dkl", m, m)            # (D, q, q)
+  m_t_dm = jnp.einsum("dpk,dpl->dkl", m, dm)          # (D, q, q)
+  tangent = 2.0 * (jnp.einsum("...k,dkl,...l->...d", v, m_t_dm, v)
+                   + jnp.einsum("...k,dkl,...l->...d", v, gram, dv))
+  return _squared_norms_qr(m, z), tangent
+
+
+def _zero_below_rounding(squared_norm: Array, m: Array, z: Array) -> Array:
+  """``‖w_d‖²`` with the values below the rounding error of ``M_d [z; 1]`` set to 0.
+
+  Args:
+    squared_norm: ``(..., D)``; m: ``(D, P, r + 1)``; z: ``(..., r)``.
+  """
+  eps = jnp.finfo(squared_norm.dtype).eps
+  scale = jnp.sum(jnp.square(m), axis=(1, 2)) * (1.0 + jnp.sum(jnp.square(z), axis=-1,
+                                                               keepdims=True))
+  noise = jnp.square(_ZERO_NORM_ULPS * eps) * scale
+  return jnp.where(squared_norm <= noise, 0.0, squared_norm)
+
+
+def _squared_norms(a: Array, b: Array, z: Array) -> Array:
+  """``‖A_d z + b_d‖²`` of every DAU at every position, exact to ``O(ε·κ)``, 0 below rounding.
+
+  Args:
+    a: ``(P, D, r)``; b: ``(P, D)``; z: ``(..., r)``.
+
+  Returns:
+    ``(..., D)``.
+  """
+  m = _factor_matrices(a, b)
+  return _zero_below_rounding(_squared_norms_qr(m, z), m, z)
+
+
 def dynamic_weights(
     params: dict[str, Array], x: Array, *, stride: int = 1, padding: int = 0
 ) -> Array:
@@ -175,19 +271,22 @@ def dynamic_weights(
 def _explicit_raw_and_norm(params, x, weights_input, stride, padding, explain):
   """Explicit form: ``u = w·x`` and ``‖w‖²`` from the materialised weights ``w(weights_input)``."""
   k = params["B"].shape[0]
+  acc = _accumulation_dtype(x.dtype)
   w = dynamic_weights(params, weights_input, stride=stride, padding=padding)
   if explain:
     w = lax.stop_gradient(w)
-  patches = extract_patches(x, k, stride, padding).astype(jnp.float32)
+  patches = extract_patches(x, k, stride, padding).astype(acc)
   u = jnp.einsum("nhwp,nhwpd->nhwd", patches, w)
-  return u, jnp.sum(jnp.square(w), axis=-2)
+  z = _conv(weights_input, params["B"].astype(x.dtype), stride, padding)  # as in w (CSE)
+  m = _factor_matrices(*(f.astype(acc) for f in _flat_dynamic_factors(params)))
+  return u, _zero_below_rounding(jnp.sum(jnp.square(w), axis=-2), m, z)
 
 
 def _implicit_raw_and_norm(params, x, weights_input, stride, padding, explain):
   """Implicit form: ``u`` and ``‖w‖²`` without forming ``w``.
 
   One convolution of ``x`` with ``r + D·r + D`` output channels gives ``z = Bx``,
-  ``A_dᵀx`` and ``b_d·x``; the squared norm comes from the Gram matrices. When
+  ``A_dᵀx`` and ``b_d·x``; the squared norm comes from ``_squared_norms``. When
   the weights come from another tensor (``weights_input is not x``), ``z`` is a
   separate convolution of that tensor.
   """
@@ -207,20 +306,12 @@ def _implicit_raw_and_norm(params, x, weights_input, stride, padding, explain):
   a_x = a_x.reshape(*a_x.shape[:-1], d, r)
 
   a, b = _flat_dynamic_factors(params)
-  a, b = a.astype(jnp.float32), b.astype(jnp.float32)
-  gram = jnp.einsum("pdr,pds->drs", a, a)            # (D, r, r)
-  cross = jnp.einsum("pdr,pd->dr", a, b)             # (D, r)
-  bias_sq = jnp.sum(jnp.square(b), axis=0)           # (D,)
+  acc = _accumulation_dtype(x.dtype)
+  a, b = a.astype(acc), b.astype(acc)
 
   z_w = lax.stop_gradient(z) if explain else z       # z only shapes the weights
   u = jnp.einsum("nhwr,nhwdr->nhwd", z_w, a_x) + b_x
-  squared_norm = (
-      jnp.einsum("nhwr,drs,nhws->nhwd", z, gram, z)
-      + 2.0 * jnp.einsum("nhwr,dr->nhwd", z, cross)
-      + bias_sq
-  )
-  # The Gram expansion can round slightly below zero when ‖w‖ is tiny.
-  return u, jnp.maximum(squared_norm, 0.0)
+  return u, _squared_norms(a, b, z)
 
 
 def dau_conv(
@@ -248,7 +339,8 @@ def dau_conv(
     explain: detach the dynamic weights and the norm factor so the layer is
       exactly linear in ``x``.
     compute_dtype: dtype of the convolution inputs (e.g. ``jnp.bfloat16``);
-      accumulation, Gram matrices and norms stay float32. Default: ``x.dtype``.
+      accumulation and norms stay float32 (float64 for float64 inputs).
+      Default: ``x.dtype``.
     weights_input: compute the dynamic weights and the norm factor from this
       tensor (shaped like ``x``) instead of ``x``: the output is exactly linear
       in ``x`` and differentiable in ``params`` and ``weights_input``.
