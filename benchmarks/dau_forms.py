@@ -3,6 +3,7 @@
     python benchmarks/dau_forms.py --batches 8 --steps 5                       # CPU, 9L-S
     python benchmarks/dau_forms.py --batches 16,64,256,1024 --dtypes float32,bfloat16
     python benchmarks/dau_forms.py --arch 9L-L --batches 8,32
+    python benchmarks/dau_forms.py --batches 8 --steps 5 --norm_impls qr,gram  # norm before/after
 
 Prints one JSON line per (form, dtype, batch) with img/s, step time, compile
 time, GFLOP per image (XLA cost analysis), MFU (against the chip's bfloat16
@@ -10,11 +11,18 @@ peak, when known) and peak device memory; then the implicit/explicit ratio at
 each batch. The explicit form (the reference's algorithm) is the in-run
 baseline; ``--skip_explicit_above N`` skips it for batches over N (it needs
 ~57 MB per 9L-S image).
+
+``--norm_impls qr,gram`` times the implicit form twice: with its norm
+``‖w_d‖ = ‖R_d [z; 1]‖`` (``qr``, the library's) and with the former Gram
+expansion ``zᵀ(A_dᵀA_d)z + 2(A_dᵀb_d)·z + ‖b_d‖²`` (``gram``, kept here only
+for this comparison; it loses accuracy when ``‖w_d‖`` is small), and prints
+the qr/gram ratio of each.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 
 import jax
@@ -22,7 +30,36 @@ import jax.numpy as jnp
 import optax
 
 from codajax.models import ARCHITECTURES, get_model
+from codajax.nn import dau
 from common import compile_and_time, emit, throughput_record
+
+
+def gram_squared_norms(a, b, z):
+  """The former implicit-form norm ``zᵀ(AᵀA)z + 2(Aᵀb)·z + ‖b‖²``, clamped at 0.
+
+  a: ``(P, D, r)``, b: ``(P, D)``, z: ``(..., r)`` -> ``(..., D)``. Cancels
+  catastrophically when ``‖Az + b‖`` is small against ``‖Az‖`` and ``‖b‖``.
+  """
+  gram = jnp.einsum("pdr,pds->drs", a, a)
+  cross = jnp.einsum("pdr,pd->dr", a, b)
+  bias_sq = jnp.sum(jnp.square(b), axis=0)
+  squared_norm = (jnp.einsum("...r,drs,...s->...d", z, gram, z)
+                  + 2.0 * jnp.einsum("...r,dr->...d", z, cross) + bias_sq)
+  return jnp.maximum(squared_norm, 0.0)
+
+
+@contextlib.contextmanager
+def norm_impl(name: str):
+  """Traces the implicit form with the library's norm (``qr``) or the former ``gram`` one."""
+  library = dau._squared_norms
+  if name == "gram":
+    dau._squared_norms = gram_squared_norms
+  elif name != "qr":
+    raise ValueError(f"Unknown norm implementation {name!r}; known: qr, gram.")
+  try:
+    yield
+  finally:
+    dau._squared_norms = library
 
 
 def make_train_step(model, tx):
@@ -66,7 +103,10 @@ def main():
   parser.add_argument("--dtypes", default="float32", help="float32 and/or bfloat16")
   parser.add_argument("--steps", type=int, default=5)
   parser.add_argument("--skip_explicit_above", type=int, default=1 << 30)
+  parser.add_argument("--norm_impls", default="qr",
+                      help="implicit-form norm(s) to time: qr (the library's) and/or gram")
   args = parser.parse_args()
+  impls = args.norm_impls.split(",")
 
   for batch in map(int, args.batches.split(",")):
     results = {}
@@ -74,14 +114,25 @@ def main():
       for form in ("explicit", "implicit"):
         if form == "explicit" and batch > args.skip_explicit_above:
           continue
-        results[form, dtype] = time_train_step(args.arch, form, dtype, batch, args.steps)
-        emit(results[form, dtype])
-    baseline = results.get(("explicit", "float32"))
-    if baseline:
-      for (form, dtype), record in results.items():
-        if form == "implicit":
-          emit({"name": f"{args.arch}/train/implicit_{dtype}_over_explicit_float32",
-                "batch": batch, "ratio": round(record["img_per_s"] / baseline["img_per_s"], 3)})
+        for impl in impls if form == "implicit" else ("qr",):
+          with norm_impl(impl):
+            record = time_train_step(args.arch, form, dtype, batch, args.steps)
+          if form == "implicit" and impls != ["qr"]:
+            record["norm_impl"] = impl
+          results[form, dtype, impl] = record
+          emit(record)
+    baseline = results.get(("explicit", "float32", "qr"))
+    for (form, dtype, impl), record in results.items():
+      if form != "implicit":
+        continue
+      suffix = "" if impls == ["qr"] else f"_{impl}"
+      if baseline:
+        emit({"name": f"{args.arch}/train/implicit{suffix}_{dtype}_over_explicit_float32",
+              "batch": batch, "ratio": round(record["img_per_s"] / baseline["img_per_s"], 3)})
+      gram = results.get((form, dtype, "gram"))
+      if impl == "qr" and gram:
+        emit({"name": f"{args.arch}/train/implicit_{dtype}_qr_over_gram", "batch": batch,
+              "ratio": round(record["img_per_s"] / gram["img_per_s"], 3)})
 
 
 if __name__ == "__main__":

@@ -21,18 +21,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from codajax.nn import dau
+from dau_forms import norm_impl
 
 C, D, RANK = 8, 16, 4
-
-
-def gram_squared_norms(a, b, z):
-  """The former implicit-form norm: ``zᵀ(AᵀA)z + 2(Aᵀb)·z + ‖b‖²``, clamped at 0 (O(√ε))."""
-  gram = jnp.einsum("pdr,pds->drs", a, a)
-  cross = jnp.einsum("pdr,pd->dr", a, b)
-  bias_sq = jnp.sum(jnp.square(b), axis=0)
-  squared_norm = (jnp.einsum("...r,drs,...s->...d", z, gram, z)
-                  + 2.0 * jnp.einsum("...r,dr->...d", z, cross) + bias_sq)
-  return jnp.maximum(squared_norm, 0.0)
 
 
 def small_norm_layer(delta: float, seed: int = 0):
@@ -97,15 +88,17 @@ def relative_error(got, want):
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--deltas", default="1,1e-1,1e-2,1e-3,1e-4,1e-5,1e-6")
-  parser.add_argument("--form_impl", choices=("current", "gram"), default="current",
-                      help="gram: replace the implicit form's norm by the former Gram expansion")
+  parser.add_argument("--form_impl", choices=("qr", "gram"), default="qr",
+                      help="qr: the library's implicit-form norm; gram: the former Gram expansion")
   args = parser.parse_args()
-  if args.form_impl == "gram":
-    dau._squared_norms = gram_squared_norms
+  with norm_impl(args.form_impl):
+    run(args.deltas)
 
+
+def run(deltas: str):
   print("| δ | κ | norm | form | out rel. err | ∂x rel. err | ∂A rel. err |")
   print("|---|---|---|---|---|---|---|")
-  for delta in map(float, args.deltas.split(",")):
+  for delta in map(float, deltas.split(",")):
     params, x = small_norm_layer(delta)
     for norm in dau.NORMS:
       out, grad_x, grad_a, _, kappa = reference(params, x, norm)

@@ -178,6 +178,31 @@ def _factor_matrices(a: Array, b: Array) -> Array:
   return jnp.transpose(jnp.concatenate([a, b[..., None]], axis=-1), (1, 0, 2))
 
 
+def _triangular_factors(m: Array) -> Array:
+  """``R_d`` of a QR of every ``M_d`` by modified Gram–Schmidt: ``(D, P, q) -> (D, q, q)``.
+
+  MGS's ``R`` is as accurate as Householder's (it is Householder QR of
+  ``[0; M_d]``, Björck & Paige 1992): ``R_dᵀR_d = (M_d + ΔM)ᵀ(M_d + ΔM)`` with
+  ``‖ΔM‖ = O(ε‖M_d‖)``. Written as a loop of ``q`` batched rank-one updates
+  because LAPACK's batched QR of small matrices is ~10× slower on CPU. A column
+  that is (numerically) dependent on the previous ones gets a zero row.
+  """
+  num, _, q = m.shape
+  cols = jnp.arange(q)
+
+  def step(j, carry):
+    rest, r = carry
+    column = lax.dynamic_index_in_dim(rest, j, axis=2, keepdims=False)    # (D, P)
+    length = jnp.sqrt(jnp.sum(jnp.square(column), axis=1))                # (D,)
+    unit = column / jnp.where(length > 0, length, 1.0)[:, None]
+    row = jnp.where(cols > j, jnp.einsum("dp,dpk->dk", unit, rest), 0.0)  # (D, q)
+    rest = rest - unit[:, :, None] * row[:, None, :]
+    row = jnp.where(cols == j, length[:, None], row)
+    return rest, lax.dynamic_update_index_in_dim(r, row, j, axis=1)
+
+  return lax.fori_loop(0, q, step, (m, jnp.zeros((num, q, q), m.dtype)))[1]
+
+
 def _norm_preserving_factors(m: Array) -> Array:
   """``R_d`` with ``‖R_d v‖ = ‖M_d v‖`` for every ``v``: ``(D, P, q) -> (D, min(P, q), q)``.
 
@@ -186,7 +211,7 @@ def _norm_preserving_factors(m: Array) -> Array:
   """
   if m.shape[1] <= m.shape[2]:
     return m
-  return jnp.linalg.qr(m, mode="r")
+  return _triangular_factors(m)
 
 
 def _with_ones(z: Array) -> Array:
