@@ -11,6 +11,12 @@ Conventions used by every method in :mod:`codajax.attribution`:
   their forward passes between the T classes, gradient methods ``vmap`` over them.
 * Loops over integration steps, noise samples or masks run as a ``lax.scan`` over chunks whose
   items are ``vmap``-ed, so a method is one traced program whatever its number of forward passes.
+* Bad input is a ``ValueError`` with a one-line message: non-4-D or non-float images, an empty
+  batch (N = 0: there is nothing to explain), non-integer targets, and concrete targets outside
+  ``[0, K)`` (checked even when a method evaluates the model inside ``vmap``/``scan``, e.g.
+  SmoothGrad's noise samples). Targets that are tracers (a method called inside ``jax.jit``
+  with the target as an argument) cannot be checked: there an out-of-range target gives a zero
+  map (JAX's out-of-bounds gather fills).
 """
 
 from __future__ import annotations
@@ -32,17 +38,25 @@ def check_images(inputs: Array) -> Array:
         raise ValueError(f"inputs must be a batch of images (N, H, W, C); got shape {inputs.shape}")
     if not jnp.issubdtype(inputs.dtype, jnp.floating):
         raise ValueError(f"inputs must be floating point images; got dtype {inputs.dtype}")
+    if inputs.shape[0] == 0:
+        raise ValueError(f"inputs is an empty batch (shape {inputs.shape}); attribution needs at least one image")
     return inputs
 
 
 def as_target(target: int | Array, num_images: int) -> Array:
-    """Class indices as int32 ``(N,)`` (from an int or ``(N,)``) or ``(N, T)`` (from ``(N, T)``)."""
-    target = jnp.asarray(target)
+    """Class indices as int32 ``(N,)`` (from an int or ``(N,)``) or ``(N, T)`` (from ``(N, T)``).
+
+    A concrete target (an int, a numpy or a concrete JAX array) comes back as a numpy array, so it
+    stays concrete, and range-checked by :func:`select`, when a method closes over it inside a
+    traced loop (``vmap``/``scan``); a tracer comes back as a tracer.
+    """
+    xp = jnp if isinstance(target, jax.core.Tracer) else np
+    target = xp.asarray(target)
     if not jnp.issubdtype(target.dtype, jnp.integer):
         raise ValueError(f"target must be integer class indices; got dtype {target.dtype}")
     if target.ndim > 2 or (target.ndim >= 1 and target.shape[0] != num_images):
         raise ValueError(f"target must be an int or an array of shape ({num_images},) or ({num_images}, T); got shape {target.shape}")
-    return jnp.broadcast_to(target, (num_images,) + target.shape[1:]).astype(jnp.int32)
+    return xp.broadcast_to(target, (num_images,) + target.shape[1:]).astype(xp.int32)
 
 
 def check_target_range(target: Array, num_classes: int) -> None:
@@ -92,6 +106,8 @@ def weighted_sum(f: Callable[[Any], Any], xs: Any, weights: Array, batch_size: i
     weight 0. ``f`` may return a pytree; the result has its structure, summed over items.
     """
     num_items = weights.shape[0]
+    if num_items < 1:
+        raise ValueError("weighted_sum needs at least one item (got 0)")
     batch_size = num_items if batch_size is None else max(1, min(int(batch_size), num_items))
     num_chunks = -(-num_items // batch_size)
     padded = num_chunks * batch_size

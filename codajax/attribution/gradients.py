@@ -133,12 +133,14 @@ def noise_tunnel(
     Captum) from ``key`` (a ``jax.random`` key or an int seed) and returns, per ``nt_type``, the
     mean attribution ("smoothgrad"), the mean squared attribution ("smoothgrad_sq") or its
     variance ("vargrad"). Shapes: inputs (N,H,W,C) -> the wrapped method's output shape.
+    A concrete ``target`` outside ``[0, K)`` raises ``ValueError`` (see :mod:`._common`).
     """
     if nt_type not in NOISE_TUNNEL_TYPES:
         raise ValueError(f"unknown nt_type {nt_type!r}; known: {', '.join(NOISE_TUNNEL_TYPES)}")
     if nt_samples < 1:
         raise ValueError("nt_samples must be >= 1")
     inputs = check_images(inputs)
+    target = as_target(target, inputs.shape[0])  # checked once, concrete inside the sample loop
 
     def moments(sample_key):
         noisy = inputs + stdevs * jax.random.normal(sample_key, inputs.shape, inputs.dtype)

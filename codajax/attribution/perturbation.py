@@ -155,12 +155,18 @@ def rise(
     """RISE saliency: sum_i p_i(target) * mask_i / (n_masks * p1), (N,H,W,C) -> (N,H,W,1).
 
     ``target``: int, (N,) or (N,T); (N,T) targets share the masked forward passes and give
-    (N,T,H,W,1).
+    (N,T,H,W,1). ``n_masks`` and ``s`` must be positive ints and ``p1`` in (0, 1] (ValueError).
 
     ``p_i`` = ``probabilities(fn(inputs * mask_i))`` (sigmoid of the logits, as the reference's
     BCE-trained models). The same masks (drawn from ``key``, see :func:`rise_masks`) serve every
     image of the batch, as the reference caches them per image size.
     """
+    if isinstance(n_masks, bool) or not isinstance(n_masks, (int, np.integer)) or n_masks < 1:
+        raise ValueError(f"n_masks must be a positive int; got {n_masks!r}")
+    if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1:
+        raise ValueError(f"s (cells per side) must be a positive int; got {s!r}")
+    if not 0 < p1 <= 1:
+        raise ValueError(f"p1 (probability of keeping a cell) must lie in (0, 1]; got {p1!r}")
     inputs = check_images(inputs)
     target = as_target(target, inputs.shape[0])
     height, width = inputs.shape[1:3]

@@ -4,6 +4,11 @@
 * pixel removal: probability of the true class while removing the least important pixels;
 * ground truth: mask energy and pointing game against object masks;
 * completeness of contribution maps, and a summary of metric values.
+
+An empty batch (N = 0) gives an empty result for the per-image scores (``mask_energy``,
+``pointing_game``, ``completeness_error``, ``localisation_scores``/``localisation_metric``,
+``pixel_removal_probabilities``: shape (0, ...)); the aggregates (``pixel_removal_curve``,
+``summarise``) raise ``ValueError``, as a mean over no images is undefined.
 """
 
 from codajax.metrics.completeness import completeness_error

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -18,6 +20,6 @@ def completeness_error(contributions: Array, logits_minus_bias: Array) -> Array:
     contributions, targets = jnp.asarray(contributions), jnp.asarray(logits_minus_bias)
     if targets.ndim != 1 or contributions.shape[:1] != targets.shape:
         raise ValueError(f"need contributions (N, ...) and logits_minus_bias (N,); got {contributions.shape}, {targets.shape}")
-    flat = contributions.reshape(contributions.shape[0], -1)
+    flat = contributions.reshape(contributions.shape[0], math.prod(contributions.shape[1:]))
     scale = jnp.sum(jnp.abs(flat), axis=1)
     return jnp.abs(flat.sum(axis=1) - targets) / jnp.maximum(scale, jnp.finfo(scale.dtype).tiny)

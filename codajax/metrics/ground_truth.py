@@ -40,5 +40,6 @@ def pointing_game(a_batch: Array, s_batch: Array) -> Array:
     Ties go to the first maximum in row-major order (``argmax``).
     """
     maps, masks = _maps_and_masks(a_batch, s_batch)
-    peak = jnp.argmax(maps.reshape(maps.shape[0], -1), axis=1)
-    return jnp.take_along_axis(masks.reshape(masks.shape[0], -1), peak[:, None], axis=1)[:, 0].astype(jnp.float32)
+    num, height, width = maps.shape
+    peak = jnp.argmax(maps.reshape(num, height * width), axis=1)
+    return jnp.take_along_axis(masks.reshape(num, height * width), peak[:, None], axis=1)[:, 0].astype(jnp.float32)

@@ -14,6 +14,7 @@ reference's.
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import jax
@@ -52,7 +53,8 @@ def removal_rank(importance: Array, direction: str = "least") -> Array:
     """
     if direction not in DIRECTIONS:
         raise ValueError(f"unknown direction {direction!r}; known: {', '.join(DIRECTIONS)}")
-    flat = jnp.asarray(importance).reshape(importance.shape[0], -1)
+    importance = jnp.asarray(importance)
+    flat = importance.reshape(importance.shape[0], math.prod(importance.shape[1:]))
     order = jnp.argsort(flat, axis=1, stable=True)
     if direction == "most":
         order = order[:, ::-1]
@@ -127,5 +129,10 @@ def pixel_removal_probabilities(
 
 
 def pixel_removal_curve(fn: Callable[[Array], Array], x_batch: Array, y_batch: Array, a_batch: Array, **kwargs) -> Array:
-    """Mean over images of :func:`pixel_removal_probabilities`: (n_masks,) (reference: 129 values)."""
+    """Mean over images of :func:`pixel_removal_probabilities`: (n_masks,) (reference: 129 values).
+
+    Raises ``ValueError`` for an empty batch (the mean over no images is undefined).
+    """
+    if jnp.shape(x_batch)[:1] == (0,):
+        raise ValueError(f"pixel_removal_curve needs at least one image; got an empty batch of shape {jnp.shape(x_batch)}")
     return pixel_removal_probabilities(fn, x_batch, y_batch, a_batch, **kwargs).mean(axis=0)
