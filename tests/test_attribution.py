@@ -399,3 +399,44 @@ def test_bad_inputs_are_rejected(linear):
         attribution.integrated_gradients(fn, images, 0, method="simpson")
     with pytest.raises(ValueError, match="vargrad"):
         attribution.noise_tunnel(attribution.gradient, fn, images, 0, key=0, nt_type="median")
+
+
+# ---------------------------------------------------------------------------------- issue 11: silent wrong results
+
+
+@pytest.mark.parametrize("target", [2, np.int64(2), jnp.int32(2), np.array([2, 2])])
+def test_smoothgrad_of_linear_model_is_the_weight_row_for_any_int_target(linear, target):
+    # The gradient of a linear model is its weight column whatever the noise: SmoothGrad equals it.
+    fn, weights, images, _ = linear
+    maps = attribution.smooth_grad(fn, images, target, key=0, nt_samples=3)
+    np.testing.assert_allclose(maps, np.stack([weights[..., 2]] * N), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("target", [-1, K, np.array([0, -1]), np.array([[0, 1], [K, 0]])])
+def test_smoothgrad_rejects_out_of_range_targets(linear, target):
+    # The noise samples run inside vmap/scan; the target must still be checked (it gave zero or
+    # wrapped-around maps).
+    fn, _, images, _ = linear
+    with pytest.raises(ValueError, match=rf"\[0, {K}\)"):
+        attribution.smooth_grad(fn, images, target, key=0, nt_samples=2)
+    with pytest.raises(ValueError, match=rf"\[0, {K}\)"):
+        attribution.METHODS["SmoothGrad"](fn, images, target, nt_samples=2)
+
+
+@pytest.mark.parametrize("settings,message", [
+    (dict(n_masks=0), "n_masks"), (dict(n_masks=-3), "n_masks"), (dict(n_masks="abc"), "n_masks"),
+    (dict(n_masks=2.5), "n_masks"), (dict(s=0), "s "), (dict(p1=0.0), "p1"), (dict(p1=1.5), "p1"),
+])
+def test_rise_rejects_bad_settings(linear, settings, message):
+    fn, _, images, target = linear
+    with pytest.raises(ValueError, match=message):
+        attribution.rise(fn, images, target, key=0, **settings)
+
+
+@pytest.mark.parametrize("name", list(attribution.METHODS))
+def test_empty_batch_is_a_clear_error(name, linear, tiny):
+    model, variables, _, _ = tiny
+    fn = attribution.layer_function(model, variables, "features") if name == "GCam" else linear[0]
+    empty = jnp.zeros((0, H, W, C))
+    with pytest.raises(ValueError, match="empty batch"):
+        attribution.METHODS[name](fn, empty, jnp.zeros((0,), jnp.int32))

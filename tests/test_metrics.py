@@ -252,3 +252,24 @@ def test_summarise_matches_numpy():
     assert summary["share_above_half"] == pytest.approx(np.mean(values > 0.5))
     assert set(summary) == {"mean", "std", "min", "p25", "median", "p75", "max", "share_above_half"}
     assert all(isinstance(v, float) for v in summary.values())
+
+
+# ---------------------------------------------------------------------------------- empty batches (issue 11)
+
+
+def test_per_image_scores_of_an_empty_batch_are_empty_and_curves_raise():
+    maps, masks = np.zeros((0, 6, 6, 2), np.float32), np.zeros((0, 6, 6), bool)
+    assert metrics.mask_energy(maps, masks).shape == (0,)
+    assert metrics.pointing_game(maps, masks).shape == (0,)
+    assert metrics.completeness_error(maps, np.zeros((0,))).shape == (0,)
+    assert metrics.localisation_scores(maps, grid=3).shape == (0, 9)
+    assert metrics.localisation_metric(np.zeros((0, 9, 6, 6)), grid=3).shape == (0, 9)
+    weights = np.ones((6 * 6 * 6, 3), np.float32)
+    fn = lambda x6: x6.reshape(x6.shape[0], 6 * 6 * 6) @ weights
+    images, labels = np.zeros((0, 6, 6, 3), np.float32), np.zeros((0,), int)
+    probabilities = metrics.pixel_removal_probabilities(fn, images, labels, maps, n_points=4)
+    assert probabilities.shape == (0, len(metrics.removal_steps(36, n_points=4)))
+    with pytest.raises(ValueError, match="empty batch"):
+        metrics.pixel_removal_curve(fn, images, labels, maps, n_points=4)
+    with pytest.raises(ValueError, match="empty"):
+        metrics.summarise([])
