@@ -4,6 +4,7 @@
     python benchmarks/dau_forms.py --batches 16,64,256,1024 --dtypes float32,bfloat16
     python benchmarks/dau_forms.py --arch 9L-L --batches 8,32
     python benchmarks/dau_forms.py --batches 8 --steps 5 --norm_impls qr,gram  # norm before/after
+    python benchmarks/dau_forms.py --batches 8 --steps 3 --interleaved_rounds 4  # same, alternated
 
 Prints one JSON line per (form, dtype, batch) with img/s, step time, compile
 time, GFLOP per image (XLA cost analysis), MFU (against the chip's bfloat16
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import time
 
 import jax
 import jax.numpy as jnp
@@ -96,6 +98,41 @@ def time_train_step(arch: str, form: str, dtype: str, batch: int, steps: int) ->
                            dtype=dtype)
 
 
+def interleaved_norm_comparison(arch: str, batch: int, steps: int, rounds: int) -> dict:
+  """Median step time of the implicit float32 train step with each norm, timed in alternation.
+
+  Both steps are compiled first; then ``rounds`` times, ``steps`` calls of the ``qr`` step and
+  ``steps`` of the ``gram`` step (order alternating per round), so a change of machine load
+  hits both alike. Returns ``{"qr_step_ms", "gram_step_ms", "qr_over_gram"}`` (throughput ratio).
+  """
+  size = ARCHITECTURES[arch].image_size
+  images = jax.random.uniform(jax.random.key(1), (batch, size, size, 3))
+  model = get_model(arch, form="implicit")
+  labels = jax.random.randint(jax.random.key(2), (batch,), 0, model.num_classes)
+  tx = optax.adam(2.5e-4)
+  params = jax.jit(model.init)(jax.random.key(0), images[:1])["params"]
+  compiled, states = {}, {}
+  for impl in ("qr", "gram"):
+    with norm_impl(impl):
+      state = (params, tx.init(params))
+      compiled[impl] = make_train_step(model, tx).lower(state, images, labels).compile()
+    states[impl] = jax.tree.map(jnp.copy, (params, tx.init(params)))
+  times = {"qr": [], "gram": []}
+  for round_index in range(rounds):
+    for impl in ("qr", "gram") if round_index % 2 == 0 else ("gram", "qr"):
+      for i in range(steps + 1):                      # the first call of a round is a warm-up
+        start = time.perf_counter()
+        states[impl], loss = compiled[impl](states[impl], images, labels)
+        jax.block_until_ready((states[impl], loss))
+        if i:
+          times[impl].append(time.perf_counter() - start)
+  median = {impl: sorted(t)[len(t) // 2] for impl, t in times.items()}
+  return {"name": f"{arch}/train/implicit_float32_norm_qr_vs_gram_interleaved", "batch": batch,
+          "calls_each": len(times["qr"]), "qr_step_ms": round(1e3 * median["qr"], 1),
+          "gram_step_ms": round(1e3 * median["gram"], 1),
+          "qr_over_gram": round(median["gram"] / median["qr"], 3)}
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--arch", default="9L-S")
@@ -105,8 +142,15 @@ def main():
   parser.add_argument("--skip_explicit_above", type=int, default=1 << 30)
   parser.add_argument("--norm_impls", default="qr",
                       help="implicit-form norm(s) to time: qr (the library's) and/or gram")
+  parser.add_argument("--interleaved_rounds", type=int, default=0,
+                      help="if > 0: only compare the implicit step's qr and gram norms, timed in "
+                      "this many alternating rounds of --steps calls (float32)")
   args = parser.parse_args()
   impls = args.norm_impls.split(",")
+  if args.interleaved_rounds > 0:
+    for batch in map(int, args.batches.split(",")):
+      emit(interleaved_norm_comparison(args.arch, batch, args.steps, args.interleaved_rounds))
+    return
 
   for batch in map(int, args.batches.split(",")):
     results = {}

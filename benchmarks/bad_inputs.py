@@ -1,0 +1,269 @@
+"""Replays the bad inputs of issue 11 (items 3 and 4) and classifies what each one does.
+
+    python benchmarks/bad_inputs.py              # library calls and CLI runs (a few minutes)
+    python benchmarks/bad_inputs.py --skip_cli   # library calls only (seconds)
+
+Prints a table ``input | outcome | detail`` and the totals per outcome:
+
+* ``clear error``: an exception of a clear type (ValueError, TypeError, KeyError) with a
+  one-line message; for a CLI run, a non-zero exit with no Python traceback and at most three
+  lines of error output;
+* ``correct``: no error, and the result passes the case's check (e.g. uint8 images explained
+  like the same images as floats in [0, 1], an empty batch giving empty results);
+* ``WRONG SILENTLY``: no error, and either the input has no valid result (an out-of-range
+  target, NaN pixels in eager mode, ``n_masks=0``, ``num_classes=0``, ...) or the result fails
+  the case's check (zero or non-finite maps, a different map than the correct one);
+* ``traceback``: any other exception (e.g. ZeroDivisionError, a multi-line message), or a CLI
+  run that prints a Python traceback.
+
+Nothing here encodes what each case does today: the outcome comes from running it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from codajax import attribution, metrics  # noqa: E402
+from codajax.explain import explain  # noqa: E402
+from codajax.models import get_model  # noqa: E402
+
+CLEAR_TYPES = (ValueError, TypeError, KeyError)
+OUTCOMES = ("clear error", "correct", "WRONG SILENTLY", "traceback")
+
+
+@dataclass
+class Case:
+  """A bad input: ``run()`` returns a result, ``check(result)`` says whether it is correct.
+
+  ``check=None``: the input has no valid result, so only a clear error is right.
+  """
+
+  name: str
+  run: Callable[[], Any]
+  check: Callable[[Any], bool] | None = None
+
+
+def classify_exception(error: BaseException) -> tuple[str, str]:
+  message = str(error).strip()
+  one_line = message and "\n" not in message and len(message) <= 400
+  clear = isinstance(error, CLEAR_TYPES) and not type(error).__module__.startswith("jax")
+  outcome = "clear error" if clear and one_line else "traceback"
+  first = message.splitlines()[0] if message else ""
+  return outcome, f"{type(error).__name__}: {first[:110]}"
+
+
+def run_case(case: Case) -> tuple[str, str]:
+  try:
+    result = case.run()
+    jax.block_until_ready(result)
+  except Exception as error:  # noqa: BLE001 (classifying every failure is the point)
+    return classify_exception(error)
+  if case.check is None:
+    return "WRONG SILENTLY", "accepted an input that has no valid result"
+  try:
+    ok = bool(case.check(result))
+  except Exception as error:  # noqa: BLE001
+    return "WRONG SILENTLY", f"result unusable: {type(error).__name__}: {str(error)[:80]}"
+  return ("correct", "result checked") if ok else ("WRONG SILENTLY", "result failed its check")
+
+
+# ---------------------------------------------------------------------------------- library
+
+
+def _finite_nonzero(maps) -> bool:
+  maps = np.asarray(maps, np.float64)
+  return bool(np.all(np.isfinite(maps)) and np.any(maps != 0))
+
+
+def _close(a, b) -> bool:
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  return a.shape == b.shape and bool(np.allclose(a, b, rtol=1e-4, atol=1e-6))
+
+
+def _empty_results(result) -> bool:
+  leaves = jax.tree.leaves(result)
+  return bool(leaves) and all(np.shape(leaf)[:1] == (0,) for leaf in leaves)
+
+
+def library_cases() -> list[Case]:
+  model = get_model("tiny-3L")
+  rng = np.random.default_rng(0)
+  images = rng.uniform(0, 1, (2, 8, 8, 3)).astype(np.float32)
+  pixels = np.round(images * 255).astype(np.uint8)
+  variables = model.init(jax.random.key(0), jnp.asarray(images))
+  fn = lambda x: model.apply(variables, x)
+  num_classes = fn(jnp.asarray(images)).shape[-1]
+  maps = lambda result: result["contribution_map"]
+  as_float = lambda x: jnp.asarray(np.asarray(x, np.float32) / 255)
+  with_nan, with_inf = images.copy(), images.copy()
+  with_nan[0, 3, 3, 0], with_inf[0, 3, 3, 0] = np.nan, np.inf
+  explain_jit = jax.jit(lambda x, t: explain(model, variables, x, t))
+  empty = jnp.zeros((0, 8, 8, 3))
+  empty_targets = jnp.zeros((0,), jnp.int32)
+
+  def nan_propagated_or_error(result):
+    """Under jit NaN pixels may propagate (documented) but must not vanish."""
+    return not np.all(np.isfinite(np.asarray(maps(result))[0]))
+
+  cases = [
+      Case("explain: uint8 images (0..255)", lambda: explain(model, variables, pixels, 1),
+           lambda r: _close(maps(r), maps(explain(model, variables, as_float(pixels), 1)))),
+      Case("explain: int32 images (0..255)",
+           lambda: explain(model, variables, pixels.astype(np.int32), 1),
+           lambda r: _close(maps(r), maps(explain(model, variables, as_float(pixels), 1)))),
+      Case("explain: float images in [0, 255]",
+           lambda: explain(model, variables, jnp.asarray(images * 255), 1)),
+      Case("explain: float images in [-1, 1]",
+           lambda: explain(model, variables, jnp.asarray(images * 2 - 1), 1)),
+      Case("explain: a NaN pixel (eager)", lambda: explain(model, variables, jnp.asarray(with_nan), 1)),
+      Case("explain: an Inf pixel (eager)", lambda: explain(model, variables, jnp.asarray(with_inf), 1)),
+      Case("explain: a NaN pixel (jit)", lambda: explain_jit(jnp.asarray(with_nan), jnp.array([1, 1])),
+           nan_propagated_or_error),
+      Case(f"explain: target {num_classes} (eager)",
+           lambda: explain(model, variables, jnp.asarray(images), num_classes)),
+      Case("explain: target -1 (eager)", lambda: explain(model, variables, jnp.asarray(images), -1)),
+      Case(f"explain: target {num_classes} (jit)",
+           lambda: explain_jit(jnp.asarray(images), jnp.array([num_classes, 1]))),
+      Case("explain: target -1 (jit)", lambda: explain_jit(jnp.asarray(images), jnp.array([-1, 1]))),
+      Case("explain: batch size 0", lambda: explain(model, variables, empty, empty_targets),
+           _empty_results),
+      Case("SmoothGrad: target -1",
+           lambda: attribution.smooth_grad(fn, jnp.asarray(images), -1, key=0, nt_samples=2)),
+      Case(f"SmoothGrad: target {num_classes}",
+           lambda: attribution.smooth_grad(fn, jnp.asarray(images), num_classes, key=0, nt_samples=2)),
+      Case("SmoothGrad: int target 3",
+           lambda: attribution.smooth_grad(fn, jnp.asarray(images), 3, key=0, nt_samples=2),
+           lambda r: _finite_nonzero(r) and _close(r, attribution.smooth_grad(
+               fn, jnp.asarray(images), jnp.array([3, 3]), key=0, nt_samples=2))),
+      Case("SmoothGrad: numpy int target 3",
+           lambda: attribution.smooth_grad(fn, jnp.asarray(images), np.int64(3), key=0, nt_samples=2),
+           lambda r: _finite_nonzero(r) and _close(r, attribution.smooth_grad(
+               fn, jnp.asarray(images), jnp.array([3, 3]), key=0, nt_samples=2))),
+      Case("RISE: n_masks=0", lambda: attribution.rise(fn, jnp.asarray(images), 1, key=0, n_masks=0)),
+  ]
+  small = {"SmoothGrad": dict(nt_samples=2), "RISE": dict(n_masks=4), "IntGrad": dict(n_steps=2)}
+  for name, method in attribution.METHODS.items():
+    method_fn = attribution.layer_function(model, variables, lambda m, n: n == "layers_1") \
+        if name == "GCam" else fn
+    cases.append(Case(f"attribution {name}: batch size 0",
+                      lambda method=method, method_fn=method_fn, name=name: method(
+                          method_fn, empty, empty_targets, **small.get(name, {})),
+                      _empty_results))
+  maps0, masks0 = jnp.zeros((0, 6, 6)), jnp.zeros((0, 6, 6), bool)
+  fn6 = lambda x6: jnp.zeros((x6.shape[0], 3))
+  cases += [
+      Case("metrics mask_energy: batch size 0", lambda: metrics.mask_energy(maps0, masks0), _empty_results),
+      Case("metrics pointing_game: batch size 0", lambda: metrics.pointing_game(maps0, masks0), _empty_results),
+      Case("metrics completeness_error: batch size 0",
+           lambda: metrics.completeness_error(maps0, jnp.zeros((0,))), _empty_results),
+      Case("metrics localisation_metric: batch size 0",
+           lambda: metrics.localisation_metric(jnp.zeros((0, 9, 6, 6)), 3), _empty_results),
+      Case("metrics pixel_removal_probabilities: batch size 0",
+           lambda: metrics.pixel_removal_probabilities(fn6, jnp.zeros((0, 6, 6, 3)), jnp.zeros((0,), int),
+                                                       maps0, n_points=4), _empty_results),
+      Case("metrics pixel_removal_curve: batch size 0 (a mean of nothing)",
+           lambda: metrics.pixel_removal_curve(fn6, jnp.zeros((0, 6, 6, 3)), jnp.zeros((0,), int),
+                                               maps0, n_points=4)),
+  ]
+
+  def built_and_applied(**kwargs):
+    """get_model(...), then init + apply on 3-channel images (flax checks lazily).
+
+    With ``image_channels`` no image fits the bad model: only get_model itself runs.
+    """
+    bad = get_model("tiny-3L", **kwargs)
+    if "image_channels" in kwargs:
+      return jnp.zeros(())
+    image = jnp.zeros((1, 8, 8, 3))
+    return bad.apply(bad.init(jax.random.key(0), image), image)
+
+  for kwargs in (dict(num_classes=0), dict(num_classes=-2), dict(temperature=0.0),
+                 dict(temperature=-1.0), dict(temperature=float("inf")),
+                 dict(temperature=float("nan")), dict(compute_dtype=jnp.int32),
+                 dict(image_channels=0), dict(image_channels=-3)):
+    shown = ", ".join(f"{k}={v!r}" for k, v in kwargs.items()).replace("<class 'jax.numpy.", "jnp.")
+    cases.append(Case(f"get_model: {shown.rstrip(chr(39) + '>')}",
+                      lambda kwargs=kwargs: built_and_applied(**kwargs)))
+  return cases
+
+
+# ---------------------------------------------------------------------------------- CLI
+
+
+def run_cli(args: list[str], env: dict[str, str] | None = None, timeout: int = 300) -> tuple[int, str]:
+  process = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True,
+                           timeout=timeout, env={**os.environ, **(env or {})})
+  return process.returncode, process.stderr + process.stdout
+
+
+def classify_cli(returncode: int, output: str, valid: bool) -> tuple[str, str]:
+  lines = [line for line in output.splitlines() if line.strip()]
+  if "Traceback (most recent call last)" in output:
+    return "traceback", f"exit {returncode}, {len(lines)} lines with a Python traceback"
+  if returncode == 0:
+    return ("correct", "exit 0") if valid else ("WRONG SILENTLY", "exit 0 on an invalid input")
+  errors = [line for line in lines if "error" in line.lower()]
+  if errors and len(errors) <= 3:
+    return "clear error", f"exit {returncode}: {errors[-1].strip()[:110]}"
+  return "traceback", f"exit {returncode}, {len(lines)} lines"
+
+
+def cli_cases(workdir: str) -> list[tuple[str, list[str], dict[str, str], bool]]:
+  """(name, argv, extra environment, valid): ``valid`` = a run that succeeds is right."""
+  smoke = ["train.py", "--config", "configs/digits.py:smoke"]
+  return [
+      ("eval.py --method_setting RISE.n_masks=abc",
+       ["eval.py", "--workdir", workdir, "--methods", "RISE", "--method_setting", "RISE.n_masks=abc",
+        "--n_grids", "0", "--n_removal", "0", "--n_figure", "0", "--depths", "off"], {}, False),
+      ("train.py --config.model.kwargs.foo=1",
+       smoke + ["--workdir", workdir + "-kwargs", "--config.model.kwargs.foo=1"], {}, True),
+      ("train.py batch size 7 on 2 devices",
+       smoke + ["--workdir", workdir + "-devices", "--config.batch_size=7"],
+       {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}, False),
+      ("train.py misspelled key --config.optimiser.learning_rate",
+       smoke + ["--workdir", workdir + "-typo", "--config.optimiser.learning_rate=0.1"], {}, False),
+  ]
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--skip_cli", action="store_true", help="library calls only")
+  args = parser.parse_args()
+
+  rows = [(case.name, *run_case(case)) for case in library_cases()]
+  if not args.skip_cli:
+    with tempfile.TemporaryDirectory(prefix="bad-inputs-") as tmp:
+      workdir = os.path.join(tmp, "run")
+      code, output = run_cli(["train.py", "--config", "configs/digits.py:smoke", "--workdir", workdir])
+      if code != 0:
+        print(f"warning: the smoke run for eval.py failed (exit {code}); eval.py sees no checkpoint")
+      for name, argv, env, valid in cli_cases(workdir):
+        try:
+          rows.append((name, *classify_cli(*run_cli(argv, env), valid)))
+        except subprocess.TimeoutExpired:
+          rows.append((name, "traceback", "timed out"))
+
+  print("| input | outcome | detail |")
+  print("|---|---|---|")
+  for name, outcome, detail in rows:
+    print(f"| {name} | {outcome} | {detail.replace('|', '/')} |")
+  totals = {outcome: sum(row[1] == outcome for row in rows) for outcome in OUTCOMES}
+  print()
+  print(f"{len(rows)} inputs: " + ", ".join(f"{count} {outcome}" for outcome, count in totals.items()))
+
+
+if __name__ == "__main__":
+  main()
