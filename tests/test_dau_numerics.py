@@ -7,6 +7,7 @@ a relative error of order ``ε·κ`` with ``κ = max_d ‖[A_d | b_d]‖_F·‖[
 former Gram expansion of ``‖w‖²`` had ``ε·κ²`` and fails these bounds from ``δ = 0.1``.
 """
 
+import functools
 import itertools
 
 import jax
@@ -66,15 +67,15 @@ def _reference(params, x, norm, g):
   return u * s, grads, float(kappa)
 
 
-def _layer_and_grads(params, x, norm, form, g):
+@functools.partial(jax.jit, static_argnames=("norm", "form"))
+def _layer_and_grads(params, x, g, *, norm, form):
   """The library's output ``(D,)`` and gradients, keyed like :func:`_reference`'s."""
-  params = jax.tree.map(jnp.asarray, params)
 
   def loss(params, x):
     return jnp.sum(g * dau.dau_conv(params, x[None, None, None], norm=norm, form=form))
 
-  out = dau.dau_conv(params, jnp.asarray(x)[None, None, None], norm=norm, form=form)[0, 0, 0]
-  grad_params, grad_x = jax.grad(loss, argnums=(0, 1))(params, jnp.asarray(x))
+  out = dau.dau_conv(params, x[None, None, None], norm=norm, form=form)[0, 0, 0]
+  grad_params, grad_x = jax.grad(loss, argnums=(0, 1))(params, x)
   grads = {"x": grad_x, **{k: v[0, 0] for k, v in grad_params.items()}}
   return out, grads
 
@@ -90,7 +91,7 @@ def _check_small_norm(form, norm, deltas, dtype):
   for delta in deltas:
     params, x = _small_norm_layer(delta, dtype)
     want_out, want_grads, kappa = _reference(params, x, norm, g)
-    out, grads = _layer_and_grads(params, x, norm, form, g)
+    out, grads = _layer_and_grads(params, x, g, norm=norm, form=form)
     assert out.dtype == dtype
     bound = eps * kappa
     errors = {"out": _relative_error(out, want_out)}
@@ -131,10 +132,11 @@ def test_exactly_zero_weight_with_nonzero_parameters_reaches_the_guard(form, nor
   x = jnp.asarray(np.stack([x0, x1])[:, None, None])          # (2, 1, 1, C)
   g = jnp.asarray([1.0, -2.0, 0.5])
 
+  @jax.jit
   def loss(params, x):
     return jnp.sum(g * dau.dau_conv(params, x, norm=norm, form=form))
 
-  out = dau.dau_conv(params, x, norm=norm, form=form)[:, 0, 0]
+  out = jax.jit(functools.partial(dau.dau_conv, norm=norm, form=form))(params, x)[:, 0, 0]
   np.testing.assert_array_equal(out[0], 0.0)
   want, _, _ = _reference(jax.tree.map(np.asarray, params), x1, norm, np.ones(d))
   np.testing.assert_allclose(out[1], want.astype(np.float64), rtol=1e-5)
@@ -158,8 +160,8 @@ def test_float64_gradients_match_finite_differences(form, norm, k, stride, paddi
   with jax.enable_x64(True):
     params = dau.init_dau_params(jax.random.key(11), c, 3, r, k, dtype=jnp.float64)
     x = jax.random.uniform(jax.random.key(12), (1, 4, 4, c), jnp.float64)
-    f = lambda params, x: dau.dau_conv(params, x, stride=stride, padding=padding, norm=norm,
-                                       form=form)
+    f = jax.jit(lambda params, x: dau.dau_conv(params, x, stride=stride, padding=padding,
+                                               norm=norm, form=form))
     assert f(params, x).dtype == jnp.float64
     check_grads(f, (params, x), order=2, modes=("fwd", "rev"))
 

@@ -183,24 +183,35 @@ def _triangular_factors(m: Array) -> Array:
 
   MGS's ``R`` is as accurate as Householder's (it is Householder QR of
   ``[0; M_d]``, Björck & Paige 1992): ``R_dᵀR_d = (M_d + ΔM)ᵀ(M_d + ΔM)`` with
-  ``‖ΔM‖ = O(ε‖M_d‖)``. Written as a loop of ``q`` batched rank-one updates
-  because LAPACK's batched QR of small matrices is ~10× slower on CPU. A column
-  that is (numerically) dependent on the previous ones gets a zero row.
+  ``‖ΔM‖ = O(ε‖M_d‖)``. Written as a loop of ``q`` rank-one updates because
+  LAPACK's batched QR of small matrices is 10-100× slower on CPU. On CPU the
+  matrices are factored one at a time (each stays in cache: ~2× faster than
+  all at once); elsewhere all ``D`` at once (``vmap``).
   """
-  num, _, q = m.shape
+  if jax.default_backend() == "cpu":
+    return lax.map(_triangular_factor, m)
+  return jax.vmap(_triangular_factor)(m)
+
+
+def _triangular_factor(m: Array) -> Array:
+  """MGS ``R`` of one ``(P, q)`` matrix: ``-> (q, q)``, upper triangular.
+
+  A column that is (numerically) dependent on the previous ones gets a zero row.
+  """
+  q = m.shape[1]
   cols = jnp.arange(q)
 
   def step(j, carry):
     rest, r = carry
-    column = lax.dynamic_index_in_dim(rest, j, axis=2, keepdims=False)    # (D, P)
-    length = jnp.sqrt(jnp.sum(jnp.square(column), axis=1))                # (D,)
-    unit = column / jnp.where(length > 0, length, 1.0)[:, None]
-    row = jnp.where(cols > j, jnp.einsum("dp,dpk->dk", unit, rest), 0.0)  # (D, q)
-    rest = rest - unit[:, :, None] * row[:, None, :]
-    row = jnp.where(cols == j, length[:, None], row)
-    return rest, lax.dynamic_update_index_in_dim(r, row, j, axis=1)
+    column = lax.dynamic_index_in_dim(rest, j, axis=1, keepdims=False)   # (P,)
+    length = jnp.sqrt(jnp.sum(jnp.square(column)))
+    unit = column / jnp.where(length > 0, length, 1.0)
+    row = jnp.where(cols > j, unit @ rest, 0.0)                          # (q,)
+    rest = rest - unit[:, None] * row[None, :]
+    row = jnp.where(cols == j, length, row)
+    return rest, lax.dynamic_update_index_in_dim(r, row, j, axis=0)
 
-  return lax.fori_loop(0, q, step, (m, jnp.zeros((num, q, q), m.dtype)))[1]
+  return lax.fori_loop(0, q, step, (m, jnp.zeros((q, q), m.dtype)), unroll=4)[1]
 
 
 def _norm_preserving_factors(m: Array) -> Array:
