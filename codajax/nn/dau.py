@@ -225,11 +225,6 @@ def _norm_preserving_factors(m: Array) -> Array:
   return _triangular_factors(m)
 
 
-def _with_ones(z: Array) -> Array:
-  """``[z; 1]`` along the last axis: ``(..., r) -> (..., r + 1)``."""
-  return jnp.concatenate([z, jnp.ones_like(z[..., :1])], axis=-1)
-
-
 @jax.custom_jvp
 def _squared_norms_qr(m: Array, z: Array) -> Array:
   """``‖M_d [z; 1]‖²`` as ``‖R_d [z; 1]‖²``: ``(D, P, r + 1)``, ``(..., r) -> (..., D)``.
@@ -252,12 +247,15 @@ def _squared_norms_qr_jvp(primals, tangents):
   """
   m, z = primals
   dm, dz = tangents
-  v = _with_ones(z)
-  dv = jnp.concatenate([dz, jnp.zeros_like(dz[..., :1])], axis=-1)
   gram = jnp.einsum("dpk,dpl->dkl", m, m)            # (D, q, q)
   m_t_dm = jnp.einsum("dpk,dpl->dkl", m, dm)          # (D, q, q)
-  tangent = 2.0 * (jnp.einsum("...k,dkl,...l->...d", v, m_t_dm, v)
-                   + jnp.einsum("...k,dkl,...l->...d", v, gram, dv))
+  # Per-position contractions run over the rank r, not q = r + 1 (v's last entry is 1):
+  # vᵀTv = zᵀT_zz z + z·(T_z1 + T_1z) + T_11 and (Gv)_z = G_zz z + G_z1.
+  t_zz, t_cross = m_t_dm[:, :-1, :-1], m_t_dm[:, :-1, -1] + m_t_dm[:, -1, :-1]
+  quadratic = (jnp.einsum("...dl,...l->...d", jnp.einsum("...k,dkl->...dl", z, t_zz), z)
+               + jnp.einsum("...k,dk->...d", z, t_cross) + m_t_dm[:, -1, -1])
+  gram_v = jnp.einsum("...k,dkl->...dl", z, gram[:, :-1, :-1]) + gram[:, -1, :-1]
+  tangent = 2.0 * (quadratic + jnp.einsum("...dl,...l->...d", gram_v, dz))
   return _squared_norms_qr(m, z), tangent
 
 
