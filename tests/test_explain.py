@@ -56,7 +56,7 @@ def test_result_shapes_and_fields(tiny):
   np.testing.assert_allclose(
       e["contribution_map"],
       e["dynamic_linear_weights"] * jnp.concatenate([images, 1 - images], -1), rtol=1e-6)
-  all_classes = explain(model, variables, images, "all")
+  all_classes = explain(model, variables, images, "all", form="model")   # same form as `e`
   assert all_classes["contribution_map"].shape == (3, 10, 8, 8, 6)
   for n in range(3):
     c = int(e["explained_class_idx"][n])

@@ -4,12 +4,12 @@ A CoDA layer with ``D`` DAUs of rank ``r`` maps each input patch ``x ∈ R^P``
 (``P = C·k²``) to ``D`` outputs::
 
     z     = B x                      B: r × P, shared by the layer's DAUs
-    w_d   = A_d z + b_d              A_d: P × r, b_d ∈ R^P  (b_d is part of the weight)
+    w_d   = A_d z + w0_d             A_d: P × r, w0_d ∈ R^P  (the static part of the weight)
     out_d = (w_d · x) · s(‖w_d‖²)    squash: s(n²) = √n² / (1 + n²);  l2: s(n²) = 1 / √n²
 
 Parameters are a plain dict (all float32 by default, HWIO convolution layout)::
 
-    {"B": (k, k, C, r),  "A": (k, k, C, D, r),  "b": (k, k, C, D)}
+    {"B": (k, k, C, r),  "A": (k, k, C, D, r),  "w0": (k, k, C, D)}
 
 so that ``A[ki, kj, c, d, :]`` is row ``(c, ki, kj)`` of ``A_d``.
 
@@ -18,8 +18,8 @@ Two forms compute the same function:
 * ``"explicit"`` materialises every dynamic weight ``w`` (``D·P`` numbers per
   output position), as the authors' PyTorch code does;
 * ``"implicit"`` (the default) never forms ``w``: ``A_dᵀx`` for all ``d`` and
-  ``b_d·x`` come from one ordinary convolution of the input, ``u_d = z·(A_dᵀx) +
-  b_d·x`` and ``‖w_d‖² = zᵀ(A_dᵀA_d)z + 2(A_dᵀb_d)·z + ‖b_d‖²`` from small
+  ``w0_d·x`` come from one ordinary convolution of the input, ``u_d = z·(A_dᵀx) +
+  w0_d·x`` and ``‖w_d‖² = zᵀ(A_dᵀA_d)z + 2(A_dᵀw0_d)·z + ‖w0_d‖²`` from small
   per-layer Gram matrices.
 
 With ``explain=True`` the dynamic weights and the norm factor are detached
@@ -37,7 +37,7 @@ network's dynamic linear map itself differentiable in the parameters (used by
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -67,6 +67,29 @@ def uniform_fan_in(fan_in: int):
   return init
 
 
+PARAM_NAMES: tuple[str, ...] = ("B", "A", "w0")
+
+
+def param_shapes(
+    in_channels: int, features: int, rank: int, kernel_size: int
+) -> dict[str, tuple[int, ...]]:
+  """Shapes of one CoDA layer's parameters: ``B (k, k, C, r)``, ``A (k, k, C, D, r)``, ``w0 (k, k, C, D)``."""
+  k, c, d, r = kernel_size, in_channels, features, rank
+  return {"B": (k, k, c, r), "A": (k, k, c, d, r), "w0": (k, k, c, d)}
+
+
+def param_initializers(in_channels: int, rank: int, kernel_size: int) -> dict[str, Any]:
+  """The reference's (PyTorch default) initialisers of ``B``, ``A`` and ``w0``.
+
+  ``B ~ U(±1/√(C·k²))``, ``A ~ U(±1/√r)``, ``w0 ~ U(±1/√r)`` (``A`` and ``w0`` are
+  the weight and bias of a 1×1 convolution with ``r`` input channels). Each is a
+  JAX initializer ``(key, shape, dtype) -> Array``, shared by every CoDA layer
+  class (Linen, NNX) and :func:`init_dau_params`.
+  """
+  fan_in_b = in_channels * kernel_size * kernel_size
+  return {"B": uniform_fan_in(fan_in_b), "A": uniform_fan_in(rank), "w0": uniform_fan_in(rank)}
+
+
 def init_dau_params(
     key: Array,
     in_channels: int,
@@ -75,21 +98,15 @@ def init_dau_params(
     kernel_size: int,
     dtype=jnp.float32,
 ) -> dict[str, Array]:
-  """Initialises one CoDA layer as the reference does (PyTorch default init).
-
-  ``B ~ U(±1/√(C·k²))``, ``A ~ U(±1/√r)``, ``b ~ U(±1/√r)`` (``A`` and ``b`` are
-  the weight and bias of a 1×1 convolution with ``r`` input channels).
+  """Initialises one CoDA layer as the reference does (see :func:`param_initializers`).
 
   Returns:
-    ``{"B": (k, k, C, r), "A": (k, k, C, D, r), "b": (k, k, C, D)}``.
+    ``{"B": (k, k, C, r), "A": (k, k, C, D, r), "w0": (k, k, C, D)}``.
   """
-  k, c, d, r = kernel_size, in_channels, features, rank
-  key_b, key_a, key_bias = jax.random.split(key, 3)
-  return {
-      "B": uniform_fan_in(c * k * k)(key_b, (k, k, c, r), dtype),
-      "A": uniform_fan_in(r)(key_a, (k, k, c, d, r), dtype),
-      "b": uniform_fan_in(r)(key_bias, (k, k, c, d), dtype),
-  }
+  shapes = param_shapes(in_channels, features, rank, kernel_size)
+  inits = param_initializers(in_channels, rank, kernel_size)
+  keys = dict(zip(PARAM_NAMES, jax.random.split(key, 3)))
+  return {name: inits[name](keys[name], shapes[name], dtype) for name in ("B", "A", "w0")}
 
 
 def num_params(in_channels: int, features: int, rank: int, kernel_size: int) -> int:
@@ -130,10 +147,10 @@ def extract_patches(x: Array, kernel_size: int, stride: int, padding: int) -> Ar
 
 
 def _flat_dynamic_factors(params: dict[str, Array]) -> tuple[Array, Array]:
-  """``A`` as (P, D, r) and ``b`` as (P, D), rows in ``c·k² + ki·k + kj`` order."""
+  """``A`` as (P, D, r) and ``w0`` as (P, D), rows in ``c·k² + ki·k + kj`` order."""
   k, _, c, d, r = params["A"].shape
   a = jnp.transpose(params["A"], (2, 0, 1, 3, 4)).reshape(c * k * k, d, r)
-  b = jnp.transpose(params["b"], (2, 0, 1, 3)).reshape(c * k * k, d)
+  b = jnp.transpose(params["w0"], (2, 0, 1, 3)).reshape(c * k * k, d)
   return a, b
 
 
@@ -187,13 +204,13 @@ def _implicit_raw_and_norm(params, x, weights_input, stride, padding, explain):
   """Implicit form: ``u`` and ``‖w‖²`` without forming ``w``.
 
   One convolution of ``x`` with ``r + D·r + D`` output channels gives ``z = Bx``,
-  ``A_dᵀx`` and ``b_d·x``; the squared norm comes from the Gram matrices. When
+  ``A_dᵀx`` and ``w0_d·x``; the squared norm comes from the Gram matrices. When
   the weights come from another tensor (``weights_input is not x``), ``z`` is a
   separate convolution of that tensor.
   """
   k, _, c, d, r = params["A"].shape
   kernel = jnp.concatenate(
-      [params["B"], params["A"].reshape(k, k, c, d * r), params["b"]], axis=-1
+      [params["B"], params["A"].reshape(k, k, c, d * r), params["w0"]], axis=-1
   )
   if explain:  # the weights are constants: no gradient reaches the parameters
     kernel = lax.stop_gradient(kernel)
@@ -238,7 +255,7 @@ def dau_conv(
   """A CoDA layer: ``D`` dynamic alignment units applied convolutionally.
 
   Args:
-    params: ``{"B": (k, k, C, r), "A": (k, k, C, D, r), "b": (k, k, C, D)}``.
+    params: ``{"B": (k, k, C, r), "A": (k, k, C, D, r), "w0": (k, k, C, D)}``.
     x: ``(N, H, W, C)`` layer input.
     stride: convolution stride ``s``.
     padding: explicit symmetric zero padding ``p`` on every side (not XLA's
