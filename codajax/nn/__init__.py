@@ -1,4 +1,4 @@
-"""Dynamic alignment layers: a functional core (:mod:`codajax.nn.dau`) and Linen modules."""
+"""Dynamic alignment layers: a functional core (:mod:`codajax.nn.dau`), Linen and NNX modules."""
 
 from codajax.nn.dau import (
     FORMS,
@@ -22,12 +22,14 @@ from codajax.nn.modules import (
     coda_head,
     explanation_dtype,
 )
+from codajax.nn.nnx_layers import NNXCoDAConv
 
 __all__ = [
     "FORMS",
     "NORMS",
     "PARAM_NAMES",
     "DEFAULT_LOGIT_BIAS",
+    "NNXCoDAConv",
     "CoDAConv",
     "add_inverse",
     "coda_head",
