@@ -252,3 +252,28 @@ def test_dau_weights_input_gives_a_linear_layer_with_parameter_gradients(form):
   assert all(float(jnp.abs(g).max()) == 0 for g in jax.tree.leaves(detached))
   with pytest.raises(ValueError, match="weights_input has shape"):
     conv(params, y, weights_input=x[:1])
+
+
+@pytest.mark.parametrize("kind", sorted(MODELS))
+def test_logits_come_from_the_same_pass_with_the_forward_gradient(kind):
+  """The regulariser's logits are the model's, and so is their parameter gradient."""
+  from codajax.regularizers import logits_and_dynamic_matrix_l1
+
+  model, variables, images = MODELS[kind]()
+  labels, key = jnp.array([1, 3]), jax.random.key(5)
+  cot = jnp.asarray(np.random.default_rng(4).normal(size=(2, 4)), jnp.float32)
+
+  @jax.jit
+  def both(params):
+    logits, penalty = logits_and_dynamic_matrix_l1(model, params, images, labels, key)
+    grad_shared = jax.grad(lambda p: jnp.sum(cot * logits_and_dynamic_matrix_l1(
+        model, p, images, labels, key)[0]))(params)
+    grad_plain = jax.grad(lambda p: jnp.sum(cot * model.apply({"params": p}, images)))(params)
+    return logits, penalty, grad_shared, grad_plain, model.apply({"params": params}, images)
+
+  logits, penalty, grad_shared, grad_plain, plain = both(variables["params"])
+  np.testing.assert_allclose(logits, plain, rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(penalty, dynamic_matrix_l1(model, variables, images, labels, key),
+                             rtol=1e-6)
+  for shared, direct in zip(jax.tree.leaves(grad_shared), jax.tree.leaves(grad_plain)):
+    np.testing.assert_allclose(shared, direct, rtol=1e-4, atol=1e-6 * float(jnp.abs(direct).max()))
