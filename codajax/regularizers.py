@@ -50,6 +50,10 @@ from codajax.explain.contributions import ExplainableModel
 
 Array = jax.Array
 
+#: DAU form of the linear stream whose transpose gives the rows (the forward pass keeps the
+#: model's form): "explicit", see ``benchmarks/regularizer_step.py``.
+STREAM_FORM = "explicit"
+
 
 def as_variables(params_or_variables: Mapping[str, Any]) -> dict[str, Any]:
   """``{"params": p}`` from either a params pytree or a full variables dict."""
@@ -132,10 +136,13 @@ def logits_and_dynamic_map(
   if not 0 <= layer < count:
     raise ValueError(f"layer must be in 0..{count - 1}, got {layer}.")
   logits, inputs = model.apply(variables, images, method="forward_and_inputs")
+  # The stream's transpose runs once per class: the explicit form's costs D·P per position
+  # and class against D·r·P for the implicit form's (same function, same parameters).
+  stream = model.clone(form=STREAM_FORM) if hasattr(model, "form") else model
 
   def evidence(h: Array) -> Array:
     """``logits − bias`` as an exactly linear function of the layer input ``h``."""
-    return model.apply(variables, h, layer, False, False, inputs, method="forward_from")
+    return stream.apply(variables, h, layer, False, False, inputs, method="forward_from")
 
   transpose = jax.linear_transpose(evidence, inputs[layer])
   one_hots = jax.nn.one_hot(classes.T, logits.shape[-1], dtype=logits.dtype)  # (n, N, K)
