@@ -37,7 +37,7 @@ def small_norm_layer(delta: float, seed: int = 0):
   az = np.einsum("cdr,r->cd", a.astype(np.float64), z)                  # (C, D)
   noise = rng.normal(size=(C, D)) / np.sqrt(C)
   bias = (-az + delta * np.linalg.norm(az, axis=0) * noise).astype(np.float32)
-  params = {"B": b_mat[None, None], "A": a[None, None], "b": bias[None, None]}
+  params = {"B": b_mat[None, None], "A": a[None, None], "w0": bias[None, None]}
   return params, x
 
 
@@ -45,7 +45,7 @@ def reference(params, x, norm):
   """float64 explicit layer: output (D,), gradients of ``Σ_d g_d·out_d`` w.r.t. x (C,) and A (C, D, r)."""
   b_mat = params["B"][0, 0].astype(np.float64)
   a = params["A"][0, 0].astype(np.float64)
-  bias = params["b"][0, 0].astype(np.float64)
+  bias = params["w0"][0, 0].astype(np.float64)
   x = x.astype(np.float64)
   z = x @ b_mat
   w = np.einsum("cdr,r->cd", a, z) + bias                               # (C, D)

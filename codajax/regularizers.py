@@ -22,28 +22,37 @@ attribute ``dlcn_layers`` that does not exist (AttributeError; the trainer has
 
 **How the gradient reaches the parameters.** In explanation mode the dynamic
 weights are ``stop_gradient``-ed, which detaches them from the parameters too.
-Here every CoDA layer instead computes its weights from its *ordinary* forward
-input (``dau_conv(..., weights_input=...)``) and applies them to a separate
-linear stream: the stream is exactly linear, its VJP is ``W_c(x)``, and
-``W_c(x)`` stays a differentiable function of every parameter (the CoDA
-layers', through their weights, and the backbone's, through the embedding and
-every later layer input).
+Here the model's own CoDA layers run with ``weights_input`` instead
+(``model.forward_from(h, layer, weights_inputs=inputs)``): layer ``i`` takes
+its dynamic weights from its *ordinary* forward input ``inputs[i]`` and applies
+them to a separate linear stream. The stream is exactly linear, its transpose
+(``jax.linear_transpose``, which never evaluates the stream forward) maps a
+class one-hot to ``W_c(x)``, and ``W_c(x)`` stays a differentiable function of
+every parameter (the CoDA layers', through their weights, and the backbone's,
+through the embedding and every later layer input).
+
+**One forward pass.** The layer inputs come from one ordinary forward pass
+(``model.forward_and_inputs``) that also yields the classification logits: the
+linear stream at ``weights_input = h`` *is* the forward pass, so
+:func:`logits_and_dynamic_matrix_l1` returns both and a train step needs no
+second forward for its loss. No parameter names appear here: the model's
+modules compute everything.
 """
 
 from __future__ import annotations
 
 from typing import Any, Mapping
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from codajax.models.coda_net import CoDANet
-from codajax.models.hybrid import HybridNet
-from codajax.nn import dau
-from codajax.nn.modules import coda_head
+from codajax.explain.contributions import ExplainableModel
 
 Array = jax.Array
+
+#: DAU form of the linear stream whose transpose gives the rows (the forward pass keeps the
+#: model's form): "explicit", see ``benchmarks/regularizer_step.py``.
+STREAM_FORM = "explicit"
 
 
 def as_variables(params_or_variables: Mapping[str, Any]) -> dict[str, Any]:
@@ -54,18 +63,10 @@ def as_variables(params_or_variables: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _check_model(model: Any) -> None:
-  if not isinstance(model, (CoDANet, HybridNet)):
+  if not (isinstance(model, ExplainableModel) and hasattr(model, "forward_and_inputs")):
     raise TypeError(
-        f"dynamic-matrix regularisation needs a CoDANet or a HybridNet, got "
-        f"{type(model).__name__}.")
-
-
-def _coda_part(model: nn.Module, params: Mapping[str, Any]) -> tuple[CoDANet, Mapping[str, Any]]:
-  """The model's CoDA stack and its parameters."""
-  _check_model(model)
-  if isinstance(model, HybridNet):
-    return model.coda_net(), params["coda"]
-  return model, params
+        f"dynamic-matrix regularisation needs a CoDANet or a HybridNet (a Linen "
+        f"ExplainableModel with forward_and_inputs), got {type(model).__name__}.")
 
 
 def regularised_classes(labels: Array, num_classes: int, key: Array, num_other: int = 1) -> Array:
@@ -96,8 +97,61 @@ def regularised_classes(labels: Array, num_classes: int, key: Array, num_other: 
   return jnp.concatenate([labels[:, None], others.astype(jnp.int32)], axis=1)
 
 
+def logits_and_dynamic_map(
+    model: Any,
+    params_or_variables: Mapping[str, Any],
+    images: Array,
+    classes: Array,
+    *,
+    layer: int = 0,
+) -> tuple[Array, Array]:
+  """Logits and rows ``W_c(x)`` of the dynamic linear map from one forward pass.
+
+  Both are differentiable in the parameters: the logits as the ordinary
+  forward pass, the rows as the exact map (norm factors included; the value of
+  :func:`codajax.explain.explain`'s ``dynamic_linear_weights``).
+
+  Args:
+    model: a :class:`~codajax.models.CoDANet` or
+      :class:`~codajax.models.HybridNet` (any Linen explainable model with
+      ``forward_and_inputs``).
+    params_or_variables: its params, or ``{"params": params}``.
+    images: ``(N, H, W, C)`` in [0, 1].
+    classes: ``(N, n)`` class indices (e.g. :func:`regularised_classes`).
+    layer: the explainable layer whose input the map acts on (0: the encoded
+      image, or a hybrid's embedding).
+
+  Returns:
+    ``(logits (N, K), rows (N, n, h, w, c))``: ``rows[i, j] =
+    W_{classes[i, j]}(x_i)``, shaped like that layer's input.
+  """
+  _check_model(model)
+  variables = as_variables(params_or_variables)
+  classes = jnp.asarray(classes)
+  if classes.ndim != 2 or classes.shape[0] != images.shape[0]:
+    raise ValueError(
+        f"classes must have shape (N, n) with N = {images.shape[0]} images, got "
+        f"{tuple(classes.shape)}.")
+  count = model.num_explainable_layers
+  if not 0 <= layer < count:
+    raise ValueError(f"layer must be in 0..{count - 1}, got {layer}.")
+  logits, inputs = model.apply(variables, images, method="forward_and_inputs")
+  # The stream's transpose runs once per class: the explicit form's costs D·P per position
+  # and class against D·r·P for the implicit form's (same function, same parameters).
+  stream = model.clone(form=STREAM_FORM) if hasattr(model, "form") else model
+
+  def evidence(h: Array) -> Array:
+    """``logits − bias`` as an exactly linear function of the layer input ``h``."""
+    return stream.apply(variables, h, layer, False, False, inputs, method="forward_from")
+
+  transpose = jax.linear_transpose(evidence, inputs[layer])
+  one_hots = jax.nn.one_hot(classes.T, logits.shape[-1], dtype=logits.dtype)  # (n, N, K)
+  rows = jax.vmap(lambda cotangent: transpose(cotangent)[0])(one_hots)         # (n, N, ...)
+  return logits, jnp.moveaxis(rows, 0, 1)
+
+
 def differentiable_dynamic_map(
-    model: nn.Module,
+    model: Any,
     params_or_variables: Mapping[str, Any],
     images: Array,
     classes: Array,
@@ -106,50 +160,42 @@ def differentiable_dynamic_map(
 ) -> Array:
   """Rows ``W_c(x)`` of the dynamic linear map, differentiable in the parameters.
 
-  The value equals :func:`codajax.explain.explain`'s ``dynamic_linear_weights``
-  for the same class (the exact map, norm factors included); unlike it, the
-  result carries the gradient with respect to every parameter.
-
-  Args:
-    model: a :class:`CoDANet` or :class:`HybridNet`.
-    params_or_variables: its params, or ``{"params": params}``.
-    images: ``(N, H, W, C)`` in [0, 1].
-    classes: ``(N, n)`` class indices (e.g. :func:`regularised_classes`).
-    layer: the explainable layer whose input the map acts on (0: the encoded
-      image, or a hybrid's embedding).
+  See :func:`logits_and_dynamic_map` (this returns its rows alone).
 
   Returns:
     ``(N, n, h, w, c)``: ``W_{classes[i, j]}(x_i)``, shaped like that layer's input.
   """
-  variables = as_variables(params_or_variables)
-  coda, coda_params = _coda_part(model, variables["params"])
-  classes = jnp.asarray(classes)
-  if classes.ndim != 2 or classes.shape[0] != images.shape[0]:
-    raise ValueError(
-        f"classes must have shape (N, n) with N = {images.shape[0]} images, got "
-        f"{tuple(classes.shape)}.")
-  if not 0 <= layer < len(coda.layers):
-    raise ValueError(f"layer must be in 0..{len(coda.layers) - 1}, got {layer}.")
-  inputs = model.apply(variables, images, method="explanation_inputs")
+  return logits_and_dynamic_map(model, params_or_variables, images, classes, layer=layer)[1]
 
-  def evidence(h: Array) -> Array:
-    """``logits − bias`` as an exactly linear function of the layer input ``h``."""
-    for i in range(layer, len(coda.layers)):
-      spec = coda.layers[i]
-      h = dau.dau_conv(
-          coda_params[f"layer_{i}"], h, stride=spec.stride, padding=spec.padding,
-          norm=coda.norm, form=coda.form, compute_dtype=coda.compute_dtype,
-          weights_input=inputs[i])
-    return coda_head(h, coda.temperature, 0.0)
 
-  logits, vjp = jax.vjp(evidence, jax.lax.stop_gradient(inputs[layer]))
-  one_hots = jax.nn.one_hot(classes.T, logits.shape[-1], dtype=logits.dtype)  # (n, N, K)
-  rows = jax.vmap(lambda cotangent: vjp(cotangent)[0])(one_hots)             # (n, N, ...)
-  return jnp.moveaxis(rows, 0, 1)
+def logits_and_dynamic_matrix_l1(
+    model: Any,
+    params_or_variables: Mapping[str, Any],
+    images: Array,
+    labels: Array,
+    key: Array,
+    *,
+    num_other: int = 1,
+    layer: int = 0,
+) -> tuple[Array, Array]:
+  """The classification logits and ``mean |W_c(x)|`` from one forward pass.
+
+  For a train step with λ > 0: use these logits for the classification loss
+  (they are ``model.apply(variables, images)``, with the same gradient) and add
+  ``λ · penalty``. Arguments as :func:`dynamic_matrix_l1`.
+
+  Returns:
+    ``(logits (N, K), penalty)``, the penalty a float32 scalar.
+  """
+  _check_model(model)
+  classes = regularised_classes(labels, model.num_classes, key, num_other)
+  logits, rows = logits_and_dynamic_map(model, params_or_variables, images, classes,
+                                        layer=layer)
+  return logits, jnp.mean(jnp.abs(rows.astype(jnp.float32)))
 
 
 def dynamic_matrix_l1(
-    model: nn.Module,
+    model: Any,
     params_or_variables: Mapping[str, Any],
     images: Array,
     labels: Array,
@@ -163,9 +209,11 @@ def dynamic_matrix_l1(
   The mean runs over images, selected classes and every entry of the map (as
   the reference's ``mean(|result|)``); multiply by λ for the loss term.
   Differentiable with respect to the parameters; jit-able (``model`` static).
+  A train step should prefer :func:`logits_and_dynamic_matrix_l1` (its logits
+  come from the same forward pass).
 
   Args:
-    model: a :class:`CoDANet` or :class:`HybridNet`.
+    model: a :class:`~codajax.models.CoDANet` or :class:`~codajax.models.HybridNet`.
     params_or_variables: its params, or ``{"params": params}``.
     images: ``(N, H, W, C)`` in [0, 1].
     labels: ``(N,)`` true classes.
@@ -177,7 +225,5 @@ def dynamic_matrix_l1(
   Returns:
     A float32 scalar.
   """
-  _check_model(model)
-  classes = regularised_classes(labels, model.num_classes, key, num_other)
-  rows = differentiable_dynamic_map(model, params_or_variables, images, classes, layer=layer)
-  return jnp.mean(jnp.abs(rows.astype(jnp.float32)))
+  return logits_and_dynamic_matrix_l1(model, params_or_variables, images, labels, key,
+                                      num_other=num_other, layer=layer)[1]

@@ -58,3 +58,28 @@ def random_state_dict(rng, specs_full, in_channels):
     state[f"{i}.weight_mod.weighting_f.1.bias"] = rng.uniform(-1, 1, (patch * d,)) / np.sqrt(r)
     c = d
   return state
+
+
+def coda_layer_matrix(x, b_mat, a_mat, beta, k, s, p, norm="squash"):
+  """The dynamic linear map of one reference CoDA layer at its input ``x`` (C, H, W), float64.
+
+  Returns ``(M, out)``: ``M`` of shape ``(D·H'·W', C·H·W)`` (both sides flattened in
+  C-order of (channel, row, column)) with ``out = M @ x.ravel()``; the dynamic weights
+  and norm factors are those of ``x`` (explanation mode), built entry by entry from
+  the unfold of the input's basis vectors, not from the layer's output.
+  """
+  x = np.asarray(x, np.float64)
+  c, h, w = x.shape
+  basis = np.eye(c * h * w).reshape(c * h * w, c, h, w)
+  unfolded = unfold(basis, k, s, p)                                # (CHW, P, H', W')
+  patches = unfold(x[None], k, s, p)[0]                            # (P, H', W')
+  patch, ho, wo = patches.shape
+  z = np.einsum("rp,phw->rhw", b_mat.reshape(b_mat.shape[0], -1), patches)
+  v = np.einsum("qr,rhw->qhw", a_mat[:, :, 0, 0], z) + beta[:, None, None]
+  d = a_mat.shape[0] // patch
+  weights = v.reshape(patch, d, ho, wo)                            # q = p·D + d
+  n = np.sqrt(np.sum(weights * weights, axis=0))                   # (D, H', W')
+  factor = n / (1 + n**2) if norm == "squash" else 1 / n
+  matrix = np.einsum("pdhw,ipdhw->dhwi", weights * factor, unfolded[:, :, None])
+  matrix = matrix.reshape(d * ho * wo, c * h * w)
+  return matrix, (matrix @ x.ravel()).reshape(d, ho, wo)

@@ -38,7 +38,7 @@ def test_prefixed_keys_and_extra_entries_are_accepted():
   prefixed["module.10.logit_bias"] = np.zeros(())
   a = from_reference_state_dict(state, "tiny-3L")
   b = from_reference_state_dict(prefixed, "tiny-3L")
-  for name in ("A", "B", "b"):
+  for name in ("A", "B", "w0"):
     np.testing.assert_array_equal(a["params"]["layer_1"][name], b["params"]["layer_1"][name])
 
 
@@ -51,7 +51,7 @@ def test_mismatched_state_dicts_fail_clearly():
   with pytest.raises(ValueError, match="Reference layer 1 has shape"):
     from_reference_state_dict(wrong, "tiny-3L")
   del state["2.weight_mod.weighting_f.1.bias"]
-  with pytest.raises(ValueError, match=r"layer 2 lacks its \['b'\]"):
+  with pytest.raises(ValueError, match=r"layer 2 lacks its \['w0'\]"):
     from_reference_state_dict(state, "tiny-3L")
 
 

@@ -42,7 +42,7 @@ def test_explicit_and_implicit_forms_agree_with_numpy_reference(k, stride, paddi
   c, d, r = x.shape[-1], params["A"].shape[3], params["A"].shape[4]
   b_mat = np.asarray(params["B"]).transpose(3, 2, 0, 1)
   a_mat = np.asarray(params["A"]).transpose(2, 0, 1, 3, 4).reshape(c * k * k * d, r, 1, 1)
-  beta = np.asarray(params["b"]).transpose(2, 0, 1, 3).reshape(-1)
+  beta = np.asarray(params["w0"]).transpose(2, 0, 1, 3).reshape(-1)
   want = reference_layer(np.asarray(x, np.float64).transpose(0, 3, 1, 2), b_mat, a_mat, beta,
                          k, stride, padding, norm).transpose(0, 2, 3, 1)
   assert implicit.shape == want.shape
@@ -130,10 +130,10 @@ def test_init_matches_pytorch_default_bounds_and_counts():
   params = dau.init_dau_params(jax.random.key(9), 16, 32, 64, 3)
   assert params["B"].shape == (3, 3, 16, 64)
   assert params["A"].shape == (3, 3, 16, 32, 64)
-  assert params["b"].shape == (3, 3, 16, 32)
+  assert params["w0"].shape == (3, 3, 16, 32)
   assert float(jnp.abs(params["B"]).max()) <= 1 / np.sqrt(16 * 9)
   assert float(jnp.abs(params["B"]).max()) > 0.9 / np.sqrt(16 * 9)
-  for name in ("A", "b"):
+  for name in ("A", "w0"):
     assert 0.9 / 8 < float(jnp.abs(params[name]).max()) <= 1 / 8
   assert sum(p.size for p in params.values()) == dau.num_params(16, 32, 64, 3) == 308_736
 

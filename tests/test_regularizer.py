@@ -252,3 +252,61 @@ def test_dau_weights_input_gives_a_linear_layer_with_parameter_gradients(form):
   assert all(float(jnp.abs(g).max()) == 0 for g in jax.tree.leaves(detached))
   with pytest.raises(ValueError, match="weights_input has shape"):
     conv(params, y, weights_input=x[:1])
+
+
+@pytest.mark.parametrize("kind", sorted(MODELS))
+def test_logits_come_from_the_same_pass_with_the_forward_gradient(kind):
+  """The regulariser's logits are the model's, and so is their parameter gradient."""
+  from codajax.regularizers import logits_and_dynamic_matrix_l1
+
+  model, variables, images = MODELS[kind]()
+  labels, key = jnp.array([1, 3]), jax.random.key(5)
+  cot = jnp.asarray(np.random.default_rng(4).normal(size=(2, 4)), jnp.float32)
+
+  @jax.jit
+  def both(params):
+    logits, penalty = logits_and_dynamic_matrix_l1(model, params, images, labels, key)
+    grad_shared = jax.grad(lambda p: jnp.sum(cot * logits_and_dynamic_matrix_l1(
+        model, p, images, labels, key)[0]))(params)
+    grad_plain = jax.grad(lambda p: jnp.sum(cot * model.apply({"params": p}, images)))(params)
+    return logits, penalty, grad_shared, grad_plain, model.apply({"params": params}, images)
+
+  logits, penalty, grad_shared, grad_plain, plain = both(variables["params"])
+  np.testing.assert_allclose(logits, plain, rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(penalty, dynamic_matrix_l1(model, variables, images, labels, key),
+                             rtol=1e-6)
+  for shared, direct in zip(jax.tree.leaves(grad_shared), jax.tree.leaves(grad_plain)):
+    np.testing.assert_allclose(shared, direct, rtol=1e-4, atol=1e-6 * float(jnp.abs(direct).max()))
+
+
+def test_train_step_with_the_regulariser_equals_the_two_pass_gradient():
+  """``make_train_step(l1_matrix_weight > 0)`` (logits from the regulariser's pass) equals
+  BCE of ``model.apply`` plus λ·``dynamic_matrix_l1``, differentiated directly."""
+  from codajax.train import parallel
+  from codajax.train.step import TrainState, make_train_step
+
+  model, variables, images = _tiny_coda()
+  params, labels, weight = variables["params"], jnp.array([1, 3]), 2.0
+  tx = optax.sgd(0.1)
+  mesh = parallel.make_mesh(jax.devices()[:1])
+  key = jax.random.key(7)
+  state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                     rng=jax.random.key_data(key))
+  batch = {"image": jnp.asarray(np.asarray(images) * 255, jnp.uint8), "label": labels}
+  step = make_train_step(model, tx, l1_matrix_weight=weight, mesh=mesh)
+  new_state, metrics = step(jax.tree.map(jnp.copy, state), parallel.shard_batch(
+      jax.tree.map(np.asarray, batch), mesh))
+
+  floats = batch["image"].astype(jnp.float32) / 255.0
+  rng = jax.random.fold_in(key, 0)
+
+  def loss(p):
+    logits = model.apply({"params": p}, floats)
+    bce = optax.sigmoid_binary_cross_entropy(logits, jax.nn.one_hot(labels, 4)).mean()
+    return bce + weight * dynamic_matrix_l1(model, p, floats, labels, rng)
+
+  grads = jax.jit(jax.grad(loss))(params)
+  want = jax.tree.map(lambda p, g: p - 0.1 * g, params, grads)
+  for got, expected in zip(jax.tree.leaves(new_state.params), jax.tree.leaves(want)):
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
+  assert float(metrics["train/l1_matrix"]) > 0

@@ -5,7 +5,10 @@ made of two convolutions::
 
     {i}.weight_mod.weighting_f.0.weight   (r, C, k, k)     B, no bias
     {i}.weight_mod.weighting_f.1.weight   (P·D, r, 1, 1)   A
-    {i}.weight_mod.weighting_f.1.bias     (P·D,)           b
+    {i}.weight_mod.weighting_f.1.bias     (P·D,)           w0
+
+(the reference's "bias" is ``w0``, the static part of the dynamic weight
+``w = A z + w0``, stored under the codajax name ``"w0"``).
 
 Output channel ``q`` of the second convolution holds patch element ``q // D``
 of DAU ``q % D``, and patch element ``p = c·k² + ki·k + kj``.
@@ -24,14 +27,14 @@ _KEY = re.compile(r"^(?:.*\.)?(\d+)\.weight_mod\.weighting_f\.([01])\.(weight|bi
 
 
 def _group_by_layer(state_dict: Mapping[str, Any]) -> dict[int, dict[str, np.ndarray]]:
-  """``{layer index: {"B", "A", "b"}: array}`` from the reference's parameter names."""
+  """``{layer index: {"B", "A", "w0"}: array}`` from the reference's parameter names."""
   layers: dict[int, dict[str, np.ndarray]] = {}
   for key, value in state_dict.items():
     match = _KEY.match(key)
     if match is None:
       continue
     index, factor, kind = int(match[1]), match[2], match[3]
-    name = "B" if factor == "0" else ("A" if kind == "weight" else "b")
+    name = "B" if factor == "0" else ("A" if kind == "weight" else "w0")
     layers.setdefault(index, {})[name] = np.asarray(value, dtype=np.float32)
   return layers
 
@@ -45,7 +48,7 @@ def convert_layer(b_mat: np.ndarray, a_mat: np.ndarray, beta: np.ndarray) -> dic
     beta: ``(P·D,)`` bias of the second convolution.
 
   Returns:
-    ``{"B": (k, k, C, r), "A": (k, k, C, D, r), "b": (k, k, C, D)}``.
+    ``{"B": (k, k, C, r), "A": (k, k, C, D, r), "w0": (k, k, C, D)}``.
   """
   r, c, k, _ = b_mat.shape
   patch = c * k * k
@@ -56,8 +59,8 @@ def convert_layer(b_mat: np.ndarray, a_mat: np.ndarray, beta: np.ndarray) -> dic
     )
   d = a_mat.shape[0] // patch
   a = a_mat.reshape(c, k, k, d, r).transpose(1, 2, 0, 3, 4)
-  b = beta.reshape(c, k, k, d).transpose(1, 2, 0, 3)
-  return {"B": b_mat.transpose(2, 3, 1, 0), "A": a, "b": b}
+  w0 = beta.reshape(c, k, k, d).transpose(1, 2, 0, 3)
+  return {"B": b_mat.transpose(2, 3, 1, 0), "A": a, "w0": w0}
 
 
 def from_reference_state_dict(
@@ -83,10 +86,10 @@ def from_reference_state_dict(
   params = {}
   channels = 2 * model.image_channels if model.encode_input else model.image_channels
   for i, spec in enumerate(model.layers):
-    missing = {"B", "A", "b"} - set(layers[i])
+    missing = {"B", "A", "w0"} - set(layers[i])
     if missing:
       raise ValueError(f"Reference layer {i} lacks its {sorted(missing)} parameter(s).")
-    layer = convert_layer(layers[i]["B"], layers[i]["A"], layers[i]["b"])
+    layer = convert_layer(layers[i]["B"], layers[i]["A"], layers[i]["w0"])
     expected = (spec.kernel_size, spec.kernel_size, channels, spec.features, spec.rank)
     if layer["A"].shape != expected:
       raise ValueError(

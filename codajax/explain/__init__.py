@@ -3,6 +3,30 @@
 Figures live in :mod:`codajax.explain.render` (imports matplotlib on use).
 """
 
-from codajax.explain.contributions import completeness_error, dynamic_linear_map, explain
+from codajax.explain.contributions import (
+    FIELDS,
+    ExplainableModel,
+    Explanation,
+    check_images,
+    completeness_error,
+    dynamic_linear_map,
+    explain,
+    explain_jit,
+    explain_linear,
+    explain_nnx,
+    explanation_form,
+)
 
-__all__ = ["completeness_error", "dynamic_linear_map", "explain"]
+__all__ = [
+    "FIELDS",
+    "ExplainableModel",
+    "Explanation",
+    "check_images",
+    "completeness_error",
+    "dynamic_linear_map",
+    "explain",
+    "explain_jit",
+    "explain_linear",
+    "explain_nnx",
+    "explanation_form",
+]

@@ -5,27 +5,136 @@ factor, so the network is exactly linear in the input ``h`` of any of its
 explainable layers: ``logit_c = W_c(h) · h + bias``. The row ``W_c`` is the
 gradient ``∂logit_c/∂h`` in explanation mode (one VJP), and the contribution
 map ``W_c ⊙ h`` sums to ``logit_c − bias`` exactly (up to float round-off).
+
+Two levels:
+
+* :func:`explain_linear`, the functional core: any *evidence function*
+  ``h -> (N, K)`` that is exactly linear in ``h`` (explanation mode, bias
+  excluded) and a point ``h``; returns an :class:`Explanation` for the given,
+  predicted or all classes (all classes through one ``vmap`` of the VJP).
+* :func:`explain` (Linen: ``explain(model, variables, images, ...)``) and
+  :func:`explain_nnx` (an NNX module), thin adapters for models following
+  :class:`ExplainableModel`: the input of the explained layer comes from
+  ``layer_input`` (the layers below it run once) and the evidence function is
+  ``forward_from(h, layer, explain=True, add_bias=False)`` (the layers from it
+  on run once, forward and transposed).
+
+**Precision.** Explanations are computed in float32 whatever the model's
+compute dtype: ``h`` is cast to float32 and explanation mode runs every CoDA
+layer in float32 (see :func:`codajax.nn.explanation_dtype`), so a bfloat16
+model's contributions sum to its float32 evidence to float32 round-off. The
+layers *below* the explained one run as the model was trained (e.g. bfloat16).
+
+**jit.** ``layer`` and ``targets="all"``/``None`` change the computation and
+must be static: use :func:`explain_jit` (ready jitted, dispatches on
+``targets``), or ``jax.jit(explain, static_argnames=("model", "targets",
+"layer"))`` for ``targets`` in ``None``/``"all"`` and
+``jax.jit(explain, static_argnames=("model", "layer"))`` for class-index arrays.
+
+**Bad input.** Eagerly, :func:`explain` refuses integer images (convert with
+``images.astype(jnp.float32) / 255``), float images outside [0, 1] (pass
+``check_range=False`` to explain other inputs, e.g. normalised ones), NaN/Inf
+pixels, an empty batch and out-of-range targets, each with one clear error.
+Under ``jit`` values cannot be inspected: NaN/Inf pixels propagate into NaN
+logits and maps, and an out-of-range target gives ``explained_class_idx = -1``
+and NaN weights and contributions for that image (flagged, never a silent
+zero map); :func:`completeness_error` is then NaN too.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import functools
+from typing import Any, Callable, Literal, Protocol, Sequence, runtime_checkable
 
-import flax.linen as nn
+import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 Array = jax.Array
 Targets = Array | np.ndarray | int | Literal["all"] | None
+FormChoice = Literal["auto", "model", "implicit", "explicit"]
+
+#: Field names of an :class:`Explanation` (also its dict-style keys).
+FIELDS = ("logits", "evidence", "prediction", "explained_class_idx", "dynamic_linear_weights",
+          "contribution_map", "contribution_map_sum")
+
+
+@flax.struct.dataclass
+class Explanation:
+  """The explanation of a batch: a pytree (jit/vmap-friendly), read as attributes or ``e["field"]``.
+
+  Attributes:
+    logits: ``(N, K)``: ``evidence + logit_bias``.
+    evidence: ``(N, K)``: ``logits − logit_bias``, computed without the bias,
+      so it is the exact sum of the contributions.
+    prediction: ``(N,)`` argmax of the logits.
+    explained_class_idx: ``(N,)``, or ``(N, K)`` for all classes; ``-1`` marks
+      an out-of-range target seen under ``jit`` (its maps are NaN).
+    dynamic_linear_weights: ``W_c(h)``, shaped like the explained input
+      ``(N, H', W', C')``, with a class axis after ``N`` for all classes.
+    contribution_map: ``W_c(h) ⊙ h``, shaped like ``dynamic_linear_weights``.
+    contribution_map_sum: the contributions summed over channels,
+      ``(N, H', W')`` or ``(N, K, H', W')``.
+  """
+
+  logits: Array
+  evidence: Array
+  prediction: Array
+  explained_class_idx: Array
+  dynamic_linear_weights: Array
+  contribution_map: Array
+  contribution_map_sum: Array
+
+  def __getitem__(self, key: str) -> Array:
+    """Dict-style read access, ``e["contribution_map"]``."""
+    if key not in FIELDS:
+      raise KeyError(f"{key!r}; an Explanation has the fields {', '.join(FIELDS)}.")
+    return getattr(self, key)
+
+  def keys(self) -> tuple[str, ...]:
+    return FIELDS
+
+  def __contains__(self, key: object) -> bool:
+    return key in FIELDS
+
+
+@runtime_checkable
+class ExplainableModel(Protocol):
+  """What :func:`explain` needs of a model (Linen: called through ``model.apply``).
+
+  ``logit_c = W_c(h) · h + logit_bias`` exactly, for the input ``h`` of every
+  explainable layer, when the layers run in explanation mode.
+  """
+
+  logit_bias: float
+
+  @property
+  def num_classes(self) -> int:
+    """``K``."""
+
+  @property
+  def num_explainable_layers(self) -> int:
+    """``L``: ``layer`` ranges over ``0..L − 1``."""
+
+  def layer_input(self, images: Array, layer: int = 0) -> Array:
+    """The input ``h`` of explainable layer ``layer``; the layers below it run once."""
+
+  def forward_from(self, h: Array, layer: int = 0, explain: bool = False,
+                   add_bias: bool = True, weights_inputs: Sequence[Array] | None = None
+                   ) -> Array:
+    """Logits ``(N, K)`` from ``h`` onwards; ``explain=True``: exactly linear in ``h``."""
 
 
 def _is_concrete(x) -> bool:
   return not isinstance(x, jax.core.Tracer)
 
 
-def _check_targets(targets: Array, num_classes: int, batch: int) -> Array:
-  """Broadcasts targets to ``(N,)`` int32; range-checked when concrete."""
+def _check_targets(targets: Any, num_classes: int, batch: int) -> tuple[Array, Array]:
+  """``(N,)`` int32 targets (out-of-range ones clipped) and their ``(N,)`` validity.
+
+  Range-checked with an error when concrete; under jit the validity flags them.
+  """
   targets = jnp.asarray(targets)
   if not jnp.issubdtype(targets.dtype, jnp.integer):
     raise TypeError(f"targets must be integer class indices, got dtype {targets.dtype}.")
@@ -40,107 +149,261 @@ def _check_targets(targets: Array, num_classes: int, batch: int) -> Array:
           f"target class out of range: got {bad.tolist()}, the model has {num_classes} "
           f"classes (valid: 0..{num_classes - 1})."
       )
-  return jnp.broadcast_to(targets.astype(jnp.int32), (batch,))
+  targets = jnp.broadcast_to(targets.astype(jnp.int32), (batch,))
+  valid = (targets >= 0) & (targets < num_classes)
+  return jnp.clip(targets, 0, num_classes - 1), valid
 
 
-def dynamic_linear_map(
-    model: nn.Module, variables: Any, images: Array, layer: int = 0
-) -> tuple[Array, Array, Any]:
-  """The linear map of the network at the input of an explainable layer.
+def explain_linear(
+    evidence_fn: Callable[[Array], Array],
+    h: Array,
+    targets: Targets = None,
+    *,
+    logit_bias: float = 0.0,
+) -> Explanation:
+  """Explains a dynamic-linear function at ``h``: the functional core.
 
   Args:
-    model: a CoDA-Net or hybrid (see :mod:`codajax.models.coda_net`).
-    variables: its variables.
-    images: ``(N, H, W, C)`` in [0, 1].
-    layer: which explainable layer's input to explain (0: the encoded image).
+    evidence_fn: ``h -> (N, K)``, exactly linear in ``h`` (e.g. a model in
+      explanation mode without its bias); image ``n``'s evidence may depend
+      only on ``h[n]``.
+    h: the point to explain, ``(N, ...)``; cast to at least float32.
+    targets: ``None`` (the predicted class), an int or ``(N,)`` class
+      indices, or ``"all"`` (every class, one ``vmap`` over the class one-hots).
+    logit_bias: added to the evidence to give the logits.
 
   Returns:
-    ``(h, evidence, vjp)``: the layer input ``h``, the evidence
-    ``logits − logit_bias`` ``(N, K)`` (computed without the bias, so it is the
-    exact sum of the contributions) and a function mapping a cotangent ``(N, K)`` to ``Σ_c cot[:, c] · W_c(h)``,
-    shaped like ``h``.
+    An :class:`Explanation`; ``contribution_map`` sums to ``evidence`` of the
+    explained class.
   """
-  inputs = model.apply(variables, images, method="explanation_inputs")
-  if not 0 <= layer < len(inputs):
+  h = jax.lax.stop_gradient(h)
+  h = h.astype(jnp.promote_types(h.dtype, jnp.float32))
+  evidence, vjp = jax.vjp(evidence_fn, h)
+  evidence = evidence.astype(jnp.promote_types(evidence.dtype, jnp.float32))
+  batch, num_classes = evidence.shape
+  logits = evidence + logit_bias
+  prediction = jnp.argmax(logits, axis=-1)
+
+  def weights_for(one_hot: Array) -> Array:
+    return vjp(one_hot.astype(evidence.dtype))[0]
+
+  if isinstance(targets, str):
+    if targets != "all":
+      raise ValueError(f"targets must be None, class indices or 'all', got {targets!r}.")
+    one_hots = jnp.broadcast_to(jnp.eye(num_classes, dtype=evidence.dtype)[:, None],
+                                (num_classes, batch, num_classes))
+    weights = jnp.moveaxis(jax.vmap(weights_for)(one_hots), 0, 1)        # (N, K, ...)
+    class_idx = jnp.broadcast_to(jnp.arange(num_classes), (batch, num_classes))
+    contributions = weights * h[:, None]
+  else:
+    if targets is None:
+      class_idx, valid = prediction, None
+    else:
+      class_idx, valid = _check_targets(targets, num_classes, batch)
+    weights = weights_for(jax.nn.one_hot(class_idx, num_classes))
+    if valid is not None:       # flag out-of-range targets seen under jit
+      mask = valid.reshape(batch, *(1,) * (weights.ndim - 1))
+      weights = jnp.where(mask, weights, jnp.nan)
+      class_idx = jnp.where(valid, class_idx, -1)
+    contributions = weights * h
+
+  return Explanation(
+      logits=logits,
+      evidence=evidence,
+      prediction=prediction,
+      explained_class_idx=class_idx,
+      dynamic_linear_weights=weights,
+      contribution_map=contributions,
+      contribution_map_sum=jnp.sum(contributions, axis=-1),
+  )
+
+
+def check_images(images: Any, *, check_range: bool = True, name: str = "explain") -> Array:
+  """Validates a batch of NHWC float images in [0, 1]; returns it as a JAX array.
+
+  Raises one clear error for a rank other than 4, an empty batch, integer
+  images, and (when the values are concrete, i.e. not under ``jit``) NaN/Inf
+  pixels and, with ``check_range``, values outside [0, 1].
+  """
+  shape = tuple(np.shape(images))
+  if len(shape) != 4:
+    raise ValueError(f"{name} expects NHWC images of rank 4, got shape {shape}.")
+  if shape[0] == 0:
+    raise ValueError(f"{name} got an empty batch (shape {shape}); pass at least one image.")
+  dtype = jnp.result_type(images)
+  if not jnp.issubdtype(dtype, jnp.floating):
+    raise TypeError(
+        f"{name} expects float images in [0, 1], got dtype {dtype}; convert e.g. uint8 "
+        f"pixels with images.astype(jnp.float32) / 255.")
+  if _is_concrete(images):
+    values = np.asarray(images, dtype=np.float32)
+    if not np.all(np.isfinite(values)):
+      raise ValueError(f"{name}: the images contain NaN or Inf values.")
+    if check_range and (values.min() < 0.0 or values.max() > 1.0):
+      raise ValueError(
+          f"{name} expects images in [0, 1], got values in [{values.min():.4g}, "
+          f"{values.max():.4g}]; pass check_range=False to explain other inputs.")
+  return jnp.asarray(images)
+
+
+def _check_model(model: Any) -> None:
+  if not isinstance(model, ExplainableModel):
+    raise TypeError(
+        f"{type(model).__name__} is not an explainable model: it needs logit_bias, "
+        f"num_classes, num_explainable_layers, layer_input and forward_from (see "
+        f"codajax.explain.ExplainableModel).")
+
+
+def _check_layer(model: Any, layer: Any) -> int:
+  count = model.num_explainable_layers
+  if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or not (
+      0 <= layer < count):
     raise ValueError(
-        f"layer must be in 0..{len(inputs) - 1} (the model has {len(inputs)} explainable "
-        f"layers), got {layer}."
-    )
-  h = jax.lax.stop_gradient(inputs[layer])
+        f"layer must be in 0..{count - 1} (the model has {count} explainable layers), got "
+        f"{layer!r}; under jit it must be static (see explain_jit).")
+  return int(layer)
 
-  def evidence_from(h):
-    return model.apply(variables, h, layer, True, False, method="forward_from")
 
-  evidence, vjp = jax.vjp(evidence_from, h)
-  return h, evidence, lambda cotangent: vjp(cotangent)[0]
+def explanation_form(model: Any, targets: Targets, form: FormChoice = "auto") -> str | None:
+  """The DAU form ``explain`` runs ``model`` in (``None``: the model's own, unchanged).
+
+  ``"auto"``: ``"explicit"`` for ``targets="all"``, the model's own form
+  otherwise. With ``K`` classes the transposed pass of every layer runs ``K``
+  times; the explicit form's transpose is one contraction with the stored
+  weights (``P·D`` per position) against ``r`` times that for the implicit
+  form's transposed convolution, which outweighs materialising the weights
+  once (measured in ``benchmarks/explain_throughput.py``, see
+  ``benchmarks/RESULTS.md``). For one class the forms cost about the same.
+  """
+  if form not in ("auto", "model", "implicit", "explicit"):
+    raise ValueError(f"form must be 'auto', 'model', 'implicit' or 'explicit', got {form!r}.")
+  if not hasattr(model, "form") or form == "model":
+    return None
+  if form == "auto":
+    return "explicit" if isinstance(targets, str) and targets == "all" else None
+  return form
 
 
 def explain(
-    model: nn.Module,
+    model: Any,
     variables: Any,
     images: Array,
     targets: Targets = None,
     *,
     layer: int = 0,
-) -> dict[str, Array]:
-  """Explains a batch: dynamic linear weights and contributions per class.
+    form: FormChoice = "auto",
+    check_range: bool = True,
+) -> Explanation:
+  """Explains a batch of a Linen model: dynamic linear weights and contributions per class.
 
-  Jit-able (pass ``model`` and ``targets="all"``/``None`` as static) and
-  stateless. For ``targets="all"`` the VJP is ``vmap``-ed over the class
-  one-hots, so every class is explained in one call.
+  Runs the layers below ``layer`` once (``layer_input``) and the layers from
+  ``layer`` on once in explanation mode (``forward_from``), then
+  :func:`explain_linear`. Jit-able with ``model``, ``layer`` and a string or
+  ``None`` ``targets`` static (see :func:`explain_jit`); stateless.
 
   Args:
-    model: a CoDA-Net or hybrid module.
+    model: a Linen module following :class:`ExplainableModel` (CoDA-Nets,
+      hybrids, your own).
     variables: its variables.
-    images: ``(N, H, W, C)`` in [0, 1].
+    images: ``(N, H, W, C)`` float, in [0, 1].
     targets: ``None`` (the predicted class), an int or ``(N,)`` class indices,
       or ``"all"`` (every class).
     layer: explain the input of this explainable layer (0: the encoded image;
       ``l > 0``: layer-wise contributions of the features entering layer ``l``).
+    form: DAU form to explain in, see :func:`explanation_form` (same values).
+    check_range: refuse (eager) images outside [0, 1].
 
   Returns:
-    A dict with ``logits (N, K)``, ``evidence`` (``logits − logit_bias``,
-    computed without the bias), ``prediction (N,)``, ``explained_class_idx``
-    (``(N,)``, or ``(N, K)`` for "all"), ``dynamic_linear_weights`` and
-    ``contribution_map`` (shaped like the explained input ``(N, H', W', C')``,
-    with a class axis after N for "all") and ``contribution_map_sum`` (the sum
-    over channels: ``(N, H', W')`` or ``(N, K, H', W')``). The contributions
-    sum to ``logits[explained class] − model.logit_bias``.
+    An :class:`Explanation` (float32 arrays; ``e["contribution_map"]`` or
+    ``e.contribution_map``). The contributions sum to ``logits[explained
+    class] − model.logit_bias``.
   """
-  if getattr(images, "ndim", None) != 4:
-    raise ValueError(
-        f"explain expects NHWC images of rank 4, got shape {tuple(jnp.shape(images))}."
-    )
-  h, evidence, vjp = dynamic_linear_map(model, variables, images, layer)
-  logits = evidence + model.logit_bias
-  batch, num_classes = logits.shape
-  prediction = jnp.argmax(logits, axis=-1)
+  images = check_images(images, check_range=check_range)
+  _check_model(model)
+  layer = _check_layer(model, layer)
+  chosen = explanation_form(model, targets, form)
+  if chosen is not None and chosen != model.form:
+    model = model.clone(form=chosen)
+  h = model.apply(variables, images, layer, method="layer_input")
 
-  if isinstance(targets, str):
-    if targets != "all":
-      raise ValueError(f"targets must be None, class indices or 'all', got {targets!r}.")
-    one_hots = jnp.broadcast_to(jnp.eye(num_classes, dtype=logits.dtype)[:, None],
-                                (num_classes, batch, num_classes))
-    weights = jnp.moveaxis(jax.vmap(vjp)(one_hots), 0, 1)        # (N, K, ...)
-    class_idx = jnp.broadcast_to(jnp.arange(num_classes), (batch, num_classes))
-    contributions = weights * h[:, None]
-  else:
-    class_idx = prediction if targets is None else _check_targets(targets, num_classes, batch)
-    weights = vjp(jax.nn.one_hot(class_idx, num_classes, dtype=logits.dtype))
-    contributions = weights * h
+  def evidence_fn(h):
+    return model.apply(variables, h, layer, True, False, method="forward_from")
 
-  return {
-      "logits": logits,
-      "evidence": evidence,
-      "prediction": prediction,
-      "explained_class_idx": class_idx,
-      "dynamic_linear_weights": weights,
-      "contribution_map": contributions,
-      "contribution_map_sum": jnp.sum(contributions, axis=-1),
-  }
+  return explain_linear(evidence_fn, h, targets, logit_bias=model.logit_bias)
 
 
-def completeness_error(explanation: dict[str, Array]) -> Array:
+def explain_nnx(
+    model: Any,
+    images: Array,
+    targets: Targets = None,
+    *,
+    layer: int = 0,
+    check_range: bool = True,
+) -> Explanation:
+  """:func:`explain` for a Flax NNX module following :class:`ExplainableModel`.
+
+  The module is called directly (``model.layer_input``, ``model.forward_from``);
+  wrap the call in ``nnx.jit`` (``layer`` and string targets static) to compile it.
+  """
+  images = check_images(images, check_range=check_range)
+  _check_model(model)
+  layer = _check_layer(model, layer)
+  h = model.layer_input(images, layer)
+  return explain_linear(
+      lambda h: model.forward_from(h, layer, explain=True, add_bias=False), h, targets,
+      logit_bias=model.logit_bias)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "mode", "layer", "form", "check_range"))
+def _explain_compiled(model, variables, images, targets, *, mode, layer, form, check_range):
+  return explain(model, variables, images, mode if targets is None else targets, layer=layer,
+                 form=form, check_range=check_range)
+
+
+def explain_jit(
+    model: Any,
+    variables: Any,
+    images: Array,
+    targets: Targets = None,
+    *,
+    layer: int = 0,
+    form: FormChoice = "auto",
+    check_range: bool = True,
+) -> Explanation:
+  """:func:`explain`, compiled: ``model``, ``layer``, ``form`` and ``None``/``"all"`` static.
+
+  Class-index ``targets`` are traced (no recompilation per target); an
+  out-of-range one is flagged (``explained_class_idx = -1``, NaN maps) rather
+  than raised. The images are checked for rank, dtype and empty batch only.
+  """
+  if targets is None or isinstance(targets, str):
+    return _explain_compiled(model, variables, images, None, mode=targets, layer=layer,
+                             form=form, check_range=check_range)
+  return _explain_compiled(model, variables, images, jnp.asarray(targets), mode=None,
+                           layer=layer, form=form, check_range=check_range)
+
+
+def dynamic_linear_map(
+    model: Any, variables: Any, images: Array, layer: int = 0
+) -> tuple[Array, Array, Callable[[Array], Array]]:
+  """The linear map of a Linen model at the input of an explainable layer.
+
+  Returns:
+    ``(h, evidence, vjp)``: the layer input ``h`` (float32), the evidence
+    ``logits − logit_bias`` ``(N, K)`` and a function mapping a cotangent
+    ``(N, K)`` to ``Σ_c cot[:, c] · W_c(h)``, shaped like ``h``.
+  """
+  images = check_images(images, check_range=False, name="dynamic_linear_map")
+  _check_model(model)
+  layer = _check_layer(model, layer)
+  h = jax.lax.stop_gradient(model.apply(variables, images, layer, method="layer_input"))
+  h = h.astype(jnp.promote_types(h.dtype, jnp.float32))
+  evidence, vjp = jax.vjp(
+      lambda h: model.apply(variables, h, layer, True, False, method="forward_from"), h)
+  return h, evidence, lambda cotangent: vjp(cotangent)[0]
+
+
+def completeness_error(explanation: Explanation | dict[str, Array]) -> Array:
   """Error of the completeness identity ``Σ contributions = logit − bias``.
 
   The error is relative to ``Σ |contributions|``: float rounding of a sum of
@@ -156,7 +419,8 @@ def completeness_error(explanation: dict[str, Array]) -> Array:
   """
   idx = explanation["explained_class_idx"]
   evidence = explanation["evidence"]
-  target = jnp.take_along_axis(evidence, idx.reshape(evidence.shape[0], -1), axis=1)
+  target = jnp.take_along_axis(evidence, jnp.maximum(idx, 0).reshape(evidence.shape[0], -1),
+                               axis=1)
   target = target.reshape(idx.shape)
   contributions = explanation["contribution_map"]
   axes = tuple(range(idx.ndim, contributions.ndim))

@@ -1,6 +1,7 @@
 """CoDA-Net architectures: the generic stack and the papers' named models."""
 
 from codajax.models.coda_net import CoDANet, LayerSpec
+from codajax.models.nnx_coda_net import NNXCoDANet
 from codajax.models.hybrid import BackboneSpec, HybridNet, hybrid_from_family  # registers hybrids
 from codajax.models.registry import (
     ARCHITECTURES,
@@ -17,6 +18,7 @@ __all__ = [
     "Architecture",
     "CoDANet",
     "LayerSpec",
+    "NNXCoDANet",
     "architecture_names",
     "count_params",
     "get_model",

@@ -1,18 +1,22 @@
 """CoDA-Net: a stack of CoDA layers, sum pooling, temperature and a fixed logit bias.
 
-Every model in codajax that can be explained implements three methods, which
-is all :func:`codajax.explain.explain` needs:
+Every model in codajax that can be explained follows
+:class:`codajax.explain.ExplainableModel` (a ``typing.Protocol``): it has the
+attributes ``logit_bias``, ``num_classes`` and ``num_explainable_layers`` and
+the methods
 
 * ``__call__(images, explain=False) -> logits (N, K)``;
-* ``explanation_inputs(images) -> tuple`` of the inputs of every explainable
-  layer, ``[0]`` being the encoded image ``[x, 1 − x]`` (or, for hybrids, the
-  embedding the CoDA part starts from);
-* ``forward_from(h, layer, explain=False, add_bias=True) -> logits``: the
-  network from the input ``h`` of explainable layer ``layer`` onwards
+* ``layer_input(images, layer) -> h``: the input of explainable layer
+  ``layer`` (``0``: the encoded image ``[x, 1 − x]``, or a hybrid's
+  embedding), running only the layers below it, each once;
+* ``forward_from(h, layer, explain=False, add_bias=True, weights_inputs=None)
+  -> logits``: the network from the input ``h`` of layer ``layer`` onwards
   (``add_bias=False`` returns ``logits − logit_bias`` without the rounding of
-  adding and subtracting the bias);
-
-and has the attributes ``logit_bias`` and ``num_classes``.
+  adding and subtracting the bias; ``weights_inputs[i]`` makes layer ``i``
+  compute its dynamic weights from that tensor, see ``CoDAConv``);
+* ``forward_and_inputs(images) -> (logits, inputs)``: one ordinary forward
+  pass that also returns the input of every explainable layer;
+* ``explanation_inputs(images) -> tuple``: the inputs alone.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any, NamedTuple, Sequence
 
 import flax.linen as nn
 import jax
+import numpy as np
 
 from codajax.nn import dau
 from codajax.nn.modules import DEFAULT_LOGIT_BIAS, CoDAConv, add_inverse, coda_head
@@ -52,7 +57,8 @@ class CoDANet(nn.Module):
     norm: ``"squash"`` or ``"l2"``.
     form: ``"implicit"`` or ``"explicit"`` DAU computation.
     compute_dtype: convolution dtype (``None`` = float32; ``jnp.bfloat16`` for
-      mixed precision with float32 norms and logits).
+      mixed precision with float32 norms and logits); the ``dtype`` of every
+      :class:`CoDAConv`. Explanation mode computes in float32 regardless.
     image_channels: channels ``C`` of the images the model takes (it sees 2C).
     encode_input: apply :func:`add_inverse` to the images (the papers' default).
   """
@@ -70,6 +76,11 @@ class CoDANet(nn.Module):
   def num_classes(self) -> int:
     return self.layers[-1].features
 
+  @property
+  def num_explainable_layers(self) -> int:
+    """``L``: ``layer_input``/``forward_from`` accept ``layer`` in ``0..L − 1``."""
+    return len(self.layers)
+
   def setup(self):
     self.coda_layers = [
         CoDAConv(
@@ -80,7 +91,7 @@ class CoDANet(nn.Module):
             padding=spec.padding,
             norm=self.norm,
             form=self.form,
-            compute_dtype=self.compute_dtype,
+            dtype=self.compute_dtype,
             name=f"layer_{i}",
         )
         for i, spec in enumerate(self.layers)
@@ -99,13 +110,52 @@ class CoDANet(nn.Module):
       )
     return add_inverse(images) if self.encode_input else images
 
+  def _check_layer(self, layer: int) -> None:
+    if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or not (
+        0 <= layer < len(self.layers)):
+      raise ValueError(
+          f"layer must be in 0..{len(self.layers) - 1} (the model has {len(self.layers)} "
+          f"explainable layers), got {layer!r}; it must be a Python int (static under jit).")
+
   def forward_from(
-      self, h: Array, layer: int = 0, explain: bool = False, add_bias: bool = True
+      self,
+      h: Array,
+      layer: int = 0,
+      explain: bool = False,
+      add_bias: bool = True,
+      weights_inputs: Sequence[Array] | None = None,
   ) -> Array:
-    """Logits ``(N, K)`` from the input ``h`` of CoDA layer ``layer`` onwards."""
-    for coda_layer in self.coda_layers[layer:]:
-      h = coda_layer(h, explain=explain)
+    """Logits ``(N, K)`` from the input ``h`` of CoDA layer ``layer`` onwards.
+
+    ``weights_inputs``: ``None``, or the input of every CoDA layer (indexed
+    like :meth:`explanation_inputs`; entries below ``layer`` are unused): layer
+    ``i`` then takes its dynamic weights from ``weights_inputs[i]`` and is
+    exactly linear in its own input.
+    """
+    self._check_layer(layer)
+    for i in range(layer, len(self.layers)):
+      weights_input = None if weights_inputs is None else weights_inputs[i]
+      h = self.coda_layers[i](h, explain=explain, weights_input=weights_input)
     return coda_head(h, self.temperature, self.logit_bias if add_bias else 0.0)
+
+  def layer_input(self, images: Array, layer: int = 0) -> Array:
+    """The input of CoDA layer ``layer`` (``0``: the encoded image), each layer run once."""
+    self._check_layer(layer)
+    h = self.encode(images)
+    for coda_layer in self.coda_layers[:layer]:
+      h = coda_layer(h)
+    return h
+
+  def forward_and_inputs(
+      self, images: Array, add_bias: bool = True
+  ) -> tuple[Array, tuple[Array, ...]]:
+    """One forward pass: logits ``(N, K)`` and the input of every CoDA layer."""
+    h = self.encode(images)
+    inputs = []
+    for coda_layer in self.coda_layers:
+      inputs.append(h)
+      h = coda_layer(h)
+    return coda_head(h, self.temperature, self.logit_bias if add_bias else 0.0), tuple(inputs)
 
   def explanation_inputs(self, images: Array) -> tuple[Array, ...]:
     """The input of every CoDA layer, ``[0]`` being the encoded image."""

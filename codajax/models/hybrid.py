@@ -30,10 +30,9 @@ Design choices (codajax's, not the paper's; see ``docs/hybrids.md``):
 * The backbone takes the images in [0, 1] as they are (the GroupNorm after the
   first convolution removes their scale).
 
-The module implements the explainable-model protocol of
-:mod:`codajax.models.coda_net`: ``explanation_inputs(images)[0]`` is the
-embedding (the encoded image for ``embedding_stage = 0``), ``[l]`` the input of
-CoDA layer ``l``.
+The module implements :class:`codajax.explain.ExplainableModel`:
+``layer_input(images, 0)`` is the embedding (the encoded image for
+``embedding_stage = 0``), ``layer_input(images, l)`` the input of CoDA layer ``l``.
 """
 
 from __future__ import annotations
@@ -321,15 +320,35 @@ class HybridNet(nn.Module):
     images = self._check(images)
     return self.features(images) if self.embedding_stage > 0 else images
 
+  @property
+  def num_explainable_layers(self) -> int:
+    """``L``: the CoDA layers; layer ``0``'s input is the embedding."""
+    return len(self.layers)
+
   def explanation_inputs(self, images: Array) -> tuple[Array, ...]:
     """``[0]``: the embedding; ``[l]``: the input of CoDA layer ``l``."""
     return self.coda.explanation_inputs(self._coda_input(images))
 
+  def layer_input(self, images: Array, layer: int = 0) -> Array:
+    """The input of CoDA layer ``layer`` (``0``: the embedding), each layer run once."""
+    return self.coda.layer_input(self._coda_input(images), layer)
+
+  def forward_and_inputs(
+      self, images: Array, add_bias: bool = True
+  ) -> tuple[Array, tuple[Array, ...]]:
+    """One forward pass: logits ``(N, K)`` and the input of every CoDA layer."""
+    return self.coda.forward_and_inputs(self._coda_input(images), add_bias)
+
   def forward_from(
-      self, h: Array, layer: int = 0, explain: bool = False, add_bias: bool = True
+      self,
+      h: Array,
+      layer: int = 0,
+      explain: bool = False,
+      add_bias: bool = True,
+      weights_inputs: Sequence[Array] | None = None,
   ) -> Array:
     """Logits ``(N, K)`` from the input ``h`` of CoDA layer ``layer`` onwards."""
-    return self.coda.forward_from(h, layer, explain, add_bias)
+    return self.coda.forward_from(h, layer, explain, add_bias, weights_inputs)
 
   def __call__(self, images: Array, explain: bool = False) -> Array:
     """Logits ``(N, K)`` of images ``(N, H, W, C)`` in [0, 1]."""

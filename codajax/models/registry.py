@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
+import jax.numpy as jnp
 
 from codajax.models.coda_net import CoDANet, LayerSpec
 from codajax.nn import dau
@@ -109,6 +111,34 @@ def register_model(name: str, factory: Callable[..., nn.Module]) -> None:
   _MODEL_FACTORIES[name] = factory
 
 
+def _check_settings(num_classes: Any, temperature: Any, compute_dtype: Any,
+                    image_channels: Any) -> None:
+  """One clear error for a model setting that would build a broken model."""
+  def positive_int(value, name):
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                              or value <= 0):
+      raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+
+  positive_int(num_classes, "num_classes")
+  positive_int(image_channels, "image_channels")
+  if temperature is not None:
+    try:
+      value = float(temperature)
+    except (TypeError, ValueError):
+      value = float("nan")
+    if not (math.isfinite(value) and value > 0):
+      raise ValueError(f"temperature must be finite and > 0, got {temperature!r}.")
+  if compute_dtype is not None:
+    try:
+      floating = jnp.issubdtype(jnp.dtype(compute_dtype), jnp.floating)
+    except TypeError:
+      floating = False
+    if not floating:
+      raise ValueError(
+          f"compute_dtype must be a float dtype (e.g. jnp.bfloat16) or None, got "
+          f"{compute_dtype!r}.")
+
+
 def get_model(
     name: str,
     *,
@@ -134,8 +164,9 @@ def get_model(
       keyword arguments of a registered model factory.
 
   ``model.apply(variables, images)`` takes NHWC images in [0, 1] and returns
-  logits ``(N, K)``.
+  logits ``(N, K)``. Invalid settings raise one ``ValueError``.
   """
+  _check_settings(num_classes, temperature, compute_dtype, image_channels)
   if name in _MODEL_FACTORIES:
     kwargs = dict(num_classes=num_classes, temperature=temperature, norm=norm, form=form,
                   compute_dtype=compute_dtype, image_channels=image_channels, **overrides)

@@ -4,12 +4,12 @@ A CoDA layer with ``D`` DAUs of rank ``r`` maps each input patch ``x ∈ R^P``
 (``P = C·k²``) to ``D`` outputs::
 
     z     = B x                      B: r × P, shared by the layer's DAUs
-    w_d   = A_d z + b_d              A_d: P × r, b_d ∈ R^P  (b_d is part of the weight)
+    w_d   = A_d z + w0_d             A_d: P × r, w0_d ∈ R^P  (the static part of the weight)
     out_d = (w_d · x) · s(‖w_d‖²)    squash: s(n²) = √n² / (1 + n²);  l2: s(n²) = 1 / √n²
 
 Parameters are a plain dict (all float32 by default, HWIO convolution layout)::
 
-    {"B": (k, k, C, r),  "A": (k, k, C, D, r),  "b": (k, k, C, D)}
+    {"B": (k, k, C, r),  "A": (k, k, C, D, r),  "w0": (k, k, C, D)}
 
 so that ``A[ki, kj, c, d, :]`` is row ``(c, ki, kj)`` of ``A_d``.
 
@@ -18,12 +18,12 @@ Two forms compute the same function:
 * ``"explicit"`` materialises every dynamic weight ``w`` (``D·P`` numbers per
   output position), as the authors' PyTorch code does;
 * ``"implicit"`` (the default) never forms ``w``: ``A_dᵀx`` for all ``d`` and
-  ``b_d·x`` come from one ordinary convolution of the input, ``u_d = z·(A_dᵀx) +
-  b_d·x`` and ``‖w_d‖ = ‖R_d [z; 1]‖`` with ``R_d`` the triangular factor of a QR
-  of ``M_d = [A_d | b_d]``, computed once per call (small per-layer matrices).
-  Unlike the Gram expansion ``zᵀ(A_dᵀA_d)z + 2(A_dᵀb_d)·z + ‖b_d‖²``, which
+  ``w0_d·x`` come from one ordinary convolution of the input, ``u_d = z·(A_dᵀx) +
+  w0_d·x`` and ``‖w_d‖ = ‖R_d [z; 1]‖`` with ``R_d`` the triangular factor of a QR
+  of ``M_d = [A_d | w0_d]``, computed once per call (small per-layer matrices).
+  Unlike the Gram expansion ``zᵀ(A_dᵀA_d)z + 2(A_dᵀw0_d)·z + ‖w0_d‖²``, which
   cancels catastrophically when ``‖w_d‖`` is small against ``‖A_d z‖`` and
-  ``‖b_d‖`` (relative error ``ε·κ²``), this is as accurate as the explicit form
+  ``‖w0_d‖`` (relative error ``ε·κ²``), this is as accurate as the explicit form
   (``ε·κ``, ``κ = ‖M_d‖·‖[z; 1]‖ / ‖w_d‖``).
 
 Both forms treat a weight as zero when ``‖w_d‖`` is below the rounding error of
@@ -46,7 +46,7 @@ network's dynamic linear map itself differentiable in the parameters (used by
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -64,7 +64,7 @@ FORMS: tuple[str, ...] = ("implicit", "explicit")
 _TINY_SQUARED_NORM = 1e-30
 
 # A weight with ‖w_d‖ ≤ _ZERO_NORM_ULPS·ε·‖M_d‖_F·‖[z; 1]‖ is rounding noise
-# (ε of the accumulation dtype, M_d = [A_d | b_d]): its squared norm is set to 0.
+# (ε of the accumulation dtype, M_d = [A_d | w0_d]): its squared norm is set to 0.
 _ZERO_NORM_ULPS = 4.0
 
 _DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
@@ -80,6 +80,29 @@ def uniform_fan_in(fan_in: int):
   return init
 
 
+PARAM_NAMES: tuple[str, ...] = ("B", "A", "w0")
+
+
+def param_shapes(
+    in_channels: int, features: int, rank: int, kernel_size: int
+) -> dict[str, tuple[int, ...]]:
+  """Shapes of one CoDA layer's parameters: ``B (k, k, C, r)``, ``A (k, k, C, D, r)``, ``w0 (k, k, C, D)``."""
+  k, c, d, r = kernel_size, in_channels, features, rank
+  return {"B": (k, k, c, r), "A": (k, k, c, d, r), "w0": (k, k, c, d)}
+
+
+def param_initializers(in_channels: int, rank: int, kernel_size: int) -> dict[str, Any]:
+  """The reference's (PyTorch default) initialisers of ``B``, ``A`` and ``w0``.
+
+  ``B ~ U(±1/√(C·k²))``, ``A ~ U(±1/√r)``, ``w0 ~ U(±1/√r)`` (``A`` and ``w0`` are
+  the weight and bias of a 1×1 convolution with ``r`` input channels). Each is a
+  JAX initializer ``(key, shape, dtype) -> Array``, shared by every CoDA layer
+  class (Linen, NNX) and :func:`init_dau_params`.
+  """
+  fan_in_b = in_channels * kernel_size * kernel_size
+  return {"B": uniform_fan_in(fan_in_b), "A": uniform_fan_in(rank), "w0": uniform_fan_in(rank)}
+
+
 def init_dau_params(
     key: Array,
     in_channels: int,
@@ -88,21 +111,15 @@ def init_dau_params(
     kernel_size: int,
     dtype=jnp.float32,
 ) -> dict[str, Array]:
-  """Initialises one CoDA layer as the reference does (PyTorch default init).
-
-  ``B ~ U(±1/√(C·k²))``, ``A ~ U(±1/√r)``, ``b ~ U(±1/√r)`` (``A`` and ``b`` are
-  the weight and bias of a 1×1 convolution with ``r`` input channels).
+  """Initialises one CoDA layer as the reference does (see :func:`param_initializers`).
 
   Returns:
-    ``{"B": (k, k, C, r), "A": (k, k, C, D, r), "b": (k, k, C, D)}``.
+    ``{"B": (k, k, C, r), "A": (k, k, C, D, r), "w0": (k, k, C, D)}``.
   """
-  k, c, d, r = kernel_size, in_channels, features, rank
-  key_b, key_a, key_bias = jax.random.split(key, 3)
-  return {
-      "B": uniform_fan_in(c * k * k)(key_b, (k, k, c, r), dtype),
-      "A": uniform_fan_in(r)(key_a, (k, k, c, d, r), dtype),
-      "b": uniform_fan_in(r)(key_bias, (k, k, c, d), dtype),
-  }
+  shapes = param_shapes(in_channels, features, rank, kernel_size)
+  inits = param_initializers(in_channels, rank, kernel_size)
+  keys = dict(zip(PARAM_NAMES, jax.random.split(key, 3)))
+  return {name: inits[name](keys[name], shapes[name], dtype) for name in ("B", "A", "w0")}
 
 
 def num_params(in_channels: int, features: int, rank: int, kernel_size: int) -> int:
@@ -148,10 +165,10 @@ def extract_patches(x: Array, kernel_size: int, stride: int, padding: int) -> Ar
 
 
 def _flat_dynamic_factors(params: dict[str, Array]) -> tuple[Array, Array]:
-  """``A`` as (P, D, r) and ``b`` as (P, D), rows in ``c·k² + ki·k + kj`` order."""
+  """``A`` as (P, D, r) and ``w0`` as (P, D), rows in ``c·k² + ki·k + kj`` order."""
   k, _, c, d, r = params["A"].shape
   a = jnp.transpose(params["A"], (2, 0, 1, 3, 4)).reshape(c * k * k, d, r)
-  b = jnp.transpose(params["b"], (2, 0, 1, 3)).reshape(c * k * k, d)
+  b = jnp.transpose(params["w0"], (2, 0, 1, 3)).reshape(c * k * k, d)
   return a, b
 
 
@@ -174,7 +191,7 @@ def norm_factor(squared_norm: Array, norm: Norm) -> Array:
 
 
 def _factor_matrices(a: Array, b: Array) -> Array:
-  """``M_d = [A_d | b_d]`` of every DAU: ``(P, D, r)``, ``(P, D) -> (D, P, r + 1)``."""
+  """``M_d = [A_d | w0_d]`` of every DAU: ``(P, D, r)``, ``(P, D) -> (D, P, r + 1)``."""
   return jnp.transpose(jnp.concatenate([a, b[..., None]], axis=-1), (1, 0, 2))
 
 
@@ -273,7 +290,7 @@ def _zero_below_rounding(squared_norm: Array, m: Array, z: Array) -> Array:
 
 
 def _squared_norms(a: Array, b: Array, z: Array) -> Array:
-  """``‖A_d z + b_d‖²`` of every DAU at every position, exact to ``O(ε·κ)``, 0 below rounding.
+  """``‖A_d z + w0_d‖²`` of every DAU at every position, exact to ``O(ε·κ)``, 0 below rounding.
 
   Args:
     a: ``(P, D, r)``; b: ``(P, D)``; z: ``(..., r)``.
@@ -320,13 +337,13 @@ def _implicit_raw_and_norm(params, x, weights_input, stride, padding, explain):
   """Implicit form: ``u`` and ``‖w‖²`` without forming ``w``.
 
   One convolution of ``x`` with ``r + D·r + D`` output channels gives ``z = Bx``,
-  ``A_dᵀx`` and ``b_d·x``; the squared norm comes from ``_squared_norms``. When
+  ``A_dᵀx`` and ``w0_d·x``; the squared norm comes from ``_squared_norms``. When
   the weights come from another tensor (``weights_input is not x``), ``z`` is a
   separate convolution of that tensor.
   """
   k, _, c, d, r = params["A"].shape
   kernel = jnp.concatenate(
-      [params["B"], params["A"].reshape(k, k, c, d * r), params["b"]], axis=-1
+      [params["B"], params["A"].reshape(k, k, c, d * r), params["w0"]], axis=-1
   )
   if explain:  # the weights are constants: no gradient reaches the parameters
     kernel = lax.stop_gradient(kernel)
@@ -363,7 +380,7 @@ def dau_conv(
   """A CoDA layer: ``D`` dynamic alignment units applied convolutionally.
 
   Args:
-    params: ``{"B": (k, k, C, r), "A": (k, k, C, D, r), "b": (k, k, C, D)}``.
+    params: ``{"B": (k, k, C, r), "A": (k, k, C, D, r), "w0": (k, k, C, D)}``.
     x: ``(N, H, W, C)`` layer input.
     stride: convolution stride ``s``.
     padding: explicit symmetric zero padding ``p`` on every side (not XLA's

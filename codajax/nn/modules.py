@@ -26,11 +26,23 @@ def add_inverse(images: Array) -> Array:
   return jnp.concatenate([images, 1.0 - images], axis=-1)
 
 
-class CoDAConv(nn.Module):
-  """A convolutional layer of ``features`` dynamic alignment units.
+def explanation_dtype(dtype: Any) -> Any:
+  """The dtype a CoDA layer computes in: float32 in explanation mode, else ``dtype``.
 
-  Parameters ``B (k, k, C, r)``, ``A (k, k, C, D, r)``, ``b (k, k, C, D)``
-  initialised as the reference (PyTorch's default uniform fan-in init).
+  Explanations are exact only in float32 (bfloat16 rounding breaks the
+  completeness identity at ~1e-3), and the parameters are float32 anyway, so a
+  bfloat16 model is explained in float32. ``None`` (the input's dtype) stays
+  ``None``; :func:`codajax.explain.explain` passes float32 inputs.
+  """
+  return None if dtype is None else jnp.promote_types(dtype, jnp.float32)
+
+
+class CoDAConv(nn.Module):
+  """A convolutional layer of ``features`` dynamic alignment units (Linen).
+
+  Parameters ``B (k, k, C, r)``, ``A (k, k, C, D, r)``, ``w0 (k, k, C, D)``
+  (the dynamic weight is ``w = A z + w0``, ``z = B x``), initialised by
+  :func:`codajax.nn.dau.param_initializers` (the reference's init).
 
   Attributes:
     features: number of DAUs ``D`` (output channels).
@@ -40,7 +52,10 @@ class CoDAConv(nn.Module):
     padding: explicit symmetric zero padding ``p``.
     norm: ``"squash"`` or ``"l2"``.
     form: ``"implicit"`` (default) or ``"explicit"``.
-    compute_dtype: convolution input dtype (``None``: that of the input).
+    dtype: computation dtype of the convolutions (``None``: that of the input;
+      ``jnp.bfloat16`` for mixed precision). Explanation mode always computes
+      in float32 (see :func:`explanation_dtype`).
+    param_dtype: dtype of the parameters (float32).
   """
 
   features: int
@@ -50,17 +65,27 @@ class CoDAConv(nn.Module):
   padding: int = 1
   norm: dau.Norm = "squash"
   form: dau.Form = "implicit"
-  compute_dtype: Any = None
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x: Array, explain: bool = False) -> Array:
-    """``(N, H, W, C) -> (N, H', W', features)``; ``explain`` detaches the weights."""
-    k, c, d, r = self.kernel_size, x.shape[-1], self.features, self.rank
-    params = {
-        "B": self.param("B", dau.uniform_fan_in(c * k * k), (k, k, c, r)),
-        "A": self.param("A", dau.uniform_fan_in(r), (k, k, c, d, r)),
-        "b": self.param("b", dau.uniform_fan_in(r), (k, k, c, d)),
-    }
+  def __call__(
+      self, x: Array, explain: bool = False, weights_input: Array | None = None
+  ) -> Array:
+    """``(N, H, W, C) -> (N, H', W', features)``.
+
+    Args:
+      x: the layer input.
+      explain: detach the dynamic weights and norm factors (exactly linear in
+        ``x``), computed in float32.
+      weights_input: compute the dynamic weights and norm factors from this
+        tensor (shaped like ``x``): exactly linear in ``x``, differentiable in
+        the parameters and ``weights_input`` (see :func:`codajax.nn.dau.dau_conv`).
+    """
+    shapes = dau.param_shapes(x.shape[-1], self.features, self.rank, self.kernel_size)
+    inits = dau.param_initializers(x.shape[-1], self.rank, self.kernel_size)
+    params = {name: self.param(name, inits[name], shapes[name], self.param_dtype)
+              for name in dau.PARAM_NAMES}
     return dau.dau_conv(
         params,
         x,
@@ -69,7 +94,8 @@ class CoDAConv(nn.Module):
         norm=self.norm,
         form=self.form,
         explain=explain,
-        compute_dtype=self.compute_dtype,
+        compute_dtype=explanation_dtype(self.dtype) if explain else self.dtype,
+        weights_input=weights_input,
     )
 
 

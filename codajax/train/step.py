@@ -48,7 +48,12 @@ def _loss_and_metrics(model: nn.Module, loss_kind: str, l1_matrix_weight: float,
                       params, batch, rng):
   """Mean loss of a batch and its metrics (means over the batch)."""
   images = images_to_float(batch["image"])
-  logits = model.apply({"params": params}, images)
+  if l1_matrix_weight:    # the logits and the dynamic map from one forward pass
+    from codajax.regularizers import logits_and_dynamic_matrix_l1
+
+    logits, penalty = logits_and_dynamic_matrix_l1(model, params, images, batch["label"], rng)
+  else:
+    logits = model.apply({"params": params}, images)
   losses = classification_loss(logits, batch["label"], loss_kind)
   loss = losses.mean()
   metrics = {
@@ -56,9 +61,6 @@ def _loss_and_metrics(model: nn.Module, loss_kind: str, l1_matrix_weight: float,
       "train/accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
   }
   if l1_matrix_weight:
-    from codajax.regularizers import dynamic_matrix_l1
-
-    penalty = dynamic_matrix_l1(model, params, images, batch["label"], rng)
     metrics["train/l1_matrix"] = penalty
     loss = loss + l1_matrix_weight * penalty
   return loss, metrics
