@@ -20,9 +20,6 @@ from ml_collections import config_flags
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
-config_flags.DEFINE_config_file(
-    "config", os.path.join(_HERE, "configs", "digits.py"),
-    "Training config file (configs/*.py), optionally with ':arg'.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Work directory (default: runs/<config.name>).")
 flags.DEFINE_bool("multihost", bool(os.environ.get("JAX_COORDINATOR_ADDRESS")),
                   "Join a multi-host run via jax.distributed.initialize.")
@@ -84,21 +81,35 @@ def fail(error: BaseException, argv) -> None:
   sys.exit(2)
 
 
+def _flag_error(error: Exception, argv) -> Exception:
+  """A config override naming an unknown key -> a ``ValueError`` that says which and why."""
+  if not isinstance(error, (AttributeError, KeyError)):
+    return error
+  key = str(error).strip().strip('"').strip("'")
+  overrides = [a.split("=")[0] for a in argv[1:] if a.startswith("--config.")
+               and a.split("=")[0].endswith("." + key)]
+  where = overrides[0][len("--"):] if overrides else key
+  hint = ("model.kwargs takes no new keys on the command line; add them to the config "
+          "file's config.model.kwargs" if where.startswith("config.model.kwargs.")
+          else "check the spelling; see the config file for the keys")
+  return ValueError(f"unknown config key {where} ({hint}).")
+
+
 def parse_flags(argv):
   """absl's flag parsing, with a bad flag or config override as one ``error:`` line."""
   try:
     return FLAGS(argv)
   except Exception as error:  # noqa: BLE001  (flags and ml_collections raise many types)
-    if isinstance(error, (AttributeError, KeyError)):
-      key = str(error).strip().strip('"').strip("'")
-      overrides = [a.split("=")[0] for a in argv[1:] if a.startswith("--config.")
-                   and a.split("=")[0].endswith("." + key)]
-      where = overrides[0][len("--"):] if overrides else key
-      hint = ("model.kwargs takes no new keys on the command line; add them to the config "
-              "file's config.model.kwargs" if where.startswith("config.model.kwargs.")
-              else "check the spelling; see the config file for the keys")
-      error = ValueError(f"unknown config key {where} ({hint}).")
-    fail(error, argv)
+    fail(_flag_error(error, argv), argv)
+
+
+# Defined last: ml_collections already applies the command line's overrides here.
+try:
+  config_flags.DEFINE_config_file(
+      "config", os.path.join(_HERE, "configs", "digits.py"),
+      "Training config file (configs/*.py), optionally with ':arg'.", lock_config=True)
+except Exception as _error:  # noqa: BLE001
+  fail(_flag_error(_error, sys.argv), sys.argv)
 
 
 def _env_or_flag(flag_value, name):
