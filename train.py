@@ -60,6 +60,8 @@ def error_message(error: BaseException) -> str:
     if ((isinstance(link, OSError) and link.errno == errno.ENOSPC)
         or "No space left on device" in str(link)):
       where = getattr(link, "filename", None) or "the work directory"
+      if where == "the work directory" and FLAGS.is_parsed():
+        where = os.path.abspath(FLAGS.workdir or "runs")
       return (f"disk full while writing {where}. Free some space and re-run the same command: "
               "it resumes from the last complete checkpoint.")
   from codajax.data import errors as data_errors
@@ -71,6 +73,33 @@ def error_message(error: BaseException) -> str:
   if isinstance(error, known) or isinstance(error, getattr(data_errors, "DatasetCorruptError", ())):
     return text
   return f"{type(error).__name__}: {text}"
+
+
+class _OneLineRecords:
+  """A logging filter: records lose their tracebacks, and orbax's errors from its
+  background save threads are dropped (the main thread reports them as one line)."""
+
+  def filter(self, record) -> bool:
+    if record.levelno >= 40 and "orbax" in (record.pathname or ""):
+      return False
+    record.exc_info, record.exc_text, record.stack_info = None, None, None
+    return True
+
+
+def quiet_background_errors(argv) -> None:
+  """Without ``--verbosity=1``/``CODAJAX_TRACEBACK``: no tracebacks from background threads,
+  ``atexit`` callbacks or log records (a failed save, a full disk when tensorboard flushes);
+  the error reaches the main thread and is printed there as one line."""
+  if _wants_traceback(argv):
+    return
+  import logging as std_logging
+  import threading
+
+  threading.excepthook = lambda args: None
+  sys.unraisablehook = lambda unraisable: None
+  quiet = _OneLineRecords()
+  for handler in [*std_logging.getLogger().handlers, logging.get_absl_handler()]:
+    handler.addFilter(quiet)
 
 
 def fail(error: BaseException, argv) -> None:
@@ -129,6 +158,7 @@ def main(argv):
 
 
 def _main():
+  quiet_background_errors(sys.argv)
   if not FLAGS["verbosity"].present:  # orbax logs every save at INFO
     logging.set_verbosity(logging.WARNING)
   if FLAGS.multihost:

@@ -205,16 +205,55 @@ class Replay:
     ok = _one_line_error(second) and "in use" in second.stderr and first.returncode == 0
     return "second refused: " + second.stderr.strip()[:60], ok
 
+  def _tmpfs(self, name: str, size: str) -> str | None:
+    """A small tmpfs mounted at a fresh folder (needs root), or None."""
+    mount = self._dir(name)
+    os.makedirs(mount)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", mount],
+                          capture_output=True)
+    return mount if done.returncode == 0 else None
+
+  def _remount(self, mount: str, options: str) -> None:
+    subprocess.run(["mount", "-o", f"remount,{options}", mount], check=True, capture_output=True)
+
   def read_only_workdir(self):
-    if os.geteuid() == 0:
-      return "skipped: running as root (permissions are not enforced)", None
-    workdir = self._partial("readonly")
-    os.chmod(workdir, 0o555)
+    mount = self._tmpfs("readonly_fs", "20M")
+    if mount is None:
+      if os.geteuid() == 0:
+        return "skipped: root without mount (permissions are not enforced)", None
+      workdir = self._partial("readonly")
+      os.chmod(workdir, 0o555)
+      try:
+        result = _run(_cmd(workdir, self.data_dir))
+      finally:
+        os.chmod(workdir, 0o755)
+      return "refused: " + result.stderr.strip()[:60], _one_line_error(result)
     try:
+      workdir = os.path.join(mount, "run")
+      assert _run(_cmd(workdir, self.data_dir, "--config.max_steps=4")).returncode == 0
+      self._remount(mount, "ro")
       result = _run(_cmd(workdir, self.data_dir))
+      self._remount(mount, "rw")
+      ok = _one_line_error(result) and self._resume_ok(workdir)
+      return "refused, then resumed: " + result.stderr.strip()[:50], ok
     finally:
-      os.chmod(workdir, 0o755)
-    return "refused: " + result.stderr.strip()[:60], _one_line_error(result)
+      subprocess.run(["umount", mount], capture_output=True)
+
+  def disk_full(self):
+    mount = self._tmpfs("full_fs", "400K")   # two tiny-3L checkpoints, not three
+    if mount is None:
+      return "skipped: cannot mount a small tmpfs (needs root)", None
+    try:
+      workdir = os.path.join(mount, "run")
+      result = _run(_cmd(workdir, self.data_dir))
+      lines = [l for l in result.stderr.strip().splitlines() if not l.startswith("train:")]
+      stopped = (result.returncode == 2 and len(lines) == 1
+                 and lines[0].startswith("train.py: error: disk full"))
+      self._remount(mount, "size=20M")
+      ok = stopped and self._resume_ok(workdir)
+      return f"exit {result.returncode}: {lines[-1][:60] if lines else ''}; resumed", ok
+    finally:
+      subprocess.run(["umount", mount], capture_output=True)
 
   # ---- bad inputs
   def _bad(self, *extra: str, devices: int | None = None):
@@ -243,7 +282,7 @@ class Replay:
 FAULTS = ("sigkill_mid_run", "sigint", "nan_after_async_save", "failing_final_eval",
           "changed_virtual_batch", "missing_run_json_foreign_config", "garbage_run_json",
           "damaged_newest_checkpoint", "empty_data_metadata", "eval_on_damaged_newest",
-          "two_processes_one_workdir", "read_only_workdir")
+          "two_processes_one_workdir", "read_only_workdir", "disk_full")
 BAD_INPUTS = ("misspelled_key", "model_kwargs_foo", "batch_size_zero",
               "batch_not_divisible_by_devices", "unknown_dataset", "infinite_temperature")
 
