@@ -200,7 +200,9 @@ def test_resume_after_sigkill_is_bit_identical(data_dir, tmp_path):
   assert not (killed / "corrupt").exists()   # resumed, not restarted over moved checkpoints
 
 
-def test_sigterm_saves_and_exits_cleanly(data_dir, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_saves_and_exits_cleanly(data_dir, tmp_path, signum):
+  """SIGTERM and a first Ctrl-C save the current step and exit (status 0 / 130)."""
   workdir = tmp_path / "run"
   env = dict(os.environ, PYTHONUNBUFFERED="1")
   proc = subprocess.Popen(
@@ -210,12 +212,13 @@ def test_sigterm_saves_and_exits_cleanly(data_dir, tmp_path):
   deadline = time.time() + 180
   while not (workdir / "metrics.jsonl").exists() and time.time() < deadline:
     time.sleep(0.05)
-  proc.send_signal(signal.SIGTERM)
+  proc.send_signal(signum)
   output, _ = proc.communicate(timeout=120)
-  assert proc.returncode == 0, output[-3000:]
-  assert "SIGTERM: saved step" in output
+  assert proc.returncode == (0 if signum == signal.SIGTERM else 130), output[-3000:]
+  assert f"{signal.Signals(signum).name}: saved step" in output
   _, step = restore_params(str(workdir))
   assert 3 <= step < 100000
+  assert f"saved step {step} " in output
 
 
 def _free_port():
@@ -552,6 +555,9 @@ def test_a_failing_run_waits_for_its_saves(data_dir, tmp_path, where):
   assert not [n for n in names if "tmp" in n], names
   _, step = restore_params(str(workdir))
   assert step == (2 if where == "summarise" else 4)
+  if where == "eval":   # re-running the finished run does the final eval it missed
+    metrics = train_and_evaluate(_smoke(data_dir), str(workdir))
+    assert metrics["step"] == 4 and metrics["eval/count"] == 360
 
 
 def test_a_second_process_on_one_workdir_is_refused(data_dir, tmp_path):
