@@ -39,7 +39,10 @@ def _wants_traceback(argv) -> bool:
   """``CODAJAX_TRACEBACK=1`` in the environment, or ``--verbosity=N`` (N >= 1) on the command line."""
   if os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):
     return True
-  for arg in argv:
+  argv = list(argv)
+  for i, arg in enumerate(argv):
+    if arg in ("--verbosity", "-verbosity", "-v", "--v") and i + 1 < len(argv):
+      arg = f"{arg}={argv[i + 1]}"
     match = _VERBOSITY_ARG.match(arg)
     if match and int(match.group(1)) >= 1:
       return True
