@@ -274,6 +274,17 @@ def test_restore_onto_another_device_count(data_dir, tmp_path):
                      **{"model.name": "tiny-3L", "model.temperature": 10.0})
   metrics = train_and_evaluate(config, str(workdir))   # this process has one device
   assert metrics["step"] == 6
+  assert not (workdir / "corrupt").exists()
+  # Resumed from step 3, not restarted: the parameters match an uninterrupted 6-step run
+  # (up to the round-off of a 2-device vs 1-device reduction in the first 3 steps).
+  straight = str(tmp_path / "straight")
+  train_and_evaluate(config, straight)
+  a, b = restore_params(str(workdir))[0], restore_params(straight)[0]
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
+  # A silent restart from 0 would have logged the training of step 3 a second time.
+  logged = [r["step"] for r in read_metrics(str(workdir)) if "train/loss" in r]
+  assert logged == [3, 6], logged
 
 
 def test_bad_configs_and_workdirs_fail_clearly(data_dir, tmp_path):
