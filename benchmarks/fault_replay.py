@@ -67,8 +67,14 @@ def _listing(workdir: str) -> list[str]:
   return sorted(os.listdir(path)) if os.path.isdir(path) else []
 
 
+def _error_lines(result) -> list[str]:
+  """stderr without the progress bar (tqdm's ``train:`` lines and its blank clearing lines)."""
+  return [line for line in result.stderr.splitlines()
+          if line.strip() and not line.lstrip().startswith("train:")]
+
+
 def _one_line_error(result) -> bool:
-  lines = result.stderr.strip().splitlines()
+  lines = _error_lines(result)
   return result.returncode == 2 and len(lines) == 1 and lines[0].startswith("train.py: error: ")
 
 
@@ -246,7 +252,7 @@ class Replay:
     try:
       workdir = os.path.join(mount, "run")
       result = _run(_cmd(workdir, self.data_dir))
-      lines = [l for l in result.stderr.strip().splitlines() if not l.startswith("train:")]
+      lines = _error_lines(result)
       stopped = (result.returncode == 2 and len(lines) == 1
                  and lines[0].startswith("train.py: error: disk full"))
       self._remount(mount, "size=20M")
