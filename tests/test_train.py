@@ -461,18 +461,8 @@ def test_checkpoints_with_the_legacy_b_name_restore_into_w0(straight_run):
     np.testing.assert_array_equal(np.asarray(leaf), want[path])
 
   # The whole train state (parameters and the optimizer moments that mirror them).
-  from codajax.train import build_model, build_optimizer
-  from codajax.train.loop import _abstract, _init_state
-  from codajax.train import parallel
-  import ml_collections
-
-  run = restore(workdir)
-  config = run.config
-  spec = type("Spec", (), {"image_shape": run.image_shape})
-  tx = build_optimizer(config, 22, 22 * config.num_epochs)
-  mesh = parallel.make_mesh()
-  state = _init_state(run.model, tx, spec, 0, mesh, "jit")
-  abstract = _rename_b_to_w0(jax.tree.map(_abstract, state))
+  state = _state_like(workdir)
+  abstract = _rename_b_to_w0(state)
   checkpointer = Checkpointer(workdir)
   try:
     restored_state, data_state, restored_step = checkpointer.restore_latest(abstract)
@@ -484,7 +474,7 @@ def test_checkpoints_with_the_legacy_b_name_restore_into_w0(straight_run):
   assert mu_w0 and not any(p[-1] == "b" for p in paths)
   original = Checkpointer(workdir)
   try:
-    plain, _, _ = original.restore_latest(jax.tree.map(_abstract, state))
+    plain, _, _ = original.restore_latest(state)
   finally:
     original.close()
   plain_paths = tree_paths(plain)
@@ -521,8 +511,6 @@ def test_transient_io_errors_are_retried_and_never_taken_for_damage(straight_run
 
   workdir = _copy_run(straight_run[0], tmp_path)
   before = _checkpoint_listing(workdir)
-  params, _ = restore_params(workdir)
-  abstract = {"params": params}
   checkpointer = Checkpointer(workdir)
 
   def failing_restore(*args, **kwargs):
@@ -536,7 +524,6 @@ def test_transient_io_errors_are_retried_and_never_taken_for_damage(straight_run
     checkpointer.close()
   assert _checkpoint_listing(workdir) == before
   assert not os.path.exists(os.path.join(workdir, "corrupt"))
-  del abstract
 
 
 def _state_like(workdir):
@@ -677,7 +664,6 @@ def test_best_checkpoint_is_kept_when_later_evals_are_worse(straight_run, tmp_pa
   best_before = restore(workdir, which="best")
   accuracy = straight_run[1]["eval/accuracy"]
   assert best_before.step == 4
-  state = _state_like(workdir)
   params, _ = restore_params(workdir)
   worse = jax.tree.map(lambda x: np.asarray(x) + 1.0, params)
   better = jax.tree.map(lambda x: np.asarray(x) - 1.0, params)
@@ -695,7 +681,6 @@ def test_best_checkpoint_is_kept_when_later_evals_are_worse(straight_run, tmp_pa
   run = restore(workdir, which="best")
   assert run.step == 6 and _params_equal(run.params, better)
   assert restore(workdir).step == 4          # latest is unaffected
-  del state
 
 
 def test_l1_matrix_regulariser_trains_end_to_end(data_dir, straight_run, tmp_path):
