@@ -309,3 +309,25 @@ def test_generic_preprocessing_by_image_size():
 class _FakeBuilder:
   def __init__(self, shape):
     self.info = type("Info", (), {"features": {"image": type("Feature", (), {"shape": shape})()}})()
+
+
+def test_imagenet_folder_skips_and_counts_files_that_do_not_decode(tmp_path, capsys):
+  root = tmp_path / "imagenet"
+  for label, wnid in enumerate(["n01000000", "n02000000"]):
+    for index in range(2):
+      _write_jpeg(str(root / "train" / wnid / f"{wnid}_{index}.JPEG"), 40, 40, value=60 * label + 10)
+      _write_jpeg(str(root / "val" / wnid / f"val_{index}.JPEG"), 40, 40, value=60 * label + 10)
+  bad = root / "train" / "n01000000"
+  (bad / "zero.JPEG").write_bytes(b"")
+  (bad / "random.JPEG").write_bytes(np.random.default_rng(0).bytes(2000))
+  good = (bad / "n01000000_0.JPEG").read_bytes()
+  (bad / "truncated.JPEG").write_bytes(good[: len(good) // 3])
+  data_dir = str(tmp_path / "data")
+  spec = prepare_dataset("imagenet_folder", data_dir=data_dir, manual_dir=str(root))
+  assert spec.split_sizes == {"train": 4, "validation": 4}
+  err = capsys.readouterr().err
+  assert "train: skipped 3 of 7 image files (2 not decodable, 1 zero-byte)" in err
+  for name in ("zero.JPEG", "random.JPEG", "truncated.JPEG"):
+    assert name in err
+  train = load_examples("imagenet_folder", "train", data_dir=data_dir)   # every stored file decodes
+  np.testing.assert_array_equal(train["label"], [0, 0, 1, 1])

@@ -117,3 +117,78 @@ def test_download_fetches_the_archive_only_when_asked(tmp_path, monkeypatch):
     server.shutdown()
   assert spec.split_sizes == {"train": 10, "test": 3}
   assert (tmp_path / "data" / "downloads" / "manual" / "cifar10" / "cifar-10-python.tar.gz").is_file()
+
+
+# ---- damaged inputs: one error naming the file and the command -----------------------------
+
+
+def _write_bad_archive(path, kind):
+  import gzip
+  import io
+  import tarfile
+
+  if kind == "text":
+    path.write_text("this is not an archive\n")
+  elif kind == "gzip_of_non_tar":
+    path.write_bytes(gzip.compress(b"hello world" * 100))
+  elif kind == "tar_without_batches":
+    with tarfile.open(path, "w:gz") as archive:
+      info = tarfile.TarInfo("readme.txt")
+      info.size = 3
+      archive.addfile(info, io.BytesIO(b"abc"))
+  else:  # truncated: a real-format archive cut in half
+    images = np.zeros((10, 32, 32, 3), np.uint8)
+    cifar10.write_archive(str(path), (images, np.arange(10) % 10), (images[:3], [0, 1, 2]))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("kind", ["text", "gzip_of_non_tar", "tar_without_batches", "truncated"])
+def test_prepare_cifar10_with_a_bad_archive_is_one_error_line(tmp_path, capsys, no_network, kind):
+  manual = tmp_path / "manual"
+  manual.mkdir()
+  _write_bad_archive(manual / cifar10.ARCHIVE_NAME, kind)
+  data_dir = tmp_path / "data"
+  status = prepare_cli.main(["cifar10", "--manual_dir", str(manual), "--data_dir", str(data_dir)])
+  err = capsys.readouterr().err
+  assert status == 2
+  lines = err.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("error: cifar10: "), err
+  assert str(manual / cifar10.ARCHIVE_NAME) in lines[0] and cifar10.ARCHIVE_URL in lines[0]
+  assert not data_dir.exists()   # no empty dataset folder is left behind
+
+
+def _prepared_digits(tmp_path):
+  import shutil
+
+  data_dir = tmp_path / "data"
+  prepare_dataset("digits", data_dir=str(data_dir))
+  folder = data_dir / "codajax_digits" / "1.0.0"
+  assert (folder / "dataset_info.json").exists()
+  return data_dir, folder, shutil
+
+
+def test_a_corrupt_dataset_info_json_names_the_file(tmp_path):
+  from codajax.data import DatasetCorruptError
+
+  data_dir, folder, _ = _prepared_digits(tmp_path)
+  (folder / "dataset_info.json").write_text("garbage{")
+  with pytest.raises(DatasetCorruptError) as error:
+    dataset_info("digits", data_dir=str(data_dir))
+  message = str(error.value)
+  assert str(folder / "dataset_info.json") in message and f"delete {folder}" in message
+
+
+def test_a_corrupt_array_record_names_the_files_when_read(tmp_path):
+  from codajax.data import DatasetCorruptError, load_examples
+
+  data_dir, folder, _ = _prepared_digits(tmp_path)
+  path = folder / "codajax_digits-train.array_record-00000-of-00001"
+  data = bytearray(path.read_bytes())
+  for i in range(100, len(data), 7):
+    data[i] ^= 0x5A
+  path.write_bytes(bytes(data))
+  with pytest.raises(DatasetCorruptError) as error:
+    load_examples("digits", "train", data_dir=str(data_dir))
+  assert str(folder) in str(error.value) and path.name in str(error.value)
+  assert load_examples("digits", "test", data_dir=str(data_dir))["image"].shape[0] == 360

@@ -50,6 +50,7 @@ def _override(config, **overrides):
 def _run(args, env_devices=None, timeout=240, **kwargs):
   env = dict(os.environ)
   env["PYTHONUNBUFFERED"] = "1"
+  env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, env.get("PYTHONPATH")]))
   if env_devices:
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={env_devices}"
   return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
@@ -60,18 +61,55 @@ def _params_equal(a, b):
   return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
-def test_smoke_training_writes_logs_checkpoints_and_evaluates(data_dir, tmp_path):
-  workdir = str(tmp_path / "run")
-  metrics = train_and_evaluate(_smoke(data_dir), workdir)
+def _numpy_eval(run, data_dir, loss):
+  """Accuracy, top-5 and mean loss of a restored run on digits' test split, in float64 numpy
+  from ``model.apply`` (not the eval step): the reference for the logged eval metrics."""
+  from codajax.data import load_examples
+
+  examples = load_examples("digits", "test", data_dir=data_dir)
+  logits = np.asarray(run.model.apply(run.variables, examples["image"] / np.float32(255)),
+                      np.float64)
+  labels = examples["label"]
+  top1 = logits.argmax(-1) == labels
+  rank = (logits > logits[np.arange(len(labels)), labels][:, None]).sum(-1)
+  if loss == "bce":
+    onehot = np.eye(logits.shape[-1])[labels]
+    losses = (np.logaddexp(0, logits) - onehot * logits).mean(-1)
+  else:
+    losses = np.logaddexp.reduce(logits, axis=-1) - logits[np.arange(len(labels)), labels]
+  return top1.mean(), (rank < 5).mean(), losses.mean(), len(labels)
+
+
+@pytest.fixture(scope="module")
+def straight_run(data_dir, tmp_path_factory):
+  """An uninterrupted smoke run (4 steps, checkpoints at 2 and 4): ``(workdir, metrics)``."""
+  workdir = str(tmp_path_factory.mktemp("straight") / "run")
+  return workdir, train_and_evaluate(_smoke(data_dir), workdir)
+
+
+def _copy_run(workdir, tmp_path):
+  import shutil
+
+  target = str(tmp_path / "copy")
+  shutil.copytree(workdir, target, ignore=shutil.ignore_patterns("train.lock.*"))
+  return target
+
+
+def test_smoke_training_writes_logs_checkpoints_and_evaluates(data_dir, straight_run):
+  workdir, metrics = straight_run
   assert metrics["step"] == 4
-  assert 0.0 <= metrics["eval/accuracy"] <= 1.0 and metrics["eval/count"] == 360
   records = read_metrics(workdir)
   assert any("train/loss" in r for r in records) and any("eval/accuracy" in r for r in records)
   assert os.listdir(os.path.join(workdir, "tensorboard"))
   run = restore(workdir)
   assert run.step == 4
-  logits = run.model.apply(run.variables, jnp.zeros((2, 16, 16, 1)))
-  assert logits.shape == (2, 10)
+  # The logged eval (360 examples in one padded batch of 512) equals numpy on the restored
+  # model's logits: restore() gives the trained parameters and the eval step skips padding.
+  accuracy, top5, loss, count = _numpy_eval(run, data_dir, "bce")
+  assert metrics["eval/count"] == count == 360
+  np.testing.assert_allclose(metrics["eval/accuracy"], accuracy, atol=1e-6)
+  np.testing.assert_allclose(metrics["eval/top5"], top5, atol=1e-6)
+  np.testing.assert_allclose(metrics["eval/loss"], loss, rtol=1e-5)
   # Re-running the finished run resumes at its end and does nothing more.
   assert train_and_evaluate(_smoke(data_dir), workdir)["step"] == 4
 
@@ -159,9 +197,12 @@ def test_resume_after_sigkill_is_bit_identical(data_dir, tmp_path):
   b, step_b = restore_params(str(killed))
   assert step_a == step_b == 24
   assert _params_equal(a, b)
+  assert not (killed / "corrupt").exists()   # resumed, not restarted over moved checkpoints
 
 
-def test_sigterm_saves_and_exits_cleanly(data_dir, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_saves_and_exits_cleanly(data_dir, tmp_path, signum):
+  """SIGTERM and a first Ctrl-C save the current step and exit (status 0 / 130)."""
   workdir = tmp_path / "run"
   env = dict(os.environ, PYTHONUNBUFFERED="1")
   proc = subprocess.Popen(
@@ -171,12 +212,13 @@ def test_sigterm_saves_and_exits_cleanly(data_dir, tmp_path):
   deadline = time.time() + 180
   while not (workdir / "metrics.jsonl").exists() and time.time() < deadline:
     time.sleep(0.05)
-  proc.send_signal(signal.SIGTERM)
+  proc.send_signal(signum)
   output, _ = proc.communicate(timeout=120)
-  assert proc.returncode == 0, output[-3000:]
-  assert "SIGTERM: saved step" in output
+  assert proc.returncode == (0 if signum == signal.SIGTERM else 130), output[-3000:]
+  assert f"{signal.Signals(signum).name}: saved step" in output
   _, step = restore_params(str(workdir))
   assert 3 <= step < 100000
+  assert f"saved step {step} " in output
 
 
 def _free_port():
@@ -232,6 +274,17 @@ def test_restore_onto_another_device_count(data_dir, tmp_path):
                      **{"model.name": "tiny-3L", "model.temperature": 10.0})
   metrics = train_and_evaluate(config, str(workdir))   # this process has one device
   assert metrics["step"] == 6
+  assert not (workdir / "corrupt").exists()
+  # Resumed from step 3, not restarted: the parameters match an uninterrupted 6-step run
+  # (up to the round-off of a 2-device vs 1-device reduction in the first 3 steps).
+  straight = str(tmp_path / "straight")
+  train_and_evaluate(config, straight)
+  a, b = restore_params(str(workdir))[0], restore_params(straight)[0]
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
+  # A silent restart from 0 would have logged the training of step 3 a second time.
+  logged = [r["step"] for r in read_metrics(str(workdir)) if "train/loss" in r]
+  assert logged == [3, 6], logged
 
 
 def test_bad_configs_and_workdirs_fail_clearly(data_dir, tmp_path):
@@ -241,6 +294,18 @@ def test_bad_configs_and_workdirs_fail_clearly(data_dir, tmp_path):
     validate_config(_smoke(data_dir, loss="hinge"))
   with pytest.raises(ValueError, match="multiple of batch_size"):
     validate_config(_smoke(data_dir, virtual_batch_size=12))
+  with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
+    validate_config(_smoke(data_dir, batch_size=0))
+  with pytest.raises(ValueError, match="temperature must be finite"):
+    validate_config(_smoke(data_dir, **{"model.temperature": float("inf")}))
+  with pytest.raises(ValueError, match="learning_rate must be finite and > 0"):
+    validate_config(_smoke(data_dir, **{"optimizer.learning_rate": float("nan")}))
+  with pytest.raises(ValueError, match="seed must be >= 0"):
+    validate_config(_smoke(data_dir, seed=-1))
+  config = _smoke(data_dir)
+  config.model.kwargs.foo = 1
+  with pytest.raises(ValueError, match=r"model.kwargs \['foo'\] are not accepted"):
+    validate_config(config)
   result = _run(["train.py", "--config.not_a_key=1", f"--workdir={tmp_path / 'x'}"], timeout=60)
   assert result.returncode != 0 and "not_a_key" in result.stderr
 
@@ -266,17 +331,39 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(data_dir, tmp_
   assert all(np.all(np.isfinite(p)) for p in jax.tree.leaves(params))
 
 
-def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(data_dir, tmp_path):
-  workdir = tmp_path / "run"
-  train_and_evaluate(_smoke(data_dir), str(workdir))          # checkpoints at 2 and 4
-  newest = workdir / "checkpoints" / "4" / "state"
-  for root, _, files in os.walk(newest):
+def _damage(checkpoint_dir):
+  for root, _, files in os.walk(checkpoint_dir):
     for name in files:
       with open(os.path.join(root, name), "wb") as f:
         f.write(b"garbage")
+
+
+def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(data_dir, straight_run,
+                                                                  tmp_path):
+  from pathlib import Path
+
+  workdir = Path(_copy_run(straight_run[0], tmp_path))        # checkpoints at 2 and 4
+  _damage(workdir / "checkpoints" / "4" / "state")
+  # eval's loader (restore) falls back too, read-only: nothing is moved.
+  params, step = restore_params(str(workdir))
+  assert step == 2 and not (workdir / "corrupt").exists()
+  assert restore(str(workdir)).step == 2
   metrics = train_and_evaluate(_smoke(data_dir), str(workdir))
   assert metrics["step"] == 4                                   # redone from step 2
-  assert os.listdir(workdir / "corrupt")
+  assert [name.split("-")[0] for name in os.listdir(workdir / "corrupt")] == ["4"]
+  assert _params_equal(restore_params(str(workdir))[0], restore_params(straight_run[0])[0])
+
+
+def test_empty_data_metadata_falls_back_like_a_damaged_checkpoint(data_dir, straight_run,
+                                                                   tmp_path):
+  from pathlib import Path
+
+  workdir = Path(_copy_run(straight_run[0], tmp_path))
+  (workdir / "checkpoints" / "4" / "data" / "metadata").write_text("{}")
+  metrics = train_and_evaluate(_smoke(data_dir), str(workdir))
+  assert metrics["step"] == 4
+  assert [name.split("-")[0] for name in os.listdir(workdir / "corrupt")] == ["4"]
+  assert _params_equal(restore_params(str(workdir))[0], restore_params(straight_run[0])[0])
 
 
 def test_paper_schedules():
@@ -293,3 +380,340 @@ def test_paper_schedules():
   lrs = [float(schedule(epoch * 10)) for epoch in (0, 7, 14, 15, 19, 20, 40, 59)]
   want = [2.5e-4, 2.5e-4 + 7 * 7.5e-4 / 14, 1e-3, 1e-3, 1e-3, 5e-4, 2.5e-4, 2.5e-4]
   np.testing.assert_allclose(lrs, want, rtol=1e-6)
+
+
+# ---- restore: incompatible vs damaged ------------------------------------------------------
+
+
+def _checkpoint_listing(workdir):
+  return sorted(os.listdir(os.path.join(workdir, "checkpoints")))
+
+
+def test_a_changed_virtual_batch_is_refused_and_nothing_moves(data_dir, straight_run, tmp_path):
+  from codajax.train import IncompatibleCheckpointError
+
+  workdir = _copy_run(straight_run[0], tmp_path)
+  before = _checkpoint_listing(workdir)
+  with pytest.raises(TrainingError, match="accumulation_steps 1 -> 2"):
+    train_and_evaluate(_smoke(data_dir, virtual_batch_size=16, max_steps=8), workdir)
+  # Without run.json the checkpoints' own structure is compared: still refused, and the
+  # foreign config's run.json is not written.
+  os.remove(os.path.join(workdir, "run.json"))
+  with pytest.raises(IncompatibleCheckpointError, match="opt_state/acc_grads.*Nothing was moved"):
+    train_and_evaluate(_smoke(data_dir, virtual_batch_size=16, max_steps=8), workdir)
+  assert not os.path.exists(os.path.join(workdir, "corrupt"))
+  assert not os.path.exists(os.path.join(workdir, "run.json"))
+  assert _checkpoint_listing(workdir) == before
+  # The original config still resumes (at its end) from the untouched checkpoints.
+  assert train_and_evaluate(_smoke(data_dir), workdir)["step"] == 4
+  assert _params_equal(restore_params(workdir)[0], restore_params(straight_run[0])[0])
+
+
+def test_a_garbage_run_file_is_an_error_naming_it(data_dir, straight_run, tmp_path):
+  workdir = _copy_run(straight_run[0], tmp_path)
+  path = os.path.join(workdir, "run.json")
+  with open(path, "w") as f:
+    f.write("{not json")
+  with pytest.raises(TrainingError, match=f"{path} is not readable JSON"):
+    train_and_evaluate(_smoke(data_dir), workdir)
+  with pytest.raises(TrainingError, match=f"{path} is not readable JSON"):
+    restore(workdir)
+  with open(path, "w") as f:
+    f.write("[1, 2]")
+  with pytest.raises(TrainingError, match=f"{path} is not a codajax run file"):
+    train_and_evaluate(_smoke(data_dir), workdir)
+  assert not os.path.exists(os.path.join(workdir, "corrupt"))
+
+
+def _rename_b_to_w0(tree):
+  """The tree with every dict of exactly {A, B, b} renamed to {A, B, w0} (the new names)."""
+  if isinstance(tree, dict):
+    tree = {k: _rename_b_to_w0(v) for k, v in tree.items()}
+    if set(tree) == {"A", "B", "b"}:
+      tree["w0"] = tree.pop("b")
+    return tree
+  if isinstance(tree, (list, tuple)) and not hasattr(tree, "_fields"):
+    return type(tree)(_rename_b_to_w0(v) for v in tree)
+  if hasattr(tree, "_fields"):   # optax namedtuple states
+    return type(tree)(*(_rename_b_to_w0(v) for v in tree))
+  if hasattr(tree, "replace") and hasattr(tree, "params"):   # TrainState
+    return tree.replace(params=_rename_b_to_w0(tree.params),
+                        opt_state=_rename_b_to_w0(tree.opt_state))
+  return tree
+
+
+def test_checkpoints_with_the_legacy_b_name_restore_into_w0(straight_run):
+  """Today's checkpoints (CoDA layers {A, B, b}) load into layers named {A, B, w0}."""
+  from codajax.train import Checkpointer
+  from codajax.train.checkpoint import tree_paths
+
+  workdir = straight_run[0]
+  saved, step = restore_params(workdir)
+  assert any(path[-1] == "b" for path in tree_paths(saved))
+  like = _rename_b_to_w0(jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), saved))
+  renamed, step_renamed = restore_params(workdir, like=like)
+  assert step_renamed == step
+  want = {path[:-1] + ("w0",) if path[-1] == "b" else path: np.asarray(leaf)
+          for path, leaf in tree_paths(saved).items()}
+  got = tree_paths(renamed)
+  assert set(got) == set(want) and any(path[-1] == "w0" for path in got)
+  for path, leaf in got.items():
+    np.testing.assert_array_equal(np.asarray(leaf), want[path])
+
+  # The whole train state (parameters and the optimizer moments that mirror them).
+  state = _state_like(workdir)
+  abstract = _rename_b_to_w0(state)
+  checkpointer = Checkpointer(workdir)
+  try:
+    restored_state, data_state, restored_step = checkpointer.restore_latest(abstract)
+  finally:
+    checkpointer.close()
+  assert restored_step == 4 and data_state["next_batch"] == 4
+  paths = tree_paths(restored_state)
+  mu_w0 = [p for p in paths if "mu" in p and p[-1] == "w0"]
+  assert mu_w0 and not any(p[-1] == "b" for p in paths)
+  original = Checkpointer(workdir)
+  try:
+    plain, _, _ = original.restore_latest(state)
+  finally:
+    original.close()
+  plain_paths = tree_paths(plain)
+  for path in mu_w0:
+    np.testing.assert_array_equal(paths[path], plain_paths[path[:-1] + ("b",)])
+  assert not os.path.exists(os.path.join(workdir, "corrupt"))
+  # A real mismatch (another shape) is incompatible, not legacy.
+  from codajax.train import IncompatibleCheckpointError
+
+  wrong = jax.tree.map(lambda x: jax.ShapeDtypeStruct((*x.shape, 2), x.dtype), like)
+  with pytest.raises(IncompatibleCheckpointError, match="in the checkpoint"):
+    restore_params(workdir, like=wrong)
+
+
+def test_transient_io_errors_are_retried_and_never_taken_for_damage(straight_run, tmp_path,
+                                                                    monkeypatch):
+  import errno
+
+  from codajax.train import CheckpointIOError, Checkpointer
+  from codajax.train import checkpoint as checkpoint_module
+
+  monkeypatch.setattr(checkpoint_module, "RETRY_DELAY_S", 0.0)
+  calls = []
+
+  def flaky():
+    calls.append(1)
+    if len(calls) < 3:
+      raise OSError(errno.EIO, "Input/output error")
+    return "ok"
+
+  assert checkpoint_module.with_retries(flaky, "x") == "ok" and len(calls) == 3
+  with pytest.raises(ValueError):   # not transient: raised at once, not retried
+    checkpoint_module.with_retries(lambda: (_ for _ in ()).throw(ValueError("bad")), "x")
+
+  workdir = _copy_run(straight_run[0], tmp_path)
+  before = _checkpoint_listing(workdir)
+  checkpointer = Checkpointer(workdir)
+
+  def failing_restore(*args, **kwargs):
+    raise OSError(errno.EIO, "Input/output error")
+
+  monkeypatch.setattr(checkpointer.latest, "restore", failing_restore)
+  try:
+    with pytest.raises(CheckpointIOError, match="failed 4 times with I/O errors.*nothing was moved"):
+      checkpointer.restore_latest(_state_like(workdir))
+  finally:
+    checkpointer.close()
+  assert _checkpoint_listing(workdir) == before
+  assert not os.path.exists(os.path.join(workdir, "corrupt"))
+
+
+def _state_like(workdir):
+  """The abstract TrainState of a smoke run's work directory."""
+  from codajax.train import build_optimizer, parallel
+  from codajax.train.loop import _abstract, _init_state
+
+  run = restore(workdir)
+  spec = type("Spec", (), {"image_shape": run.image_shape})
+  tx = build_optimizer(run.config, 22, 22 * run.config.num_epochs)
+  state = _init_state(run.model, tx, spec, 0, parallel.make_mesh(), "jit")
+  return jax.tree.map(_abstract, state)
+
+
+# ---- no save in flight is dropped; one process per work directory --------------------------
+
+
+@pytest.mark.parametrize("where", ["summarise", "eval"])
+def test_a_failing_run_waits_for_its_saves(data_dir, tmp_path, where):
+  """A NaN stop at step 4 (save of step 2 in flight) keeps step 2; a failing final eval
+  comes after the final checkpoint (step 4), which is written before the process ends."""
+  workdir = tmp_path / "run"
+  result = _run(["tests/train_worker.py", "fail_at", where, str(workdir), data_dir])
+  assert result.returncode == 3, result.stdout[-2000:] + result.stderr[-3000:]
+  assert "failed:" in result.stdout
+  names = os.listdir(workdir / "checkpoints")
+  assert not [n for n in names if "tmp" in n], names
+  _, step = restore_params(str(workdir))
+  assert step == (2 if where == "summarise" else 4)
+  if where == "eval":   # re-running the finished run does the final eval it missed
+    metrics = train_and_evaluate(_smoke(data_dir), str(workdir))
+    assert metrics["step"] == 4 and metrics["eval/count"] == 360
+
+
+def test_a_second_process_on_one_workdir_is_refused(data_dir, tmp_path):
+  from codajax.train.loop import workdir_lock
+
+  workdir = str(tmp_path / "run")
+  with workdir_lock(workdir):
+    with pytest.raises(TrainingError, match=f"{workdir} is in use by another train.py"):
+      train_and_evaluate(_smoke(data_dir), workdir)
+  assert not os.path.exists(os.path.join(workdir, "checkpoints"))
+  assert train_and_evaluate(_smoke(data_dir, max_steps=1), workdir)["step"] == 1   # released
+
+
+def test_train_py_errors_are_one_line_with_exit_status_2(data_dir, tmp_path):
+  args = _train_cmd(tmp_path / "run", data_dir, "--config.batch_size=9",
+                    "--config.eval_batch_size=10")
+  result = _run(args, env_devices=2, timeout=120)
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert result.stderr.strip().splitlines() == [
+      "train.py: error: batch_size 9 is not divisible by the 2 devices; use a multiple of 2."]
+  result = _run([*args, "--verbosity=1"], env_devices=2, timeout=120)
+  assert result.returncode == 2 and "Traceback" in result.stderr
+  result = _run(["train.py", "--config.model.kwargs.foo=1", f"--workdir={tmp_path / 'x'}"],
+                timeout=60)
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines() == [
+      "train.py: error: unknown config key config.model.kwargs.foo (model.kwargs takes no new "
+      "keys on the command line; add them to the config file's config.model.kwargs)."]
+
+
+# ---- untested paths --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("loss", ["bce", "softmax"])
+def test_eval_step_on_padded_batches_matches_numpy(loss):
+  from codajax.models import get_model
+  from codajax.train import make_eval_step, parallel
+
+  model = get_model("tiny-3L", num_classes=7)
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (12, 8, 8, 3), dtype=np.uint8)
+  labels = rng.integers(0, 7, (12,), dtype=np.int32)
+  valid = np.arange(12) < 9                      # the last 3 rows are padding
+  images[9:], labels[9:] = images[0], 6          # padding copies a real row, another label
+  params = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))["params"]
+  step = make_eval_step(model, loss=loss, mesh=parallel.make_mesh())
+  sums = jax.device_get(step(params, parallel.shard_batch(
+      {"image": images, "label": labels, "valid": valid}, parallel.make_mesh())))
+
+  logits = np.asarray(model.apply({"params": params}, images / np.float32(255)), np.float64)
+  logits, y = logits[valid], labels[valid]
+  rank = (logits > logits[np.arange(9), y][:, None]).sum(-1)
+  if loss == "bce":
+    losses = (np.logaddexp(0, logits) - np.eye(7)[y] * logits).mean(-1)
+  else:
+    losses = np.logaddexp.reduce(logits, axis=-1) - logits[np.arange(9), y]
+  assert sums["count"] == 9
+  assert sums["top1"] == (rank == 0).sum() and sums["top5"] == (rank < 5).sum()
+  np.testing.assert_allclose(sums["loss"], losses.sum(), rtol=1e-5)
+  np.testing.assert_array_equal(sums["class_count"], np.bincount(y, minlength=7))
+  np.testing.assert_array_equal(sums["class_top1"], np.bincount(y[rank == 0], minlength=7))
+
+
+def test_softmax_loss_trains_end_to_end(data_dir, tmp_path):
+  workdir = str(tmp_path / "run")
+  metrics = train_and_evaluate(_smoke(data_dir, loss="softmax", max_steps=2), workdir)
+  run = restore(workdir)
+  assert run.config.loss == "softmax" and run.step == 2
+  accuracy, _, loss, _ = _numpy_eval(run, data_dir, "softmax")
+  np.testing.assert_allclose(metrics["eval/loss"], loss, rtol=1e-5)
+  np.testing.assert_allclose(metrics["eval/accuracy"], accuracy, atol=1e-6)
+  # Softmax CE of 10 classes starts near log(10), far from BCE's ~0.69·(1/10 + ...) scale.
+  assert abs(metrics["train/loss"] - np.log(10)) < 0.5
+
+
+def test_warmup_cosine_and_lr_batch_scaling_follow_their_closed_forms():
+  import math
+
+  from codajax.train.config import base_config
+
+  opt = base_config().optimizer
+  opt.schedule, opt.warmup_epochs, opt.peak_learning_rate = "warmup_cosine", 2, 1e-3
+  schedule = learning_rate_schedule(opt, updates_per_epoch=10, total_updates=100, batch_size=16)
+
+  def closed_form(t, peak=1e-3, warmup=20, total=100):
+    if t < warmup:
+      return peak * t / warmup
+    return peak * 0.5 * (1 + math.cos(math.pi * min(t - warmup, total - warmup) / (total - warmup)))
+
+  for t in (0, 5, 19, 20, 21, 50, 99, 100, 150):
+    np.testing.assert_allclose(float(schedule(t)), closed_form(t), rtol=1e-5, atol=1e-9,
+                               err_msg=f"update {t}")
+  opt.lr_batch_scaling, opt.reference_batch_size = True, 16
+  scaled = learning_rate_schedule(opt, updates_per_epoch=10, total_updates=100, batch_size=256)
+  for t in (5, 20, 60):
+    np.testing.assert_allclose(float(scaled(t)), 16 * closed_form(t), rtol=1e-5)
+  opt.schedule = "constant"
+  constant = learning_rate_schedule(opt, updates_per_epoch=10, total_updates=100, batch_size=64)
+  np.testing.assert_allclose(float(constant(7)), opt.learning_rate * 64 / 16, rtol=1e-6)
+
+
+def test_best_checkpoint_is_kept_when_later_evals_are_worse(straight_run, tmp_path):
+  from codajax.train import Checkpointer
+
+  workdir = _copy_run(straight_run[0], tmp_path)
+  best_before = restore(workdir, which="best")
+  accuracy = straight_run[1]["eval/accuracy"]
+  assert best_before.step == 4
+  params, _ = restore_params(workdir)
+  worse = jax.tree.map(lambda x: np.asarray(x) + 1.0, params)
+  better = jax.tree.map(lambda x: np.asarray(x) - 1.0, params)
+  full = {"params": worse, "step": np.int32(5)}
+  checkpointer = Checkpointer(workdir)
+  try:
+    checkpointer.save_best(5, full, {}, {"eval/accuracy": accuracy - 0.05})
+    checkpointer.wait()
+    run = restore(workdir, which="best")
+    assert run.step == 4 and _params_equal(run.params, best_before.params)
+    checkpointer.save_best(6, {"params": better, "step": np.int32(6)}, {},
+                           {"eval/accuracy": accuracy + 0.05})
+  finally:
+    checkpointer.close()
+  run = restore(workdir, which="best")
+  assert run.step == 6 and _params_equal(run.params, better)
+  assert restore(workdir).step == 4          # latest is unaffected
+
+
+def test_l1_matrix_regulariser_trains_end_to_end(data_dir, straight_run, tmp_path):
+  workdir = str(tmp_path / "run")
+  metrics = train_and_evaluate(_smoke(data_dir, l1_matrix_weight=0.5, max_steps=2,
+                                      checkpoint_every_steps=1), workdir)
+  assert metrics["step"] == 2
+  assert np.isfinite(metrics["train/l1_matrix"]) and metrics["train/l1_matrix"] > 0
+  # Step 2 differs from the unregularised run's step 2 (same data, same seed).
+  plain = str(tmp_path / "plain")
+  train_and_evaluate(_smoke(data_dir, max_steps=2, checkpoint_every_steps=1), plain)
+  assert not _params_equal(restore_params(workdir)[0], restore_params(plain)[0])
+
+
+def test_pmap_folds_the_device_index_into_the_regulariser_rng(tmp_path):
+  out = tmp_path / "rng.npz"
+  result = _run(["tests/train_worker.py", "pmap_regulariser_rng", str(out)], env_devices=2)
+  assert result.returncode == 0, result.stderr[-3000:]
+  saved = np.load(out)
+  assert int(saved["num_devices"]) == 2
+  key = jax.random.fold_in(jax.random.wrap_key_data(jnp.asarray(saved["key_data"])), 0)
+  per_device = [float(jax.random.uniform(jax.random.fold_in(key, d))) for d in range(2)]
+  assert per_device[0] != per_device[1]
+  np.testing.assert_allclose(float(saved["penalty"]), np.mean(per_device), rtol=1e-6)
+
+
+def test_preemption_is_exchanged_only_at_sync_steps(monkeypatch):
+  from codajax.train import loop
+
+  calls = []
+  monkeypatch.setattr(loop.jax, "process_count", lambda: 2)
+  monkeypatch.setattr(loop.multihost_utils, "process_allgather",
+                      lambda x: (calls.append(1), np.array([x, True]))[1])
+  preemption = loop._Preemption()
+  assert preemption.poll(sync=False) is False and not calls        # no per-step collective
+  assert preemption.poll(sync=True) is True and len(calls) == 1    # a peer was preempted

@@ -11,6 +11,7 @@ other dataset must be prepared with ``python -m codajax.data.prepare``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -104,8 +105,21 @@ class ResolvedDataset:
   test_split: str
 
   def source(self, split: str) -> Sequence[dict[str, Any]]:
-    """Random-access TFDS data source of ``split`` (any TFDS split string, e.g. ``"train[:10%]"``)."""
-    return self.builder.as_data_source(split=split)
+    """Random-access TFDS data source of ``split`` (any TFDS split string, e.g. ``"train[:10%]"``).
+
+    Reads that fail (a corrupt array_record file) raise ``DatasetCorruptError`` naming the
+    files and the command that prepares them again.
+    """
+    where = f"{self.name}[{split}]"
+    try:
+      source = self.builder.as_data_source(split=split)
+    except (IndexError, KeyError, ValueError) as error:
+      if isinstance(error, errors.DatasetCorruptError) or "split" in str(error).lower():
+        raise
+      raise _corrupt_error(where, self.builder, error) from None
+    except Exception as error:  # noqa: BLE001  (array_record raises RuntimeError and others)
+      raise _corrupt_error(where, self.builder, error) from None
+    return CheckedSource(source, where, _corrupt_message(where, self.builder))
 
   def spec(self) -> DatasetSpec:
     """The ``DatasetSpec`` of this dataset."""
@@ -122,6 +136,54 @@ class ResolvedDataset:
         train_split=self.train_split,
         test_split=self.test_split,
     )
+
+
+class CheckedSource(Sequence):
+  """A TFDS data source whose failed reads raise ``DatasetCorruptError`` (picklable for grain)."""
+
+  def __init__(self, source: Sequence[dict[str, Any]], where: str, message: str):
+    self.source, self.where, self.message = source, where, message
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def _checked(self, read, arg):
+    try:
+      return read(arg)
+    except IndexError:
+      raise
+    except Exception as error:  # noqa: BLE001  (array_record raises RuntimeError and others)
+      raise errors.DatasetCorruptError(
+          f"{self.message} ({type(error).__name__}: {str(error)[:200]})") from None
+
+  def __getitem__(self, index):
+    return self._checked(self.source.__getitem__, index)
+
+  def __getitems__(self, indices):
+    return self._checked(self.source.__getitems__, indices)
+
+
+def _prepare_again_command(name: str, data_dir: str) -> str:
+  """The command that prepares ``name`` again (embedded datasets: rebuilt on first use)."""
+  base, _ = _split_name(name)
+  family = _FAMILIES.get(base)
+  if family is not None and family.embedded:
+    return "(it is rebuilt on first use)"
+  return "then: " + str(_not_prepared_error(name, data_dir)).split("\n")[1].strip()
+
+
+def _corrupt_message(where: str, builder: tfds.core.DatasetBuilder) -> str:
+  folder = os.fspath(builder.data_dir)
+  files = sorted(f for f in os.listdir(folder) if "array_record" in f) if os.path.isdir(folder) else []
+  data_dir = os.fspath(builder.data_dir_root) if hasattr(builder, "data_dir_root") else folder
+  name = where.split("[")[0]
+  return (f"Cannot read {where}: the prepared files in {folder} ({', '.join(files) or 'none'}) are "
+          f"corrupt. Delete {folder} and prepare it again {_prepare_again_command(name, data_dir)}")
+
+
+def _corrupt_error(where: str, builder, error: BaseException) -> errors.DatasetCorruptError:
+  return errors.DatasetCorruptError(
+      f"{_corrupt_message(where, builder)} ({type(error).__name__}: {str(error)[:200]})")
 
 
 def _split_name(name: str) -> tuple[str, str | None]:
@@ -231,8 +293,21 @@ def resolve(name: str, data_dir: str | os.PathLike[str] | None = None) -> Resolv
   data_dir = os.fspath(data_dir) if data_dir is not None else default_data_dir()
   base, _ = _split_name(name)
   family = _FAMILIES.get(base)
-  builder = builder_for(name, data_dir)
-  if not builder.is_prepared():
+  try:
+    builder = builder_for(name, data_dir)
+    prepared = builder.is_prepared()
+  except (errors.UnknownDatasetError, errors.DatasetNotPreparedError):
+    raise
+  except Exception as error:  # noqa: BLE001  (TFDS raises ParseError, JSONDecodeError, ...)
+    folder = os.path.join(data_dir, family.builder_cls.name if family else base)
+    infos = sorted(os.path.join(root, "dataset_info.json") for root, _, files in os.walk(folder)
+                   if "dataset_info.json" in files)
+    raise errors.DatasetCorruptError(
+        f"Cannot read the description of dataset {name!r} ({', '.join(infos) or folder}): "
+        f"{type(error).__name__}: {str(error)[:200].rstrip('.')}. The prepared dataset is corrupt: delete "
+        f"{os.path.dirname(infos[0]) if infos else folder} and prepare it again "
+        f"{_prepare_again_command(name, data_dir)}") from None
+  if not prepared:
     if family is None or not family.embedded:
       raise _not_prepared_error(name, data_dir)
     _download_and_prepare(builder, manual_dir=None)
@@ -347,8 +422,25 @@ def prepare_dataset(name: str, *, data_dir: str | os.PathLike[str] | None = None
     command_name, command_flags = ((name, []) if name in _ALIASES else
                                    (base, _config_flags(base, builder.builder_config) if family.parse_config else []))
     _check_manual_data(base, manual_dir, data_dir=data_dir, name=command_name, extra=command_flags)
-    _download_and_prepare(builder, manual_dir)
+    if base == "cifar10":
+      cifar10.check_archive(cifar10.find_archive(manual_dir, data_dir=data_dir))
+    with _removed_on_failure(data_dir, [os.path.join(data_dir, builder.name),
+                                        os.path.join(data_dir, "downloads")]):
+      _download_and_prepare(builder, manual_dir)
   return resolve(canonical, data_dir).spec()
+
+
+@contextlib.contextmanager
+def _removed_on_failure(data_dir: str, paths: list[str]):
+  """Removes the ``paths`` (and ``data_dir``) the block created if it raises: a failed
+  preparation leaves no empty or partial dataset folder behind."""
+  new = [p for p in [data_dir, *paths] if not os.path.exists(p)]
+  try:
+    yield
+  except BaseException:
+    for path in reversed(new):
+      shutil.rmtree(path, ignore_errors=True)
+    raise
 
 
 def _has_manual_data(base: str, manual_dir: str | None) -> bool:

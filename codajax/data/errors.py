@@ -29,3 +29,11 @@ class DatasetNotPreparedError(FileNotFoundError):
 
 class ManualDataNotFoundError(FileNotFoundError):
   """The archive or folder a dataset is built from is missing from the manual directory."""
+
+
+class DatasetCorruptError(ValueError):
+  """A prepared dataset whose files do not read (a corrupt array_record or dataset_info.json)."""
+
+
+class BadManualDataError(ValueError):
+  """The archive or image folder a dataset is built from exists but cannot be read."""

@@ -42,6 +42,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
   """Prepares the dataset, prints its ``DatasetSpec`` as JSON; returns the exit status."""
   args = parse_args(argv)
+  from absl import logging as absl_logging  # TFDS warns about folders it is about to create
+
+  absl_logging.set_verbosity(absl_logging.ERROR)
   try:
     spec = catalog.prepare_dataset(args.name, data_dir=args.data_dir, manual_dir=args.manual_dir,
                                    download=args.download, num_train=args.num_train, num_test=args.num_test,
@@ -49,6 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   except (errors.UnknownDatasetError, errors.DatasetNotPreparedError, errors.ManualDataNotFoundError,
           ValueError) as error:
     print(f"error: {error}", file=sys.stderr)
+    return 2
+  except Exception as error:  # noqa: BLE001  (one line for anything else, e.g. a full disk)
+    print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
     return 2
   print(json.dumps({"name": spec.name, "num_classes": spec.num_classes, "image_shape": spec.image_shape,
                     "split_sizes": spec.split_sizes}))

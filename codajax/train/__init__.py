@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Any
 
 import flax.linen as nn
+import jax
+import jax.numpy as jnp
 import ml_collections
 
-from codajax.train.checkpoint import Checkpointer, restore_params
+from codajax.train.checkpoint import (
+    CheckpointIOError,
+    Checkpointer,
+    IncompatibleCheckpointError,
+    restore_params,
+)
 from codajax.train.config import base_config, validate_config
 from codajax.train.loop import (
     RUN_FILE,
     TrainingError,
     build_model,
+    read_run_file,
     build_optimizer,
     evaluate,
     train_and_evaluate,
@@ -45,21 +52,31 @@ def restore(workdir: str, which: str = "latest") -> RestoredRun:
   Args:
     workdir: the run's directory.
     which: ``"latest"`` or ``"best"`` (by eval accuracy).
+
+  A damaged newest checkpoint is skipped for the previous one (nothing is moved);
+  checkpoints with legacy parameter names load into the current model's names.
+
+  Raises:
+    FileNotFoundError: no run file or no restorable checkpoint.
+    TrainingError: a garbage ``run.json`` (named), or checkpoints that do not fit the model
+      (:class:`IncompatibleCheckpointError`).
   """
-  path = os.path.join(workdir, RUN_FILE)
-  if not os.path.exists(path):
+  run = read_run_file(workdir)
+  if run is None:
     raise FileNotFoundError(f"{workdir} is not a codajax run directory (no {RUN_FILE}); train "
                             f"first: python train.py --workdir {workdir}")
-  with open(path) as f:
-    run = json.load(f)
   config = ml_collections.ConfigDict(run["config"])
   model = build_model(config, run["num_classes"], run["image_shape"][-1])
-  params, step = restore_params(workdir, which)
+  dummy = jnp.zeros((1, *run["image_shape"]), jnp.float32)
+  like = jax.eval_shape(lambda: model.init(jax.random.key(0), dummy))["params"]
+  params, step = restore_params(workdir, which, like=like)
   return RestoredRun(config, model, params, step, run["num_classes"], tuple(run["image_shape"]))
 
 
 __all__ = [
+    "CheckpointIOError",
     "Checkpointer",
+    "IncompatibleCheckpointError",
     "RestoredRun",
     "TrainState",
     "TrainingError",

@@ -1,26 +1,220 @@
-"""Orbax checkpoints: the last K and the best, exact resume, corrupt-checkpoint fallback.
+"""Orbax checkpoints: the last K and the best, exact resume, damaged-checkpoint fallback.
 
 Layout of a work directory::
 
-    workdir/config.json          the run's config (a resumed run must match its model/data)
+    workdir/run.json             the run's config (a resumed run must match its model/data)
     workdir/checkpoints/<step>/  {state: TrainState, data: iterator state (JSON)}, last K
     workdir/best/<step>/         the same, for the best eval accuracy so far
-    workdir/corrupt/             checkpoints that failed to restore, moved aside
+    workdir/corrupt/             checkpoints that failed to decode, moved aside
+
+Restoring tells two failures apart:
+
+* **incompatible** – the checkpoint decodes but holds another structure (a changed
+  ``virtual_batch_size``, another model, another loader): :class:`IncompatibleCheckpointError`,
+  nothing is moved (the checkpoints are good; the config is what changed);
+* **damaged** – the checkpoint's files do not decode, or its data state is unusable
+  (e.g. ``data/metadata`` = ``{}``): it is moved to ``corrupt/`` and the previous one is tried.
+
+The structure is compared from the checkpoint's metadata before any array is read.
+Transient I/O errors (EIO, EAGAIN, timeouts, ...) are retried, and never taken for damage.
+On several hosts every verdict is agreed on (the worst one wins) before anything moves.
+
+Legacy names: CoDA layers whose parameters were saved as ``{"A", "B", "b"}`` load into
+layers that call them ``{"A", "B", "w0"}`` (parameters and optimizer state alike).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
 BEST_METRIC = "eval/accuracy"
+# Old child names -> new child names of one dict, renamed on restore when the
+# checkpoint has exactly the old set and the expected state exactly the new one.
+LEGACY_RENAMES = ((frozenset({"A", "B", "b"}), frozenset({"A", "B", "w0"}), {"b": "w0"}),)
+# errno values of I/O errors that may go away on a retry (network file systems, busy disks).
+TRANSIENT_ERRNOS = frozenset({errno.EIO, errno.EAGAIN, errno.EBUSY, errno.ETIMEDOUT, errno.EINTR,
+                              errno.ESTALE, errno.ECONNRESET, errno.ENETDOWN})
+_TRANSIENT_MARKERS = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED: Too many")
+RETRIES = 3
+RETRY_DELAY_S = 0.5
+
+_OK, _DAMAGED, _IO, _INCOMPATIBLE = 0, 1, 2, 3
+
+Path = tuple[str, ...]
+
+
+class TrainingError(RuntimeError):
+  """A run that cannot go on (non-finite loss, mismatching work directory, ...)."""
+
+
+class IncompatibleCheckpointError(TrainingError):
+  """A checkpoint that decodes but does not fit the expected state (nothing was moved)."""
+
+
+class CheckpointIOError(TrainingError):
+  """Reading a checkpoint kept failing with transient I/O errors (nothing was moved)."""
+
+
+class _Damaged(Exception):
+  """Internal: a checkpoint whose contents are unusable."""
+
+
+# ------------------------------------------------------------------------------ tree paths
+
+
+def _key_name(key: Any) -> str:
+  for attribute in ("key", "name", "idx"):
+    if hasattr(key, attribute):
+      return str(getattr(key, attribute))
+  return str(key)
+
+
+def tree_paths(tree: Any) -> dict[Path, Any]:
+  """``{("params", "layer_0", "A"): leaf, ...}``: leaves by normalised path.
+
+  Dict keys, dataclass/namedtuple fields and sequence indices all become strings, so a
+  ``TrainState`` and the nested dicts/lists orbax saves it as have the same paths.
+  """
+  leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
+  return {tuple(_key_name(k) for k in path): leaf for path, leaf in leaves}
+
+
+def legacy_renames(saved: set[Path] | dict, expected: set[Path] | dict) -> dict[Path, Path]:
+  """Saved path -> expected path for every legacy-named leaf (see ``LEGACY_RENAMES``)."""
+
+  def children(paths):
+    out: dict[Path, set[str]] = {}
+    for path in paths:
+      out.setdefault(path[:-1], set()).add(path[-1])
+    return out
+
+  saved_children, expected_children = children(saved), children(expected)
+  renames = {}
+  for parent, names in saved_children.items():
+    for old, new, mapping in LEGACY_RENAMES:
+      if names == old and expected_children.get(parent) == new:
+        renames.update({parent + (a,): parent + (b,) for a, b in mapping.items()})
+  return renames
+
+
+def _signature(leaf: Any) -> tuple[tuple[int, ...], str]:
+  return tuple(leaf.shape), str(np.dtype(leaf.dtype))
+
+
+def structure_differences(saved: dict[Path, Any], expected: dict[Path, Any],
+                          renames: dict[Path, Path], limit: int = 4) -> list[str]:
+  """Human-readable differences between two ``tree_paths`` maps (legacy names allowed)."""
+  saved = {renames.get(p, p): leaf for p, leaf in saved.items()}
+  diffs = []
+  missing = sorted(set(expected) - set(saved))
+  extra = sorted(set(saved) - set(expected))
+  if missing:
+    diffs.append(f"{len(missing)} arrays missing from the checkpoint (e.g. "
+                 f"{', '.join('/'.join(p) for p in missing[:limit])})")
+  if extra:
+    diffs.append(f"{len(extra)} arrays the config does not have (e.g. "
+                 f"{', '.join('/'.join(p) for p in extra[:limit])})")
+  changed = [p for p in sorted(set(saved) & set(expected))
+             if _signature(saved[p]) != _signature(expected[p])]
+  for p in changed[:limit]:
+    (s_shape, s_dtype), (e_shape, e_dtype) = _signature(saved[p]), _signature(expected[p])
+    diffs.append(f"{'/'.join(p)} is {s_dtype}{list(s_shape)} in the checkpoint, "
+                 f"{e_dtype}{list(e_shape)} here")
+  if len(changed) > limit:
+    diffs.append(f"and {len(changed) - limit} more arrays of another shape or dtype")
+  return diffs
+
+
+def _rebuild(restored: Any, expected: Any, renames: dict[Path, Path]) -> Any:
+  """The restored leaves arranged as ``expected`` (its pytree type, legacy names renamed)."""
+  by_path = {renames.get(p, p): leaf for p, leaf in tree_paths(restored).items()}
+  paths = list(tree_paths(expected))
+  return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(expected),
+                                      [by_path[p] for p in paths])
+
+
+def _target_for(saved_metadata: Any, expected: Any, renames: dict[Path, Path]) -> Any:
+  """An abstract restore target in the checkpoint's own structure and names, with the
+  expected leaves' dtypes and shardings."""
+  expected_leaves = tree_paths(expected)
+
+  def leaf(path, _):
+    p = tuple(_key_name(k) for k in path)
+    return expected_leaves[renames.get(p, p)]
+
+  return jax.tree_util.tree_map_with_path(leaf, saved_metadata)
+
+
+# ------------------------------------------------------------------------------ errors, retries
+
+
+def is_transient(error: BaseException) -> bool:
+  """Whether ``error`` is an I/O error worth retrying (not evidence of damage)."""
+  if isinstance(error, OSError) and error.errno in TRANSIENT_ERRNOS:
+    return True
+  text = str(error)
+  return any(marker in text for marker in _TRANSIENT_MARKERS)
+
+
+def with_retries(fn: Callable[[], Any], what: str, retries: int = RETRIES,
+                 delay_s: float = RETRY_DELAY_S) -> Any:
+  """``fn()``, retried ``retries`` times on transient I/O errors (doubling delays)."""
+  for attempt in range(retries + 1):
+    try:
+      return fn()
+    except Exception as error:  # noqa: BLE001  (classified below)
+      if not is_transient(error):
+        raise
+      if attempt == retries:
+        raise CheckpointIOError(f"Reading {what} failed {retries + 1} times with I/O errors "
+                                f"({type(error).__name__}: {error}); nothing was moved. Check "
+                                "the file system and run again.") from error
+      logging.warning("Transient I/O error reading %s (%s); retrying.", what, error)
+      time.sleep(delay_s * 2**attempt)
+  raise AssertionError("unreachable")
+
+
+def _agree(verdict: int) -> int:
+  """The worst verdict over all processes (every host then acts the same)."""
+  if jax.process_count() == 1:
+    return verdict
+  return int(np.max(multihost_utils.process_allgather(np.array(verdict, np.int32))))
+
+
+def data_state_problem(data_state: Any, expected: dict | None) -> tuple[int, str] | None:
+  """``None`` if ``data_state`` is a usable iterator state for a loader whose fresh state
+  is ``expected``; else ``(_DAMAGED or _INCOMPATIBLE, why)``."""
+  if expected is None:
+    return None
+  if not isinstance(data_state, dict) or set(data_state) != set(expected):
+    keys = sorted(data_state) if isinstance(data_state, dict) else type(data_state).__name__
+    return _DAMAGED, f"its data state has keys {keys}, expected {sorted(expected)}"
+  position = data_state.get("next_batch")
+  if not isinstance(position, int) or isinstance(position, bool) or position < 0:
+    return _DAMAGED, f"its data position next_batch={position!r} is not an int >= 0"
+  changed = {k: (data_state[k], v) for k, v in expected.items()
+             if k != "next_batch" and data_state[k] != v}
+  if changed:
+    listed = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items())
+    return _INCOMPATIBLE, f"its data loader differs ({listed})"
+  return None
+
+
+# ------------------------------------------------------------------------------ managers
+
+
+def _handlers() -> dict[str, Any]:
+  return {"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()}
 
 
 def _manager(directory: str, max_to_keep: int, best: bool) -> ocp.CheckpointManager:
@@ -31,12 +225,49 @@ def _manager(directory: str, max_to_keep: int, best: bool) -> ocp.CheckpointMana
       best_mode="max",
       create=True,
   )
-  return ocp.CheckpointManager(directory, item_names=("state", "data"), options=options)
+  return ocp.CheckpointManager(directory, item_names=("state", "data"), options=options,
+                               item_handlers=_handlers())
 
 
 def _save_args(state: Any, data_state: dict | None) -> ocp.args.Composite:
   return ocp.args.Composite(state=ocp.args.StandardSave(state),
                             data=ocp.args.JsonSave(data_state or {}))
+
+
+def _read(manager: ocp.CheckpointManager, step: int, expected_state: Any,
+          expected_data: dict | None, with_data: bool) -> tuple[int, Any]:
+  """``(verdict, payload)`` for one step: ``(_OK, (state, data))``, or a verdict and why."""
+  where = os.path.join(str(manager.directory), str(step))
+  try:
+    metadata = with_retries(lambda: manager.item_metadata(step), where)
+    saved_tree = metadata["state"] if metadata is not None else None
+    saved = tree_paths(saved_tree) if saved_tree is not None else {}
+    if not saved or not all(hasattr(leaf, "shape") for leaf in saved.values()):
+      raise _Damaged("its state metadata is missing or unreadable")
+  except CheckpointIOError as error:
+    return _IO, str(error)
+  except Exception as error:  # noqa: BLE001  (orbax raises many types for damaged files)
+    return _DAMAGED, f"{type(error).__name__}: {error}"
+  expected = tree_paths(expected_state)
+  renames = legacy_renames(saved, expected)
+  diffs = structure_differences(saved, expected, renames)
+  if diffs:
+    return _INCOMPATIBLE, "; ".join(diffs)
+  items = {"state": ocp.args.StandardRestore(_target_for(saved_tree, expected_state, renames))}
+  if with_data:
+    items["data"] = ocp.args.JsonRestore()
+  try:
+    restored = with_retries(lambda: manager.restore(step, args=ocp.args.Composite(**items)), where)
+    state = _rebuild(restored["state"], expected_state, renames)
+    data_state = restored["data"] if with_data else None
+  except CheckpointIOError as error:
+    return _IO, str(error)
+  except Exception as error:  # noqa: BLE001
+    return _DAMAGED, f"{type(error).__name__}: {error}"
+  problem = data_state_problem(data_state, expected_data) if with_data else None
+  if problem is not None:
+    return problem
+  return _OK, (state, data_state)
 
 
 class Checkpointer:
@@ -51,6 +282,11 @@ class Checkpointer:
     # from a directory listing that a peer's in-flight save may be changing.
     self._last_saved = self.latest.latest_step() or -1
     self._last_best = self.best.latest_step() or -1
+
+  @property
+  def last_saved_step(self) -> int:
+    """The newest step saved or being saved (-1: none)."""
+    return self._last_saved
 
   def save(self, step: int, state: Any, data_state: dict | None) -> None:
     """Starts an asynchronous save of ``state`` at ``step`` (no-op if already saved)."""
@@ -67,24 +303,45 @@ class Checkpointer:
                      metrics={BEST_METRIC: float(metrics[BEST_METRIC])})
       self._last_best = step
 
-  def restore_latest(self, abstract_state: Any) -> tuple[Any, dict, int] | None:
+  def restore_latest(self, abstract_state: Any,
+                     expected_data: dict | None = None) -> tuple[Any, dict, int] | None:
     """The newest restorable ``(state, data_state, step)``, or None if there is none.
 
-    A checkpoint that fails to restore (partial or corrupt) is moved to
+    Args:
+      abstract_state: the expected state (``ShapeDtypeStruct`` leaves with shardings).
+      expected_data: a fresh loader's ``get_state()``; the checkpoint's data state must
+        have its keys and parameters (``next_batch`` may differ). None: not checked.
+
+    Raises:
+      IncompatibleCheckpointError: the newest checkpoint holds another structure or
+        loader; nothing is moved.
+      CheckpointIOError: reads kept failing with transient I/O errors; nothing is moved.
+
+    A checkpoint that does not decode (or whose data state is unusable) is moved to
     ``workdir/corrupt/`` with a warning and the one before it is tried.
     """
     for step in sorted(self.latest.all_steps(), reverse=True):
-      try:
-        restored = self.latest.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
-        return restored["state"], dict(restored["data"] or {}), step
-      except Exception as error:  # orbax raises many types for damaged files
-        logging.warning("Checkpoint at step %d could not be restored (%s: %s); moving it "
-                        "aside and trying the previous one.", step, type(error).__name__, error)
-        print(f"WARNING: checkpoint {step} is damaged ({type(error).__name__}); using an "
-              "earlier one.", flush=True)
-        self._move_aside(step)
-        self._last_saved = self.latest.latest_step() or -1
+      verdict, payload = _read(self.latest, step, abstract_state, expected_data, with_data=True)
+      verdict = _agree(verdict)
+      if verdict == _OK:
+        state, data_state = payload
+        return state, dict(data_state), step
+      where = os.path.join(self.latest.directory, str(step))
+      if verdict == _INCOMPATIBLE:
+        run_file = os.path.join(self.workdir, "run.json")
+        source = f" ({run_file})" if os.path.exists(run_file) else ""
+        raise IncompatibleCheckpointError(
+            f"Checkpoint {where} does not fit this config: {payload}. Nothing was moved. Resume "
+            f"with the config that wrote it{source}, or use another --workdir.")
+      if verdict == _IO:
+        raise CheckpointIOError(payload if isinstance(payload, str) else
+                                f"Reading {where} failed with I/O errors on another host.")
+      logging.warning("Checkpoint at step %d is damaged (%s); moving it aside and trying the "
+                      "previous one.", step, payload)
+      print(f"WARNING: checkpoint {step} is damaged ({str(payload)[:200]}); moved to "
+            f"{os.path.join(self.workdir, 'corrupt')}, using an earlier one.", flush=True)
+      self._move_aside(step)
+      self._last_saved = self.latest.latest_step() or -1
     return None
 
   def _move_aside(self, step: int) -> None:
@@ -97,20 +354,34 @@ class Checkpointer:
     self.latest.reload()
 
   def wait(self) -> None:
-    """Blocks until pending saves are written."""
-    self.latest.wait_until_finished()
-    self.best.wait_until_finished()
+    """Blocks until pending saves are written (both managers, even if one fails)."""
+    try:
+      self.latest.wait_until_finished()
+    finally:
+      self.best.wait_until_finished()
 
   def close(self) -> None:
-    self.wait()
-    self.latest.close()
-    self.best.close()
+    """Waits for pending saves, then releases the managers."""
+    try:
+      self.wait()
+    finally:
+      self.latest.close()
+      self.best.close()
 
 
-def restore_params(workdir: str, which: str = "latest") -> tuple[dict, int]:
+def restore_params(workdir: str, which: str = "latest", like: Any = None) -> tuple[dict, int]:
   """``(params, step)`` of a work directory's latest or best checkpoint, as host arrays.
 
-  Needs no knowledge of the optimizer: the state is restored as a plain pytree.
+  Needs no knowledge of the optimizer: the state is restored as a plain pytree. A damaged
+  newest checkpoint is skipped (with a warning, nothing moved: this is read-only) and the
+  previous one is used, as ``train.py`` does.
+
+  Args:
+    workdir: the run's directory.
+    which: ``"latest"`` or ``"best"``.
+    like: optional expected params (arrays or ``ShapeDtypeStruct``s, e.g. from
+      ``jax.eval_shape`` of ``model.init``): the checkpoint must match it (legacy names
+      are converted to its names), else :class:`IncompatibleCheckpointError`.
   """
   if which not in ("latest", "best"):
     raise ValueError(f"which must be 'latest' or 'best', got {which!r}.")
@@ -118,22 +389,65 @@ def restore_params(workdir: str, which: str = "latest") -> tuple[dict, int]:
   if not os.path.isdir(directory):
     raise FileNotFoundError(f"No checkpoints in {workdir} (looked for {directory}); train first: "
                             f"python train.py --workdir {workdir}")
-  manager = ocp.CheckpointManager(
-      directory, item_names=("state", "data"),
-      item_handlers={"state": ocp.StandardCheckpointHandler(),
-                     "data": ocp.JsonCheckpointHandler()})
+  manager = ocp.CheckpointManager(directory, item_names=("state", "data"),
+                                  item_handlers=_handlers())
+  on_device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  problems = []
   try:
-    step = manager.best_step() if which == "best" else manager.latest_step()
-    step = manager.latest_step() if step is None else step
-    if step is None:
-      raise FileNotFoundError(f"{directory} holds no finished checkpoint.")
-    # Restore onto this process's first device, whatever topology saved it.
-    on_device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    abstract = jax.tree.map(
-        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=on_device),
-        manager.item_metadata(step)["state"])
-    restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract)))
+    steps = sorted(manager.all_steps(), reverse=True)
+    best = manager.best_step() if which == "best" else None
+    if best is not None:
+      steps = [best] + [s for s in steps if s != best]
+    for step in steps:
+      verdict, payload = _read_params(manager, step, like, on_device)
+      if verdict == _OK:
+        if problems:
+          print(f"WARNING: {'; '.join(problems)}; using step {step}.", flush=True)
+        return payload, int(step)
+      if verdict == _INCOMPATIBLE:
+        raise IncompatibleCheckpointError(
+            f"Checkpoint {os.path.join(directory, str(step))} does not fit the model: {payload}.")
+      if verdict == _IO:
+        raise CheckpointIOError(payload)
+      problems.append(f"checkpoint {step} in {directory} is damaged ({str(payload)[:160]})")
   finally:
     manager.close()
-  return restored["state"]["params"], int(step)
+  found = "; ".join(problems) if problems else "no finished checkpoint"
+  raise FileNotFoundError(f"{directory} holds no restorable checkpoint ({found}).")
+
+
+def _read_params(manager, step: int, like: Any, on_device) -> tuple[int, Any]:
+  """``_read`` for the params alone, onto one device, shaped like ``like`` if given."""
+  where = os.path.join(str(manager.directory), str(step))
+  try:
+    metadata = with_retries(lambda: manager.item_metadata(step), where)
+    saved_tree = metadata["state"] if metadata is not None else None
+    saved = tree_paths(saved_tree) if saved_tree is not None else {}
+    if not any(p[0] == "params" for p in saved) or not all(
+        hasattr(leaf, "shape") for leaf in saved.values()):
+      raise _Damaged("its state metadata is missing or unreadable")
+  except CheckpointIOError as error:
+    return _IO, str(error)
+  except Exception as error:  # noqa: BLE001
+    return _DAMAGED, f"{type(error).__name__}: {error}"
+  saved_params = {p[1:]: leaf for p, leaf in saved.items() if p[0] == "params"}
+  renames = {}
+  if like is not None:
+    expected = tree_paths(like)
+    renames = legacy_renames(saved_params, expected)
+    diffs = structure_differences(saved_params, expected, renames)
+    if diffs:
+      return _INCOMPATIBLE, "; ".join(diffs)
+  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=on_device),
+                        saved_tree)
+  try:
+    restored = with_retries(lambda: manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(target))), where)
+    params = restored["state"]["params"]
+  except CheckpointIOError as error:
+    return _IO, str(error)
+  except Exception as error:  # noqa: BLE001
+    return _DAMAGED, f"{type(error).__name__}: {error}"
+  if like is not None:
+    params = _rebuild(params, like, renames)
+  return _OK, params

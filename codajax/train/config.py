@@ -8,6 +8,8 @@ seconds (tests use it). Command-line overrides use ml_collections' syntax:
 
 from __future__ import annotations
 
+import math
+
 import ml_collections
 
 SCHEDULES = ("constant", "cifar_step", "imagenet_warmup_halving", "warmup_cosine")
@@ -125,20 +127,45 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
            f"{', '.join(architecture_names())}.")
   _require(config.model.norm in NORMS, f"model.norm must be one of {NORMS}.")
   _require(config.model.form in FORMS, f"model.form must be one of {FORMS}.")
-  _require(config.model.temperature > 0, "model.temperature must be > 0.")
+  _require(math.isfinite(config.model.temperature) and config.model.temperature > 0,
+           f"model.temperature must be finite and > 0, got {config.model.temperature}.")
   _require(config.compute_dtype in COMPUTE_DTYPES,
            f"compute_dtype must be one of {COMPUTE_DTYPES}, got {config.compute_dtype!r}.")
   _require(config.loss in LOSSES, f"loss must be one of {LOSSES}, got {config.loss!r}.")
   _require(config.parallel in PARALLEL, f"parallel must be one of {PARALLEL}.")
   _require(config.optimizer.schedule in SCHEDULES,
            f"optimizer.schedule must be one of {SCHEDULES}, got {config.optimizer.schedule!r}.")
-  _require(config.optimizer.learning_rate > 0, "optimizer.learning_rate must be > 0.")
+  for key in ("learning_rate", "peak_learning_rate"):
+    value = config.optimizer[key]
+    _require(math.isfinite(value) and value > 0, f"optimizer.{key} must be finite and > 0, "
+             f"got {value}.")
+  _require(config.optimizer.warmup_epochs >= 0, "optimizer.warmup_epochs must be >= 0.")
+  _require(config.optimizer.reference_batch_size >= 1,
+           "optimizer.reference_batch_size must be >= 1.")
   for key in ("batch_size", "num_epochs", "eval_batch_size", "log_every_steps",
               "checkpoint_every_steps", "keep_checkpoints", "eval_every_epochs"):
     _require(config[key] >= 1, f"{key} must be >= 1, got {config[key]}.")
-  _require(config.max_steps >= 0, "max_steps must be >= 0.")
-  _require(config.l1_matrix_weight >= 0, "l1_matrix_weight must be >= 0.")
+  _require(config.max_steps >= 0, f"max_steps must be >= 0, got {config.max_steps}.")
+  _require(config.seed >= 0, f"seed must be >= 0, got {config.seed}.")
+  _require(config.worker_count >= 0, f"worker_count must be >= 0, got {config.worker_count}.")
+  _require(config.virtual_batch_size >= 0,
+           f"virtual_batch_size must be >= 0, got {config.virtual_batch_size}.")
+  _require(math.isfinite(config.l1_matrix_weight) and config.l1_matrix_weight >= 0,
+           f"l1_matrix_weight must be finite and >= 0, got {config.l1_matrix_weight}.")
+  _check_model_kwargs(config)
   if config.virtual_batch_size > config.batch_size:
     _require(config.virtual_batch_size % config.batch_size == 0,
              f"virtual_batch_size {config.virtual_batch_size} must be a multiple of "
              f"batch_size {config.batch_size}.")
+
+
+def _check_model_kwargs(config: ml_collections.ConfigDict) -> None:
+  """Refuses ``model.kwargs`` that ``get_model`` does not accept (one line, at start-up)."""
+  from codajax.models import get_model
+
+  kwargs = config.model.kwargs.to_dict()
+  try:
+    get_model(config.model.name, num_classes=2, image_channels=3, **kwargs)
+  except TypeError as error:
+    raise ValueError(f"Bad config: model.kwargs {sorted(kwargs)} are not accepted by "
+                     f"{config.model.name!r} ({error}).") from None

@@ -7,6 +7,8 @@ last checkpoint left off (parameters, optimizer, RNG and data position).
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import math
 import os
@@ -26,19 +28,16 @@ from tqdm.auto import tqdm
 from codajax import data
 from codajax.models import get_model
 from codajax.train import parallel
-from codajax.train.checkpoint import Checkpointer
+from codajax.train.checkpoint import Checkpointer, TrainingError
 from codajax.train.config import validate_config
-from codajax.train.metrics_log import MetricsLogger
+from codajax.train.metrics_log import MetricsLogger, read_metrics
 from codajax.train.schedules import learning_rate_schedule
 from codajax.train.step import TrainState, make_eval_step, make_train_step
 
 # Config sections that define what a checkpoint holds: a resumed run must match them.
 _IDENTITY_KEYS = ("dataset", "model", "compute_dtype", "loss", "seed")
 RUN_FILE = "run.json"
-
-
-class TrainingError(RuntimeError):
-  """A run that cannot go on (non-finite loss, mismatching work directory, ...)."""
+LOCK_FILE = "train.lock"
 
 
 def build_model(config: ml_collections.ConfigDict, num_classes: int, image_channels: int):
@@ -77,34 +76,139 @@ def build_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int,
   return optax.MultiSteps(tx, every_k_schedule=k) if k > 1 else tx
 
 
-def _check_workdir(workdir: str, config: ml_collections.ConfigDict, spec) -> None:
-  """Writes ``run.json``, or refuses a work directory made by another model/data config.
 
-  ``run.json`` holds the config and the dataset's classes and image shape, so
-  :func:`codajax.train.restore` can rebuild the model without the data.
-  """
+# Settings the checkpoints depend on beyond their structure's identity: a resumed run must
+# keep them (recorded in run.json as "state_settings"), with why each one matters.
+_STATE_SETTINGS = {
+    "accumulation_steps": "virtual_batch_size / batch_size: gradient accumulation changes the "
+                          "optimizer state's structure",
+    "batch_size": "the data position and the learning-rate schedule depend on it",
+    "num_epochs": "the learning-rate schedule's length depends on it",
+    "optimizer": "the optimizer and its learning-rate schedule",
+}
+
+
+def state_settings(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The settings recorded in ``run.json`` that a resumed run must not change."""
+  return json.loads(json.dumps({
+      "accumulation_steps": accumulation_steps(config),
+      "batch_size": config.batch_size,
+      "num_epochs": config.num_epochs,
+      "optimizer": config.optimizer.to_dict(),
+  }, default=str))
+
+
+def read_run_file(workdir: str) -> dict[str, Any] | None:
+  """``workdir/run.json`` as a dict (None if absent); a :class:`TrainingError` naming the
+  file if it is not a run file."""
   path = os.path.join(workdir, RUN_FILE)
-  config_dict = json.loads(json.dumps(config.to_dict(), default=str))
-  identity = {k: config_dict[k] for k in _IDENTITY_KEYS}
-  exists = os.path.exists(path)
-  if exists:
+  if not os.path.exists(path):
+    return None
+  try:
     with open(path) as f:
-      previous = json.load(f)["config"]
+      run = json.load(f)
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    raise TrainingError(f"{path} is not readable JSON ({error}). Restore it from a backup, or "
+                        f"delete it to resume with the given config (checkpoints are checked "
+                        "against it).") from None
+  if not (isinstance(run, dict) and isinstance(run.get("config"), dict)
+          and isinstance(run.get("num_classes"), int) and isinstance(run.get("image_shape"), list)):
+    raise TrainingError(f"{path} is not a codajax run file (expected config, num_classes and "
+                        "image_shape). Restore it from a backup, or delete it to resume with the "
+                        "given config.")
+  return run
+
+
+def _run_record(config: ml_collections.ConfigDict, spec) -> dict[str, Any]:
+  return {"config": json.loads(json.dumps(config.to_dict(), default=str)),
+          "num_classes": spec.num_classes, "image_shape": list(spec.image_shape),
+          "state_settings": state_settings(config)}
+
+
+def _check_workdir(workdir: str, config: ml_collections.ConfigDict, spec) -> bool:
+  """Refuses a work directory made by another model/data config or other state settings.
+
+  Returns whether ``run.json`` exists (it is written by :func:`_write_run_file` once the
+  checkpoints are known to fit). ``run.json`` holds the config and the dataset's classes
+  and image shape, so :func:`codajax.train.restore` can rebuild the model without the data.
+  """
+  record = _run_record(config, spec)
+  run = read_run_file(workdir)
+  if run is not None:
+    previous = run["config"]
     old = {k: previous.get(k) for k in _IDENTITY_KEYS}
+    identity = {k: record["config"][k] for k in _IDENTITY_KEYS}
     if old != identity:
       changed = sorted(k for k in _IDENTITY_KEYS if old.get(k) != identity[k])
       raise TrainingError(
           f"{workdir} holds a run of a different config (differs in: {', '.join(changed)}). "
           f"Use another --workdir, or delete {workdir} to start over.")
-  # Every process has looked before process 0 writes (atomically).
+    old_settings = run.get("state_settings")
+    if old_settings is not None:
+      changed = [f"{k} {old_settings.get(k)!r} -> {v!r} ({_STATE_SETTINGS[k]})"
+                 for k, v in record["state_settings"].items() if old_settings.get(k) != v]
+      if changed:
+        raise TrainingError(
+            f"{workdir} was trained with other settings that its checkpoints depend on: "
+            f"{'; '.join(changed)}. Resume with the values in {os.path.join(workdir, RUN_FILE)}, "
+            "or use another --workdir.")
+  # Every process has looked before process 0 writes.
   multihost_utils.sync_global_devices("codajax_check_workdir")
-  if not exists and jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    run = {"config": config_dict, "num_classes": spec.num_classes,
-           "image_shape": list(spec.image_shape)}
+  return run is not None
+
+
+def _write_run_file(workdir: str, config: ml_collections.ConfigDict, spec) -> None:
+  """Writes ``run.json`` atomically (process 0)."""
+  if jax.process_index() == 0:
+    path = os.path.join(workdir, RUN_FILE)
     with open(path + ".tmp", "w") as f:
-      json.dump(run, f, indent=2)
+      json.dump(_run_record(config, spec), f, indent=2)
     os.replace(path + ".tmp", path)
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: str):
+  """Holds an exclusive lock on ``workdir`` (one per process index) for the block.
+
+  A second ``train.py`` on the same work directory gets a :class:`TrainingError` instead
+  of writing next to the first. The lock goes with the process (even on SIGKILL).
+  """
+  import fcntl
+
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, f"{LOCK_FILE}.{jax.process_index()}")
+    handle = open(path, "a+")
+  except OSError as error:
+    raise TrainingError(f"Cannot write to the work directory {workdir} ({error.strerror}). "
+                        "Make it writable, or use another --workdir.") from None
+  try:
+    try:
+      fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+      handle.seek(0)
+      owner = handle.read().strip() or "unknown"
+      raise TrainingError(f"{workdir} is in use by another train.py (process {owner}; lock "
+                          f"{path}). Wait for it to finish, or use another --workdir.") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}@{os.uname().nodename}\n")
+    handle.flush()
+    yield
+  finally:
+    handle.close()   # releases the lock
+
+
+def check_devices(config: ml_collections.ConfigDict) -> None:
+  """Refuses batch sizes that do not split evenly over the devices and processes."""
+  devices, local = jax.device_count(), jax.local_device_count()
+  for key in ("batch_size", "eval_batch_size"):
+    if config[key] % devices:
+      raise TrainingError(f"{key} {config[key]} is not divisible by the {devices} devices; use a "
+                          f"multiple of {devices}.")
+  if config.parallel == "pmap" and (config.batch_size // jax.process_count()) % local:
+    raise TrainingError(f"batch_size {config.batch_size} does not split over "
+                        f"{jax.process_count()} processes of {local} devices (pmap).")
 
 
 def _init_state(model, tx, spec, seed: int, mesh, parallel_mode: str) -> TrainState:
@@ -144,43 +248,79 @@ def evaluate(eval_step, params, loader, mesh, parallel_mode: str = "jit") -> dic
   }
 
 
+
 class _Preemption:
-  """Turns SIGTERM into a flag the loop polls (save, then exit cleanly)."""
+  """Turns SIGTERM (and a first SIGINT) into a flag the loop polls: save, then exit.
+
+  A second SIGINT interrupts at once (``KeyboardInterrupt``; in-flight saves are still
+  waited for). With several processes the flag is exchanged (one collective) only at
+  the steps the loop calls :meth:`poll` with ``sync=True`` (log and checkpoint steps).
+  """
 
   def __init__(self):
-    self.requested = False
-    self._previous = None
+    self.signal_name: str | None = None
+    self._previous: dict[int, Any] = {}
 
   def __enter__(self):
-    try:
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
-    except ValueError:  # not the main thread: leave signals alone
-      self._previous = None
+    for signum in (signal.SIGTERM, signal.SIGINT):
+      try:
+        self._previous[signum] = signal.signal(signum, self._handle)
+      except ValueError:  # not the main thread: leave signals alone
+        pass
     return self
 
   def _handle(self, signum, frame):
-    self.requested = True
+    if signum == signal.SIGINT and self.signal_name is not None:
+      raise KeyboardInterrupt
+    self.signal_name = signal.Signals(signum).name
 
   def __exit__(self, *exc):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
+    for signum, previous in self._previous.items():
+      signal.signal(signum, previous)
 
-  def any_process(self) -> bool:
+  @property
+  def requested(self) -> bool:
+    return self.signal_name is not None
+
+  def poll(self, sync: bool) -> bool:
+    """Whether to stop now: this process's flag with one process; with several, the
+    flag of any process at ``sync`` steps (every process calls it at the same steps)."""
     if jax.process_count() == 1:
       return self.requested
+    if not sync:
+      return False
     return bool(multihost_utils.process_allgather(np.array(self.requested)).any())
 
 
+def _final_eval_missing(workdir: str, step: int) -> bool:
+  """Whether ``metrics.jsonl`` lacks the eval of ``step`` (a run stopped before it)."""
+  try:
+    records = read_metrics(workdir)
+  except (OSError, ValueError):
+    return True
+  return not any(r.get("step") == step and "eval/accuracy" in r for r in records)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Trains (or resumes) the run of ``config`` in ``workdir``; returns the last metrics."""
+  """Trains (or resumes) the run of ``config`` in ``workdir``; returns the last metrics.
+
+  Every exit (the end, SIGTERM/SIGINT, a non-finite loss, a failing eval, any exception)
+  waits for the checkpoint saves in flight; the final step is saved before the final eval.
+  """
   validate_config(config)
+  check_devices(config)
   workdir = os.path.abspath(workdir)
+  with workdir_lock(workdir):
+    return _train_locked(config, workdir)
+
+
+def _train_locked(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   is_main = jax.process_index() == 0
   data_dir = config.data_dir or None
 
   # ---- Data and model --------------------------------------------------------------------
   spec = data.dataset_info(config.dataset, data_dir=data_dir)
-  _check_workdir(workdir, config, spec)
+  has_run_file = _check_workdir(workdir, config, spec)
   model = build_model(config, spec.num_classes, spec.image_shape[-1])
   steps_per_epoch = spec.split_sizes[spec.train_split] // config.batch_size
   if steps_per_epoch == 0:
@@ -195,11 +335,32 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   mode = config.parallel
   tx = build_optimizer(config, steps_per_epoch, config.num_epochs * steps_per_epoch)
   state = _init_state(model, tx, spec, config.seed, mesh, mode)
+  train_iter = data.train_loader(
+      config.dataset, global_batch_size=config.batch_size, seed=config.seed, data_dir=data_dir,
+      augment=config.augment, worker_count=config.worker_count)
+  make_eval_loader = lambda: data.eval_loader(
+      config.dataset, global_batch_size=config.eval_batch_size, data_dir=data_dir,
+      worker_count=config.worker_count)
   checkpointer = Checkpointer(workdir, keep=config.keep_checkpoints)
-  restored = checkpointer.restore_latest(jax.tree.map(_abstract, state))
-  data_state = None
-  if restored is not None:
-    state, data_state, _ = restored
+  try:
+    restored = checkpointer.restore_latest(jax.tree.map(_abstract, state),
+                                           expected_data=train_iter.get_state())
+    if restored is not None:
+      state, data_state, _ = restored
+      train_iter.set_state(data_state)
+    if not has_run_file:
+      _write_run_file(workdir, config, spec)
+    return _loop(config, workdir, spec, model, tx, state, mesh, train_iter, make_eval_loader,
+                 checkpointer, steps_per_epoch, total_steps, is_main)
+  finally:
+    train_iter.close()
+    checkpointer.close()   # waits for every save in flight, on every exit path
+
+
+def _loop(config, workdir, spec, model, tx, state, mesh, train_iter, make_eval_loader,
+          checkpointer, steps_per_epoch, total_steps, is_main) -> dict[str, Any]:
+  """The training loop proper; returns the last metrics (``step`` included)."""
+  mode = config.parallel
   start_step = int(_host_scalar(state.step))
   train_step = make_train_step(model, tx, loss=config.loss,
                                l1_matrix_weight=config.l1_matrix_weight, mesh=mesh,
@@ -207,13 +368,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   eval_step = make_eval_step(model, loss=config.loss, mesh=mesh)
   if mode == "pmap":
     state = flax.jax_utils.replicate(state)
-
-  train_iter = data.train_loader(
-      config.dataset, global_batch_size=config.batch_size, seed=config.seed, data_dir=data_dir,
-      augment=config.augment, worker_count=config.worker_count, start_state=data_state)
-  make_eval_loader = lambda: data.eval_loader(
-      config.dataset, global_batch_size=config.eval_batch_size, data_dir=data_dir,
-      worker_count=config.worker_count)
 
   logger = MetricsLogger(workdir)
   if is_main:
@@ -224,59 +378,69 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   def unreplicated(state):
     return flax.jax_utils.unreplicate(state) if mode == "pmap" else state
 
+  def run_eval(step, state):
+    eval_metrics = evaluate(eval_step, unreplicated(state).params, make_eval_loader(), mesh)
+    logger.write(step, eval_metrics)
+    if is_main:
+      bar.write(f"step {step} (epoch {step / steps_per_epoch:.2f}): eval accuracy "
+                f"{eval_metrics['eval/accuracy']:.4f}, top-5 {eval_metrics['eval/top5']:.4f}")
+    checkpointer.save_best(step, unreplicated(state), train_iter.get_state(), eval_metrics)
+    return eval_metrics
+
   # ---- Loop ---------------------------------------------------------------------------------
   last_metrics: dict[str, Any] = {}
   pending: list[dict[str, jax.Array]] = []
   window_start = time.perf_counter()
   bar = tqdm(total=total_steps, initial=start_step, disable=not is_main, desc="train",
              unit="step", dynamic_ncols=True)
-  with _Preemption() as preemption:
-    step = start_step
-    while step < total_steps:
-      batch = next(train_iter)
-      if mode == "jit":
-        state, metrics = train_step(state, parallel.shard_batch(batch, mesh))
-      else:
-        state, metrics = train_step(state, parallel.split_for_pmap(batch))
-        metrics = jax.tree.map(lambda x: x[0], metrics)
-      pending.append(metrics)
-      step += 1
-      bar.update(1)
+  try:
+    with _Preemption() as preemption:
+      step = start_step
+      while step < total_steps:
+        batch = next(train_iter)
+        if mode == "jit":
+          state, metrics = train_step(state, parallel.shard_batch(batch, mesh))
+        else:
+          state, metrics = train_step(state, parallel.split_for_pmap(batch))
+          metrics = jax.tree.map(lambda x: x[0], metrics)
+        pending.append(metrics)
+        step += 1
+        bar.update(1)
 
-      end_of_epoch = step % steps_per_epoch == 0
-      epoch = step // steps_per_epoch
-      last = step == total_steps
-      preempted = preemption.any_process()
-      eval_now = (end_of_epoch and epoch % config.eval_every_epochs == 0) or last
-      save_now = step % config.checkpoint_every_steps == 0 or last or preempted
-      if step % config.log_every_steps == 0 or end_of_epoch or eval_now or save_now:
-        summary = _summarise(pending, step, workdir)   # raises before a bad state is saved
-        elapsed = time.perf_counter() - window_start
-        summary["train/images_per_sec"] = len(pending) * config.batch_size / max(elapsed, 1e-9)
-        summary["train/epoch"] = step / steps_per_epoch
-        logger.write(step, summary)
-        bar.set_postfix(loss=f"{summary['train/loss']:.4f}",
-                        acc=f"{summary['train/accuracy']:.3f}")
-        last_metrics.update(summary)
-        pending, window_start = [], time.perf_counter()
+        end_of_epoch = step % steps_per_epoch == 0
+        epoch = step // steps_per_epoch
+        last = step == total_steps
+        log_now = step % config.log_every_steps == 0 or end_of_epoch
+        save_now = step % config.checkpoint_every_steps == 0 or last
+        preempted = preemption.poll(sync=log_now or save_now)
+        save_now = save_now or preempted
+        eval_now = (end_of_epoch and epoch % config.eval_every_epochs == 0) or last
+        if log_now or eval_now or save_now:
+          summary = _summarise(pending, step, workdir)   # raises before a bad state is saved
+          elapsed = time.perf_counter() - window_start
+          summary["train/images_per_sec"] = len(pending) * config.batch_size / max(elapsed, 1e-9)
+          summary["train/epoch"] = step / steps_per_epoch
+          logger.write(step, summary)
+          bar.set_postfix(loss=f"{summary['train/loss']:.4f}",
+                          acc=f"{summary['train/accuracy']:.3f}")
+          last_metrics.update(summary)
+          pending, window_start = [], time.perf_counter()
 
-      if eval_now:
-        eval_metrics = evaluate(eval_step, unreplicated(state).params, make_eval_loader(), mesh)
-        logger.write(step, eval_metrics)
-        last_metrics.update(eval_metrics)
-        if is_main:
-          bar.write(f"step {step} (epoch {step / steps_per_epoch:.2f}): eval accuracy "
-                    f"{eval_metrics['eval/accuracy']:.4f}, top-5 {eval_metrics['eval/top5']:.4f}")
-        checkpointer.save_best(step, unreplicated(state), train_iter.get_state(), eval_metrics)
-      if save_now:
-        checkpointer.save(step, unreplicated(state), train_iter.get_state())
-      if preempted:
-        if is_main:
-          bar.write(f"SIGTERM: saved step {step} to {workdir}; re-run the same command to resume.")
-        break
-  bar.close()
-  checkpointer.close()
-  logger.close()
+        if save_now:   # before the eval: a failing eval loses no training
+          checkpointer.save(step, unreplicated(state), train_iter.get_state())
+        if eval_now and not preempted:
+          last_metrics.update(run_eval(step, state))
+        if preempted:
+          if is_main:
+            bar.write(f"{preemption.signal_name}: saved step {step} to {workdir}; re-run the "
+                      "same command to resume.")
+          last_metrics["interrupted"] = preemption.signal_name
+          break
+      if step == total_steps and step == start_step and _final_eval_missing(workdir, step):
+        last_metrics.update(run_eval(step, state))   # the run had stopped before its final eval
+  finally:
+    bar.close()
+    logger.close()
   last_metrics["step"] = step
   return last_metrics
 

@@ -90,12 +90,16 @@ def make_train_step(
   and the batch sharded over the mesh's ``data`` axis (batch from
   :func:`parallel.shard_batch`). ``"pmap"``: ``jax.pmap`` over local devices
   with ``pmean`` of the gradients (state replicated with a leading device axis,
-  batch from :func:`parallel.split_for_pmap`). Both compute the same update.
+  batch from :func:`parallel.split_for_pmap`). Both compute the same update (with the
+  ``l1_matrix_weight`` regulariser, pmap folds the device index into its RNG key, so each
+  device draws its own samples; jit draws once for the global batch).
   """
   loss_fn = functools.partial(_loss_and_metrics, model, loss, l1_matrix_weight)
 
-  def gradients(state, batch):
+  def gradients(state, batch, device_index=None):
     rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+    if device_index is not None:   # pmap: each device's regulariser draws its own samples
+      rng = jax.random.fold_in(rng, device_index)
     grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params, batch, rng)
     return grads, metrics
 
@@ -117,7 +121,7 @@ def make_train_step(
   if parallel_mode == "pmap":
 
     def pmap_step(state, batch):
-      grads, metrics = gradients(state, batch)
+      grads, metrics = gradients(state, batch, jax.lax.axis_index(PMAP_AXIS))
       grads, metrics = jax.lax.pmean((grads, metrics), PMAP_AXIS)
       return _apply_gradients(state, grads, tx), metrics
 

@@ -40,7 +40,49 @@ def find_archive(manual_dir: str | os.PathLike[str] | None, *, data_dir: str | N
 
 
 def read_archive(path: str | os.PathLike[str]) -> dict[str, dict[str, np.ndarray]]:
-  """Reads the archive: ``{split: {"image": uint8 (n, 32, 32, 3), "label": int64 (n,)}}``."""
+  """Reads the archive: ``{split: {"image": uint8 (n, 32, 32, 3), "label": int64 (n,)}}``.
+
+  Raises ``BadManualDataError`` (naming the file) when it is not a complete CIFAR-10 python
+  archive: not gzip, gzip of something else than tar, a tar without the batches, truncated.
+  """
+  try:
+    return _read_archive(path)
+  except errors.BadManualDataError:
+    raise
+  except KeyError as error:
+    raise errors.BadManualDataError(
+        f"cifar10: {path} lacks {error.args[0] if error.args else 'a batch'}; it is not the CIFAR-10 "
+        f"python archive. Download it again from {ARCHIVE_URL} (or use --download).") from None
+  except Exception as error:  # noqa: BLE001  (tarfile/gzip/pickle/zlib/EOF errors)
+    raise errors.BadManualDataError(
+        f"cifar10: {path} is not a readable CIFAR-10 python archive ({type(error).__name__}: "
+        f"{str(error)[:160]}). Download it again from {ARCHIVE_URL} (or use --download).") from None
+
+
+def check_archive(path: str | os.PathLike[str]) -> None:
+  """Reads the whole archive's index (cheap, no unpickling); ``BadManualDataError`` unless it is
+  a complete tar.gz holding every CIFAR-10 batch (so a bad file fails before any preparation)."""
+
+  def scan():
+    with tarfile.open(path, "r:gz") as archive:
+      names = set(archive.getnames())
+    missing = [m for members in SPLIT_MEMBERS.values() for m in members if m not in names]
+    if missing:
+      raise KeyError(", ".join(missing))
+
+  try:
+    scan()
+  except KeyError as error:
+    raise errors.BadManualDataError(
+        f"cifar10: {path} lacks {error.args[0]}; it is not the CIFAR-10 python archive. Download "
+        f"it again from {ARCHIVE_URL} (or use --download).") from None
+  except Exception as error:  # noqa: BLE001  (tarfile/gzip/zlib/EOF errors)
+    raise errors.BadManualDataError(
+        f"cifar10: {path} is not a readable CIFAR-10 python archive ({type(error).__name__}: "
+        f"{str(error)[:160]}). Download it again from {ARCHIVE_URL} (or use --download).") from None
+
+
+def _read_archive(path: str | os.PathLike[str]) -> dict[str, dict[str, np.ndarray]]:
   splits = {}
   with tarfile.open(path, "r:gz") as archive:
     for split, members in SPLIT_MEMBERS.items():
@@ -48,7 +90,7 @@ def read_archive(path: str | os.PathLike[str]) -> dict[str, dict[str, np.ndarray
       for member in members:
         file = archive.extractfile(member)
         if file is None:
-          raise ValueError(f"{path}: {member} is not a regular file.")
+          raise errors.BadManualDataError(f"cifar10: {path}: {member} is not a regular file.")
         batch = pickle.load(file, encoding="bytes")
         images.append(np.asarray(batch[b"data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
         labels.append(np.asarray(batch[b"labels"], np.int64))

@@ -13,7 +13,8 @@ config ``first{K}`` keeps only the first K of them (the paper's ImageNet-100 is
 official ILSVRC2012 validation labels that ship with tensorflow-datasets (files
 must keep their official names). Examples keep ImageFolder order (class, then
 file name) in both splits and store the encoded file bytes; images are decoded
-with PIL at read time.
+with PIL at read time. Preparation decodes every file once: files that do not decode
+(zero-byte, corrupt, not images) are skipped and reported with a count on stderr.
 
 ``tiny_imagenet`` reads the released ``tiny-imagenet-200`` folder (train/<wnid>/images/,
 val/images/ + val/val_annotations.txt, wnids.txt) and stores decoded 64x64x3 uint8
@@ -24,8 +25,10 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import os
 import re
+import sys
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -129,10 +132,61 @@ def imagenet_split_files(root: str, num_classes: int | None) -> tuple[list[str],
   return wnids, {"train": class_folder_files(os.path.join(root, "train"), wnids), "validation": validation}
 
 
-def _encoded_examples(files: Sequence[LabelledFile], root: str) -> Iterator[dict]:
+def undecodable_reason(data: bytes) -> str | None:
+  """Why ``data`` is not a decodable image (``"zero-byte"``, ``"not an image: ..."``), or None.
+
+  Decodes the whole image (PIL ``load``), so truncated and corrupt files are caught here
+  rather than at training time.
+  """
+  if not data:
+    return "zero-byte"
+  try:
+    with Image.open(io.BytesIO(data)) as image:
+      image.load()
+      image.convert("RGB")
+  except Exception as error:  # noqa: BLE001  (PIL raises OSError, SyntaxError, ValueError, ...)
+    return f"not an image ({type(error).__name__}: {str(error)[:80]})"
+  return None
+
+
+class SkippedFiles:
+  """Counts the files a preparation skips and reports them once (to stderr) per split."""
+
+  def __init__(self, split: str):
+    self.split, self.skipped, self.total = split, [], 0
+
+  def add(self, path: str, reason: str) -> None:
+    self.skipped.append((path, reason))
+
+  def report(self) -> None:
+    if not self.skipped:
+      return
+    kinds: dict[str, int] = {}
+    for _, reason in self.skipped:
+      kind = "zero-byte" if reason == "zero-byte" else "not decodable"
+      kinds[kind] = kinds.get(kind, 0) + 1
+    listed = "; ".join(f"{path}: {reason}" for path, reason in self.skipped[:5])
+    more = f" (and {len(self.skipped) - 5} more)" if len(self.skipped) > 5 else ""
+    print(f"WARNING: {self.split}: skipped {len(self.skipped)} of {self.total} image files "
+          f"({', '.join(f'{n} {k}' for k, n in sorted(kinds.items()))}): {listed}{more}",
+          file=sys.stderr, flush=True)
+    if len(self.skipped) == self.total:
+      raise errors.BadManualDataError(f"{self.split}: none of the {self.total} image files decode.")
+
+
+def _encoded_examples(files: Sequence[LabelledFile], root: str, split: str = "split") -> Iterator[dict]:
+  """The files' encoded bytes; files that do not decode are skipped and reported with a count."""
+  skipped = SkippedFiles(split)
   for path, label in files:
+    skipped.total += 1
     with open(path, "rb") as file:
-      yield {"image": file.read(), "label": label, "file_name": os.path.relpath(path, root)}
+      data = file.read()
+    reason = undecodable_reason(data)
+    if reason is not None:
+      skipped.add(path, reason)
+      continue
+    yield {"image": data, "label": label, "file_name": os.path.relpath(path, root)}
+  skipped.report()
 
 
 @dataclasses.dataclass(eq=False)
@@ -181,7 +235,7 @@ class CodajaxImagenetFolder(base.OrderedBuilder):
     root = find_imagenet_root(dl_manager.manual_dir, data_dir=os.fspath(self.data_dir_root))
     wnids, files = imagenet_split_files(root, self.builder_config.num_classes)
     self.info.features["label"].names = wnids
-    return {split: self._generate_examples(_encoded_examples(split_files, root))
+    return {split: self._generate_examples(_encoded_examples(split_files, root, split))
             for split, split_files in files.items()}
 
 
@@ -218,13 +272,23 @@ def tiny_imagenet_split_files(root: str) -> tuple[list[str], dict[str, list[Labe
   return wnids, {"train": train, "validation": validation}
 
 
-def _decoded_tiny_examples(files: Sequence[LabelledFile]) -> Iterator[dict]:
+def _decoded_tiny_examples(files: Sequence[LabelledFile], split: str = "split") -> Iterator[dict]:
+  """Decoded 64x64x3 images; files that do not decode are skipped and reported with a count."""
+  skipped = SkippedFiles(split)
   for path, label in files:
-    with Image.open(path) as image:
+    skipped.total += 1
+    with open(path, "rb") as file:
+      data = file.read()
+    reason = undecodable_reason(data)
+    if reason is not None:
+      skipped.add(path, reason)
+      continue
+    with Image.open(io.BytesIO(data)) as image:
       array = np.asarray(image.convert("RGB"))
     if array.shape != TINY_IMAGE_SHAPE:
-      raise ValueError(f"{path}: expected a {TINY_IMAGE_SHAPE} image, got {array.shape}.")
+      raise errors.BadManualDataError(f"{path}: expected a {TINY_IMAGE_SHAPE} image, got {array.shape}.")
     yield {"image": array, "label": label}
+  skipped.report()
 
 
 class CodajaxTinyImagenet(base.OrderedBuilder):
@@ -244,6 +308,6 @@ class CodajaxTinyImagenet(base.OrderedBuilder):
     root = find_tiny_imagenet_root(dl_manager.manual_dir, data_dir=os.fspath(self.data_dir_root))
     wnids, files = tiny_imagenet_split_files(root)
     self.info.features["label"].names = wnids
-    return {split: self._generate_examples(_decoded_tiny_examples(split_files))
+    return {split: self._generate_examples(_decoded_tiny_examples(split_files, split))
             for split, split_files in files.items()}
 

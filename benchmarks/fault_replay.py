@@ -1,0 +1,328 @@
+"""Replays the training faults and bad inputs of issue 11; prints ``case | outcome | nothing lost?``.
+
+    python benchmarks/fault_replay.py [--data_dir DIR] [--keep]
+
+Each case runs ``train.py`` (or ``tests/train_worker.py``) as a subprocess on a tiny config
+(digits, tiny-3L, 6 steps, checkpoints every 2) in a temporary directory. Faults pass when
+the run resumes (or stops) with nothing lost: the final parameters equal an uninterrupted
+run's and nothing good was moved to ``corrupt/``. Bad inputs pass with exit status 2 and a
+one-line ``train.py: error: ...``. Takes a few minutes on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+STEPS = 6
+
+
+def _env(devices: int | None = None) -> dict[str, str]:
+  env = dict(os.environ, PYTHONUNBUFFERED="1",
+             PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
+  if devices:
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  return env
+
+
+def _cmd(workdir: str, data_dir: str, *extra: str) -> list[str]:
+  return [sys.executable, "train.py", "--config", "configs/digits.py", f"--workdir={workdir}",
+          f"--config.data_dir={data_dir}", "--config.model.name=tiny-3L",
+          "--config.model.temperature=10", "--config.batch_size=8", f"--config.max_steps={STEPS}",
+          "--config.checkpoint_every_steps=2", "--config.log_every_steps=2",
+          "--config.eval_every_epochs=100", *extra]
+
+
+def _run(args: list[str], devices: int | None = None, timeout: int = 300):
+  return subprocess.run(args, cwd=ROOT, env=_env(devices), capture_output=True, text=True,
+                        timeout=timeout)
+
+
+def _params(workdir: str):
+  from codajax.train import restore_params
+
+  return restore_params(workdir)
+
+
+def _same_as(reference: str, workdir: str) -> bool:
+  import jax
+
+  (a, step_a), (b, step_b) = _params(reference), _params(workdir)
+  return step_a == step_b and all(np.array_equal(x, y) for x, y in
+                                  zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def _listing(workdir: str) -> list[str]:
+  path = os.path.join(workdir, "checkpoints")
+  return sorted(os.listdir(path)) if os.path.isdir(path) else []
+
+
+def _error_lines(result) -> list[str]:
+  """stderr without the progress bar (tqdm's ``train:`` lines and its blank clearing lines)."""
+  return [line for line in result.stderr.splitlines()
+          if line.strip() and not line.lstrip().startswith("train:")]
+
+
+def _one_line_error(result) -> bool:
+  lines = _error_lines(result)
+  return result.returncode == 2 and len(lines) == 1 and lines[0].startswith("train.py: error: ")
+
+
+def _wait_for(path: str, proc, timeout: float = 240) -> None:
+  deadline = time.time() + timeout
+  while not os.path.exists(path) and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.02)
+
+
+class Replay:
+  """The cases; each returns ``(outcome, nothing_lost)``."""
+
+  def __init__(self, tmp: str, data_dir: str):
+    self.tmp, self.data_dir = tmp, data_dir
+    self.reference = os.path.join(tmp, "reference")
+    result = _run(_cmd(self.reference, data_dir))
+    if result.returncode:
+      raise SystemExit(f"the reference run failed:\n{result.stderr[-3000:]}")
+
+  def _dir(self, name: str) -> str:
+    return os.path.join(self.tmp, name)
+
+  def _partial(self, name: str, steps: int = 4) -> str:
+    """A run stopped at ``steps`` (checkpoints at 2 and 4)."""
+    workdir = self._dir(name)
+    result = _run(_cmd(workdir, self.data_dir, f"--config.max_steps={steps}"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    return workdir
+
+  def _resume_ok(self, workdir: str, *extra: str) -> bool:
+    result = _run(_cmd(workdir, self.data_dir, *extra))
+    return result.returncode == 0 and _same_as(self.reference, workdir)
+
+  # ---- faults
+  def sigkill_mid_run(self):
+    workdir = self._dir("sigkill")
+    proc = subprocess.Popen(_cmd(workdir, self.data_dir, "--config.max_steps=400"), cwd=ROOT,
+                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_for(os.path.join(workdir, "checkpoints", "4"), proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    saved = _listing(workdir)
+    ok = self._resume_ok(workdir) and not os.path.exists(os.path.join(workdir, "corrupt"))
+    return f"killed with checkpoints {saved}; resumed", ok
+
+  def sigint(self):
+    workdir = self._dir("sigint")
+    proc = subprocess.Popen(_cmd(workdir, self.data_dir, "--config.max_steps=100000",
+                                 "--config.checkpoint_every_steps=100000"), cwd=ROOT, env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(os.path.join(workdir, "metrics.jsonl"), proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    _, step = _params(workdir)
+    return f"exit {proc.returncode}, saved step {step}", proc.returncode == 130 and step >= 2
+
+  def _worker(self, where: str, want_step: int):
+    workdir = self._dir(f"fail_{where}")
+    result = _run([sys.executable, "tests/train_worker.py", "fail_at", where, workdir,
+                   self.data_dir])
+    tmp = [n for n in _listing(workdir) if "tmp" in n]
+    _, step = _params(workdir)
+    return (f"exit {result.returncode}, latest step {step}, tmp dirs {tmp}",
+            result.returncode == 3 and step == want_step and not tmp)
+
+  def nan_after_async_save(self):
+    return self._worker("summarise", 2)
+
+  def failing_final_eval(self):
+    return self._worker("eval", 4)
+
+  def changed_virtual_batch(self):
+    workdir = self._partial("vbs")
+    before = _listing(workdir)
+    result = _run(_cmd(workdir, self.data_dir, "--config.virtual_batch_size=16"))
+    ok = (_one_line_error(result) and _listing(workdir) == before
+          and not os.path.exists(os.path.join(workdir, "corrupt")) and self._resume_ok(workdir))
+    return "refused: " + result.stderr.strip()[:70], ok
+
+  def missing_run_json_foreign_config(self):
+    workdir = self._partial("norun")
+    os.remove(os.path.join(workdir, "run.json"))
+    before = _listing(workdir)
+    result = _run(_cmd(workdir, self.data_dir, "--config.virtual_batch_size=16"))
+    ok = (_one_line_error(result) and _listing(workdir) == before
+          and not os.path.exists(os.path.join(workdir, "corrupt")) and self._resume_ok(workdir))
+    return "refused: " + result.stderr.strip()[:70], ok
+
+  def garbage_run_json(self):
+    workdir = self._partial("garbage_run")
+    with open(os.path.join(workdir, "run.json"), "w") as f:
+      f.write("\x00garbage")
+    result = _run(_cmd(workdir, self.data_dir))
+    return ("refused: " + result.stderr.strip()[:70],
+            _one_line_error(result) and "run.json" in result.stderr and _listing(workdir) == [
+                "2", "4"])
+
+  def damaged_newest_checkpoint(self):
+    workdir = self._partial("damaged")
+    for root, _, files in os.walk(os.path.join(workdir, "checkpoints", "4", "state")):
+      for name in files:
+        with open(os.path.join(root, name), "wb") as f:
+          f.write(b"garbage")
+    moved = lambda: sorted(n.split("-")[0] for n in os.listdir(os.path.join(workdir, "corrupt")))
+    ok = self._resume_ok(workdir) and moved() == ["4"]
+    return "fell back to step 2, moved 4 to corrupt/", ok
+
+  def empty_data_metadata(self):
+    workdir = self._partial("empty_meta")
+    with open(os.path.join(workdir, "checkpoints", "4", "data", "metadata"), "w") as f:
+      f.write("{}")
+    ok = self._resume_ok(workdir) and len(os.listdir(os.path.join(workdir, "corrupt"))) == 1
+    return "fell back to step 2", ok
+
+  def eval_on_damaged_newest(self):
+    workdir = self._partial("eval_damaged")
+    for root, _, files in os.walk(os.path.join(workdir, "checkpoints", "4", "state")):
+      for name in files:
+        with open(os.path.join(root, name), "wb") as f:
+          f.write(b"garbage")
+    from codajax.train import restore
+
+    run = restore(workdir)
+    return f"restore() used step {run.step}", run.step == 2 and _listing(workdir) == ["2", "4"]
+
+  def two_processes_one_workdir(self):
+    workdir = self._dir("two")
+    first = subprocess.Popen(_cmd(workdir, self.data_dir, "--config.max_steps=100000"), cwd=ROOT,
+                             env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_for(os.path.join(workdir, "metrics.jsonl"), first)
+    second = _run(_cmd(workdir, self.data_dir))
+    first.send_signal(signal.SIGTERM)
+    first.wait(timeout=120)
+    ok = _one_line_error(second) and "in use" in second.stderr and first.returncode == 0
+    return "second refused: " + second.stderr.strip()[:60], ok
+
+  def _tmpfs(self, name: str, size: str) -> str | None:
+    """A small tmpfs mounted at a fresh folder (needs root), or None."""
+    mount = self._dir(name)
+    os.makedirs(mount)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", mount],
+                          capture_output=True)
+    return mount if done.returncode == 0 else None
+
+  def _remount(self, mount: str, options: str) -> None:
+    subprocess.run(["mount", "-o", f"remount,{options}", mount], check=True, capture_output=True)
+
+  def read_only_workdir(self):
+    mount = self._tmpfs("readonly_fs", "20M")
+    if mount is None:
+      if os.geteuid() == 0:
+        return "skipped: root without mount (permissions are not enforced)", None
+      workdir = self._partial("readonly")
+      os.chmod(workdir, 0o555)
+      try:
+        result = _run(_cmd(workdir, self.data_dir))
+      finally:
+        os.chmod(workdir, 0o755)
+      return "refused: " + result.stderr.strip()[:60], _one_line_error(result)
+    try:
+      workdir = os.path.join(mount, "run")
+      assert _run(_cmd(workdir, self.data_dir, "--config.max_steps=4")).returncode == 0
+      self._remount(mount, "ro")
+      result = _run(_cmd(workdir, self.data_dir))
+      self._remount(mount, "rw")
+      ok = _one_line_error(result) and self._resume_ok(workdir)
+      return "refused, then resumed: " + result.stderr.strip()[:50], ok
+    finally:
+      subprocess.run(["umount", mount], capture_output=True)
+
+  def disk_full(self):
+    mount = self._tmpfs("full_fs", "400K")   # two tiny-3L checkpoints, not three
+    if mount is None:
+      return "skipped: cannot mount a small tmpfs (needs root)", None
+    try:
+      workdir = os.path.join(mount, "run")
+      result = _run(_cmd(workdir, self.data_dir))
+      lines = _error_lines(result)
+      stopped = (result.returncode == 2 and len(lines) == 1
+                 and lines[0].startswith("train.py: error: disk full"))
+      self._remount(mount, "size=20M")
+      ok = stopped and self._resume_ok(workdir)
+      return f"exit {result.returncode}: {lines[-1][:60] if lines else ''}; resumed", ok
+    finally:
+      subprocess.run(["umount", mount], capture_output=True)
+
+  # ---- bad inputs
+  def _bad(self, *extra: str, devices: int | None = None):
+    result = _run(_cmd(self._dir("bad"), self.data_dir, *extra), devices=devices)
+    return result.stderr.strip()[:80], _one_line_error(result)
+
+  def misspelled_key(self):
+    return self._bad("--config.not_a_key=1")
+
+  def model_kwargs_foo(self):
+    return self._bad("--config.model.kwargs.foo=1")
+
+  def batch_size_zero(self):
+    return self._bad("--config.batch_size=0")
+
+  def batch_not_divisible_by_devices(self):
+    return self._bad("--config.batch_size=9", devices=2)
+
+  def unknown_dataset(self):
+    return self._bad("--config.dataset=nope")
+
+  def infinite_temperature(self):
+    return self._bad("--config.model.temperature=inf")
+
+
+FAULTS = ("sigkill_mid_run", "sigint", "nan_after_async_save", "failing_final_eval",
+          "changed_virtual_batch", "missing_run_json_foreign_config", "garbage_run_json",
+          "damaged_newest_checkpoint", "empty_data_metadata", "eval_on_damaged_newest",
+          "two_processes_one_workdir", "read_only_workdir", "disk_full")
+BAD_INPUTS = ("misspelled_key", "model_kwargs_foo", "batch_size_zero",
+              "batch_not_divisible_by_devices", "unknown_dataset", "infinite_temperature")
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--data_dir", default=None, help="TFDS data dir (default: a temporary one)")
+  parser.add_argument("--keep", action="store_true", help="keep the temporary work directories")
+  args = parser.parse_args()
+  tmp = tempfile.mkdtemp(prefix="fault_replay_")
+  data_dir = args.data_dir or os.path.join(tmp, "tfds")
+  try:
+    replay = Replay(tmp, data_dir)
+    rows, totals = [], {"faults": [0, 0, 0], "bad inputs": [0, 0, 0]}
+    for kind, names in (("faults", FAULTS), ("bad inputs", BAD_INPUTS)):
+      for name in names:
+        start = time.time()
+        try:
+          outcome, ok = getattr(replay, name)()
+        except Exception as error:  # noqa: BLE001  (a case that crashes counts as lost)
+          outcome, ok = f"{type(error).__name__}: {error}"[:80], False
+        verdict = "skipped" if ok is None else ("yes" if ok else "NO")
+        totals[kind][0 if ok else (2 if ok is None else 1)] += 1
+        rows.append((name, outcome.replace("\n", " "), verdict, time.time() - start))
+        print(f"{name:34s} | {outcome.replace(chr(10), ' ')[:90]:90s} | {verdict} "
+              f"({rows[-1][3]:.0f} s)", flush=True)
+    print()
+    for kind, (ok, bad, skipped) in totals.items():
+      label = "nothing lost" if kind == "faults" else "clear one-line error"
+      print(f"{kind}: {ok}/{ok + bad} with {label} ({skipped} skipped)")
+  finally:
+    if not args.keep:
+      shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+  main()
