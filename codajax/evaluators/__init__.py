@@ -166,11 +166,15 @@ def run_evaluators(entries: Sequence[Entry], ctx: Context) -> tuple[dict[str, An
 
 
 def flat_scalars(report: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
-  """The report's numbers as ``{"a/b/c": value}`` (lists and strings left out)."""
+  """The report's numbers as ``{"a/b/c": value}``; lists of dicts by index (``depths/0/...``),
+  other lists and strings left out."""
   out: dict[str, float] = {}
   for key, value in report.items():
     if isinstance(value, Mapping):
       out.update(flat_scalars(value, f"{prefix}{key}/"))
+    elif isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
+      for index, item in enumerate(value):
+        out.update(flat_scalars(item, f"{prefix}{key}/{index}/"))
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
       out[f"{prefix}{key}"] = value
   return out

@@ -210,7 +210,8 @@ FIRST = "first_"
 
 
 def map_batches(ctx: Context, label: str, fn: Callable, load: Callable[[np.ndarray], Mapping],
-                num: int, batch_size: int, keys: Sequence[str], *, truncate: bool = True) -> Any:
+                num: int, batch_size: int, keys: Sequence[str], *, truncate: bool = True,
+                unit: str | None = None) -> Any:
   """``fn(variables, *batch[keys])`` over items ``0..num-1``; the outputs gathered, ``num`` rows.
 
   Args:
@@ -222,6 +223,8 @@ def map_batches(ctx: Context, label: str, fn: Callable, load: Callable[[np.ndarr
     batch_size: rows per call, rounded up to the device count; the last batch is padded.
     keys: which arrays of ``load``'s result ``fn`` takes, in order.
     truncate: in a probe (``ctx.probe``), run the first batch only (rows of it are returned).
+    unit: names this pass for the estimate and the reuse of its probed first batch (default:
+      ``label``; give one when several passes share a program).
 
   Returns:
     The outputs as numpy arrays with ``num`` rows (in a truncated probe: the first batch's rows).
@@ -232,14 +235,15 @@ def map_batches(ctx: Context, label: str, fn: Callable, load: Callable[[np.ndarr
   if not slices:
     return None
   probing = ctx.probe and truncate
+  unit = unit or label
   if ctx.progress is not None:
-    ctx.progress.start(label, 1 if probing else len(slices),
-                       counted=not probing and label in ctx.plan)
+    ctx.progress.start(unit, 1 if probing else len(slices),
+                       counted=not probing and unit in ctx.plan)
   outputs, rows_done = [], 0
   for index, rows in enumerate(slices):
     if probing and index > 0:
       break
-    cached = ctx.first_batches.pop(label, None) if index == 0 and not probing else None
+    cached = ctx.first_batches.pop(unit, None) if index == 0 and not probing else None
     if cached is None:
       host = load(np.arange(rows.start, rows.stop))
       batch = global_batch({k: pad_rows(np.asarray(host[k]), size) for k in keys}, ctx.mesh)
@@ -247,8 +251,8 @@ def map_batches(ctx: Context, label: str, fn: Callable, load: Callable[[np.ndarr
       program = ctx.programs.get(label, fn, *args)
       if probing:
         cached, seconds = timed(lambda: program(*args))
-        ctx.plan[label] = (len(slices), seconds)
-        ctx.first_batches[label] = cached
+        ctx.plan[unit] = (len(slices), seconds)
+        ctx.first_batches[unit] = cached
       else:
         cached = program(*args)
     outputs.append(cached)

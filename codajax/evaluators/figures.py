@@ -107,7 +107,8 @@ class Evaluator(MethodsEvaluator):
         step = lambda v, images, labels, attribute=attribute: attribute(v, images, labels).sum(-1)
         label = self.label("importance", method)
       maps[method] = common.map_batches(ctx, label, step, common.rows_of(shown), len(chosen),
-                                        self.batch_size, ("image", "label"), truncate=False)
+                                        self.batch_size, ("image", "label"), truncate=False,
+                                        unit=f"figures/{method}")
     grid = 3 if grid_set is None else int(round(np.sqrt(grid_set.indices.shape[1])))
     written = []
     if common.is_main_process():

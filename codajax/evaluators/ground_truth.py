@@ -57,7 +57,7 @@ class Evaluator(MethodsEvaluator):
       importance, _ = pixel_removal.importance_maps(ctx, self, method, n_images)
       out, seconds = common.timed(lambda: common.map_batches(
           ctx, "ground_truth", step, common.rows_of({"importance": importance, "mask": masks}),
-          n_images, self.batch_size, ("importance", "mask")))
+          n_images, self.batch_size, ("importance", "mask"), unit=f"ground_truth/{method}"))
       yield f"methods/{method}/ground_truth", {
           "mask_energy": metrics.summarise(out["mask_energy"]),
           "pointing_game": float(out["pointing_game"].mean())}

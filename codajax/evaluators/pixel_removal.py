@@ -52,14 +52,13 @@ def importance_maps(ctx: Context, evaluator: MethodsEvaluator, method: str,
   return ctx.memoized(("importance", label, n_images), compute)
 
 
-def removal_step(ctx: Context, n_points: int):
+def removal_step(model, info, n_points: int):
   """``(variables, images uint8 (B, H, W, C), labels (B,), importance (B, H, W)) -> (B, P)``.
 
   Removed pixels are 0 in all channels of the encoded input ("zero_encoded"), or black image
   pixels for a CNN embedding ("black").
   """
-  model = ctx.model
-  if ctx.info.encoded_input:
+  if info.encoded_input:
     mode, forward = "zero_encoded", lambda v: (lambda x: model.apply(v, x, method="forward_from"))
   else:
     mode, forward = "black", lambda v: (lambda x: model.apply(v, x))
@@ -105,13 +104,13 @@ class Evaluator(MethodsEvaluator):
         "direction": DIRECTION, "mode": "zero_encoded" if ctx.info.encoded_input else "black",
         "fractions": fractions.round(6).tolist()}
     shown = examples(ctx, n_images)
-    step = removal_step(ctx, n_points)
+    step = removal_step(ctx.model, ctx.info, n_points)
     for method in self.methods:
       importance, attribution_seconds = importance_maps(ctx, self, method, n_images)
       probabilities, seconds = common.timed(lambda: common.map_batches(
           ctx, self.label(f"removal{n_points}", "all"), step,
           common.rows_of({**shown, "importance": importance}), n_images, self.batch_size,
-          ("image", "label", "importance")))
+          ("image", "label", "importance"), unit=f"removal/{method}"))
       curve = probabilities.mean(0)
       ctx.memo.setdefault("removal_curves", {})[method] = curve
       yield f"methods/{method}/pixel_removal", {"mean": float(curve.mean()),

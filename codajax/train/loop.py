@@ -205,6 +205,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                                l1_matrix_weight=config.l1_matrix_weight, mesh=mesh,
                                parallel_mode=mode)
   eval_step = make_eval_step(model, loss=config.loss, mesh=mesh)
+  from codajax.evaluators.training import TrainingEvaluators  # (it imports codajax.train)
+  evals = TrainingEvaluators(config, model, spec, mesh, workdir)   # config.evals, every N steps
   if mode == "pmap":
     state = flax.jax_utils.replicate(state)
 
@@ -268,6 +270,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           bar.write(f"step {step} (epoch {step / steps_per_epoch:.2f}): eval accuracy "
                     f"{eval_metrics['eval/accuracy']:.4f}, top-5 {eval_metrics['eval/top5']:.4f}")
         checkpointer.save_best(step, unreplicated(state), train_iter.get_state(), eval_metrics)
+      if evals.due(step, last):
+        evals.run(step, unreplicated(state).params, logger, last=last)
       if save_now:
         checkpointer.save(step, unreplicated(state), train_iter.get_state())
       if preempted:

@@ -13,7 +13,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import ALL_METHODS, base_config  # noqa: E402  (configs/ is not a package)
+from eval_base import ALL_METHODS, base_config  # noqa: E402  (configs/ is not a package)
 
 
 def get_config(arg=None):
