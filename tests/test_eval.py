@@ -160,7 +160,7 @@ def test_eval_cli_end_to_end_on_digits(digits_run, tmp_path):
                                                            "pixel_removal"}
   # Every curve starts from the same unperturbed images: the sigmoid of the true-class logit.
   first8 = {k: v[:8] for k, v in test.items()}
-  p0 = jax.nn.sigmoid(logits[np.arange(8), first8["label"]]).mean()
+  p0 = float(jax.nn.sigmoid(logits[np.arange(8), first8["label"]]).mean())
   for method in methods:
     assert report["methods"][method]["pixel_removal"]["curve"][0] == pytest.approx(p0, abs=1e-5)
 
