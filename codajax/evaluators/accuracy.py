@@ -14,11 +14,11 @@ class Evaluator:
   """Top-1, top-5, loss and per-class accuracy via :func:`codajax.train.evaluate`.
 
   Args:
-    batch_size: global batch (default: the run's ``eval_batch_size``).
+    eval_batch_size: global batch (default: the run's ``eval_batch_size``).
   """
 
-  def __init__(self, batch_size: int | None = None):
-    self.batch_size = batch_size
+  def __init__(self, eval_batch_size: int | None = None):
+    self.batch_size = eval_batch_size
 
   def run(self, ctx: Context) -> Iterator[tuple[str, Any]]:
     """Yields ``accuracy/top1``, ``accuracy/top5``, ``accuracy/loss``, ``accuracy/per_class``,

@@ -18,6 +18,7 @@ from codajax.evaluators.common import EvaluationError
 
 
 PREFIX = "evals/"
+DEFAULT_METHODS = "Ours"   # an entry without ``methods`` scores the CoDA contributions only
 
 
 def _flat(report: dict[str, Any]) -> dict[str, float]:
@@ -40,7 +41,7 @@ class TrainingEvaluators:
 
   def __init__(self, config, model, spec, mesh, workdir: str):
     evals = config.get("evals", None) or {}
-    self.entries: list[Entry] = from_config(evals)
+    self.entries: list[Entry] = from_config(evals, {"methods": DEFAULT_METHODS})
     for entry in self.entries:
       if entry.every_steps is None:
         raise EvaluationError(f"evals.{entry.name}: set every_steps (how often to run it "
