@@ -246,7 +246,8 @@ def test_ground_truth_scores_on_shapes_and_too_few_grids(shapes_run, tmp_path, c
   gt = report["protocol"]["ground_truth"]
   assert gt["n_images"] == 8 and gt["targets"] == "true class"
   run = restore(shapes_run)
-  shown = data.load_examples("shapes", "test", data_dir=run.config.data_dir, indices=np.arange(8))
+  shown = data.load_examples(run.config.dataset, "test", data_dir=run.config.data_dir,
+                             indices=np.arange(8))
   masks = shown["object_mask"].astype(bool)
   assert gt["mask_fraction"] == pytest.approx(masks.mean())
   assert 0.0 < gt["mask_fraction"] < 0.5
@@ -479,9 +480,15 @@ def test_every_method_runs_on_a_tiny_evaluation(digits_run, tmp_path):
   report = evaluators.evaluate_run(digits_run, config)
   assert list(report["methods"]) == list(evaluators.known_methods())
   assert report["protocol"]["method_settings"]["RISE"]["n_masks"] == 300
+  run = restore(digits_run)
+  first = data.load_examples("digits", "test", data_dir=run.config.data_dir, indices=[0, 1])
+  logits = np.asarray(run.model.apply(run.variables, first["image"].astype(np.float32) / 255))
+  p0 = float(jax.nn.sigmoid(logits[[0, 1], first["label"]]).mean())
   for result in report["methods"].values():
     assert result["localisation"]["count"] == 9
     assert 0.0 <= result["pixel_removal"]["mean"] <= 1.0
+    assert result["pixel_removal"]["curve"][0] == pytest.approx(p0, abs=1e-5)
+  assert set(report["compiles"].values()) == {1}
 
 
 def test_hybrid_with_a_cnn_embedding_is_explained_over_the_image():

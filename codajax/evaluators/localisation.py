@@ -61,7 +61,7 @@ def grids(ctx: Context, n_grids: int, grid: int) -> GridSet:
     order = metrics.select_confident_images(logits, labels, seed=SELECTION_SEED,
                                             n_per_grid=grid * grid)
     available = count_grids(labels, order, grid, n_grids)
-    if available < n_grids and common.is_main_process() and not ctx.probe:
+    if available < n_grids and common.is_main_process():
       print(f"localisation: only {available} of the requested {n_grids} {grid}x{grid} grids can "
             f"be built from the {len(order)} confidently and correctly classified test images "
             f"(each grid needs {grid * grid} distinct classes); evaluating {available}.",
