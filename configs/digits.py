@@ -25,6 +25,10 @@ def get_config(arg: str | None = None):
   config.eval_every_epochs = 5
   config.log_every_steps = 20
   config.checkpoint_every_steps = 200
+  # Interpretability during training: "Ours" localisation on a few grids every 10 epochs
+  # (logged as evals/methods/Ours/localisation/mean; see docs/evaluation.md).
+  config.evals.localisation = dict(every_steps=220, n_grids=8, methods="Ours")
   if "smoke" in config_tokens(arg):
     apply_smoke(config, steps=4, batch_size=8, eval_batch_size=512)
+    config.evals = {}
   return config

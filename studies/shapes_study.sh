@@ -50,7 +50,7 @@ runs | while read -r name config lambda; do
       if [[ "$name" == "$ALL_METHODS_RUN" ]]; then
         echo "== $(date +%T) eval $name (every method)"
         # shellcheck disable=SC2086
-        python eval.py --workdir "$workdir" --out "$workdir/eval_all" --n_grids "$ALL_GRIDS" \
+        python eval.py --workdir "$workdir" --config configs/eval/paper.py --out "$workdir/eval_all" --n_grids "$ALL_GRIDS" \
           --grid "$EVAL_GRID" --n_removal "$ALL_REMOVAL" $ALL_SETTINGS </dev/null
       fi
       ;;

@@ -1,7 +1,9 @@
-"""eval.py and codajax.evaluation: end to end on small trained runs, depth analysis, errors."""
+"""eval.py and codajax.evaluators: end to end on small trained runs, against values computed here
+independently (numpy, direct model calls), presets, estimates, errors, training, two processes."""
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -11,14 +13,20 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from codajax import evaluation
+from codajax import data, evaluators
+from codajax.evaluators import methods as eval_methods
+from codajax.evaluators import pixel_removal
 from codajax.explain import explain
 from codajax.models import get_model
-from codajax.train import train_and_evaluate
+from codajax.train import restore, train_and_evaluate
+from codajax.train.metrics_log import read_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "configs"))
+sys.path.insert(0, os.path.join(ROOT, "configs", "eval"))
 import digits as digits_config  # noqa: E402  (configs/ is not a package)
+import paper as paper_config  # noqa: E402
+import quick as quick_config  # noqa: E402
 import shapes as shapes_config  # noqa: E402
 
 
@@ -54,10 +62,22 @@ def shapes_run(data_dir, tmp_path_factory):
   return workdir
 
 
-def _eval_cli(*args, timeout=300):
+def _eval_cli(*args, timeout=300, env=None):
   return subprocess.run([sys.executable, os.path.join(ROOT, "eval.py"), *args], cwd=ROOT,
                         capture_output=True, text=True, timeout=timeout,
-                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+
+
+def _quick(out, methods="Ours", **evals):
+  """The quick preset with ``methods``, output ``out`` and entries replaced by ``evals``."""
+  config = quick_config.get_config()
+  config.methods, config.out, config.progress = methods, str(out), False
+  for name, entry in evals.items():
+    if entry is None:
+      del config.evals[name]
+    else:
+      config.evals[name] = entry
+  return config
 
 
 def _assert_png(path):
@@ -68,11 +88,29 @@ def _assert_png(path):
     assert image.format == "PNG" and min(image.size) >= 100
 
 
-def _assert_summary(summary, count):
-  assert summary["count"] == count
-  assert 0.0 <= summary["min"] <= summary["p25"] <= summary["median"] <= summary["p75"] \
-      <= summary["max"] <= 1.0
-  assert summary["min"] <= summary["mean"] <= summary["max"]
+def _grid_images(run, indices, grid):
+  """Column-major grid images (G, nH, nW, C) in [0, 1], built here from the test images."""
+  tiles = data.load_examples("digits", "test", data_dir=run.config.data_dir,
+                             indices=indices.reshape(-1))["image"].astype(np.float32) / 255
+  height, width = tiles.shape[1:3]
+  out = np.zeros((len(indices), grid * height, grid * width, tiles.shape[-1]), np.float32)
+  for g in range(len(indices)):
+    for k in range(grid * grid):
+      row, col = k % grid, k // grid
+      out[g, row * height:(row + 1) * height, col * width:(col + 1) * width] = \
+          tiles[g * grid * grid + k]
+  return out
+
+
+def _localisation_numpy(maps, grid):
+  """Share of the positive mass of each map (n², nH, nW) inside its own tile k: (n²,)."""
+  height, width = maps.shape[1] // grid, maps.shape[2] // grid
+  scores = []
+  for k, m in enumerate(np.maximum(np.asarray(maps, np.float64), 0)):
+    row, col = k % grid, k // grid
+    inside = m[row * height:(row + 1) * height, col * width:(col + 1) * width].sum()
+    scores.append(inside / m.sum())
+  return np.array(scores)
 
 
 def test_eval_cli_end_to_end_on_digits(digits_run, tmp_path):
@@ -80,7 +118,7 @@ def test_eval_cli_end_to_end_on_digits(digits_run, tmp_path):
   out = str(tmp_path / "eval")
   result = _eval_cli("--workdir", digits_run, "--methods", ",".join(methods), "--n_grids", "2",
                      "--n_removal", "8", "--batch_size", "9", "--n_figure", "3", "--out", out,
-                     "--method_setting", "Grad.abs=True")
+                     "--method_setting", "Grad.abs=True", "--config.evals.completeness.n_images=8")
   assert result.returncode == 0, result.stderr[-3000:]
   assert "report:" in result.stdout and "Ours" in result.stdout
 
@@ -88,9 +126,14 @@ def test_eval_cli_end_to_end_on_digits(digits_run, tmp_path):
     report = json.load(f)
   assert report["checkpoint"] == {"which": "latest", "step": 40}
   assert report["dataset"] == "digits" and report["explainable_layers"] == 5
+  run = restore(digits_run)
+  test = data.load_examples("digits", "test", data_dir=run.config.data_dir)
+  logits = np.asarray(run.model.apply(run.variables, test["image"].astype(np.float32) / 255))
   acc = report["accuracy"]
   assert acc["count"] == 360 and 0.5 < acc["top1"] <= acc["top5"] <= 1.0
-  assert len(acc["per_class"]) == 10 and all(0 <= a <= 1 for a in acc["per_class"])
+  assert acc["top1"] == pytest.approx(np.mean(logits.argmax(1) == test["label"]), abs=1e-9)
+  per_class = [np.mean(logits[test["label"] == c].argmax(1) == c) for c in range(10)]
+  np.testing.assert_allclose(acc["per_class"], per_class, atol=1e-6)
 
   protocol = report["protocol"]
   assert protocol["method_settings"] == {"Grad": {"abs": True}, "GCam": {
@@ -102,9 +145,12 @@ def test_eval_cli_end_to_end_on_digits(digits_run, tmp_path):
   assert "ground_truth" not in protocol   # digits has no masks; "auto" skips it
 
   assert list(report["methods"]) == methods
+  scores = np.load(os.path.join(out, "scores.npz"))
+  indices = scores["grid_indices"]
+  assert indices.shape == (2, 9)
   for method in methods:
     result_m = report["methods"][method]
-    _assert_summary(result_m["localisation"], 2 * 9)
+    assert result_m["localisation"]["count"] == 2 * 9
     assert len(result_m["localisation"]["per_tile_mean"]) == 9
     curve = np.asarray(result_m["pixel_removal"]["curve"])
     assert curve.shape == (65,) and np.all((curve >= 0) & (curve <= 1))
@@ -112,9 +158,55 @@ def test_eval_cli_end_to_end_on_digits(digits_run, tmp_path):
     assert "ground_truth" not in result_m
     assert set(report["timings_s"]["methods"][method]) == {"localisation", "attribution",
                                                            "pixel_removal"}
-  # Every curve starts from the same unperturbed images.
-  starts = {report["methods"][m]["pixel_removal"]["curve"][0] for m in methods}
-  assert max(starts) - min(starts) < 1e-5
+  # Every curve starts from the same unperturbed images: the sigmoid of the true-class logit.
+  first8 = {k: v[:8] for k, v in test.items()}
+  p0 = float(jax.nn.sigmoid(logits[np.arange(8), first8["label"]]).mean())
+  for method in methods:
+    assert report["methods"][method]["pixel_removal"]["curve"][0] == pytest.approx(p0, abs=1e-5)
+
+  # Localisation of "Ours" and Grad, recomputed here on grids built here.
+  grids = _grid_images(run, indices, 3)
+  labels = test["label"][indices]
+  for g in range(2):
+    x = jnp.asarray(grids[g:g + 1])
+    ours = np.stack([np.asarray(explain(run.model, run.variables, x, targets=int(t))[
+        "contribution_map"][0].sum(-1)) for t in labels[g]])
+    grad = np.stack([np.abs(np.asarray(jax.grad(
+        lambda image, t=t: run.model.apply(run.variables, image)[0, t])(x)[0])).sum(-1)
+        for t in labels[g]])
+    np.testing.assert_allclose(scores["localisation/Ours"][g], _localisation_numpy(ours, 3),
+                               rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(scores["localisation/Grad"][g], _localisation_numpy(grad, 3),
+                               rtol=1e-3, atol=1e-5)
+  assert report["methods"]["Ours"]["localisation"]["mean"] == pytest.approx(
+      scores["localisation/Ours"].mean(), abs=1e-6)
+  assert report["methods"]["Ours"]["localisation"]["median"] == pytest.approx(
+      np.median(scores["localisation/Ours"]), abs=1e-6)
+
+  # Pixel removal of "Ours", last point: the 64 least important pixels zeroed in [x, 1 - x].
+  x = jnp.asarray(first8["image"].astype(np.float32) / 255)
+  importance = np.asarray(explain(run.model, run.variables, x, targets=first8["label"])[
+      "contribution_map_sum"]).reshape(8, -1)
+  encoded = np.asarray(run.model.apply(run.variables, x, method="explanation_inputs")[0])
+  keep = np.ones((8, 256), np.float32)
+  for i in range(8):
+    keep[i, np.argsort(importance[i], kind="stable")[:64]] = 0
+  removed = encoded * keep.reshape(8, 16, 16, 1)
+  last = jax.nn.sigmoid(np.asarray(run.model.apply(run.variables, jnp.asarray(removed),
+                                                   method="forward_from"))[np.arange(8),
+                                                                            first8["label"]])
+  np.testing.assert_allclose(scores["pixel_removal/Ours"][:, -1], last, rtol=1e-4, atol=1e-6)
+
+  # Completeness: every layer's contributions against the plain forward pass, in float64.
+  errors = scores["completeness_errors"]
+  assert errors.shape == (5, 8)
+  for layer in (0, 3):
+    maps = np.asarray(explain(run.model, run.variables, x, targets=first8["label"],
+                              layer=layer)["contribution_map"], np.float64).reshape(8, -1)
+    target = logits[np.arange(8), first8["label"]] - float(run.model.logit_bias)
+    expected = np.abs(maps.sum(1) - target) / np.abs(maps).sum(1)
+    np.testing.assert_allclose(errors[layer], expected, rtol=0.2, atol=2e-7)
+  assert report["completeness"]["max"] == pytest.approx(errors.max())
 
   depths = report["depths"]
   assert [d["layer"] for d in depths] == [0, 1, 2, 3, 4]
@@ -126,12 +218,13 @@ def test_eval_cli_end_to_end_on_digits(digits_run, tmp_path):
   assert depths[4]["localisation"]["mean"] == pytest.approx(
       report["methods"]["GCam"]["localisation"]["mean"], abs=1e-4)
 
-  scores = np.load(os.path.join(out, "scores.npz"))
   assert scores["localisation/Ours"].shape == (2, 9)
   assert scores["localisation_depths"].shape == (5, 2, 9)
   assert scores["pixel_removal/GCam"].shape == (8, 65)
   assert np.mean(scores["localisation/Grad"]) == pytest.approx(
       report["methods"]["Grad"]["localisation"]["mean"], abs=1e-6)
+  # Each program compiles once (fixed, padded batch shapes).
+  assert set(report["compiles"].values()) == {1}
 
   expected = {"contributions.png", "localisation_grid.png", "localisation.png",
               "localisation_depths.png", "pixel_removal.png"}
@@ -142,27 +235,174 @@ def test_eval_cli_end_to_end_on_digits(digits_run, tmp_path):
 
 def test_ground_truth_scores_on_shapes_and_too_few_grids(shapes_run, tmp_path, capsys):
   out = str(tmp_path / "eval")
-  report = evaluation.run_evaluation(shapes_run, methods=("Ours", "IxG", "Occ5"), n_grids=2,
-                                     n_removal=8, batch_size=8, n_figure=2, out=out)
+  config = _quick(out, "Ours,IxG,Occ5", localisation=dict(n_grids=2), depths=None,
+                  pixel_removal=dict(n_images=8), ground_truth=dict(n_images=8),
+                  completeness=None, figures=dict(n_images=2))
+  config.batch_size = 8
+  report = evaluators.evaluate_run(shapes_run, config)
   # An untrained model classifies nothing confidently: localisation is skipped with a message.
   assert "only 0 of the requested 2" in capsys.readouterr().out
   assert report["protocol"]["localisation"]["n_grids"] == 0 and "depths" not in report
   gt = report["protocol"]["ground_truth"]
   assert gt["n_images"] == 8 and gt["targets"] == "true class"
+  run = restore(shapes_run)
+  shown = data.load_examples(run.config.dataset, "test", data_dir=run.config.data_dir,
+                             indices=np.arange(8))
+  masks = shown["object_mask"].astype(bool)
+  assert gt["mask_fraction"] == pytest.approx(masks.mean())
   assert 0.0 < gt["mask_fraction"] < 0.5
+  scores = np.load(os.path.join(out, "scores.npz"))
+  x = jnp.asarray(shown["image"].astype(np.float32) / 255)
+  maps = {"Ours": explain(run.model, run.variables, x, targets=shown["label"])[
+              "contribution_map_sum"],
+          "IxG": np.stack([np.asarray(x[i] * jax.grad(
+              lambda image, i=i: run.model.apply(run.variables, image[None])[0, shown["label"][i]])(
+                  x[i])).sum(-1) for i in range(8)])}
   for method in ("Ours", "IxG", "Occ5"):
     result = report["methods"][method]
     assert "localisation" not in result
-    energy = result["ground_truth"]["mask_energy"]
-    assert 0.0 <= energy["min"] <= energy["mean"] <= energy["max"] <= 1.0
-    assert result["ground_truth"]["pointing_game"] in {k / 8 for k in range(9)}
     assert len(result["pixel_removal"]["curve"]) == 129   # 32x32: the papers' 129 points
-  scores = np.load(os.path.join(out, "scores.npz"))
+    if method not in maps:
+      continue
+    m = np.asarray(maps[method], np.float64)
+    positive = np.maximum(m, 0)
+    energy = (positive * masks).sum((1, 2)) / positive.sum((1, 2))
+    pointing = masks.reshape(8, -1)[np.arange(8), m.reshape(8, -1).argmax(1)]
+    np.testing.assert_allclose(scores[f"mask_energy/{method}"], energy, rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(scores[f"pointing_game/{method}"], pointing.astype(np.float32))
+    assert result["ground_truth"]["mask_energy"]["mean"] == pytest.approx(energy.mean(), abs=1e-5)
+    assert result["ground_truth"]["pointing_game"] == pytest.approx(pointing.mean())
   assert scores["mask_energy/Ours"].shape == (8,)
-  assert np.mean(scores["mask_energy/IxG"]) == pytest.approx(
-      report["methods"]["IxG"]["ground_truth"]["mask_energy"]["mean"], abs=1e-6)
   assert set(report["figures"]) == {"contributions.png", "pixel_removal.png"}
   _assert_png(os.path.join(out, "contributions.png"))
+
+
+def test_estimate_reuses_the_timed_first_batches(digits_run, tmp_path, capsys):
+  """A run with the estimate (first batch of each unit timed, then reused) gives the same numbers."""
+  entries = dict(localisation=dict(n_grids=3), depths=None, completeness=None, accuracy=None,
+                 pixel_removal=dict(n_images=20), figures=None)
+  plain = _quick(tmp_path / "plain", "Ours,GCam", **entries)
+  plain.batch_size = 9       # 1 grid or 9 images per call: several batches per unit
+  estimated = _quick(tmp_path / "estimated", "Ours,GCam", **entries)
+  estimated.batch_size, estimated.estimate = 9, True
+  a = evaluators.evaluate_run(digits_run, plain)
+  assert "estimate:" not in capsys.readouterr().out
+  b = evaluators.evaluate_run(digits_run, estimated)
+  printed = capsys.readouterr().out
+  # Per method: 3 batches of 1 grid, 3 of attributions and 3 of removal on 9 + 9 + 2 images.
+  assert "estimate: 18 batches" in printed
+  for key in ("methods", "protocol"):
+    assert a[key] == b[key]
+  sa, sb = np.load(tmp_path / "plain" / "scores.npz"), np.load(tmp_path / "estimated" / "scores.npz")
+  assert set(sa) == set(sb)
+  for name in sa:
+    np.testing.assert_array_equal(sa[name], sb[name])
+  assert set(b["compiles"].values()) == {1}
+
+
+def test_presets_build_and_validate(digits_run):
+  run = restore(digits_run)
+  spec = data.dataset_info("digits", data_dir=run.config.data_dir)
+  ctx = evaluators.make_context(run.model, run.params, spec, data_dir=run.config.data_dir)
+  for config, expected in ((quick_config.get_config(), None), (paper_config.get_config(), 500),
+                           (paper_config.get_config("2x2"), 500)):
+    shared = {"methods": config.methods, "batch_size": config.batch_size,
+              "chunk": config.chunk, "method_settings": config.method_settings}
+    entries = evaluators.from_config(config.evals, shared)
+    assert [e.name for e in entries][-1] == "figures"
+    assert {e.name for e in entries} == set(evaluators.EVALUATORS)
+    for entry in entries:
+      if hasattr(entry.evaluator, "check"):
+        entry.evaluator.check(ctx)
+    if expected:
+      byname = {e.name: e.evaluator for e in entries}
+      assert byname["localisation"].n_grids == 500 and byname["pixel_removal"].n_images == 1024
+      assert byname["localisation"].methods == evaluators.known_methods()
+      assert byname["localisation"].method_settings == {} and config.estimate
+  quick = {e.name: e.evaluator for e in evaluators.from_config(quick_config.get_config().evals, {
+      "methods": quick_config.get_config().methods})}
+  assert {"Ours", "Grad", "IxG", "GCam", "Occ5"} <= set(quick["localisation"].methods)
+  assert paper_config.get_config("2x2").evals.localisation.grid == 2
+  with pytest.raises(evaluators.EvaluationError, match="unknown setting n_grid;"):
+    evaluators.from_config({"localisation": {"n_grid": 3}})
+  with pytest.raises(evaluators.EvaluationError, match="unknown evaluator 'lime'"):
+    evaluators.from_config({"x": {"type": "lime"}})
+
+
+def test_eval_during_training_is_logged(data_dir, tmp_path):
+  config = digits_config.get_config("smoke")
+  config.data_dir, config.max_steps = data_dir, 4
+  config.evals.pixel_removal = dict(every_steps=2, n_images=4, methods="Ours", batch_size=4)
+  config.evals.completeness = dict(every_steps=4, n_images=4, batch_size=4)
+  workdir = str(tmp_path / "run")
+  train_and_evaluate(config, workdir)
+  records = [r for r in read_metrics(workdir) if "evals/methods/Ours/pixel_removal/mean" in r]
+  assert [r["step"] for r in records] == [2, 4]
+  assert "evals/completeness/max" in records[-1] and "evals/completeness/max" not in records[0]
+  # The logged value at step 4 is what an evaluation of the step-4 checkpoint gives.
+  offline = evaluators.evaluate_run(workdir, _quick(
+      tmp_path / "eval", "Ours", accuracy=None, localisation=None, depths=None,
+      ground_truth=None, completeness=None, figures=None, pixel_removal=dict(n_images=4)))
+  assert records[-1]["evals/methods/Ours/pixel_removal/mean"] == pytest.approx(
+      offline["methods"]["Ours"]["pixel_removal"]["mean"], abs=1e-6)
+  assert os.listdir(os.path.join(workdir, "tensorboard"))
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_give_the_report_of_one(digits_run, tmp_path):
+  args = ["--workdir", digits_run, "--methods", "Ours,GCam", "--n_grids", "2", "--n_removal", "6",
+          "--batch_size", "9", "--n_figure", "2", "--config.evals.completeness.n_images=6",
+          "--config.progress=False"]
+  one = _eval_cli(*args, "--out", str(tmp_path / "one"),
+                  env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+  assert one.returncode == 0, one.stderr[-3000:]
+  port = _free_port()
+  env = dict(os.environ, PYTHONUNBUFFERED="1",
+             XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  procs = [subprocess.Popen(
+      [sys.executable, "eval.py", *args, "--out", str(tmp_path / "two"), "--multihost",
+       f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}",
+       "--init_timeout=60"],
+      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+      for i in range(2)]
+  try:
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+  for p, out in zip(procs, outputs):
+    assert p.returncode == 0, out[-3000:]
+  assert "report:" in outputs[0] and "report:" not in outputs[1]   # process 0 writes
+  reports = []
+  for name in ("one", "two"):
+    with open(tmp_path / name / "report.json") as f:
+      reports.append(json.load(f))
+  a, b = reports
+  assert (a["processes"], b["processes"]) == (1, 2)
+  assert a["device"].startswith("4 x") and b["device"].startswith("4 x")
+  for key in ("accuracy", "methods", "depths", "completeness"):
+    assert _close(a[key], b[key]), key
+  assert a["protocol"] == b["protocol"] and a["figures"] == b["figures"]
+  sa, sb = np.load(tmp_path / "one" / "scores.npz"), np.load(tmp_path / "two" / "scores.npz")
+  assert set(sa) == set(sb)
+  for name in sa:
+    np.testing.assert_allclose(sa[name], sb[name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def _close(a, b):
+  """Nested reports equal up to float round-off."""
+  if isinstance(a, dict):
+    return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+  if isinstance(a, list):
+    return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b))
+  if isinstance(a, float):
+    return b == pytest.approx(a, rel=1e-5, abs=1e-6)
+  return a == b
 
 
 def test_unknown_method_lists_the_known_ones(tmp_path):
@@ -173,76 +413,82 @@ def test_unknown_method_lists_the_known_ones(tmp_path):
       in result.stderr
 
 
+def test_a_bad_method_setting_is_refused_at_parse_time(tmp_path):
+  result = _eval_cli("--workdir", str(tmp_path / "none"), "--method_setting", "RISE.n_masks=abc",
+                     timeout=120)
+  assert result.returncode != 0 and "Traceback" not in result.stderr
+  assert "RISE.n_masks='abc': must be an integer" in result.stderr
+  assert "not a codajax run" not in result.stderr   # refused before looking for the run
+
+
 def test_method_settings_reach_the_attributions():
   model = get_model("tiny-3L", num_classes=10, image_channels=3)
   images = jax.random.randint(jax.random.key(1), (2, 8, 8, 3), 0, 256).astype(jnp.uint8)
   variables = jax.jit(model.init)(jax.random.key(0), images.astype(jnp.float32) / 255)
-  info = evaluation.inspect_model(model, variables, (8, 8, 3))
+  info = eval_methods.inspect_model(model, variables, (8, 8, 3))
   targets = jnp.array([1, 4])
-  signed = evaluation.attribution_function(model, info, "Grad")(variables, images, targets)
-  absolute = evaluation.attribution_function(model, info, "Grad", settings={"abs": True})(
+  signed = jax.jit(eval_methods.attribution_function(model, info, "Grad"))(
+      variables, images, targets)
+  absolute = jax.jit(eval_methods.attribution_function(model, info, "Grad",
+                                                       settings={"abs": True}))(
       variables, images, targets)
   assert float(signed.min()) < 0.0
   np.testing.assert_allclose(absolute, jnp.abs(signed), rtol=1e-6)
 
 
 def test_method_settings_are_parsed_and_checked():
-  assert evaluation.parse_method_settings(
+  assert evaluators.parse_method_settings(
       ["RISE.n_masks=1000", "RISE.p1=0.2", "Occ5.reference_window_quirk=False"]) == {
           "RISE": {"n_masks": 1000, "p1": 0.2}, "Occ5": {"reference_window_quirk": False}}
-  with pytest.raises(evaluation.EvaluationError, match="not METHOD.key=value"):
-    evaluation.parse_method_settings(["RISE:n_masks=10"])
-  with pytest.raises(evaluation.EvaluationError, match="'Ours' is not a post-hoc method"):
-    evaluation.parse_method_settings(["Ours.n_masks=10"])
-  with pytest.raises(evaluation.EvaluationError, match=r"RISE \(rise\) takes .*n_masks"):
-    evaluation.parse_method_settings(["RISE.masks=10"])
-  with pytest.raises(evaluation.EvaluationError, match="settings given for RISE, which is not"):
-    evaluation.run_evaluation("unused", methods=("Ours",),
-                              method_settings={"RISE": {"n_masks": 10}})
+  with pytest.raises(evaluators.EvaluationError, match="not METHOD.key=value"):
+    evaluators.parse_method_settings(["RISE:n_masks=10"])
+  with pytest.raises(evaluators.EvaluationError, match="'Ours' is not a post-hoc method"):
+    evaluators.parse_method_settings(["Ours.n_masks=10"])
+  with pytest.raises(evaluators.EvaluationError, match=r"RISE \(rise\) takes .*n_masks"):
+    evaluators.parse_method_settings(["RISE.masks=10"])
+  for bad, message in (("RISE.n_masks=abc", "must be an integer"),
+                       ("RISE.n_masks=0", "must be an integer >= 1"),
+                       ("RISE.n_masks=1.5", "must be an integer"),
+                       ("IntGrad.n_steps=True", "must be an integer"),
+                       ("Grad.abs=1", "must be True or False"),
+                       ("RISE.p1=high", "must be a number")):
+    with pytest.raises(evaluators.EvaluationError, match=message):
+      evaluators.parse_method_settings([bad])
+  with pytest.raises(evaluators.EvaluationError, match="settings given for RISE, which is not"):
+    evaluators.from_config({"localisation": {}}, {"methods": "Ours",
+                                                  "method_settings": {"RISE": {"n_masks": 10}}})
 
 
 def test_missing_checkpoint_names_train_py(tmp_path):
-  with pytest.raises(evaluation.EvaluationError, match="python train.py --workdir"):
-    evaluation.run_evaluation(str(tmp_path / "nothing"), methods=("Ours",))
+  with pytest.raises(evaluators.EvaluationError, match="python train.py --workdir"):
+    evaluators.evaluate_run(str(tmp_path / "nothing"), _quick(tmp_path / "out"))
 
 
 def test_ground_truth_on_a_dataset_without_masks_is_refused(digits_run, tmp_path):
-  with pytest.raises(evaluation.EvaluationError, match="'digits' has no object masks"):
-    evaluation.run_evaluation(digits_run, methods=("Ours",), ground_truth="on",
-                              out=str(tmp_path))
+  config = _quick(tmp_path, ground_truth=dict(n_images=8, when="on"))
+  with pytest.raises(evaluators.EvaluationError, match="'digits' has no object masks"):
+    evaluators.evaluate_run(digits_run, config)
   assert not os.listdir(tmp_path)   # refused before any work
-
-
-def test_depth_maps_without_the_hybrid_helpers_match_them(monkeypatch):
-  model = get_model("tiny-3L", num_classes=10, image_channels=3)
-  images = jax.random.uniform(jax.random.key(1), (2, 8, 8, 3))
-  variables = jax.jit(model.init)(jax.random.key(0), images)
-  targets = jnp.array([3, 7])
-  depth_maps = lambda: jax.jit(
-      lambda v, x, t: evaluation.contributions_at_depths(model, v, x, t))(variables, images, targets)
-  with_helpers = depth_maps()
-  monkeypatch.setattr(evaluation, "explain_at_depths", None)
-  monkeypatch.setattr(evaluation, "upsample_to_image", None)
-  generic = depth_maps()
-  assert generic.shape == (3, 2, 8, 8)
-  np.testing.assert_allclose(generic, with_helpers, rtol=1e-5, atol=1e-7)
-  # Every depth's map sums to the explained logit minus the bias.
-  evidence = explain(model, variables, images, targets)["evidence"][jnp.arange(2), targets]
-  np.testing.assert_allclose(generic.sum(axis=(2, 3)), jnp.broadcast_to(evidence, (3, 2)),
-                             rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.slow
 def test_every_method_runs_on_a_tiny_evaluation(digits_run, tmp_path):
-  report = evaluation.run_evaluation(digits_run, n_grids=1, n_removal=2, batch_size=9,
-                                     n_figure=1, depths="off", out=str(tmp_path),
-                                     method_settings={"RISE": {"n_masks": 300},
-                                                      "SmoothGrad": {"nt_samples": 8}})
-  assert list(report["methods"]) == list(evaluation.known_methods())
+  config = _quick(tmp_path, "", localisation=dict(n_grids=1), depths=None, completeness=None,
+                  pixel_removal=dict(n_images=2), figures=dict(n_images=1))
+  config.batch_size = 9
+  config.method_settings = {"RISE": {"n_masks": 300}, "SmoothGrad": {"nt_samples": 8}}
+  report = evaluators.evaluate_run(digits_run, config)
+  assert list(report["methods"]) == list(evaluators.known_methods())
   assert report["protocol"]["method_settings"]["RISE"]["n_masks"] == 300
+  run = restore(digits_run)
+  first = data.load_examples("digits", "test", data_dir=run.config.data_dir, indices=[0, 1])
+  logits = np.asarray(run.model.apply(run.variables, first["image"].astype(np.float32) / 255))
+  p0 = float(jax.nn.sigmoid(logits[[0, 1], first["label"]]).mean())
   for result in report["methods"].values():
-    _assert_summary(result["localisation"], 9)
+    assert result["localisation"]["count"] == 9
     assert 0.0 <= result["pixel_removal"]["mean"] <= 1.0
+    assert result["pixel_removal"]["curve"][0] == pytest.approx(p0, abs=1e-5)
+  assert set(report["compiles"].values()) == {1}
 
 
 def test_hybrid_with_a_cnn_embedding_is_explained_over_the_image():
@@ -250,19 +496,21 @@ def test_hybrid_with_a_cnn_embedding_is_explained_over_the_image():
                     backbone_widths=(4, 8, 8), coda_layers=((8, 4, 3, 1, 1), (10, 4, 1, 1, 0)))
   images = jax.random.randint(jax.random.key(1), (2, 16, 16, 3), 0, 256).astype(jnp.uint8)
   variables = jax.jit(model.init)(jax.random.key(0), images.astype(jnp.float32) / 255)
-  info = evaluation.inspect_model(model, variables, (16, 16, 3))
-  assert info == evaluation.ModelInfo(num_layers=2, encoded_input=False)
+  info = eval_methods.inspect_model(model, variables, (16, 16, 3))
+  assert info == eval_methods.ModelInfo(num_layers=2, encoded_input=False)
 
   targets = jnp.array([[1, 4, 9], [0, 2, 5]])
-  ours = evaluation.attribution_function(model, info, "Ours")(variables, images, targets)
+  ours = jax.jit(eval_methods.attribution_function(model, info, "Ours"))(variables, images,
+                                                                        targets)
   assert ours.shape == (2, 3, 16, 16, 1)
   evidence = explain(model, variables, images.astype(jnp.float32) / 255, "all")["evidence"]
   np.testing.assert_allclose(ours.sum(axis=(2, 3, 4)), jnp.take_along_axis(evidence, targets, 1),
                              rtol=1e-4, atol=1e-6)   # upsampling keeps every map's total
-  gcam = evaluation.attribution_function(model, info, "GCam")(variables, images, targets[:, 0])
+  gcam = jax.jit(eval_methods.attribution_function(model, info, "GCam"))(variables, images,
+                                                                        targets[:, 0])
   assert gcam.shape == (2, 16, 16, 1) and float(gcam.min()) >= 0.0
 
-  removal = evaluation.removal_step(model, info, evaluation.removal_points((16, 16)))
+  removal = jax.jit(pixel_removal.removal_step(model, info, pixel_removal.removal_points((16, 16))))
   probabilities = removal(variables, images, targets[:, 0], ours[:, 0, ..., 0])
   assert probabilities.shape == (2, 65)
   np.testing.assert_allclose(probabilities[:, 0], jax.nn.sigmoid(

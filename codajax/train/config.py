@@ -62,6 +62,8 @@ def base_config() -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 500
   config.keep_checkpoints = 2
   config.max_steps = 0                   # >0: stop after this many steps (smoke runs, tests)
+  # Evaluators during training (codajax.evaluators): {name: dict(every_steps=N, **settings)}.
+  config.evals = ml_collections.ConfigDict()
   return config
 
 

@@ -366,6 +366,8 @@ def _loop(config, workdir, spec, model, tx, state, mesh, train_iter, make_eval_l
                                l1_matrix_weight=config.l1_matrix_weight, mesh=mesh,
                                parallel_mode=mode)
   eval_step = make_eval_step(model, loss=config.loss, mesh=mesh)
+  from codajax.evaluators.training import TrainingEvaluators  # (it imports codajax.train)
+  evals = TrainingEvaluators(config, model, spec, mesh, workdir)   # config.evals, every N steps
   if mode == "pmap":
     state = flax.jax_utils.replicate(state)
 
@@ -430,6 +432,8 @@ def _loop(config, workdir, spec, model, tx, state, mesh, train_iter, make_eval_l
           checkpointer.save(step, unreplicated(state), train_iter.get_state())
         if eval_now and not preempted:
           last_metrics.update(run_eval(step, state))
+        if evals.due(step, last) and not preempted:
+          evals.run(step, unreplicated(state).params, logger, last=last)
         if preempted:
           if is_main:
             bar.write(f"{preemption.signal_name}: saved step {step} to {workdir}; re-run the "

@@ -1,0 +1,352 @@
+"""Evaluation as small composable evaluators (in the style of big_vision's ``evaluators/``).
+
+Each module holds one ``Evaluator(**settings)`` whose ``run(ctx)`` yields ``(name, value)`` pairs:
+
+=================  ===========================================================================
+``accuracy``       top-1, top-5, loss, per class
+``localisation``   the papers' grid localisation per method (spec 4.1)
+``depths``         the same for the contributions at every explainable depth
+``pixel_removal``  the papers' pixel-removal curve per method (spec 4.2)
+``ground_truth``   mask energy and pointing game (datasets with object masks)
+``completeness``   sum of the contributions against logit − bias, every layer
+``figures``        PNG figures of what the others computed (runs last)
+=================  ===========================================================================
+
+A config's ``evals`` maps names to entries, ``{"localisation": {"n_grids": 50}}``;
+:func:`from_config` builds them (an entry's ``type`` names the module, default: its name; shared
+settings such as ``methods`` fill the keywords an evaluator accepts). :func:`run_evaluators`
+assembles the report: a name ``a/b/c`` is the path of its value in the report, a numpy array
+goes to ``scores.npz`` instead. :func:`evaluate_run` is what ``eval.py`` runs;
+:class:`codajax.evaluators.training.TrainingEvaluators` runs entries during training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+import json
+import os
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+from codajax import data
+from codajax.evaluators import common
+from codajax.evaluators.common import Context, EvaluationError, Progress
+from codajax.evaluators.methods import (MethodsEvaluator, check_methods, effective_settings,
+                                        inspect_model, known_methods, parse_method_settings)
+from codajax.train import RestoredRun, parallel, restore
+
+EVALUATORS = ("accuracy", "localisation", "depths", "pixel_removal", "ground_truth",
+              "completeness", "figures")
+REPORT_FILE = "report.json"
+SCORES_FILE = "scores.npz"
+CHECKPOINTS = ("latest", "best")
+# Keys of an entry that configure how it runs, not the evaluator.
+ENTRY_KEYS = ("type", "every_steps", "prefix")
+
+
+@dataclasses.dataclass
+class Entry:
+  """One configured evaluator: its name, the object, how often in training, its name prefix."""
+
+  name: str
+  evaluator: Any
+  every_steps: int | None = None
+  prefix: str = ""
+
+
+def _accepted(cls) -> set[str]:
+  """Keyword names ``cls(...)`` accepts (those of :class:`MethodsEvaluator` for ``**kwargs``)."""
+  params = inspect.signature(cls.__init__).parameters.values()
+  names = {p.name for p in params if p.name != "self" and p.kind not in (p.VAR_KEYWORD,
+                                                                         p.VAR_POSITIONAL)}
+  if any(p.kind is p.VAR_KEYWORD for p in params) and issubclass(cls, MethodsEvaluator):
+    names |= _accepted(MethodsEvaluator)
+  return names
+
+
+def _plain(value: Any) -> Any:
+  """A ConfigDict / tuple config value as plain dicts and lists."""
+  if hasattr(value, "to_dict"):
+    value = value.to_dict()
+  if isinstance(value, Mapping):
+    return {k: _plain(v) for k, v in value.items()}
+  return value
+
+
+def from_config(evals: Mapping[str, Any], shared: Mapping[str, Any] | None = None) -> list[Entry]:
+  """Builds the evaluators of a config's ``evals`` (figures last); errors before any work.
+
+  Args:
+    evals: ``{name: {"type": module (default name), "every_steps": N (training only),
+      "prefix": "...", **settings}}``.
+    shared: defaults for every evaluator that accepts the keyword (``methods``, ``batch_size``,
+      ``chunk``, ``method_settings``); an entry's own settings win.
+  """
+  entries = []
+  for name, entry in _plain(evals).items():
+    entry = dict(entry or {})
+    module_name = entry.pop("type", name)
+    every_steps = entry.pop("every_steps", None)
+    prefix = entry.pop("prefix", "")
+    if module_name not in EVALUATORS:
+      raise EvaluationError(f"evals.{name}: unknown evaluator {module_name!r}; known: "
+                            f"{', '.join(EVALUATORS)}")
+    cls = importlib.import_module(f"codajax.evaluators.{module_name}").Evaluator
+    accepted = _accepted(cls)
+    for key, value in _plain(shared or {}).items():
+      if key in accepted and key not in entry:
+        entry[key] = value
+    unknown = sorted(set(entry) - accepted)
+    if unknown:
+      raise EvaluationError(f"evals.{name} ({module_name}): unknown setting"
+                            f"{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; accepted: "
+                            f"{', '.join(sorted(accepted | set(ENTRY_KEYS)))}")
+    if every_steps is not None and int(every_steps) < 1:
+      raise EvaluationError(f"evals.{name}: every_steps must be >= 1; got {every_steps}")
+    try:
+      evaluator = cls(**entry)
+    except EvaluationError as error:
+      raise EvaluationError(f"evals.{name}: {error}") from None
+    entries.append(Entry(name, evaluator, None if every_steps is None else int(every_steps),
+                         prefix))
+  return sorted(entries, key=lambda e: getattr(e.evaluator, "runs_last", False))
+
+
+# -------------------------------------------------------------------------------------- report
+
+
+def _json(value: Any) -> Any:
+  if isinstance(value, np.generic):
+    return value.item()
+  if isinstance(value, Mapping):
+    return {k: _json(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_json(v) for v in value]
+  return value
+
+
+def put(report: dict, name: str, value: Any) -> None:
+  """Sets ``report[a][b][c] = value`` for ``name = "a/b/c"``; dicts merge, a repeat is an error."""
+  *parents, leaf = name.split("/")
+  node = report
+  for part in parents:
+    node = node.setdefault(part, {})
+    if not isinstance(node, dict):
+      raise EvaluationError(f"report entry {name!r} collides with a value at {part!r}")
+  value = _json(value)
+  if leaf in node:
+    if isinstance(node[leaf], dict) and isinstance(value, dict):
+      node[leaf].update(value)
+      return
+    raise EvaluationError(f"two evaluators report {name!r}; give one a prefix "
+                          f"(evals.<name>.prefix)")
+  node[leaf] = value
+
+
+def run_evaluators(entries: Sequence[Entry], ctx: Context) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+  """Runs ``entries`` in order: ``(report, arrays)`` from what they yield, plus their timings."""
+  report: dict[str, Any] = {}
+  arrays: dict[str, np.ndarray] = {}
+  for entry in entries:
+    start = time.perf_counter()
+    for name, value in entry.evaluator.run(ctx):
+      name = entry.prefix + name
+      if isinstance(value, np.ndarray):
+        arrays[name] = value
+      else:
+        put(report, name, value)
+    put(report, f"timings_s/evaluators/{entry.name}", round(time.perf_counter() - start, 3))
+  return report, arrays
+
+
+def flat_scalars(report: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+  """The report's numbers as ``{"a/b/c": value}``; lists of dicts by index (``depths/0/...``),
+  other lists and strings left out."""
+  out: dict[str, float] = {}
+  for key, value in report.items():
+    if isinstance(value, Mapping):
+      out.update(flat_scalars(value, f"{prefix}{key}/"))
+    elif isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
+      for index, item in enumerate(value):
+        out.update(flat_scalars(item, f"{prefix}{key}/{index}/"))
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+      out[f"{prefix}{key}"] = value
+  return out
+
+
+# -------------------------------------------------------------------------------------- driver
+
+
+def load_run(workdir: str, checkpoint: str = "latest") -> RestoredRun:
+  """The run ``train.py`` wrote to ``workdir``; :class:`EvaluationError` if there is none."""
+  if checkpoint not in CHECKPOINTS:
+    raise EvaluationError(
+        f"checkpoint must be one of {', '.join(CHECKPOINTS)}; got {checkpoint!r}")
+  try:
+    return restore(workdir, checkpoint)
+  except FileNotFoundError as error:
+    raise EvaluationError(str(error)) from None
+
+
+def make_context(model, params, spec: data.DatasetSpec, *, data_dir: str | None, mesh=None,
+                 loss: str = "bce", eval_batch_size: int = 256,
+                 out: str | None = None) -> Context:
+  """A :class:`Context` with ``params`` replicated on ``mesh`` (default: every device)."""
+  mesh = parallel.make_mesh() if mesh is None else mesh
+  variables = {"params": _replicated(params, mesh)}
+  info = inspect_model(model, variables, spec.image_shape)
+  return Context(model=model, variables=variables, spec=spec, data_dir=data_dir, mesh=mesh,
+                 info=info, loss=loss, eval_batch_size=eval_batch_size, out=out)
+
+
+def _replicated(params: Any, mesh) -> Any:
+  """``params`` replicated on ``mesh`` (already-placed arrays are kept)."""
+  sharding = parallel.replicated_sharding(mesh)
+  leaves = jax.tree.leaves(params)
+  if leaves and all(isinstance(x, jax.Array) and x.sharding.is_equivalent_to(sharding, x.ndim)
+                    for x in leaves):
+    return params
+  if jax.process_count() == 1:
+    return jax.device_put(params, sharding)
+  return parallel.replicate(jax.device_get(params), mesh)
+
+
+_KEPT_AFTER_PROBE = ("test_logits", "grids", "examples")
+
+
+def probe_job(entries: Sequence[Entry], ctx: Context) -> tuple[int, float]:
+  """Runs every batched unit on its first batch (kept for the real run) and times it.
+
+  Returns ``(batches, estimated seconds)`` of the whole job: per unit, batches × the timed
+  first batch (compilation excluded: it is done by then).
+  """
+  memo, progress = ctx.memo, ctx.progress
+  ctx.memo, ctx.progress, ctx.probe = dict(memo), None, True
+  try:
+    for entry in entries:
+      for _ in entry.evaluator.run(ctx):
+        pass
+  finally:
+    kept = {k: v for k, v in ctx.memo.items()
+            if (k if isinstance(k, str) else k[0]) in _KEPT_AFTER_PROBE}
+    ctx.memo, ctx.progress, ctx.probe = {**memo, **kept}, progress, False
+  batches = sum(n for n, _ in ctx.plan.values())
+  return batches, sum(n * seconds for n, seconds in ctx.plan.values())
+
+
+def _settings_record(config, methods: Sequence[str]) -> dict[str, Any]:
+  overrides = _plain(config.get("method_settings", {}))
+  return {m: effective_settings(m, overrides.get(m)) for m in methods if m != "Ours"}
+
+
+def evaluate_run(workdir: str, config) -> dict[str, Any]:
+  """Evaluates the run in ``workdir`` with an eval config (``configs/eval/*.py``).
+
+  Writes ``report.json``, ``scores.npz`` and the figures to ``config.out`` (default
+  ``workdir/eval``) from process 0. Every bad setting is an :class:`EvaluationError` before any
+  work. With ``config.estimate`` it first times each unit's first batch and prints the estimated
+  duration; one progress bar covers the whole job.
+
+  Returns:
+    The report.
+  """
+  started = time.perf_counter()
+  methods = check_methods(config.get("methods"))
+  shared = {"methods": methods, "batch_size": config.batch_size, "chunk": config.chunk,
+            "method_settings": _plain(config.get("method_settings", {}))}
+  entries = from_config(config.evals, shared)
+  run = load_run(workdir, config.checkpoint)
+  data_dir = config.get("data_dir") or run.config.data_dir or None
+  spec = data.dataset_info(run.config.dataset, data_dir=data_dir)
+  out = config.get("out") or os.path.join(workdir, "eval")
+  ctx = make_context(run.model, run.params, spec, data_dir=data_dir, loss=run.config.loss,
+                     eval_batch_size=run.config.eval_batch_size, out=out)
+  for entry in entries:
+    if hasattr(entry.evaluator, "check"):
+      entry.evaluator.check(ctx)
+  main = common.is_main_process()
+  if main:
+    print(f"codajax eval: {run.config.model.name} on {spec.name}, {config.checkpoint} "
+          f"checkpoint (step {run.step}); evaluators {', '.join(e.name for e in entries)}; "
+          f"methods {', '.join(methods)}", flush=True)
+  if config.get("estimate", False):
+    probe_start = time.perf_counter()
+    batches, seconds = probe_job(entries, ctx)
+    if main:
+      print(f"estimate: {batches} batches, about {_duration(seconds)} after "
+            f"{time.perf_counter() - probe_start:.0f} s of compiling and timing the first "
+            f"batch of each of {len(ctx.plan)} units", flush=True)
+  ctx.progress = Progress(sum(n for n, _ in ctx.plan.values()),
+                          enabled=config.get("progress", True))
+  try:
+    results, arrays = run_evaluators(entries, ctx)
+  finally:
+    ctx.progress.close()
+  report: dict[str, Any] = {
+      "workdir": os.path.abspath(workdir),
+      "checkpoint": {"which": config.checkpoint, "step": run.step},
+      "dataset": spec.name, "split": spec.test_split, "model": run.config.model.name,
+      "num_classes": spec.num_classes, "image_shape": list(spec.image_shape),
+      "explainable_layers": ctx.info.num_layers, "methods_evaluated": list(methods),
+      "evaluators": [e.name for e in entries],
+      "device": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
+      "processes": jax.process_count(),
+  }
+  put(report, "protocol", {"batch_size": config.batch_size, "chunk": config.chunk,
+                           "method_settings": _settings_record(config, methods)})
+  for key, value in results.items():
+    put(report, key, value)
+  report.setdefault("methods", {})
+  report["methods"] = {m: report["methods"].get(m, {}) for m in methods}
+  report["compiles"] = dict(ctx.programs.counts)
+  report["timings_s"]["compile"] = {k: round(v, 3) for k, v in ctx.programs.seconds.items()}
+  report["timings_s"]["total"] = round(time.perf_counter() - started, 3)
+  if main:
+    os.makedirs(out, exist_ok=True)
+    np.savez_compressed(os.path.join(out, SCORES_FILE), **arrays)
+    with open(os.path.join(out, REPORT_FILE), "w") as f:
+      json.dump(report, f, indent=2)
+  return report
+
+
+def _duration(seconds: float) -> str:
+  return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def summary_table(report: Mapping[str, Any]) -> str:
+  """A plain-text table of the report: one row per method (localisation, removal, ground truth)."""
+  lines = []
+  if "accuracy" in report:
+    acc = report["accuracy"]
+    lines.append(f"accuracy: top-1 {acc['top1']:.4f}, top-5 {acc['top5']:.4f} ({acc['count']} "
+                 f"test images, step {report['checkpoint']['step']})")
+  lines.append(f"{'method':<12}{'loc. mean':>11}{'loc. median':>13}{'removal mean':>14}"
+               f"{'mask energy':>13}{'pointing':>10}")
+  fmt = lambda x: f"{x:.4f}" if x is not None else "-"
+  for method, result in report.get("methods", {}).items():
+    loc = result.get("localisation", {})
+    gt = result.get("ground_truth", {})
+    lines.append(f"{method:<12}{fmt(loc.get('mean')):>11}{fmt(loc.get('median')):>13}"
+                 f"{fmt(result.get('pixel_removal', {}).get('mean')):>14}"
+                 f"{fmt(gt.get('mask_energy', {}).get('mean')):>13}"
+                 f"{fmt(gt.get('pointing_game')):>10}")
+  for depth in report.get("depths", []):
+    lines.append(f"layer {depth['layer']} (depth {depth['interpretable_depth']}): localisation "
+                 f"mean {depth['localisation']['mean']:.4f}")
+  if "completeness" in report:
+    lines.append(f"completeness: max relative error {report['completeness']['max']:.2e}")
+  return "\n".join(lines)
+
+
+__all__ = [
+    "CHECKPOINTS", "EVALUATORS", "Context", "Entry", "EvaluationError", "REPORT_FILE",
+    "SCORES_FILE", "evaluate_run", "flat_scalars", "from_config", "known_methods", "load_run",
+    "make_context", "parse_method_settings", "probe_job", "put", "run_evaluators",
+    "summary_table",
+]

@@ -1,0 +1,125 @@
+"""Figures (PNG): contribution maps, the first localisation grid, localisation box plots (per
+method and per depth) and pixel-removal curves, from what the other evaluators computed."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+from codajax.evaluators import common
+from codajax.evaluators.common import Context
+from codajax.evaluators.methods import OURS, MethodsEvaluator
+
+
+def figure_indices(grids, n_images: int, num_test: int) -> np.ndarray:
+  """Test indices of the figure's images: the first grid's tiles (the most confident images of
+  distinct classes, then the next grids'), else the first test images."""
+  pool = np.arange(0) if grids is None else grids.indices.reshape(-1)
+  return pool[:n_images] if len(pool) >= n_images else np.arange(min(n_images, num_test))
+
+
+def save_figures(out: str, *, images: np.ndarray, labels: np.ndarray,
+                 maps: Mapping[str, np.ndarray], masks: np.ndarray | None,
+                 grid_image: np.ndarray | None, grid_labels: np.ndarray | None,
+                 grid_maps: Mapping[str, np.ndarray], localisation_scores: Mapping[str, np.ndarray],
+                 depth_scores: np.ndarray | None, removal_curves: Mapping[str, np.ndarray],
+                 fractions: np.ndarray | None, grid: int) -> list[str]:
+  """Writes the PNG figures; returns their file names.
+
+  * ``contributions.png``: images (N, H, W, C) uint8 with, per method, the channel-summed map
+    (blue-white-red, symmetric limit per row); "Ours" also as the explanation image in colour;
+    the object masks (N, H, W) when given. ``maps``: {method: (N, H, W, C') or (N, H, W)}.
+  * ``localisation_grid.png``: the first grid image with each method's map for each tile's class.
+  * ``localisation.png``, ``localisation_depths.png``, ``pixel_removal.png``: box plots and curves.
+  """
+  from codajax.explain import render
+
+  written = []
+  floats = images.astype(np.float32) / 255.0
+  rows: dict[str, np.ndarray] = {}
+  for method, method_maps in maps.items():
+    if method_maps.ndim == 4 and method == OURS and method_maps.shape[-1] == 2 * images.shape[-1]:
+      rows[f"{OURS} (explanation)"] = render.explanation_image(method_maps)
+    rows[method] = method_maps.sum(-1) if method_maps.ndim == 4 else method_maps
+  if masks is not None:
+    rows["object mask"] = np.concatenate(
+        [np.repeat(masks[..., None].astype(np.float64), 3, -1), np.ones(masks.shape + (1,))], -1)
+  if rows:
+    render.save_grid_figure(os.path.join(out, "contributions.png"), floats, rows,
+                            titles=[f"class {c}" for c in labels])
+    written.append("contributions.png")
+  if grid_image is not None and grid_maps:
+    tiles = len(grid_labels)
+    render.save_grid_figure(os.path.join(out, "localisation_grid.png"),
+                            np.repeat(grid_image[None].astype(np.float32) / 255.0, tiles, 0),
+                            dict(grid_maps), titles=[f"tile {k}: class {c}"
+                                                     for k, c in enumerate(grid_labels)])
+    written.append("localisation_grid.png")
+  if localisation_scores:
+    render.save_localisation_boxplot(os.path.join(out, "localisation.png"), localisation_scores,
+                                     grid=grid)
+    written.append("localisation.png")
+  if depth_scores is not None:
+    layers = len(depth_scores)
+    render.save_localisation_boxplot(
+        os.path.join(out, "localisation_depths.png"),
+        {f"layer {l} (depth {layers - l})": s for l, s in enumerate(depth_scores)}, grid=grid)
+    written.append("localisation_depths.png")
+  if removal_curves:
+    render.save_pixel_removal_curves(os.path.join(out, "pixel_removal.png"), removal_curves,
+                                     fractions)
+    written.append("pixel_removal.png")
+  return written
+
+
+class Evaluator(MethodsEvaluator):
+  """The figures; runs after the other evaluators and draws what they computed.
+
+  Args:
+    n_images: images in ``contributions.png``.
+    **kwargs: see :class:`codajax.evaluators.methods.MethodsEvaluator` (the same methods,
+      batch size and settings as pixel removal reuse its compiled programs).
+  """
+
+  runs_last = True
+
+  def __init__(self, n_images: int = 8, **kwargs):
+    super().__init__(**kwargs)
+    self.n_images = int(n_images)
+
+  def run(self, ctx: Context) -> Iterator[tuple[str, Any]]:
+    """Yields ``figures`` (file names); writes them (process 0) when the context has ``out``."""
+    if ctx.probe or not ctx.out or self.n_images < 1:
+      return
+    grid_set = ctx.memo.get("figure_grids")
+    chosen = figure_indices(grid_set, self.n_images, ctx.num_test)
+    shown = ctx.load(chosen)
+    maps = {}
+    for method in self.methods:
+      if method == OURS and ctx.info.encoded_input:
+        step = self.attribute(ctx, method)
+        label = self.label("figure", method)
+      else:
+        attribute = self.attribute(ctx, method)
+        step = lambda v, images, labels, attribute=attribute: attribute(v, images, labels).sum(-1)
+        label = self.label("importance", method)
+      maps[method] = common.map_batches(ctx, label, step, common.rows_of(shown), len(chosen),
+                                        self.batch_size, ("image", "label"), truncate=False,
+                                        unit=f"figures/{method}")
+    grid = 3 if grid_set is None else int(round(np.sqrt(grid_set.indices.shape[1])))
+    written = []
+    if common.is_main_process():
+      written = save_figures(
+          ctx.output_path(""), images=shown["image"], labels=shown["label"], maps=maps,
+          masks=shown.get("object_mask") if ctx.spec.has_object_mask else None,
+          grid_image=None if grid_set is None else grid_set.images[0],
+          grid_labels=None if grid_set is None else grid_set.labels[0],
+          grid_maps=ctx.memo.get("first_grid_maps", {}),
+          localisation_scores=ctx.memo.get("localisation_scores", {}),
+          depth_scores=ctx.memo.get("depth_scores"),
+          removal_curves=ctx.memo.get("removal_curves", {}),
+          fractions=ctx.memo.get("removal_fractions"), grid=grid)
+    yield "figures", written
