@@ -464,6 +464,12 @@ def test_missing_checkpoint_names_train_py(tmp_path):
     evaluators.evaluate_run(str(tmp_path / "nothing"), _quick(tmp_path / "out"))
 
 
+def test_a_garbage_run_json_is_an_evaluation_error_naming_it(tmp_path):
+  (tmp_path / "run.json").write_text("garbage{")
+  with pytest.raises(evaluators.EvaluationError, match="run.json is not readable JSON"):
+    evaluators.load_run(str(tmp_path))
+
+
 def test_ground_truth_on_a_dataset_without_masks_is_refused(digits_run, tmp_path):
   config = _quick(tmp_path, ground_truth=dict(n_images=8, when="on"))
   with pytest.raises(evaluators.EvaluationError, match="'digits' has no object masks"):

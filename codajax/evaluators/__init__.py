@@ -40,6 +40,7 @@ from codajax.evaluators.common import Context, EvaluationError, Progress
 from codajax.evaluators.methods import (MethodsEvaluator, check_methods, effective_settings,
                                         inspect_model, known_methods, parse_method_settings)
 from codajax.train import RestoredRun, parallel, restore
+from codajax.train.checkpoint import TrainingError
 
 EVALUATORS = ("accuracy", "localisation", "depths", "pixel_removal", "ground_truth",
               "completeness", "figures")
@@ -190,7 +191,7 @@ def load_run(workdir: str, checkpoint: str = "latest") -> RestoredRun:
         f"checkpoint must be one of {', '.join(CHECKPOINTS)}; got {checkpoint!r}")
   try:
     return restore(workdir, checkpoint)
-  except FileNotFoundError as error:
+  except (FileNotFoundError, TrainingError) as error:   # no run, garbage run.json, incompatible
     raise EvaluationError(str(error)) from None
 
 
