@@ -174,8 +174,8 @@ class SkippedFiles:
       raise errors.BadManualDataError(f"{self.split}: none of the {self.total} image files decode.")
 
 
-def _encoded_examples(files: Sequence[LabelledFile], root: str, split: str = "split") -> Iterator[dict]:
-  """The files' encoded bytes; files that do not decode are skipped and reported with a count."""
+def _decodable_files(files: Sequence[LabelledFile], split: str) -> Iterator[tuple[str, int, bytes]]:
+  """``(path, label, bytes)`` of the files that decode; the others are skipped and reported with a count."""
   skipped = SkippedFiles(split)
   for path, label in files:
     skipped.total += 1
@@ -185,8 +185,14 @@ def _encoded_examples(files: Sequence[LabelledFile], root: str, split: str = "sp
     if reason is not None:
       skipped.add(path, reason)
       continue
-    yield {"image": data, "label": label, "file_name": os.path.relpath(path, root)}
+    yield path, label, data
   skipped.report()
+
+
+def _encoded_examples(files: Sequence[LabelledFile], root: str, split: str = "split") -> Iterator[dict]:
+  """The files' encoded bytes; files that do not decode are skipped and reported with a count."""
+  for path, label, data in _decodable_files(files, split):
+    yield {"image": data, "label": label, "file_name": os.path.relpath(path, root)}
 
 
 @dataclasses.dataclass(eq=False)
@@ -274,21 +280,12 @@ def tiny_imagenet_split_files(root: str) -> tuple[list[str], dict[str, list[Labe
 
 def _decoded_tiny_examples(files: Sequence[LabelledFile], split: str = "split") -> Iterator[dict]:
   """Decoded 64x64x3 images; files that do not decode are skipped and reported with a count."""
-  skipped = SkippedFiles(split)
-  for path, label in files:
-    skipped.total += 1
-    with open(path, "rb") as file:
-      data = file.read()
-    reason = undecodable_reason(data)
-    if reason is not None:
-      skipped.add(path, reason)
-      continue
+  for path, label, data in _decodable_files(files, split):
     with Image.open(io.BytesIO(data)) as image:
       array = np.asarray(image.convert("RGB"))
     if array.shape != TINY_IMAGE_SHAPE:
       raise errors.BadManualDataError(f"{path}: expected a {TINY_IMAGE_SHAPE} image, got {array.shape}.")
     yield {"image": array, "label": label}
-  skipped.report()
 
 
 class CodajaxTinyImagenet(base.OrderedBuilder):
