@@ -150,12 +150,8 @@ class CoDANet(nn.Module):
       self, images: Array, add_bias: bool = True
   ) -> tuple[Array, tuple[Array, ...]]:
     """One forward pass: logits ``(N, K)`` and the input of every CoDA layer."""
-    h = self.encode(images)
-    inputs = []
-    for coda_layer in self.coda_layers:
-      inputs.append(h)
-      h = coda_layer(h)
-    return coda_head(h, self.temperature, self.logit_bias if add_bias else 0.0), tuple(inputs)
+    inputs = self.explanation_inputs(images)
+    return self.forward_from(inputs[-1], len(self.layers) - 1, add_bias=add_bias), inputs
 
   def explanation_inputs(self, images: Array) -> tuple[Array, ...]:
     """The input of every CoDA layer, ``[0]`` being the encoded image."""

@@ -119,7 +119,7 @@ def init_dau_params(
   shapes = param_shapes(in_channels, features, rank, kernel_size)
   inits = param_initializers(in_channels, rank, kernel_size)
   keys = dict(zip(PARAM_NAMES, jax.random.split(key, 3)))
-  return {name: inits[name](keys[name], shapes[name], dtype) for name in ("B", "A", "w0")}
+  return {name: inits[name](keys[name], shapes[name], dtype) for name in PARAM_NAMES}
 
 
 def num_params(in_channels: int, features: int, rank: int, kernel_size: int) -> int:
