@@ -21,14 +21,6 @@ import optax
 
 from codajax.data.builders import shapes
 from codajax.models import get_model
-from codajax.models.coda_net import CoDANet, LayerSpec
-
-# A cheaper pure CoDA-Net for 32 px (stride 2 first): about 3.5x less CPU per step than shapes-7L.
-LOCAL_ARCHS = {
-    "shapes-5L": (LayerSpec(16, 8, 3, 2, 1), LayerSpec(32, 16, 3, 1, 1), LayerSpec(32, 16, 3, 2, 1),
-                  LayerSpec(64, 32, 3, 1, 1), LayerSpec(10, 32, 1, 1, 0)),
-}
-from codajax.train.step import classification_loss
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -60,10 +52,7 @@ def main(argv=None) -> dict:
   x_train, y_train = to_float(train["image"]), train["label"].astype(np.int32)
   x_test, y_test = to_float(test["image"]), test["label"].astype(np.int32)
   extra = {} if args.logit_bias is None else {"logit_bias": args.logit_bias}
-  if args.model in LOCAL_ARCHS:
-    model = CoDANet(layers=LOCAL_ARCHS[args.model], temperature=args.temperature, **extra)
-  else:
-    model = get_model(args.model, temperature=args.temperature, **extra)
+  model = get_model(args.model, temperature=args.temperature, **extra)
   params = model.init(jax.random.PRNGKey(args.seed), x_train[:1])
   schedule = (optax.linear_schedule(0.0, args.lr, args.warmup) if args.warmup
               else optax.constant_schedule(args.lr))

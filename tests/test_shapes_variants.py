@@ -1,5 +1,8 @@
 """The ``shapes`` variants (issue 12): deterministic in their seed, each knob doing what it says."""
 
+import importlib.util
+import os
+
 import numpy as np
 import pytest
 
@@ -84,3 +87,22 @@ def test_style_names_round_trip_and_bad_values_fail():
     shapes.Style(texture=1.5)
   with pytest.raises(ValueError, match="clutter"):
     shapes.Style(clutter=-1)
+
+
+@pytest.mark.parametrize("arg", [None, "original", "smoke"])
+def test_shapes_configs_build_and_validate(arg):
+  from codajax.models import get_model
+  from codajax.train.config import validate_config
+
+  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "shapes.py")
+  spec = importlib.util.spec_from_file_location("shapes_config_file", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config(arg)
+  validate_config(config)
+  expected = {None: "shapes/train20000_test2000_seed0_light", "original": "shapes",
+              "smoke": "shapes/train256_test64_seed0_light"}[arg]
+  assert config.dataset == expected
+  assert catalog.canonical_name(config.dataset).startswith("shapes/train")
+  model = get_model(config.model.name, temperature=config.model.temperature)
+  assert model.num_classes == len(shapes.CLASS_NAMES)
