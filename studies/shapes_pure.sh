@@ -19,7 +19,7 @@ STAGES=${STAGES:-"probes shapes temps report"}
 TEMPS=${TEMPS:-"10 100 1000"}
 SHAPES_TEMPS=${SHAPES_TEMPS:-""}   # e.g. "10 100 1000": the shapes temperature runs (CPU hours)
 # Modest eval settings (CPU): grids, ground-truth / removal images, cheaper RISE and SmoothGrad.
-EVAL_FLAGS=${EVAL_FLAGS:-"--n_grids 12 --grid 3 --n_removal 128 --depths off --method_setting RISE.n_masks=1000 --method_setting SmoothGrad.nt_samples=20"}
+EVAL_FLAGS=${EVAL_FLAGS:-"--n_grids 6 --grid 3 --n_removal 96 --depths off --method_setting IntGrad.n_steps=10 --method_setting SmoothGrad.nt_samples=10 --method_setting RISE.n_masks=500"}
 mkdir -p "$OUT/probe"
 
 has() { [[ " $STAGES " == *" $1 "* ]]; }
