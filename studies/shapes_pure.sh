@@ -44,8 +44,8 @@ fi
 
 if has temps; then
   for t in $TEMPS; do
-    timed "$PY" train.py --config configs/digits.py --workdir "$OUT/digits-T$t" --config.model.temperature="$t"
-    timed "$PY" eval.py --workdir "$OUT/digits-T$t" --methods Ours --n_grids 50 --depths off
+    timed "$PY" train.py --config configs/digits.py --workdir "$OUT/digits-T$t" --config.model.temperature="$t" --config.num_epochs=15
+    timed "$PY" eval.py --workdir "$OUT/digits-T$t" --methods Ours --n_grids 30 --depths off --n_figure 0
   done
   for t in $SHAPES_TEMPS; do
     timed "$PY" train.py --config configs/shapes.py --workdir "$OUT/shapes-T$t" --config.model.temperature="$t"
