@@ -60,14 +60,19 @@ def main(argv=None) -> None:
             ("removal", "Ours pixel removal (area)")]
   fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
   for ax, (key, title) in zip(axes, panels):
+    drawn = False
     for name, rows in datasets.items():
       points = [(r["T"], r[key]) for r in rows if r[key] is not None]
       if points:
         ax.plot(*zip(*points), marker="o", label=name)
+        drawn = True
     ax.set_xscale("log")
     ax.set_xlabel("temperature T")
     ax.set_title(title)
-    ax.legend()
+    if drawn:
+      ax.legend()
+    else:
+      ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes)
   fig.tight_layout()
   os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
   fig.savefig(args.out, dpi=110)
