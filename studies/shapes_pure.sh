@@ -7,8 +7,8 @@
 #
 # Data are prepared into $CODAJAX_DATA_DIR (default: runs/data inside the clone); runs go to $OUT.
 # CPU time (estimated from the measured runs of shapes_pure.md, machine shared, not one end-to-end
-# run): probes ~6 × 400 CPU s, shapes train ~700 CPU s, shapes eval ~1,500 CPU s, digits
-# temperatures ~3 × 400 CPU s: about 1.6 CPU hours.
+# run): probes ~5 × 300 CPU s, shapes train 353 CPU s, shapes eval 852 CPU s, digits
+# temperatures 3 × 150 CPU s: about 55 CPU minutes (estimate; see studies/shapes_pure.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CODAJAX_DATA_DIR=${CODAJAX_DATA_DIR:-$PWD/runs/data}
