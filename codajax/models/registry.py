@@ -84,6 +84,15 @@ ARCHITECTURES: dict[str, Architecture] = {
             LayerSpec(10, 32, 1, 1, 0),
         ),
         500.0, 3, 32, "Small CoDA-Net for the embedded 32x32 shapes dataset."),
+    "shapes-5L": Architecture(
+        (
+            LayerSpec(16, 8, 3, 2, 1),
+            LayerSpec(32, 16, 3, 1, 1),
+            LayerSpec(32, 16, 3, 2, 1),
+            LayerSpec(64, 32, 3, 1, 1),
+            LayerSpec(10, 32, 1, 1, 0),
+        ),
+        100.0, 3, 32, "Cheaper 32x32 shapes CoDA-Net (stride-2 first layer; ~3.5x less CPU per step than 7L)."),
     "tiny-3L": Architecture(
         (LayerSpec(8, 4, 3, 1, 1), LayerSpec(8, 4, 3, 2, 1), LayerSpec(10, 4, 1, 1, 0)),
         10.0, 3, 8, "A three-layer toy network for tests."),

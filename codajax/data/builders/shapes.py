@@ -37,6 +37,7 @@ CLASS_NAMES = (
     "checker",
 )
 NUM_CLUTTER_STROKES = 5
+POLARITIES = ("random", "light")
 _CHUNK = 512
 _SPLIT_IDS = {"train": 0, "test": 1}
 
@@ -88,7 +89,48 @@ def _far_colours(rng: np.random.Generator, reference: np.ndarray, min_distance: 
   return candidates[np.arange(reference.shape[0]), choice]
 
 
-def _render(rng: np.random.Generator, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+@dataclasses.dataclass(frozen=True)
+class Style:
+  """The difficulty knobs of a ``shapes`` variant (the defaults are the original ``shapes``).
+
+  Attributes:
+    polarity: ``"random"``: object and background colours independent in [0, 1]^3, so the object
+      is as likely darker as lighter than its background; ``"light"``: the object colour lies in
+      [0.6, 1]^3 and the background colours in [0, 0.4]^3 (every channel of the object brighter
+      than the background; hues still random). Clutter colours stay in [0, 1]^3 either way.
+    texture: amplitude of the background texture in [0, 1]: 1 = the full blotch/grating texture
+      between the two background colours, 0 = a flat background (their midpoint).
+    clutter: number of distractor strokes (each drawn with probability 0.8).
+  """
+
+  polarity: str = "random"
+  texture: float = 1.0
+  clutter: int = NUM_CLUTTER_STROKES
+
+  def __post_init__(self):
+    if self.polarity not in POLARITIES:
+      raise ValueError(f"polarity must be one of {POLARITIES}, got {self.polarity!r}.")
+    if not 0.0 <= self.texture <= 1.0:
+      raise ValueError(f"texture must be in [0, 1], got {self.texture}.")
+    if self.clutter < 0:
+      raise ValueError(f"clutter must be >= 0, got {self.clutter}.")
+
+  @property
+  def suffix(self) -> str:
+    """The name suffix of the non-default knobs: ``""``, ``"_light"``, ``"_light_tex50_clutter3"``."""
+    parts = ["light"] if self.polarity == "light" else []
+    if self.texture != 1.0:
+      parts.append(f"tex{round(self.texture * 100)}")
+    if self.clutter != NUM_CLUTTER_STROKES:
+      parts.append(f"clutter{self.clutter}")
+    return "".join(f"_{part}" for part in parts)
+
+
+DEFAULT_STYLE = Style()
+
+
+def _render(rng: np.random.Generator, labels: np.ndarray,
+            style: Style = DEFAULT_STYLE) -> tuple[np.ndarray, np.ndarray]:
   """Images (n, 32, 32, 3) uint8 and object masks (n, 32, 32) uint8 for the given labels (n,)."""
   n = labels.shape[0]
   yy, xx = np.meshgrid(np.arange(IMAGE_SIZE, dtype=np.float32) + 0.5,
@@ -103,11 +145,16 @@ def _render(rng: np.random.Generator, labels: np.ndarray) -> tuple[np.ndarray, n
   grating = 0.5 + 0.5 * np.sin(frequency * (np.cos(angle) * xx + np.sin(angle) * yy) + phase)
   blend = rng.uniform(0.2, 0.8, n).astype(np.float32)[:, None, None]
   texture = blend * _smooth_field(rng, n, 4) + (1 - blend) * grating
+  if style.texture != 1.0:
+    texture = style.texture * texture + (1 - style.texture) * 0.5
+  if style.polarity == "light":
+    object_colour = 0.6 + 0.4 * object_colour
+    near, far = 0.4 * near, 0.4 * far
   # Channels-first while drawing (inner loops over whole rows, not over 3 channels).
   image = near[:, :, None, None] + (far - near)[:, :, None, None] * texture[:, None]
 
   # Clutter: short strokes of random colour, length and angle (drawn behind the object).
-  for _ in range(NUM_CLUTTER_STROKES):
+  for _ in range(style.clutter):
     start = rng.uniform(0, IMAGE_SIZE, (n, 2)).astype(np.float32)
     stroke_angle = rng.uniform(0, 2 * np.pi, n).astype(np.float32)
     length = rng.uniform(4, 11, n).astype(np.float32)
@@ -140,13 +187,15 @@ def _render(rng: np.random.Generator, labels: np.ndarray) -> tuple[np.ndarray, n
   return np.ascontiguousarray(image), mask.astype(np.uint8)
 
 
-def generate_shapes(num_examples: int, seed: int, split: str) -> dict[str, np.ndarray]:
-  """Generates one split of ``shapes``, deterministically in ``(num_examples, seed, split)``.
+def generate_shapes(num_examples: int, seed: int, split: str,
+                    style: Style = DEFAULT_STYLE) -> dict[str, np.ndarray]:
+  """Generates one split of ``shapes``, deterministically in ``(num_examples, seed, split, style)``.
 
   Args:
     num_examples: number of images n.
     seed: non-negative integer seed.
     split: ``"train"`` or ``"test"`` (each split draws from its own stream).
+    style: the difficulty knobs (:class:`Style`; default: the original ``shapes``).
 
   Returns:
     ``{"image": uint8 (n, 32, 32, 3), "object_mask": uint8 (n, 32, 32) with 1 = object,
@@ -160,7 +209,7 @@ def generate_shapes(num_examples: int, seed: int, split: str) -> dict[str, np.nd
   labels = rng.permutation(np.arange(num_examples) % len(CLASS_NAMES)).astype(np.int64)
   images, masks = [], []
   for start in range(0, num_examples, _CHUNK):
-    image, mask = _render(rng, labels[start:start + _CHUNK])
+    image, mask = _render(rng, labels[start:start + _CHUNK], style)
     images.append(image)
     masks.append(mask)
   empty = (np.zeros((0, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8), np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8))
@@ -173,29 +222,47 @@ def generate_shapes(num_examples: int, seed: int, split: str) -> dict[str, np.nd
 
 @dataclasses.dataclass(eq=False)
 class ShapesConfig(base.ParameterisedConfig):
-  """Sizes and seed of one ``shapes`` variant; its name is ``train{N}_test{M}_seed{S}``."""
+  """Sizes, seed and style of one ``shapes`` variant; named ``train{N}_test{M}_seed{S}[style suffix]``."""
 
   num_train: int = 20000
   num_test: int = 2000
   seed: int = 0
+  style: Style = DEFAULT_STYLE
 
 
-def shapes_config(num_train: int = 20000, num_test: int = 2000, seed: int = 0) -> ShapesConfig:
-  """The ``ShapesConfig`` of these sizes and seed (all must be >= 0; num_train, num_test >= 1)."""
+def shapes_config(num_train: int = 20000, num_test: int = 2000, seed: int = 0,
+                  style: Style = DEFAULT_STYLE) -> ShapesConfig:
+  """The ``ShapesConfig`` of these sizes, seed and style (num_train, num_test >= 1; seed >= 0)."""
   if num_train < 1 or num_test < 1 or seed < 0:
     raise ValueError(f"shapes needs num_train >= 1, num_test >= 1, seed >= 0; got {num_train}, {num_test}, {seed}.")
-  return ShapesConfig(name=f"train{num_train}_test{num_test}_seed{seed}", num_train=num_train,
-                      num_test=num_test, seed=seed,
-                      description=f"{num_train} train / {num_test} test images, seed {seed}.")
+  knobs = "" if style == DEFAULT_STYLE else (
+      f"; polarity {style.polarity}, texture {style.texture:g}, {style.clutter} clutter strokes")
+  return ShapesConfig(name=f"train{num_train}_test{num_test}_seed{seed}{style.suffix}", num_train=num_train,
+                      num_test=num_test, seed=seed, style=style,
+                      description=f"{num_train} train / {num_test} test images, seed {seed}{knobs}.")
+
+
+_NAME_PATTERN = re.compile(r"train(\d+)_test(\d+)_seed(\d+)(_light)?(?:_tex(\d+))?(?:_clutter(\d+))?")
 
 
 def parse_shapes_config(name: str) -> ShapesConfig:
-  """Inverse of ``shapes_config(...).name``: ``"train256_test64_seed0"`` -> ``ShapesConfig``."""
-  match = re.fullmatch(r"train(\d+)_test(\d+)_seed(\d+)", name)
+  """Inverse of ``shapes_config(...).name``: ``"train256_test64_seed0_light_tex50"`` -> ``ShapesConfig``.
+
+  Style suffixes, in this order, each optional: ``_light`` (polarity "light"), ``_tex{P}`` (texture
+  P/100), ``_clutter{K}`` (K strokes).
+  """
+  match = _NAME_PATTERN.fullmatch(name)
   if match is None:
-    raise ValueError(f"A shapes config is named 'train<N>_test<M>_seed<S>' (e.g. 'train256_test64_seed0'), "
-                     f"got {name!r}.")
-  return shapes_config(*(int(group) for group in match.groups()))
+    raise ValueError(f"A shapes config is named 'train<N>_test<M>_seed<S>[_light][_tex<P>][_clutter<K>]' "
+                     f"(e.g. 'train256_test64_seed0' or 'train20000_test2000_seed0_light'), got {name!r}.")
+  num_train, num_test, seed, light, texture, clutter = match.groups()
+  style = Style(polarity="light" if light else "random",
+                texture=int(texture) / 100 if texture is not None else 1.0,
+                clutter=int(clutter) if clutter is not None else NUM_CLUTTER_STROKES)
+  config = shapes_config(int(num_train), int(num_test), int(seed), style)
+  if config.name != name:
+    raise ValueError(f"Write the shapes config {name!r} in its canonical form {config.name!r}.")
+  return config
 
 
 DEFAULT_CONFIG = shapes_config()
@@ -219,6 +286,6 @@ class CodajaxShapes(base.OrderedBuilder):
     del dl_manager  # Generated, nothing to download.
     config = self.builder_config
     return {
-        "train": self._generate_examples(base.rows(generate_shapes(config.num_train, config.seed, "train"))),
-        "test": self._generate_examples(base.rows(generate_shapes(config.num_test, config.seed, "test"))),
+        "train": self._generate_examples(base.rows(generate_shapes(config.num_train, config.seed, "train", config.style))),
+        "test": self._generate_examples(base.rows(generate_shapes(config.num_test, config.seed, "test", config.style))),
     }

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Issue 12: the pure CoDA-Net on shapes, its ground-truth evaluation, and the temperature study.
+# Reruns everything of studies/shapes_pure.md from a clean clone (CPU only):
+#
+#   bash studies/shapes_pure.sh            # probes, shapes run + eval, digits temperatures, tables, figures
+#   STAGES="shapes temps" bash studies/shapes_pure.sh   # a subset
+#
+# Data are prepared into $CODAJAX_DATA_DIR (default: runs/data inside the clone); runs go to $OUT.
+# CPU time (estimated from the measured runs of shapes_pure.md, machine shared, not one end-to-end
+# run): probes ~5 × 300 CPU s, shapes train 353 CPU s, shapes eval 852 CPU s, digits
+# temperatures 3 × 150 CPU s: about 55 CPU minutes (estimate; see studies/shapes_pure.md).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CODAJAX_DATA_DIR=${CODAJAX_DATA_DIR:-$PWD/runs/data}
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+PY=${PYTHON:-python}
+OUT=${OUT:-runs/pure}
+STAGES=${STAGES:-"probes shapes temps report"}
+TEMPS=${TEMPS:-"10 100 1000"}
+SHAPES_TEMPS=${SHAPES_TEMPS:-""}   # e.g. "10 100 1000": the shapes temperature runs (CPU hours)
+# Modest eval settings (CPU): grids, ground-truth / removal images, cheaper RISE and SmoothGrad.
+EVAL_FLAGS=${EVAL_FLAGS:-"--n_grids 6 --grid 3 --n_removal 96 --depths off --method_setting IntGrad.n_steps=10 --method_setting SmoothGrad.nt_samples=10 --method_setting RISE.n_masks=500"}
+mkdir -p "$OUT/probe"
+
+has() { [[ " $STAGES " == *" $1 "* ]]; }
+timed() { /usr/bin/time -f "== %e s wall, %U s user + %S s sys: $*" "$@"; }
+
+if has probes; then
+  # The diagnosis (table "Probes" of shapes_pure.md): one hypothesis at a time, 200 steps each.
+  probe() { local name=$1; shift; timed "$PY" studies/shapes_pure_probe.py --model shapes-5L --steps 200 \
+              --eval_every 50 "$@" | tee "$OUT/probe/$name.log"; }
+  probe p1_random
+  probe p2_light --polarity light
+  probe p3_random_flat_noclutter --texture 0 --clutter 0
+  probe p4_random_T10 --temperature 10
+  probe p5_random_softmax --loss softmax
+fi
+
+if has shapes; then
+  timed "$PY" train.py --config configs/shapes.py --workdir "$OUT/shapes"
+  # shellcheck disable=SC2086
+  timed "$PY" eval.py --workdir "$OUT/shapes" $EVAL_FLAGS
+fi
+
+if has temps; then
+  for t in $TEMPS; do
+    timed "$PY" train.py --config configs/digits.py --workdir "$OUT/digits-T$t" --config.model.temperature="$t" --config.num_epochs=15
+    timed "$PY" eval.py --workdir "$OUT/digits-T$t" --methods Ours --n_grids 30 --depths off --n_figure 0
+  done
+  for t in $SHAPES_TEMPS; do
+    timed "$PY" train.py --config configs/shapes.py --workdir "$OUT/shapes-T$t" --config.model.temperature="$t"
+    timed "$PY" eval.py --workdir "$OUT/shapes-T$t" --methods Ours --n_grids 12 --n_removal 128 --depths off
+  done
+fi
+
+if has report; then
+  "$PY" studies/summarise.py "$OUT/shapes"
+  shapes_runs=()
+  for t in $SHAPES_TEMPS; do shapes_runs+=("$OUT/shapes-T$t"); done
+  digits_runs=()
+  for t in $TEMPS; do digits_runs+=("$OUT/digits-T$t"); done
+  "$PY" studies/shapes_pure_report.py --out docs/figures/pure_temperature.png \
+    --digits "${digits_runs[@]}" ${shapes_runs[@]+--shapes "${shapes_runs[@]}"}
+  cp "$OUT/shapes/eval/contributions.png" docs/figures/shapes_pure_contributions.png
+fi
