@@ -88,6 +88,22 @@ def _assert_png(path):
     assert image.format == "PNG" and min(image.size) >= 100
 
 
+def _assert_provenance(record):
+  """Versions, commit, date and devices of this process and this checkout."""
+  import datetime
+
+  import codajax
+
+  assert (record["codajax"], record["jax"]) == (codajax.__version__, jax.__version__)
+  assert (record["device_kind"], record["device_count"]) == (jax.devices()[0].device_kind,
+                                                             jax.device_count())
+  head = subprocess.run(["git", "-C", ROOT, "rev-parse", "HEAD"], capture_output=True,
+                        text=True).stdout.strip()
+  assert record["git_commit"].split("+")[0] == head and len(head) == 40
+  age = datetime.datetime.now(datetime.timezone.utc) - datetime.datetime.fromisoformat(record["date"])
+  assert datetime.timedelta(0) <= age < datetime.timedelta(hours=1)
+
+
 def _grid_images(run, indices, grid):
   """Column-major grid images (G, nH, nW, C) in [0, 1], built here from the test images."""
   tiles = data.load_examples("digits", "test", data_dir=run.config.data_dir,
@@ -207,6 +223,8 @@ def test_eval_cli_end_to_end_on_digits(digits_run, tmp_path):
     expected = np.abs(maps.sum(1) - target) / np.abs(maps).sum(1)
     np.testing.assert_allclose(errors[layer], expected, rtol=0.2, atol=2e-7)
   assert report["completeness"]["max"] == pytest.approx(errors.max())
+  assert report["methods"]["Ours"]["completeness_error"]["max"] == pytest.approx(errors.max())
+  _assert_provenance(report["provenance"])
 
   depths = report["depths"]
   assert [d["layer"] for d in depths] == [0, 1, 2, 3, 4]
