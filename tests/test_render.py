@@ -133,4 +133,6 @@ def test_plots_state_n_and_the_direction(tmp_path):
     assert "least important" in axis.get_title() and "n = 7" in axis.get_title()
     assert "higher is better" in axis.get_ylabel()
     box = render.save_localisation_boxplot(tmp_path / "b.png", {"Ours": np.ones(6), "Grad": np.zeros(6)})
-    assert "n = 6" in box.axes[0].get_title() and "higher is better" in box.axes[0].get_title()
+    assert "n = 6 scores" in box.axes[0].get_title() and "higher is better" in box.axes[0].get_title()
+    grids = render.save_localisation_boxplot(tmp_path / "g.png", {"Ours": np.ones((2, 9))})
+    assert "n = 2 grids x 9 tiles" in grids.axes[0].get_title()

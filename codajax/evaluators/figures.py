@@ -60,16 +60,16 @@ def save_figures(out: str, *, images: np.ndarray, labels: np.ndarray,
     render.save_grid_figure(
         os.path.join(out, "contributions.png"), floats, rows, titles=[f"class {c}" for c in labels],
         dark_rows=(f"{OURS} (explanation)",),
-        title=(f"Contribution maps for the true class, n = {len(labels)} test images. Blue-white-red, "
-               "symmetric limit ±L per map (colour bar); Ours (sum) = from x + from 1-x "
-               "(the encoded input [x, 1-x])"))
+        title=(f"Contribution maps for the true class, n = {len(labels)} test images.\nBlue-white-red, "
+               "symmetric limit ±L per map (colour bar). Ours (sum) = from x + from 1-x\n(the encoded "
+               "input [x, 1-x]); explanation on black: white = evidence from bright pixels x"))
     written.append("contributions.png")
   if grid_image is not None and grid_maps:
     render.save_localisation_grid_figure(
         os.path.join(out, "localisation_grid.png"), grid_image.astype(np.float32) / 255.0,
         grid_labels, dict(grid_maps), grid=grid,
         title=(f"The first localisation grid ({grid}x{grid}) and each method's map for each tile's "
-               "class (target tile in green; symmetric limit ±L per map)"))
+               "class\n(target tile in green; blue-white-red, symmetric limit ±L per map)"))
     written.append("localisation_grid.png")
   if localisation_scores:
     render.save_localisation_boxplot(os.path.join(out, "localisation.png"), localisation_scores,

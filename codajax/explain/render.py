@@ -240,8 +240,10 @@ def save_localisation_boxplot(path, scores_by_method: Mapping[str, np.ndarray], 
     axis.axhline(1.0 / grid**2, color="tab:red", linestyle=":", label=f"uniform (1/{grid * grid})")
     axis.set_ylim(0, 1.05)
     axis.set_ylabel("localisation score (higher is better)")
-    count = len(np.asarray(next(iter(scores_by_method.values()))).reshape(-1))
-    axis.set_title(title or f"Localisation on {grid}x{grid} grids (n = {count} scores per box; "
+    first = np.asarray(next(iter(scores_by_method.values())))
+    count = (f"{first.shape[0]} grids x {first.shape[1]} tiles" if first.ndim == 2
+             else f"{first.size} scores")
+    axis.set_title(title or f"Localisation on {grid}x{grid} grids (n = {count} per box; "
                    "higher is better)", fontsize=8)
     axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
     figure.tight_layout()
