@@ -13,7 +13,7 @@ validation split, never the test split. Datasets without one get it carved from 
 training data: a fixed permutation (seed ``VALIDATION_SEED``) of the ``train`` indices puts
 the first ``V`` into ``"train.validation"`` and the rest into ``"train.fit"`` (both in stored
 order). ``V`` is 200 for digits (1,237 fit / 200 validation), 10 % of the training images
-for shapes (18,000 / 2,000 for the default config), 5,000 for cifar10 (45,000 / 5,000),
+for shapes (18,000 / 2,000 for the default config) and cifar10 (45,000 / 5,000),
 and ``ceil(2 %)`` of the training images for ImageNet folders, Tiny ImageNet and TFDS
 datasets whose only held-out split is their test split. TFDS datasets with both a
 ``validation`` and a ``test`` split use them as they are.
@@ -86,9 +86,10 @@ def validation_size(base: str, num_train: int) -> int:
   """Examples carved from ``num_train`` training examples into the validation split of ``base``."""
   if num_train < 2:
     raise ValueError(f"{base}: {num_train} training examples are too few to carve a validation split.")
-  size = {"digits": 200, "cifar10": 5000}.get(base)
-  if size is None:
-    size = math.ceil(num_train * (0.1 if base == "shapes" else VALIDATION_FRACTION))
+  if base == "digits":
+    size = 200
+  else:
+    size = math.ceil(num_train * (0.1 if base in ("shapes", "cifar10") else VALIDATION_FRACTION))
   return min(max(size, 1), num_train - 1)
 
 
