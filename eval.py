@@ -22,7 +22,9 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 config_flags.DEFINE_config_file(
     "config", os.path.join(_HERE, "configs", "eval", "quick.py"),
     "Eval config file (configs/eval/*.py), optionally with ':arg'.", lock_config=True)
-flags.DEFINE_string("workdir", None, "Work directory written by train.py.", required=True)
+flags.DEFINE_string("workdir", None, "Work directory written by train.py (required).")
+flags.DEFINE_bool("print_config", False, "Print the resolved eval config (file + overrides + the "
+                  "older flags) and exit.")
 flags.DEFINE_enum("checkpoint", None, ["latest", "best"],
                   "Which checkpoint to evaluate (= --config.checkpoint).")
 flags.DEFINE_list("methods", None, "Methods to evaluate (= --config.methods): Ours and the keys of "
@@ -123,6 +125,11 @@ def main(argv):
                            evaluators.parse_method_settings)
   except evaluators.EvaluationError as error:
     sys.exit(f"eval.py: error: {error}")
+  if FLAGS.print_config:
+    print(config)
+    return
+  if not FLAGS.workdir:
+    sys.exit("eval.py: error: --workdir is required (the directory train.py wrote).")
   if FLAGS.multihost:
     from codajax.train.parallel import initialize_distributed
 
@@ -143,5 +150,20 @@ def main(argv):
     print(f"report: {out}/{evaluators.REPORT_FILE} ({report['timings_s']['total']:.1f} s)")
 
 
+HELP_ARGS = ("-h", "-?", "--help", "--helpshort", "--helpfull")
+CONFIG_HELP = ("Config fields: configs/eval/eval_base.py:base_config documents every key and the "
+               "evaluators' arguments (codajax/evaluators/); set them with --config.KEY=VALUE; "
+               "--print_config prints the resolved config and exits.")
+
+
+def parse_flags(argv):
+  """absl's flag parsing; ``--help`` prints the usage and where the config fields are
+  documented, and exits 0."""
+  if any(arg in HELP_ARGS for arg in argv[1:]):
+    print(f"{__doc__}\n{CONFIG_HELP}\n\nflags:\n{FLAGS.main_module_help()}")
+    sys.exit(0)
+  return FLAGS(argv)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -28,6 +28,7 @@ flags.DEFINE_string("coordinator_address", os.environ.get("JAX_COORDINATOR_ADDRE
 flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host).")
 flags.DEFINE_integer("process_id", None, "This process's index (multi-host).")
 flags.DEFINE_integer("init_timeout", 120, "Seconds to wait for every process to join.")
+flags.DEFINE_bool("print_config", False, "Print the resolved config (file + overrides) and exit.")
 FLAGS = flags.FLAGS
 
 
@@ -127,8 +128,18 @@ def _flag_error(error: Exception, argv) -> Exception:
   return ValueError(f"unknown config key {where} ({hint}).")
 
 
+HELP_ARGS = ("-h", "-?", "--help", "--helpshort", "--helpfull")
+CONFIG_HELP = ("Config fields: every key of codajax/train/config.py:base_config (with its default and "
+               "a comment), set by the config file and overridden with --config.KEY=VALUE; "
+               "--print_config prints the resolved config and exits.")
+
+
 def parse_flags(argv):
-  """absl's flag parsing, with a bad flag or config override as one ``error:`` line."""
+  """absl's flag parsing, with a bad flag or config override as one ``error:`` line;
+  ``--help`` prints the usage and where the config fields are documented, and exits 0."""
+  if any(arg in HELP_ARGS for arg in argv[1:]):
+    print(f"{__doc__}\n{CONFIG_HELP}\n\nflags:\n{FLAGS.main_module_help()}")
+    sys.exit(0)
   try:
     return FLAGS(argv)
   except Exception as error:  # noqa: BLE001  (flags and ml_collections raise many types)
@@ -150,6 +161,9 @@ def _env_or_flag(flag_value, name):
 
 
 def main(argv):
+  if FLAGS.print_config:
+    print(FLAGS.config)
+    return
   try:
     _main()
   except KeyboardInterrupt:
@@ -186,7 +200,10 @@ def _main():
     import jax
 
     if jax.process_index() == 0:
-      print(f"done: step {metrics['step']}, eval accuracy {metrics['eval/accuracy']:.4f}; "
+      tests = (f"; test accuracy: final model {metrics['test/accuracy_final']:.4f}, best-on-validation "
+               f"model (step {metrics['test/best_step']}) {metrics['test/accuracy_best']:.4f}"
+               if "test/accuracy_final" in metrics else "")
+      print(f"done: step {metrics['step']}, validation accuracy {metrics['eval/accuracy']:.4f}{tests}; "
             f"work directory {os.path.abspath(workdir)}")
 
 

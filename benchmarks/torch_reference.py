@@ -3,7 +3,7 @@
     pip install torch==2.13.0        # or: pip install -e '.[torch]'
     python benchmarks/torch_reference.py --arch 9L-S --batches 4,8 --steps 3
 
-A port of the reference CoDA layer as reference-spec §1.2 describes it (two convolutions, the
+A port of the reference CoDA layer as the authors' code implements it (two convolutions, the
 dynamic weights materialised as ``(B, P, D, H', W')``, ``F.unfold`` patches, the squashing norm,
 sum pooling, ``/T + b``, BCE on one-hot targets, Adam) with the reference's parameter names, so
 its ``state_dict`` loads through :func:`codajax.convert.from_reference_state_dict`. Prints one

@@ -11,7 +11,7 @@ dynamic linear map *with every norm factor* ``s(‖w‖²)`` and the ``1/T`` of 
 head: the quantity whose product with ``h`` is exactly the logit minus the
 bias, i.e. the ``dynamic_linear_weights`` of :func:`codajax.explain.explain`.
 
-**How it differs from the reference** (reference-spec §1.7, §7 items 2–3): the
+**How it differs from the reference** (the authors' code, github.com/moboehle/CoDA-Nets): the
 authors' reverse path multiplies the *raw* dynamic weights ``w`` of every layer
 and omits the ``1/N`` norm factors (with squashing a per-position factor
 ``n/(1+n²)`` per layer), so it regularises a different matrix than the one the

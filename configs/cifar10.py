@@ -1,4 +1,4 @@
-"""CIFAR-10 9L-S of the CVPR paper (reference-spec §2.1–2.3).
+"""CIFAR-10 9L-S of the CVPR paper (CVPR 2021 paper, CIFAR-10 experiments).
 
 ``arg`` (comma-separated) picks the experiment of the paper's list:
 

@@ -1,6 +1,6 @@
 """CIFAR-10 hybrids: ResNet-18 (CIFAR stem, GroupNorm) cut after stage k, then CoDA layers.
 
-The TPAMI extension's hybrid idea (reference-spec §8) at three embedding depths;
+The TPAMI extension's hybrid idea (TPAMI 2022, arXiv:2109.13004) at three embedding depths;
 the paper's exact hybrid tables were not available, so the CoDA part and the
 temperatures are codajax's (``codajax.models.hybrid``, ``docs/hybrids.md``).
 

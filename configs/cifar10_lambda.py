@@ -1,4 +1,4 @@
-"""CIFAR-10 9L-S with the dynamic-matrix L1 regulariser, 9L-S-CoDA-SQ-lambda-λ (spec §2.3).
+"""CIFAR-10 9L-S with the dynamic-matrix L1 regulariser, 9L-S-CoDA-SQ-lambda-λ (CVPR 2021 paper, CIFAR-10 experiments).
 
 ``arg`` (comma-separated): λ, the weight of ``mean |W_c(x)|`` over the true
 class and one random other class per image (the paper's runs: ``0 | 0.1 |

@@ -1,4 +1,4 @@
-"""ImageNet-100 9L-L of the CVPR paper: 9L-L-CoDA-SQ-100000 (reference-spec §2.4).
+"""ImageNet-100 9L-L of the CVPR paper: 9L-L-CoDA-SQ-100000 (CVPR 2021 paper, ImageNet experiments).
 
 The first 100 sorted wnids of ILSVRC2012, 240-px crops (resize 256, random
 crop, flip, RandAugment n=2 m=10), Adam with lr linear from 2.5e-4 to 1e-3

@@ -1,10 +1,10 @@
 """ImageNet hybrids: ResNet-50 (ImageNet stem, GroupNorm) cut after stage k, then CoDA layers.
 
-The TPAMI extension's claim (reference-spec §8) that hybrids scale CoDA layers
+The TPAMI extension's claim (TPAMI 2022, arXiv:2109.13004) that hybrids scale CoDA layers
 to the full ImageNet; its exact hybrid settings were not available, so the
 CoDA part and temperatures are codajax's (``codajax.models.hybrid``,
 ``docs/hybrids.md``) and the optimisation is the CVPR ImageNet protocol
-(§2.4): 240-px crops with RandAugment, Adam lr 2.5e-4 → 1e-3 over 15 epochs
+(the CVPR 2021 paper's ImageNet-100 setup): 240-px crops with RandAugment, Adam lr 2.5e-4 → 1e-3 over 15 epochs
 then halved every 20, 60 epochs, batch 64, BCE, evaluation every 2 epochs.
 
 ``arg`` (comma-separated): the embedding stage ``s2 | s3 | s4`` (default

@@ -1,6 +1,6 @@
 """An independent numpy port of the authors' PyTorch forward pass (NCHW, unfold based).
 
-Written from reference-spec.md §1.2–1.4, sharing no code with codajax, so tests
+Written from the CVPR 2021 paper's layer definition and the authors' code, sharing no code with codajax, so tests
 can check the converter and both DAU forms against it without PyTorch.
 """
 

@@ -37,19 +37,19 @@ def test_unknown_name_lists_the_known_datasets(tmp_path):
 
 
 @pytest.mark.parametrize("name, command", [
-    ("cifar10", "python -m codajax.data.prepare cifar10 --manual_dir DIR_WITH_cifar-10-python.tar.gz --data_dir {}"),
+    ("cifar10", "python -m codajax.data.prepare cifar10 --manual_dir {}/downloads/manual/cifar10 --data_dir {}"),
     ("imagenet100", "python -m codajax.data.prepare imagenet100 --manual_dir IMAGENET_ROOT_WITH_train_AND_val "
                     "--data_dir {}"),
     ("imagenet_folder/first10", "python -m codajax.data.prepare imagenet_folder --manual_dir "
                                 "IMAGENET_ROOT_WITH_train_AND_val --data_dir {} --classes 10"),
-    ("tiny_imagenet", "python -m codajax.data.prepare tiny_imagenet --manual_dir DIR_WITH_tiny-imagenet-200 "
+    ("tiny_imagenet", "python -m codajax.data.prepare tiny_imagenet --manual_dir {}/downloads/manual/tiny_imagenet "
                       "--data_dir {}"),
     ("imagenet2012", "python -m codajax.data.prepare imagenet2012 --data_dir {} --download"),
 ])
 def test_an_unprepared_dataset_names_the_exact_prepare_command(tmp_path, no_network, name, command):
   with pytest.raises(DatasetNotPreparedError) as error:
     eval_loader(name, global_batch_size=8, data_dir=str(tmp_path), process_index=0, process_count=1)
-  assert command.format(tmp_path) in str(error.value)
+  assert command.format(*[tmp_path] * command.count("{}")) in str(error.value)
   assert not os.listdir(tmp_path) or name == "imagenet2012"  # nothing was prepared or fetched
 
 
@@ -92,7 +92,9 @@ def test_cli_prepares_and_reports_errors(tmp_path, capsys, no_network):
   assert prepare_cli.main(["shapes", "--num_train", "12", "--num_test", "4", "--data_dir", str(tmp_path)]) == 0
   assert '"name": "shapes/train12_test4_seed0"' in capsys.readouterr().out
   assert prepare_cli.main(["cifar10", "--data_dir", str(tmp_path)]) == 2
-  assert "python -m codajax.data.prepare cifar10 --manual_dir DIR" in capsys.readouterr().err
+  message = capsys.readouterr().err   # a real folder (where --download puts it), not a placeholder
+  assert (f"put it in {tmp_path}/downloads/manual/cifar10, then run:\n  python -m codajax.data.prepare cifar10 "
+          f"--manual_dir {tmp_path}/downloads/manual/cifar10 --data_dir {tmp_path}") in message
   assert prepare_cli.main(["cifar11", "--data_dir", str(tmp_path)]) == 2
   assert "Known datasets: digits, shapes, cifar10" in capsys.readouterr().err
 

@@ -54,7 +54,7 @@ def test_same_seed_same_batches_other_seed_other_batches(data_dir):
 
 
 def test_every_epoch_is_a_new_permutation_without_the_last_partial_batch(data_dir):
-  loader = _train(data_dir, augment=False)
+  loader = _train(data_dir, augment=False, split="train")   # (the default is "train.fit", without validation)
   assert loader.batches_per_epoch == 256 // 48 == 5
   all_images = set(_keys(load_examples(NAME, "train", data_dir=data_dir)["image"]))
   epochs = [[key for batch in _take(loader, 5) for key in _keys(batch["image"])] for _ in range(3)]
@@ -84,7 +84,7 @@ def test_process_shards_are_disjoint_cover_and_rebuild_the_global_batch(data_dir
     assert all(part["image"].shape[0] == 48 // process_count for part in parts)
     for key in ("image", "label"):
       np.testing.assert_array_equal(np.concatenate([part[key] for part in parts]), global_batch[key])
-  plain = [_take(_train(data_dir, augment=False, process_index=p, process_count=process_count), 5)
+  plain = [_take(_train(data_dir, augment=False, split="train", process_index=p, process_count=process_count), 5)
            for p in range(process_count)]
   per_process = [{key for batch in shard for key in _keys(batch["image"])} for shard in plain]
   assert sum(len(keys) for keys in per_process) == len(set().union(*per_process)) == 240

@@ -37,11 +37,11 @@ def data_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def digits_run(data_dir, tmp_path_factory):
-  """digits-5L trained for 40 steps (~80 % accuracy): enough confident images for a few grids."""
+  """digits-5L trained for 80 steps on the 1,237 fit images: enough confident images for a few grids."""
   config = digits_config.get_config("smoke")
   config.data_dir = data_dir
   config.batch_size = 64
-  config.max_steps = 40
+  config.max_steps = 80
   config.num_epochs = 10
   config.optimizer.schedule = "constant"
   config.optimizer.learning_rate = 3e-3
@@ -88,6 +88,22 @@ def _assert_png(path):
     assert image.format == "PNG" and min(image.size) >= 100
 
 
+def _assert_provenance(record):
+  """Versions, commit, date and devices of this process and this checkout."""
+  import datetime
+
+  import codajax
+
+  assert (record["codajax"], record["jax"]) == (codajax.__version__, jax.__version__)
+  assert (record["device_kind"], record["device_count"]) == (jax.devices()[0].device_kind,
+                                                             jax.device_count())
+  head = subprocess.run(["git", "-C", ROOT, "rev-parse", "HEAD"], capture_output=True,
+                        text=True).stdout.strip()
+  assert record["git_commit"].split("+")[0] == head and len(head) == 40
+  age = datetime.datetime.now(datetime.timezone.utc) - datetime.datetime.fromisoformat(record["date"])
+  assert datetime.timedelta(0) <= age < datetime.timedelta(hours=1)
+
+
 def _grid_images(run, indices, grid):
   """Column-major grid images (G, nH, nW, C) in [0, 1], built here from the test images."""
   tiles = data.load_examples("digits", "test", data_dir=run.config.data_dir,
@@ -124,7 +140,7 @@ def test_eval_cli_end_to_end_on_digits(digits_run, tmp_path):
 
   with open(os.path.join(out, "report.json")) as f:
     report = json.load(f)
-  assert report["checkpoint"] == {"which": "latest", "step": 40}
+  assert report["checkpoint"] == {"which": "latest", "step": 80}
   assert report["dataset"] == "digits" and report["explainable_layers"] == 5
   run = restore(digits_run)
   test = data.load_examples("digits", "test", data_dir=run.config.data_dir)
@@ -207,6 +223,8 @@ def test_eval_cli_end_to_end_on_digits(digits_run, tmp_path):
     expected = np.abs(maps.sum(1) - target) / np.abs(maps).sum(1)
     np.testing.assert_allclose(errors[layer], expected, rtol=0.2, atol=2e-7)
   assert report["completeness"]["max"] == pytest.approx(errors.max())
+  assert report["methods"]["Ours"]["completeness_error"]["max"] == pytest.approx(errors.max())
+  _assert_provenance(report["provenance"])
 
   depths = report["depths"]
   assert [d["layer"] for d in depths] == [0, 1, 2, 3, 4]

@@ -78,3 +78,61 @@ def test_save_pixel_removal_curves_writes_png(tmp_path):
     assert read_png(tmp_path / "curves.png").std() > 0
     with pytest.raises(ValueError):
         render.save_pixel_removal_curves(tmp_path / "bad.png", {"x": np.zeros(3)}, fractions)
+
+
+def _image_axes(figure):
+    """The axes that show an image, and their colour limits (colour-bar axes excluded)."""
+    bars = {id(image.colorbar.ax) for axis in figure.axes for image in axis.images
+            if image.colorbar is not None}
+    return [axis for axis in figure.axes if axis.images and id(axis) not in bars]
+
+
+def test_contribution_figure_layout_and_symmetric_per_map_limits(tmp_path):
+    rng = np.random.default_rng(3)
+    images = rng.uniform(size=(4, 8, 8, 1))
+    signed = rng.normal(size=(4, 8, 8)) * np.array([1, 10, 100, 1000])[:, None, None]
+    rise = rng.uniform(0.2, 0.3, size=(4, 8, 8))          # non-negative, a narrow range
+    rgba = render.explanation_image(rng.normal(size=(4, 8, 8, 2)))
+    figure = render.save_grid_figure(tmp_path / "c.png", images, {"Ours": signed, "RISE": rise, "expl": rgba},
+                                     title="t", dark_rows=("expl",))
+    read_png(tmp_path / "c.png")
+    panels = _image_axes(figure)
+    assert len(panels) == 4 * 4                                      # images + 3 rows, 4 columns
+    limits = [axis.images[0].get_clim() for axis in panels if axis.images[0].colorbar is not None]
+    assert len(limits) == 2 * 4                                      # a colour bar on every map
+    for low, high in limits:
+        assert low == -high and high > 0
+    # Each map has its own limit: the 99.5th percentile of its |values| (numpy here).
+    highs = sorted(high for _, high in limits)
+    expected = sorted([np.percentile(np.abs(m), 99.5) for m in signed] + [np.percentile(m, 99.5) for m in rise])
+    np.testing.assert_allclose(highs, expected, rtol=1e-12)
+
+
+def test_localisation_grid_figure_shows_one_grid_and_a_map_per_method_and_tile(tmp_path):
+    rng = np.random.default_rng(4)
+    grid_image = rng.uniform(size=(12, 12, 3))
+    maps = {"Ours": rng.normal(size=(4, 12, 12)), "GCam": rng.uniform(size=(4, 12, 12))}
+    figure = render.save_localisation_grid_figure(tmp_path / "g.png", grid_image, [3, 1, 4, 1], maps, grid=2,
+                                                  title="t")
+    read_png(tmp_path / "g.png")
+    panels = _image_axes(figure)
+    assert len(panels) == 1 + 2 * 4
+    assert sum(axis.images[0].colorbar is None for axis in panels) == 1   # the grid image, once
+    for axis in panels[1:]:
+        low, high = axis.images[0].get_clim()
+        assert low == -high > -np.inf and high > 0
+        assert len(axis.patches) == 4                                     # the tile outlines
+    with pytest.raises(ValueError):
+        render.save_localisation_grid_figure(tmp_path / "bad.png", grid_image, [1, 2, 3], maps, grid=2)
+
+
+def test_plots_state_n_and_the_direction(tmp_path):
+    fractions = np.arange(5) / 10
+    figure = render.save_pixel_removal_curves(tmp_path / "r.png", {"Ours": np.ones(5)}, fractions, n_images=7)
+    axis = figure.axes[0]
+    assert "least important" in axis.get_title() and "n = 7" in axis.get_title()
+    assert "higher is better" in axis.get_ylabel()
+    box = render.save_localisation_boxplot(tmp_path / "b.png", {"Ours": np.ones(6), "Grad": np.zeros(6)})
+    assert "n = 6 scores" in box.axes[0].get_title() and "higher is better" in box.axes[0].get_title()
+    grids = render.save_localisation_boxplot(tmp_path / "g.png", {"Ours": np.ones((2, 9))})
+    assert "n = 2 grids x 9 tiles" in grids.axes[0].get_title()

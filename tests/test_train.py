@@ -1,5 +1,6 @@
 """Training: smoke runs, parallel equivalence, accumulation, exact resume, multi-host, errors."""
 
+import json
 import os
 import signal
 import socket
@@ -61,12 +62,13 @@ def _params_equal(a, b):
   return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
-def _numpy_eval(run, data_dir, loss):
-  """Accuracy, top-5 and mean loss of a restored run on digits' test split, in float64 numpy
-  from ``model.apply`` (not the eval step): the reference for the logged eval metrics."""
+def _numpy_eval(run, data_dir, loss, split="train.validation"):
+  """Accuracy, top-5 and mean loss of a restored run on a digits split (default: the
+  validation split the training evals read), in float64 numpy from ``model.apply`` (not
+  the eval step): the reference for the logged eval metrics."""
   from codajax.data import load_examples
 
-  examples = load_examples("digits", "test", data_dir=data_dir)
+  examples = load_examples("digits", split, data_dir=data_dir)
   logits = np.asarray(run.model.apply(run.variables, examples["image"] / np.float32(255)),
                       np.float64)
   labels = examples["label"]
@@ -103,10 +105,20 @@ def test_smoke_training_writes_logs_checkpoints_and_evaluates(data_dir, straight
   assert os.listdir(os.path.join(workdir, "tensorboard"))
   run = restore(workdir)
   assert run.step == 4
-  # The logged eval (360 examples in one padded batch of 512) equals numpy on the restored
-  # model's logits: restore() gives the trained parameters and the eval step skips padding.
+  with open(os.path.join(workdir, "run.json")) as f:
+    record = json.load(f)
+  assert record["splits"] == {"train": "train.fit", "validation": "train.validation", "test": "test"}
+  assert record["provenance"]["jax"] == jax.__version__
+  assert record["provenance"]["device_count"] == jax.device_count()
+  assert record["provenance"]["date"].startswith(time.strftime("%Y-", time.gmtime()))
+  # The logged eval (200 validation examples in one padded batch of 512) equals numpy on the
+  # restored model's logits: restore() gives the trained parameters and the eval step skips padding.
   accuracy, top5, loss, count = _numpy_eval(run, data_dir, "bce")
-  assert metrics["eval/count"] == count == 360
+  assert metrics["eval/count"] == count == 200
+  test_accuracy, test_top5, _, test_count = _numpy_eval(run, data_dir, "bce", split="test")
+  assert metrics["test/count"] == test_count == 360
+  np.testing.assert_allclose(metrics["test/accuracy_final"], test_accuracy, atol=1e-6)
+  np.testing.assert_allclose(metrics["test/top5_final"], test_top5, atol=1e-6)
   np.testing.assert_allclose(metrics["eval/accuracy"], accuracy, atol=1e-6)
   np.testing.assert_allclose(metrics["eval/top5"], top5, atol=1e-6)
   np.testing.assert_allclose(metrics["eval/loss"], loss, rtol=1e-5)

@@ -7,12 +7,23 @@ other subsets), ``tiny_imagenet``, and any other TFDS dataset prepared in
 array_record format in the data directory (e.g. ``imagenet2012``).
 Embedded datasets (``digits``, ``shapes``) are prepared on first use; every
 other dataset must be prepared with ``python -m codajax.data.prepare``.
+
+Validation splits. Model selection (the evaluation during training, ``best/``) uses a
+validation split, never the test split. Datasets without one get it carved from their
+training data: a fixed permutation (seed ``VALIDATION_SEED``) of the ``train`` indices puts
+the first ``V`` into ``"train.validation"`` and the rest into ``"train.fit"`` (both in stored
+order). ``V`` is 200 for digits (1,237 fit / 200 validation), 10 % of the training images
+for shapes (18,000 / 2,000 for the default config) and cifar10 (45,000 / 5,000),
+and ``ceil(2 %)`` of the training images for ImageNet folders, Tiny ImageNet and TFDS
+datasets whose only held-out split is their test split. TFDS datasets with both a
+``validation`` and a ``test`` split use them as they are.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import os
 import shutil
 import tempfile
@@ -21,6 +32,7 @@ import zipfile
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import tensorflow_datasets as tfds
 
 from codajax.data import augment, errors
@@ -37,10 +49,12 @@ class DatasetSpec:
     name: canonical name (e.g. ``"shapes/train20000_test2000_seed0"``).
     num_classes: number of labels K.
     image_shape: (H, W, C) of the loaders' images (after the eval transform).
-    split_sizes: number of examples per split.
+    split_sizes: number of examples per stored split (``size(split)`` also knows carved ones).
     has_object_mask: whether examples carry a per-pixel ``object_mask`` (H, W).
-    train_split: the split ``train_loader`` reads by default.
-    test_split: the split ``eval_loader`` reads by default.
+    train_split: the split ``train_loader`` reads by default (``"train.fit"`` when the
+      validation split is carved from ``train``).
+    test_split: the split ``eval_loader`` reads by default (reported test numbers).
+    validation_split: the split model selection reads (``"train.validation"`` when carved).
   """
 
   name: str
@@ -50,6 +64,58 @@ class DatasetSpec:
   has_object_mask: bool
   train_split: str
   test_split: str
+  validation_split: str = ""
+
+  def size(self, split: str) -> int:
+    """Examples in ``split``: a stored one (``split_sizes``) or a carved one."""
+    if split in (FIT_SPLIT, CARVED_VALIDATION_SPLIT):
+      num_train = self.split_sizes["train"]
+      num_validation = validation_size(self.name.partition("/")[0], num_train)
+      return num_validation if split == CARVED_VALIDATION_SPLIT else num_train - num_validation
+    return self.split_sizes[split]
+
+
+# Carved validation splits (see the module docstring).
+VALIDATION_SEED = 20210601
+FIT_SPLIT = "train.fit"
+CARVED_VALIDATION_SPLIT = "train.validation"
+VALIDATION_FRACTION = 0.02   # ImageNet folders, Tiny ImageNet, generic TFDS datasets
+
+
+def validation_size(base: str, num_train: int) -> int:
+  """Examples carved from ``num_train`` training examples into the validation split of ``base``."""
+  if num_train < 2:
+    raise ValueError(f"{base}: {num_train} training examples are too few to carve a validation split.")
+  if base == "digits":
+    size = 200
+  else:
+    size = math.ceil(num_train * (0.1 if base in ("shapes", "cifar10") else VALIDATION_FRACTION))
+  return min(max(size, 1), num_train - 1)
+
+
+def carved_indices(num_train: int, num_validation: int) -> tuple[np.ndarray, np.ndarray]:
+  """``(fit, validation)`` sorted int64 indices into ``train``: disjoint, covering ``[0, num_train)``.
+
+  Deterministic: the first ``num_validation`` of a fixed permutation (seed ``VALIDATION_SEED``).
+  """
+  order = np.random.default_rng([VALIDATION_SEED, num_train]).permutation(num_train)
+  return np.sort(order[num_validation:]), np.sort(order[:num_validation])
+
+
+class SubsetSource(Sequence):
+  """Rows ``indices`` of a data source, as a data source (picklable for grain)."""
+
+  def __init__(self, source: Sequence[dict[str, Any]], indices: np.ndarray):
+    self.source, self.indices = source, np.asarray(indices, np.int64)
+
+  def __len__(self) -> int:
+    return len(self.indices)
+
+  def __getitem__(self, index):
+    return self.source[int(self.indices[index])]
+
+  def __getitems__(self, indices):
+    return self.source.__getitems__([int(self.indices[i]) for i in indices])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,13 +169,22 @@ class ResolvedDataset:
   mask_key: str | None
   train_split: str
   test_split: str
+  validation_split: str = ""
+
+  def _carved(self) -> tuple[np.ndarray, np.ndarray]:
+    num_train = int(self.builder.info.splits["train"].num_examples)
+    return carved_indices(num_train, validation_size(self.name.partition("/")[0], num_train))
 
   def source(self, split: str) -> Sequence[dict[str, Any]]:
-    """Random-access TFDS data source of ``split`` (any TFDS split string, e.g. ``"train[:10%]"``).
+    """Random-access TFDS data source of ``split`` (any TFDS split string, e.g. ``"train[:10%]"``,
+    or a carved split ``"train.fit"`` / ``"train.validation"``).
 
     Reads that fail (a corrupt array_record file) raise ``DatasetCorruptError`` naming the
     files and the command that prepares them again.
     """
+    if split in (FIT_SPLIT, CARVED_VALIDATION_SPLIT):
+      fit, validation = self._carved()
+      return SubsetSource(self.source("train"), fit if split == FIT_SPLIT else validation)
     where = f"{self.name}[{split}]"
     try:
       source = self.builder.as_data_source(split=split)
@@ -127,14 +202,16 @@ class ResolvedDataset:
     label = info.features[self.label_key]
     if not isinstance(label, tfds.features.ClassLabel):
       raise ValueError(f"{self.name}: feature {self.label_key!r} is not a ClassLabel, so the classes are unknown.")
+    sizes = {split: int(split_info.num_examples) for split, split_info in info.splits.items()}
     return DatasetSpec(
         name=self.name,
         num_classes=label.num_classes,
         image_shape=tuple(self.preprocessing.image_shape),
-        split_sizes={split: int(split_info.num_examples) for split, split_info in info.splits.items()},
+        split_sizes=sizes,
         has_object_mask=self.mask_key is not None,
         train_split=self.train_split,
         test_split=self.test_split,
+        validation_split=self.validation_split,
     )
 
 
@@ -238,8 +315,9 @@ def _not_prepared_error(name: str, data_dir: str) -> errors.DatasetNotPreparedEr
     hint = ("(TFDS builders with Image features need TensorFlow to prepare: then run `tfds build "
             f"{name} --data_dir {data_dir} --file_format array_record` where TensorFlow is installed.)")
   else:
+    manual_dir = os.path.join(data_dir, "downloads", "manual", base) if family.url else family.manual_hint
     command = errors.prepare_command(name if name in _ALIASES else base, data_dir=data_dir,
-                                     manual_dir=family.manual_hint, extra=extra)
+                                     manual_dir=manual_dir, extra=extra)
     hint = f"(or add --download to fetch {family.url})" if family.url else ""
   return errors.DatasetNotPreparedError(
       f"Dataset {name!r} is not prepared in {data_dir}. Prepare it with:\n  {command}\n{hint}".rstrip())
@@ -320,13 +398,16 @@ def resolve(name: str, data_dir: str | os.PathLike[str] | None = None) -> Resolv
     return ResolvedDataset(name=canonical_name(name), builder=builder, preprocessing=family.preprocessing,
                            image_key="image", label_key="label",
                            mask_key="object_mask" if family.has_object_mask else None,
-                           train_split="train", test_split=family.test_split)
+                           train_split=FIT_SPLIT, test_split=family.test_split,
+                           validation_split=CARVED_VALIDATION_SPLIT)
   image_key, label_key = _generic_keys(builder)
   splits = builder.info.splits
   test_split = next((split for split in ("test", "validation") if split in splits), "test")
+  own_validation = test_split == "test" and "validation" in splits
   return ResolvedDataset(name=name, builder=builder, preprocessing=_generic_preprocessing(builder, image_key),
-                         image_key=image_key, label_key=label_key, mask_key=None, train_split="train",
-                         test_split=test_split)
+                         image_key=image_key, label_key=label_key, mask_key=None,
+                         train_split="train" if own_validation else FIT_SPLIT, test_split=test_split,
+                         validation_split="validation" if own_validation else CARVED_VALIDATION_SPLIT)
 
 
 def dataset_info(name: str, *, data_dir: str | os.PathLike[str] | None = None) -> DatasetSpec:

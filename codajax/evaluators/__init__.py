@@ -34,7 +34,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from codajax import data
+from codajax import data, provenance
 from codajax.evaluators import common
 from codajax.evaluators.common import Context, EvaluationError, Progress
 from codajax.evaluators.methods import (MethodsEvaluator, check_methods, effective_settings,
@@ -298,6 +298,7 @@ def evaluate_run(workdir: str, config) -> dict[str, Any]:
       "evaluators": [e.name for e in entries],
       "device": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
       "processes": jax.process_count(),
+      "provenance": provenance.provenance(),
   }
   put(report, "protocol", {"batch_size": config.batch_size, "chunk": config.chunk,
                            "method_settings": _settings_record(config, methods)})
@@ -305,6 +306,11 @@ def evaluate_run(workdir: str, config) -> dict[str, Any]:
     put(report, key, value)
   report.setdefault("methods", {})
   report["methods"] = {m: report["methods"].get(m, {}) for m in methods}
+  if "completeness" in report and "Ours" in report["methods"]:
+    layers = report["completeness"]["layers"]
+    report["methods"]["Ours"]["completeness_error"] = {
+        "max": report["completeness"]["max"], "mean": float(np.mean([l["mean"] for l in layers])),
+        "per_layer_max": [l["max"] for l in layers]}
   report["compiles"] = dict(ctx.programs.counts)
   report["timings_s"]["compile"] = {k: round(v, 3) for k, v in ctx.programs.seconds.items()}
   report["timings_s"]["total"] = round(time.perf_counter() - started, 3)

@@ -1,4 +1,4 @@
-"""Accuracy on the test split: top-1, top-5, loss, per class (the numbers ``train.py`` logs)."""
+"""Accuracy on the test split: top-1, top-5, loss, per class (``train.py`` logs the same numbers as ``test/*_final``)."""
 
 from __future__ import annotations
 

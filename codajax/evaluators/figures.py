@@ -26,37 +26,50 @@ def save_figures(out: str, *, images: np.ndarray, labels: np.ndarray,
                  grid_image: np.ndarray | None, grid_labels: np.ndarray | None,
                  grid_maps: Mapping[str, np.ndarray], localisation_scores: Mapping[str, np.ndarray],
                  depth_scores: np.ndarray | None, removal_curves: Mapping[str, np.ndarray],
-                 fractions: np.ndarray | None, grid: int) -> list[str]:
+                 fractions: np.ndarray | None, grid: int,
+                 removal_count: int | None = None) -> list[str]:
   """Writes the PNG figures; returns their file names.
 
   * ``contributions.png``: images (N, H, W, C) uint8 with, per method, the channel-summed map
-    (blue-white-red, symmetric limit per row); "Ours" also as the explanation image in colour;
-    the object masks (N, H, W) when given. ``maps``: {method: (N, H, W, C') or (N, H, W)}.
-  * ``localisation_grid.png``: the first grid image with each method's map for each tile's class.
-  * ``localisation.png``, ``localisation_depths.png``, ``pixel_removal.png``: box plots and curves.
+    (blue-white-red, symmetric limit and colour bar per map); "Ours" also split into its
+    contributions from ``x`` and from ``1 − x`` (the encoded input) and as the explanation image
+    (on black); the object masks (N, H, W) when given. ``maps``: {method: (N, H, W, C') or (N, H, W)}.
+  * ``localisation_grid.png``: the first grid image once, with tile outlines, and per method its
+    map for each tile's class.
+  * ``localisation.png``, ``localisation_depths.png``, ``pixel_removal.png``: box plots and curves
+    with titles, n and the direction ("higher is better"; removal: least important first).
   """
   from codajax.explain import render
 
   written = []
   floats = images.astype(np.float32) / 255.0
+  channels = images.shape[-1]
   rows: dict[str, np.ndarray] = {}
   for method, method_maps in maps.items():
-    if method_maps.ndim == 4 and method == OURS and method_maps.shape[-1] == 2 * images.shape[-1]:
+    encoded = method_maps.ndim == 4 and method == OURS and method_maps.shape[-1] == 2 * channels
+    rows[f"{method} (sum)" if encoded else method] = (method_maps.sum(-1) if method_maps.ndim == 4
+                                                      else method_maps)
+    if encoded:
+      rows[f"{OURS}: from x"] = method_maps[..., :channels].sum(-1)
+      rows[f"{OURS}: from 1-x"] = method_maps[..., channels:].sum(-1)
       rows[f"{OURS} (explanation)"] = render.explanation_image(method_maps)
-    rows[method] = method_maps.sum(-1) if method_maps.ndim == 4 else method_maps
   if masks is not None:
     rows["object mask"] = np.concatenate(
         [np.repeat(masks[..., None].astype(np.float64), 3, -1), np.ones(masks.shape + (1,))], -1)
   if rows:
-    render.save_grid_figure(os.path.join(out, "contributions.png"), floats, rows,
-                            titles=[f"class {c}" for c in labels])
+    render.save_grid_figure(
+        os.path.join(out, "contributions.png"), floats, rows, titles=[f"class {c}" for c in labels],
+        dark_rows=(f"{OURS} (explanation)",),
+        title=(f"Contribution maps for the true class, n = {len(labels)} test images.\nBlue-white-red, "
+               "symmetric limit ±L per map (colour bar). Ours (sum) = from x + from 1-x\n(the encoded "
+               "input [x, 1-x]); explanation on black: white = evidence from bright pixels x"))
     written.append("contributions.png")
   if grid_image is not None and grid_maps:
-    tiles = len(grid_labels)
-    render.save_grid_figure(os.path.join(out, "localisation_grid.png"),
-                            np.repeat(grid_image[None].astype(np.float32) / 255.0, tiles, 0),
-                            dict(grid_maps), titles=[f"tile {k}: class {c}"
-                                                     for k, c in enumerate(grid_labels)])
+    render.save_localisation_grid_figure(
+        os.path.join(out, "localisation_grid.png"), grid_image.astype(np.float32) / 255.0,
+        grid_labels, dict(grid_maps), grid=grid,
+        title=(f"The first localisation grid ({grid}x{grid}) and each method's map for each tile's "
+               "class\n(target tile in green; blue-white-red, symmetric limit ±L per map)"))
     written.append("localisation_grid.png")
   if localisation_scores:
     render.save_localisation_boxplot(os.path.join(out, "localisation.png"), localisation_scores,
@@ -66,11 +79,13 @@ def save_figures(out: str, *, images: np.ndarray, labels: np.ndarray,
     layers = len(depth_scores)
     render.save_localisation_boxplot(
         os.path.join(out, "localisation_depths.png"),
-        {f"layer {l} (depth {layers - l})": s for l, s in enumerate(depth_scores)}, grid=grid)
+        {f"layer {l} (depth {layers - l})": s for l, s in enumerate(depth_scores)}, grid=grid,
+        title=(f"Localisation of Ours per layer on {grid}x{grid} grids (n = "
+               f"{np.asarray(depth_scores[0]).size} scores per box; higher is better)"))
     written.append("localisation_depths.png")
   if removal_curves:
     render.save_pixel_removal_curves(os.path.join(out, "pixel_removal.png"), removal_curves,
-                                     fractions)
+                                     fractions, n_images=removal_count)
     written.append("pixel_removal.png")
   return written
 
@@ -121,5 +136,6 @@ class Evaluator(MethodsEvaluator):
           localisation_scores=ctx.memo.get("localisation_scores", {}),
           depth_scores=ctx.memo.get("depth_scores"),
           removal_curves=ctx.memo.get("removal_curves", {}),
-          fractions=ctx.memo.get("removal_fractions"), grid=grid)
+          fractions=ctx.memo.get("removal_fractions"), grid=grid,
+          removal_count=ctx.memo.get("removal_count"))
     yield "figures", written

@@ -98,6 +98,7 @@ class Evaluator(MethodsEvaluator):
     n_points = removal_points(hw)
     fractions = metrics.removal_fractions(hw[0] * hw[1], FRACTION, n_points)
     ctx.memo["removal_fractions"] = fractions
+    ctx.memo["removal_count"] = n_images
     yield "protocol/pixel_removal", {
         "n_images": n_images, "images": "first test images in dataset order",
         "targets": "true class", "fraction": FRACTION, "n_points": n_points,

@@ -34,13 +34,14 @@ Array = jax.Array
 
 
 class LayerSpec(NamedTuple):
-  """One CoDA layer: ``features`` DAUs of rank ``rank``, kernel ``k``, stride, padding."""
+  """One CoDA layer: ``features`` DAUs of rank ``rank``, kernel ``k``, stride, padding
+  (None: ``(k − 1) // 2``, as :func:`codajax.nn.dau.dau_conv`)."""
 
   features: int
   rank: int
   kernel_size: int = 3
   stride: int = 1
-  padding: int = 1
+  padding: int | None = None
 
 
 class CoDANet(nn.Module):

@@ -302,18 +302,31 @@ def _squared_norms(a: Array, b: Array, z: Array) -> Array:
   return _zero_below_rounding(_squared_norms_qr(m, z), m, z)
 
 
+def default_padding(kernel_size: int) -> int:
+  """The padding every codajax layer uses when none is given: ``(k − 1) // 2`` (1 for the
+  3×3 layers, 0 for 1×1; the output keeps the input size at stride 1 for odd ``k``)."""
+  return (int(kernel_size) - 1) // 2
+
+
+def resolve_padding(padding: int | None, kernel_size: int) -> int:
+  """``padding``, or :func:`default_padding` of ``kernel_size`` when it is None."""
+  return default_padding(kernel_size) if padding is None else int(padding)
+
+
 def dynamic_weights(
-    params: dict[str, Array], x: Array, *, stride: int = 1, padding: int = 0
+    params: dict[str, Array], x: Array, *, stride: int = 1, padding: int | None = None
 ) -> Array:
   """Materialised dynamic weights ``w`` of every DAU at every output position.
 
   Args:
     params: one layer's parameters (see module docstring).
     x: layer input, ``(N, H, W, C)``.
+    stride, padding: as in :func:`dau_conv` (padding default ``(k − 1) // 2``).
 
   Returns:
     ``(N, H', W', P, D)`` with ``P = C·k²`` in ``c·k² + ki·k + kj`` order.
   """
+  padding = resolve_padding(padding, params["B"].shape[0])
   a, b = _flat_dynamic_factors(params)
   z = _conv(x, params["B"].astype(x.dtype), stride, padding)
   return jnp.einsum("nhwr,pdr->nhwpd", z, a) + b
@@ -370,7 +383,7 @@ def dau_conv(
     x: Array,
     *,
     stride: int = 1,
-    padding: int = 0,
+    padding: int | None = None,
     norm: Norm = "squash",
     form: Form = "implicit",
     explain: bool = False,
@@ -384,7 +397,8 @@ def dau_conv(
     x: ``(N, H, W, C)`` layer input.
     stride: convolution stride ``s``.
     padding: explicit symmetric zero padding ``p`` on every side (not XLA's
-      "SAME", which pads strided layers asymmetrically).
+      "SAME", which pads strided layers asymmetrically). Default (None):
+      ``(k − 1) // 2``, as ``CoDAConv``, ``NNXCoDAConv`` and ``LayerSpec``.
     norm: ``"squash"`` (all published models) or ``"l2"`` (the intended ``u/‖w‖``).
     form: ``"implicit"`` (default, never materialises ``w``) or ``"explicit"``.
     explain: detach the dynamic weights and the norm factor so the layer is
@@ -415,6 +429,7 @@ def dau_conv(
         f"dau_conv: weights_input has shape {weights_input.shape}, x has shape {x.shape}; "
         f"they must match."
     )
+  padding = resolve_padding(padding, params["B"].shape[0])
   compute_dtype = compute_dtype or x.dtype
   x = x.astype(compute_dtype)
   weights_input = x if weights_input is None else weights_input.astype(compute_dtype)

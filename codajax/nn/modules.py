@@ -49,7 +49,8 @@ class CoDAConv(nn.Module):
     rank: rank ``r`` of the dynamic weight map.
     kernel_size: ``k``.
     stride: ``s``.
-    padding: explicit symmetric zero padding ``p``.
+    padding: explicit symmetric zero padding ``p`` (None: ``(k − 1) // 2``, the
+      default of every codajax layer and of :func:`codajax.nn.dau.dau_conv`).
     norm: ``"squash"`` or ``"l2"``.
     form: ``"implicit"`` (default) or ``"explicit"``.
     dtype: computation dtype of the convolutions (``None``: that of the input;
@@ -62,7 +63,7 @@ class CoDAConv(nn.Module):
   rank: int
   kernel_size: int = 3
   stride: int = 1
-  padding: int = 1
+  padding: int | None = None
   norm: dau.Norm = "squash"
   form: dau.Form = "implicit"
   dtype: Any = None

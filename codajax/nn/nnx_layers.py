@@ -25,7 +25,8 @@ class NNXCoDAConv(nnx.Module):
     in_features: input channels ``C``.
     features: number of DAUs ``D``.
     rank: rank ``r`` of the dynamic weight map.
-    kernel_size, stride, padding: the convolution (explicit symmetric padding).
+    kernel_size, stride, padding: the convolution (explicit symmetric padding; None:
+      ``(k − 1) // 2``, as :func:`codajax.nn.dau.dau_conv`).
     norm: ``"squash"`` or ``"l2"``; form: ``"implicit"`` or ``"explicit"``.
     dtype: computation dtype (``None``: the input's); explanation mode computes
       in float32. param_dtype: parameter dtype.
@@ -33,7 +34,7 @@ class NNXCoDAConv(nnx.Module):
   """
 
   def __init__(self, in_features: int, features: int, rank: int, kernel_size: int = 3,
-               stride: int = 1, padding: int = 1, norm: dau.Norm = "squash",
+               stride: int = 1, padding: int | None = None, norm: dau.Norm = "squash",
                form: dau.Form = "implicit", dtype: Any = None, param_dtype: Any = jnp.float32,
                *, rngs: nnx.Rngs):
     if norm not in dau.NORMS:

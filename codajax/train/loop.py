@@ -26,9 +26,10 @@ from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
 from codajax import data
+from codajax.provenance import provenance
 from codajax.models import get_model
 from codajax.train import parallel
-from codajax.train.checkpoint import Checkpointer, TrainingError
+from codajax.train.checkpoint import Checkpointer, TrainingError, restore_params
 from codajax.train.config import validate_config
 from codajax.train.metrics_log import MetricsLogger, read_metrics
 from codajax.train.schedules import learning_rate_schedule
@@ -122,7 +123,24 @@ def read_run_file(workdir: str) -> dict[str, Any] | None:
 def _run_record(config: ml_collections.ConfigDict, spec) -> dict[str, Any]:
   return {"config": json.loads(json.dumps(config.to_dict(), default=str)),
           "num_classes": spec.num_classes, "image_shape": list(spec.image_shape),
-          "state_settings": state_settings(config)}
+          "state_settings": state_settings(config), "splits": _new_splits(spec),
+          "provenance": provenance()}
+
+
+def _new_splits(spec) -> dict[str, str]:
+  """Train / model-selection / report splits of a new run (validation carved when missing)."""
+  return {"train": spec.train_split, "validation": spec.validation_split or spec.test_split,
+          "test": spec.test_split}
+
+
+def run_splits(workdir: str, spec) -> dict[str, str]:
+  """The splits of the run in ``workdir``: those in its ``run.json``, or, for runs written
+  before validation splits existed (no ``"splits"`` entry), the old ones (all of ``train``;
+  selection on ``test``), so old work directories resume exactly."""
+  run = read_run_file(workdir)
+  if run is None:
+    return _new_splits(spec)
+  return run.get("splits") or {"train": "train", "validation": spec.test_split, "test": spec.test_split}
 
 
 def _check_workdir(workdir: str, config: ml_collections.ConfigDict, spec) -> bool:
@@ -322,10 +340,11 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
   spec = data.dataset_info(config.dataset, data_dir=data_dir)
   has_run_file = _check_workdir(workdir, config, spec)
   model = build_model(config, spec.num_classes, spec.image_shape[-1])
-  steps_per_epoch = spec.split_sizes[spec.train_split] // config.batch_size
+  splits = run_splits(workdir, spec)
+  steps_per_epoch = spec.size(splits["train"]) // config.batch_size
   if steps_per_epoch == 0:
     raise TrainingError(f"batch_size {config.batch_size} exceeds the "
-                        f"{spec.split_sizes[spec.train_split]} training examples.")
+                        f"{spec.size(splits['train'])} training examples.")
   total_steps = config.num_epochs * steps_per_epoch
   if config.max_steps:
     total_steps = min(total_steps, config.max_steps)
@@ -337,10 +356,10 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
   state = _init_state(model, tx, spec, config.seed, mesh, mode)
   train_iter = data.train_loader(
       config.dataset, global_batch_size=config.batch_size, seed=config.seed, data_dir=data_dir,
-      augment=config.augment, worker_count=config.worker_count)
-  make_eval_loader = lambda: data.eval_loader(
+      split=splits["train"], augment=config.augment, worker_count=config.worker_count)
+  make_eval_loader = lambda split="validation": data.eval_loader(
       config.dataset, global_batch_size=config.eval_batch_size, data_dir=data_dir,
-      worker_count=config.worker_count)
+      split=splits[split], worker_count=config.worker_count)
   checkpointer = Checkpointer(workdir, keep=config.keep_checkpoints)
   try:
     restored = checkpointer.restore_latest(jax.tree.map(_abstract, state),
@@ -351,15 +370,19 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
     if not has_run_file:
       _write_run_file(workdir, config, spec)
     return _loop(config, workdir, spec, model, tx, state, mesh, train_iter, make_eval_loader,
-                 checkpointer, steps_per_epoch, total_steps, is_main)
+                 checkpointer, steps_per_epoch, total_steps, is_main, splits=splits)
   finally:
     train_iter.close()
     checkpointer.close()   # waits for every save in flight, on every exit path
 
 
 def _loop(config, workdir, spec, model, tx, state, mesh, train_iter, make_eval_loader,
-          checkpointer, steps_per_epoch, total_steps, is_main) -> dict[str, Any]:
-  """The training loop proper; returns the last metrics (``step`` included)."""
+          checkpointer, steps_per_epoch, total_steps, is_main, splits=None) -> dict[str, Any]:
+  """The training loop proper; returns the last metrics (``step`` included).
+
+  ``eval/*`` metrics are on the validation split ``splits["validation"]`` (logged as
+  ``eval/split``); the last step adds the ``test/*`` metrics of :func:`_test_eval`.
+  """
   mode = config.parallel
   start_step = int(_host_scalar(state.step))
   train_step = make_train_step(model, tx, loss=config.loss,
@@ -382,9 +405,9 @@ def _loop(config, workdir, spec, model, tx, state, mesh, train_iter, make_eval_l
 
   def run_eval(step, state):
     eval_metrics = evaluate(eval_step, unreplicated(state).params, make_eval_loader(), mesh)
-    logger.write(step, eval_metrics)
+    logger.write(step, {**eval_metrics, "eval/split": (splits or {}).get("validation", "validation")})
     if is_main:
-      bar.write(f"step {step} (epoch {step / steps_per_epoch:.2f}): eval accuracy "
+      bar.write(f"step {step} (epoch {step / steps_per_epoch:.2f}): validation accuracy "
                 f"{eval_metrics['eval/accuracy']:.4f}, top-5 {eval_metrics['eval/top5']:.4f}")
     checkpointer.save_best(step, unreplicated(state), train_iter.get_state(), eval_metrics)
     return eval_metrics
@@ -442,11 +465,32 @@ def _loop(config, workdir, spec, model, tx, state, mesh, train_iter, make_eval_l
           break
       if step == total_steps and step == start_step and _final_eval_missing(workdir, step):
         last_metrics.update(run_eval(step, state))   # the run had stopped before its final eval
+      if step == total_steps and "interrupted" not in last_metrics:
+        test_metrics = _test_eval(eval_step, unreplicated(state).params, make_eval_loader, mesh,
+                                  checkpointer, workdir)
+        logger.write(step, test_metrics)
+        last_metrics.update(test_metrics)
   finally:
     bar.close()
     logger.close()
   last_metrics["step"] = step
   return last_metrics
+
+
+def _test_eval(eval_step, params, make_eval_loader, mesh, checkpointer, workdir) -> dict[str, Any]:
+  """Test accuracy of the final model and of the best-on-validation model (``best/``).
+
+  Returns ``{"test/accuracy_final", "test/top5_final", "test/accuracy_best",
+  "test/top5_best", "test/best_step", "test/count"}``; the test split is read only here.
+  """
+  final = evaluate(eval_step, params, make_eval_loader("test"), mesh)
+  checkpointer.wait()
+  best_params, best_step = restore_params(workdir, "best", like=params)
+  best_params = jax.device_put(best_params, jax.tree.map(lambda x: x.sharding, params))
+  best = evaluate(eval_step, best_params, make_eval_loader("test"), mesh)
+  return {"test/accuracy_final": final["eval/accuracy"], "test/top5_final": final["eval/top5"],
+          "test/accuracy_best": best["eval/accuracy"], "test/top5_best": best["eval/top5"],
+          "test/best_step": best_step, "test/count": final["eval/count"]}
 
 
 def _summarise(pending: list[dict[str, jax.Array]], step: int, workdir: str) -> dict[str, float]:

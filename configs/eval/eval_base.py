@@ -12,7 +12,7 @@ ALL_METHODS = "Ours,Grad,IxG,IntGrad,SmoothGrad,GCam,Occ5,Occ9,RISE"
 def base_config() -> ml_collections.ConfigDict:
   """Options shared by every evaluator entry; ``evals`` is filled by the preset."""
   config = ml_collections.ConfigDict()
-  config.checkpoint = "latest"     # "latest" or "best" (by test accuracy)
+  config.checkpoint = "latest"     # "latest" or "best" (by validation accuracy)
   config.data_dir = ""             # "" = the run's
   config.out = ""                  # "" = WORKDIR/eval
   config.methods = ALL_METHODS     # comma-separated; evaluators that score methods use these

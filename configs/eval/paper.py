@@ -1,4 +1,4 @@
-"""The papers' protocol exactly (reference-spec.md section 4): 500 localisation grids of 3 × 3,
+"""The papers' protocol exactly (CVPR 2021 CoDA-Net paper, interpretability evaluation): 500 localisation grids of 3 × 3,
 1,024 pixel-removal images, every method with the papers' settings (RISE 6,000 masks, SmoothGrad
 50 samples, IntGrad 20 steps, Occlusion 5 and 9 with stride 2).
 

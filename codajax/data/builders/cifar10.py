@@ -27,14 +27,25 @@ SPLIT_MEMBERS = {
 }
 
 
+def default_manual_dir(data_dir: str | os.PathLike[str] | None) -> str:
+  """``DATA_DIR/downloads/manual/cifar10``: where ``--download`` puts the archive (``DATA_DIR``
+  defaults to ``$CODAJAX_DATA_DIR`` or ``~/tensorflow_datasets``)."""
+  root = os.fspath(data_dir) if data_dir is not None else (
+      os.environ.get("CODAJAX_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets"))
+  return os.path.join(root, "downloads", "manual", "cifar10")
+
+
 def find_archive(manual_dir: str | os.PathLike[str] | None, *, data_dir: str | None = None) -> str:
   """Path of ``cifar-10-python.tar.gz`` inside ``manual_dir``; raises ``ManualDataNotFoundError``."""
   path = None if manual_dir is None else os.path.join(manual_dir, ARCHIVE_NAME)
   if path is None or not os.path.isfile(path):
-    shown = manual_dir if manual_dir is not None else "DIR"
+    # Without --manual_dir: the folder --download would use, a real path to put the archive in.
+    shown = os.fspath(manual_dir) if manual_dir is not None else default_manual_dir(data_dir)
+    where = (f"not found in manual directory {shown}" if manual_dir is not None
+             else "not given (no --manual_dir)")
     raise errors.ManualDataNotFoundError(
-        f"cifar10: {ARCHIVE_NAME} not found in manual directory {shown}. Download it from {ARCHIVE_URL}, "
-        f"put it in DIR, then run:\n  {errors.prepare_command('cifar10', manual_dir=shown, data_dir=data_dir)}\n"
+        f"cifar10: {ARCHIVE_NAME} {where}. Download it from {ARCHIVE_URL}, "
+        f"put it in {shown}, then run:\n  {errors.prepare_command('cifar10', manual_dir=shown, data_dir=data_dir)}\n"
         f"(or add --download to let the command fetch it).")
   return path
 
