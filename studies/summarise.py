@@ -38,6 +38,7 @@ def read_run(workdir: str, eval_dir: str = "eval") -> dict[str, Any]:
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
       records = [json.loads(line) for line in f if line.strip()]
   evals = [r for r in records if "eval/accuracy" in r]
+  tests = [r for r in records if "test/accuracy_final" in r]   # runs with a validation split
   times = [r["time"] for r in records if "train/loss" in r]
   report_path = os.path.join(workdir, eval_dir, "report.json")
   report = None
@@ -45,8 +46,17 @@ def read_run(workdir: str, eval_dir: str = "eval") -> dict[str, Any]:
     with open(report_path) as f:
       report = json.load(f)
   return {"name": os.path.basename(os.path.normpath(workdir)), "config": config,
-          "eval": evals[-1] if evals else {}, "train_seconds": times[-1] - times[0] if times else None,
+          "eval": evals[-1] if evals else {}, "test_accuracy": _test_accuracy(tests, evals),
+          "train_seconds": times[-1] - times[0] if times else None,
           "report": report}
+
+
+def _test_accuracy(tests: list[dict[str, Any]], evals: list[dict[str, Any]]) -> float | None:
+  """The final model's test accuracy: ``test/accuracy_final`` where the run selected on a
+  validation split, else (older runs, which evaluated on test during training) ``eval/accuracy``."""
+  if tests:
+    return tests[-1]["test/accuracy_final"]
+  return evals[-1].get("eval/accuracy") if evals else None
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -75,7 +85,7 @@ def run_overview(runs: list[dict[str, Any]]) -> list[str]:
     lines.append(
         f"| {run['name']} | {config['model']['name']} | "
         f"{config['model']['kwargs'].get('embedding_stage', '–')} | {config['l1_matrix_weight']} | "
-        f"{run['eval'].get('step', '–')} | {_fmt(run['eval'].get('eval/accuracy'), 4)} | "
+        f"{run['eval'].get('step', '–')} | {_fmt(run['test_accuracy'], 4)} | "
         f"{_fmt(run['train_seconds'], 0)} | {_fmt(ours.get('localisation', {}).get('mean'))} | "
         f"{_fmt(ours.get('pixel_removal', {}).get('mean'))} | "
         f"{_fmt(gt.get('mask_energy', {}).get('mean'))} | {_fmt(gt.get('pointing_game'))} | "
