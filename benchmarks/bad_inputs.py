@@ -9,7 +9,8 @@ Prints a table ``input | outcome | detail`` and the totals per outcome:
   one-line message; for a CLI run, a non-zero exit with no Python traceback and at most three
   lines of error output;
 * ``correct``: no error, and the result passes the case's check (e.g. uint8 images explained
-  like the same images as floats in [0, 1], an empty batch giving empty results);
+  like the same images as floats in [0, 1], an empty batch giving empty results; under jit, an
+  out-of-range target flagged as documented: class index -1 and NaN maps for that image only);
 * ``WRONG SILENTLY``: no error, and either the input has no valid result (an out-of-range
   target, NaN pixels in eager mode, ``n_masks=0``, ``num_classes=0``, ...) or the result fails
   the case's check (zero or non-finite maps, a different map than the correct one);
@@ -118,6 +119,13 @@ def library_cases() -> list[Case]:
     """Under jit NaN pixels may propagate (documented) but must not vanish."""
     return not np.all(np.isfinite(np.asarray(maps(result))[0]))
 
+  def flagged_out_of_range(result):
+    """Under jit an out-of-range target is flagged (documented): class index -1 and NaN maps for
+    that image only; the other image's maps stay finite."""
+    flagged = np.asarray(result["explained_class_idx"])[0] == -1
+    bad_row, good_row = np.asarray(maps(result))[0], np.asarray(maps(result))[1]
+    return flagged and np.all(np.isnan(bad_row)) and np.all(np.isfinite(good_row))
+
   cases = [
       Case("explain: uint8 images (0..255)", lambda: explain(model, variables, pixels, 1),
            lambda r: _close(maps(r), maps(explain(model, variables, as_float(pixels), 1)))),
@@ -136,8 +144,10 @@ def library_cases() -> list[Case]:
            lambda: explain(model, variables, jnp.asarray(images), num_classes)),
       Case("explain: target -1 (eager)", lambda: explain(model, variables, jnp.asarray(images), -1)),
       Case(f"explain: target {num_classes} (jit)",
-           lambda: explain_jit(jnp.asarray(images), jnp.array([num_classes, 1]))),
-      Case("explain: target -1 (jit)", lambda: explain_jit(jnp.asarray(images), jnp.array([-1, 1]))),
+           lambda: explain_jit(jnp.asarray(images), jnp.array([num_classes, 1])),
+           flagged_out_of_range),
+      Case("explain: target -1 (jit)", lambda: explain_jit(jnp.asarray(images), jnp.array([-1, 1])),
+           flagged_out_of_range),
       Case("explain: batch size 0", lambda: explain(model, variables, empty, empty_targets),
            _empty_results),
       Case("SmoothGrad: target -1",
