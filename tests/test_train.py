@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -437,29 +438,57 @@ def test_a_garbage_run_file_is_an_error_naming_it(data_dir, straight_run, tmp_pa
   assert not os.path.exists(os.path.join(workdir, "corrupt"))
 
 
-def _rename_b_to_w0(tree):
-  """The tree with every dict of exactly {A, B, b} renamed to {A, B, w0} (the new names)."""
+def _rename_coda_key(tree, old, new):
+  """The tree with every dict of exactly {A, B, old} renamed to {A, B, new}."""
+  rename = lambda t: _rename_coda_key(t, old, new)
   if isinstance(tree, dict):
-    tree = {k: _rename_b_to_w0(v) for k, v in tree.items()}
-    if set(tree) == {"A", "B", "b"}:
-      tree["w0"] = tree.pop("b")
+    tree = {k: rename(v) for k, v in tree.items()}
+    if set(tree) == {"A", "B", old}:
+      tree[new] = tree.pop(old)
     return tree
   if isinstance(tree, (list, tuple)) and not hasattr(tree, "_fields"):
-    return type(tree)(_rename_b_to_w0(v) for v in tree)
+    return type(tree)(rename(v) for v in tree)
   if hasattr(tree, "_fields"):   # optax namedtuple states
-    return type(tree)(*(_rename_b_to_w0(v) for v in tree))
+    return type(tree)(*(rename(v) for v in tree))
   if hasattr(tree, "replace") and hasattr(tree, "params"):   # TrainState
-    return tree.replace(params=_rename_b_to_w0(tree.params),
-                        opt_state=_rename_b_to_w0(tree.opt_state))
+    return tree.replace(params=rename(tree.params), opt_state=rename(tree.opt_state))
   return tree
 
 
-def test_checkpoints_with_the_legacy_b_name_restore_into_w0(straight_run):
-  """Today's checkpoints (CoDA layers {A, B, b}) load into layers named {A, B, w0}."""
+def _rename_b_to_w0(tree):
+  """The tree with every dict of exactly {A, B, b} renamed to {A, B, w0} (the new names)."""
+  return _rename_coda_key(tree, "b", "w0")
+
+
+@pytest.fixture(scope="module")
+def legacy_run(straight_run, tmp_path_factory):
+  """``straight_run`` with its latest checkpoint written as the code before the rename wrote
+  it: the CoDA parameters (and their optimizer moments) under the old name ``b``."""
+  from codajax.train import Checkpointer
+
+  workdir = str(tmp_path_factory.mktemp("legacy") / "run")
+  shutil.copytree(straight_run[0], workdir, ignore=shutil.ignore_patterns("checkpoints"))
+  state = _state_like(straight_run[0])
+  source = Checkpointer(straight_run[0])
+  try:
+    restored, data_state, step = source.restore_latest(state)
+  finally:
+    source.close()
+  target = Checkpointer(workdir)
+  try:
+    target.save(step, _rename_coda_key(restored, "w0", "b"), data_state)
+  finally:
+    target.close()
+  return workdir
+
+
+def test_checkpoints_with_the_legacy_b_name_restore_into_w0(legacy_run, straight_run):
+  """Checkpoints of the code before the rename (CoDA layers {A, B, b}) load into layers
+  named {A, B, w0}."""
   from codajax.train import Checkpointer
   from codajax.train.checkpoint import tree_paths
 
-  workdir = straight_run[0]
+  workdir = legacy_run
   saved, step = restore_params(workdir)
   assert any(path[-1] == "b" for path in tree_paths(saved))
   like = _rename_b_to_w0(jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), saved))
@@ -484,14 +513,14 @@ def test_checkpoints_with_the_legacy_b_name_restore_into_w0(straight_run):
   paths = tree_paths(restored_state)
   mu_w0 = [p for p in paths if "mu" in p and p[-1] == "w0"]
   assert mu_w0 and not any(p[-1] == "b" for p in paths)
-  original = Checkpointer(workdir)
+  original = Checkpointer(straight_run[0])   # the same state, saved under the new names
   try:
     plain, _, _ = original.restore_latest(state)
   finally:
     original.close()
   plain_paths = tree_paths(plain)
   for path in mu_w0:
-    np.testing.assert_array_equal(paths[path], plain_paths[path[:-1] + ("b",)])
+    np.testing.assert_array_equal(paths[path], plain_paths[path])
   assert not os.path.exists(os.path.join(workdir, "corrupt"))
   # A real mismatch (another shape) is incompatible, not legacy.
   from codajax.train import IncompatibleCheckpointError
@@ -567,7 +596,7 @@ def test_a_failing_run_waits_for_its_saves(data_dir, tmp_path, where):
   assert step == (2 if where == "summarise" else 4)
   if where == "eval":   # re-running the finished run does the final eval it missed
     metrics = train_and_evaluate(_smoke(data_dir), str(workdir))
-    assert metrics["step"] == 4 and metrics["eval/count"] == 360
+    assert metrics["step"] == 4 and metrics["eval/count"] == 200   # the validation split
 
 
 def test_a_second_process_on_one_workdir_is_refused(data_dir, tmp_path):

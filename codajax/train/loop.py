@@ -486,7 +486,10 @@ def _test_eval(eval_step, params, make_eval_loader, mesh, checkpointer, workdir)
   final = evaluate(eval_step, params, make_eval_loader("test"), mesh)
   checkpointer.wait()
   best_params, best_step = restore_params(workdir, "best", like=params)
-  best_params = jax.device_put(best_params, jax.tree.map(lambda x: x.sharding, params))
+  if jax.process_count() > 1:   # restored on a local device; no cross-host device_put on CPU
+    best_params = parallel.replicate(jax.device_get(best_params), mesh)
+  else:
+    best_params = jax.device_put(best_params, jax.tree.map(lambda x: x.sharding, params))
   best = evaluate(eval_step, best_params, make_eval_loader("test"), mesh)
   return {"test/accuracy_final": final["eval/accuracy"], "test/top5_final": final["eval/top5"],
           "test/accuracy_best": best["eval/accuracy"], "test/top5_best": best["eval/top5"],
