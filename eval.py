@@ -17,6 +17,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from codajax import cli
+
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
 config_flags.DEFINE_config_file(
@@ -48,13 +50,7 @@ flags.DEFINE_integer("chunk", None, "IntGrad steps / SmoothGrad samples per pass
 flags.DEFINE_integer("n_figure", None, "Images in the contribution figure (0 removes figures).")
 flags.DEFINE_string("data_dir", None, "TFDS data directory (default: the run's).")
 flags.DEFINE_string("out", None, "Output directory (default: WORKDIR/eval).")
-flags.DEFINE_bool("multihost", bool(os.environ.get("JAX_COORDINATOR_ADDRESS")),
-                  "Join a multi-host run via jax.distributed.initialize.")
-flags.DEFINE_string("coordinator_address", os.environ.get("JAX_COORDINATOR_ADDRESS"),
-                    "host:port of process 0 (auto-detected on TPU pods and SLURM).")
-flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host).")
-flags.DEFINE_integer("process_id", None, "This process's index (multi-host).")
-flags.DEFINE_integer("init_timeout", 120, "Seconds to wait for every process to join.")
+cli.define_multihost_flags()
 FLAGS = flags.FLAGS
 
 
@@ -130,14 +126,7 @@ def main(argv):
     return
   if not FLAGS.workdir:
     sys.exit("eval.py: error: --workdir is required (the directory train.py wrote).")
-  if FLAGS.multihost:
-    from codajax.train.parallel import initialize_distributed
-
-    env = lambda value, name: value if value is not None else (
-        int(os.environ[name]) if os.environ.get(name) else None)
-    initialize_distributed(FLAGS.coordinator_address,
-                           env(FLAGS.num_processes, "JAX_NUM_PROCESSES"),
-                           env(FLAGS.process_id, "JAX_PROCESS_ID"), FLAGS.init_timeout)
+  cli.join_multihost_run(FLAGS)
   try:
     report = evaluators.evaluate_run(FLAGS.workdir, config)
   except evaluators.EvaluationError as error:

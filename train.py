@@ -18,16 +18,12 @@ import traceback
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from codajax import cli
+
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
 flags.DEFINE_string("workdir", None, "Work directory (default: runs/<config.name>).")
-flags.DEFINE_bool("multihost", bool(os.environ.get("JAX_COORDINATOR_ADDRESS")),
-                  "Join a multi-host run via jax.distributed.initialize.")
-flags.DEFINE_string("coordinator_address", os.environ.get("JAX_COORDINATOR_ADDRESS"),
-                    "host:port of process 0 (auto-detected on TPU pods and SLURM).")
-flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host).")
-flags.DEFINE_integer("process_id", None, "This process's index (multi-host).")
-flags.DEFINE_integer("init_timeout", 120, "Seconds to wait for every process to join.")
+cli.define_multihost_flags()
 flags.DEFINE_bool("print_config", False, "Print the resolved config (file + overrides) and exit.")
 FLAGS = flags.FLAGS
 
@@ -155,11 +151,6 @@ except Exception as _error:  # noqa: BLE001
   fail(_flag_error(_error, sys.argv), sys.argv)
 
 
-def _env_or_flag(flag_value, name):
-  value = os.environ.get(name)
-  return flag_value if flag_value is not None else (int(value) if value else None)
-
-
 def main(argv):
   if FLAGS.print_config:
     print(FLAGS.config)
@@ -178,14 +169,7 @@ def _main():
   quiet_background_errors(sys.argv)
   if not FLAGS["verbosity"].present:  # orbax logs every save at INFO
     logging.set_verbosity(logging.WARNING)
-  if FLAGS.multihost:
-    from codajax.train.parallel import initialize_distributed
-
-    initialize_distributed(
-        FLAGS.coordinator_address,
-        _env_or_flag(FLAGS.num_processes, "JAX_NUM_PROCESSES"),
-        _env_or_flag(FLAGS.process_id, "JAX_PROCESS_ID"),
-        FLAGS.init_timeout)
+  cli.join_multihost_run(FLAGS)
 
   from codajax.train import train_and_evaluate
 
