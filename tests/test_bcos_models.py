@@ -9,7 +9,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from codajax import attribution
 from codajax.bcos.resnet import BcosResNet
 from codajax.bcos.vgg import BcosVGG
 from codajax.convert import from_bcos_state_dict, load_bcos_checkpoint, to_bcos_state_dict
