@@ -281,3 +281,13 @@ def test_the_cli_writes_a_restorable_work_directory(tmp_path, capsys):
   assert run.config.model.name == "bcos-resnet-tiny" and run.config.dataset == "shapes"
   np.testing.assert_array_equal(run.params["layer_1"]["block_0"]["conv2"]["kernel"],
                                 sd["layer1.0.conv2.linear.weight"].transpose(2, 3, 1, 0))
+
+
+def test_bfloat16_compute_is_explained_in_float32(tiny):
+  model, variables, images = tiny
+  half = get_model("bcos-resnet-tiny", num_classes=4, compute_dtype=jnp.bfloat16)
+  np.testing.assert_allclose(half.apply(variables, images), model.apply(variables, images),
+                             rtol=0.1, atol=0.05)
+  e = explain(half, variables, images, layer=1)
+  assert e.contribution_map.dtype == jnp.float32
+  assert float(completeness_error(e).max()) <= 1e-6
