@@ -291,3 +291,26 @@ def test_bfloat16_compute_is_explained_in_float32(tiny):
   e = explain(half, variables, images, layer=1)
   assert e.contribution_map.dtype == jnp.float32
   assert float(completeness_error(e).max()) <= 1e-6
+
+
+@pytest.mark.parametrize("block,small_inputs,norm", [("basic", True, "ln"),
+                                                     ("bottleneck", False, "bn")])
+def test_nnx_and_linen_resnets_agree(block, small_inputs, norm):
+  from flax import nnx
+
+  from codajax.bcos.nnx_models import NNXBcosResNet, load_linen_params
+  from codajax.explain import explain_nnx
+
+  args = dict(stage_sizes=(1, 1), block=block, num_classes=5, width=4,
+              small_inputs=small_inputs, norm=norm, max_out=2)
+  linen = BcosResNet(**args, logit_bias=-np.log(4))
+  images = jax.random.uniform(jax.random.key(3), (2, 16, 16, 3))
+  variables = jax.jit(linen.init)(jax.random.key(4), images)
+  variables = jax.tree.map(lambda p: p * 1.3 if p.ndim == 1 else p, variables)
+  model = load_linen_params(NNXBcosResNet(**args, rngs=nnx.Rngs(0)), variables)
+  np.testing.assert_allclose(model(images), linen.apply(variables, images), rtol=1e-6)
+  e_nnx = explain_nnx(model, images, layer=2)
+  e_linen = explain(linen, variables, images, layer=2)
+  np.testing.assert_allclose(e_nnx.contribution_map, e_linen.contribution_map, rtol=1e-5,
+                             atol=1e-8)
+  assert float(completeness_error(e_nnx).max()) <= 1e-6
