@@ -244,7 +244,7 @@ def write_workdir(variables: Mapping[str, Any], name: str, workdir: str, *,
                   data_dir: str = "") -> epath.Path:
   """A ``train.py``-style work directory (``run.json`` + a step-0 checkpoint) for ``eval.py``.
 
-  ``run.json`` records ``model.name = name``, no temperature and the dataset; the
+  ``run.json`` records ``model.name = name``, temperature 1 (none) and the dataset; the
   checkpoint's state is ``{"params": ...}`` (what :func:`codajax.train.restore` reads).
   """
   from codajax.train import Checkpointer, base_config
@@ -257,7 +257,7 @@ def write_workdir(variables: Mapping[str, Any], name: str, workdir: str, *,
   config.dataset = dataset
   config.data_dir = data_dir
   config.model.name = name
-  config.model.temperature = None
+  config.model.temperature = 1.0     # x / 1 = x: the released models have no temperature
   config.num_epochs = 0
   record = {"config": json.loads(json.dumps(config.to_dict(), default=str)),
             "num_classes": int(num_classes),
