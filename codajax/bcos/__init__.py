@@ -1,0 +1,88 @@
+"""B-cos networks (Böhle, Fritz & Schiele; B-cos v2, TPAMI 2024) on codajax's explanation core.
+
+* :mod:`codajax.bcos.ops`: functional B-cos convolution / dense layer,
+  patch norms, MaxOut, logit layer, ``[x, 1 − x]`` encoding.
+* :mod:`codajax.bcos.norms`: the uncentred norms (batch, group, layer, position).
+* :mod:`codajax.bcos.layers` (Linen) and :mod:`codajax.bcos.nnx_layers` (NNX).
+* Models: :mod:`codajax.bcos.resnet`, :mod:`codajax.bcos.vgg` (Linen, registered with
+  ``codajax.models.get_model`` as ``bcos-*``, see :mod:`codajax.bcos.models`),
+  :mod:`codajax.bcos.nnx_models` (NNX ResNets); :mod:`codajax.bcos.common` (the
+  explainable-segment structure they share).
+* Released checkpoints: :mod:`codajax.convert.bcos`.
+"""
+
+from codajax.bcos.common import SegmentedModel, default_logit_bias
+from codajax.bcos.layers import (
+    BcosConv,
+    BcosDense,
+    FrozenBatchNormUncentered,
+    GroupNormUncentered,
+    PositionNormUncentered,
+    make_norm,
+)
+from codajax.bcos.nnx_layers import (
+    NNXBcosConv,
+    NNXBcosDense,
+    NNXFrozenBatchNormUncentered,
+    NNXGroupNormUncentered,
+    NNXPositionNormUncentered,
+    make_nnx_norm,
+)
+from codajax.bcos.norms import (
+    NORM_KINDS,
+    batch_norm_uncentered,
+    fold_batch_norm,
+    group_norm_uncentered,
+    layer_norm_uncentered,
+    position_norm_uncentered,
+)
+from codajax.bcos.nnx_models import NNXBcosResNet, load_linen_params
+from codajax.bcos.ops import (
+    add_inverse,
+    bcos_conv,
+    bcos_dense,
+    default_scale,
+    dynamic_factor,
+    logit_layer,
+    maxout,
+    patch_norms,
+    unit_norm,
+)
+from codajax.bcos.resnet import BcosResNet
+from codajax.bcos.vgg import BcosVGG
+
+__all__ = [
+    "NORM_KINDS",
+    "BcosConv",
+    "BcosResNet",
+    "BcosVGG",
+    "NNXBcosResNet",
+    "SegmentedModel",
+    "default_logit_bias",
+    "load_linen_params",
+    "BcosDense",
+    "FrozenBatchNormUncentered",
+    "GroupNormUncentered",
+    "NNXBcosConv",
+    "NNXBcosDense",
+    "NNXFrozenBatchNormUncentered",
+    "NNXGroupNormUncentered",
+    "NNXPositionNormUncentered",
+    "PositionNormUncentered",
+    "add_inverse",
+    "batch_norm_uncentered",
+    "bcos_conv",
+    "bcos_dense",
+    "default_scale",
+    "dynamic_factor",
+    "fold_batch_norm",
+    "group_norm_uncentered",
+    "layer_norm_uncentered",
+    "logit_layer",
+    "make_nnx_norm",
+    "make_norm",
+    "maxout",
+    "patch_norms",
+    "position_norm_uncentered",
+    "unit_norm",
+]
