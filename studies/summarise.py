@@ -17,6 +17,8 @@ import sys
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # codajax from this clone
+
 
 def find_runs(paths: list[str]) -> Iterator[str]:
   """Work directories (those holding ``run.json``) among ``paths`` and their subdirectories."""
