@@ -1,18 +1,21 @@
 """Training logs: ``metrics.jsonl`` (one JSON object per event) and TensorBoard events.
 
 TensorBoard event files are written with tensorboardX (no TensorFlow). Only
-process 0 writes.
+process 0 writes. ``metrics.jsonl`` is rewritten whole (atomically, see
+:func:`codajax.storage.write_atomic`) at each write: object stores such as ``gs://`` have
+no append, and a reader never sees a half-written line.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from typing import Any
 
 import jax
+
+from codajax import storage
 
 
 class MetricsLogger:
@@ -20,12 +23,15 @@ class MetricsLogger:
 
   def __init__(self, workdir: str):
     self.enabled = jax.process_index() == 0
-    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.path = storage.join(workdir, "metrics.jsonl")
     self._tensorboard = None
+    self._lines: list[str] = []
     if self.enabled:
       from tensorboardX import SummaryWriter
 
-      self._tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
+      if storage.exists(self.path):   # a resumed run: keep what was logged
+        self._lines = [line for line in storage.read_text(self.path).splitlines() if line.strip()]
+      self._tensorboard = SummaryWriter(storage.join(workdir, "tensorboard"))
 
   def write(self, step: int, metrics: dict[str, Any]) -> None:
     """Logs scalar ``metrics`` at ``step``; lists/arrays go to the JSON file only."""
@@ -37,8 +43,8 @@ class MetricsLogger:
       record[name] = value
       if isinstance(value, (int, float)) and math.isfinite(value):
         self._tensorboard.add_scalar(name, value, int(step))
-    with open(self.path, "a") as f:
-      f.write(json.dumps(record) + "\n")
+    self._lines.append(json.dumps(record))
+    storage.write_atomic(self.path, "".join(line + "\n" for line in self._lines))
 
   def close(self) -> None:
     if self._tensorboard is not None:
@@ -47,5 +53,5 @@ class MetricsLogger:
 
 def read_metrics(workdir: str) -> list[dict[str, Any]]:
   """All records of ``workdir/metrics.jsonl``, in order."""
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  text = storage.read_text(storage.join(workdir, "metrics.jsonl"))
+  return [json.loads(line) for line in text.splitlines() if line.strip()]
