@@ -120,6 +120,31 @@ def write_json(p: PathLike, value: Any) -> None:
   write_atomic(p, json.dumps(value, indent=2))
 
 
+def files_under(p: PathLike) -> dict[str, int]:
+  """``{relative path: size in bytes}`` of every file below the directory ``p`` (one listing
+  request on an object store)."""
+  where = os.fspath(path(p))
+  if is_remote(where):
+    import fsspec.core
+
+    fs, root = fsspec.core.url_to_fs(where)
+    found = fs.find(root, detail=True)
+    prefix = root.rstrip("/") + "/"
+    return {name[len(prefix):]: int(info["size"]) for name, info in found.items()
+            if info.get("type") != "directory" and name.startswith(prefix)}
+  sizes = {}
+  for folder, _, names in os.walk(where):
+    for name in names:
+      file = os.path.join(folder, name)
+      sizes[os.path.relpath(file, where)] = os.path.getsize(file)
+  return sizes
+
+
+def _ordered(names, last: str | None) -> list[str]:
+  """``names`` sorted, those whose base name is ``last`` at the end."""
+  return sorted(names, key=lambda name: (name.rsplit("/", 1)[-1] == last, name))
+
+
 def copy_tree(source: PathLike, target: PathLike, *, last: str | None = None) -> None:
   """Copies the files under ``source`` to ``target`` (either may be remote).
 
@@ -127,13 +152,28 @@ def copy_tree(source: PathLike, target: PathLike, *, last: str | None = None) ->
   the tree as complete), so a reader that waits for it sees the whole tree.
   """
   source, target = path(source), path(target)
-  files = sorted(f for f in source.rglob("*") if not f.is_dir())
-  files.sort(key=lambda f: f.name == last)
-  for file in files:
-    destination = target / os.fspath(file.relative_to(source))
+  for name in _ordered(files_under(source), last):
+    destination = target / name
     if not is_remote(destination):
       destination.parent.mkdir(parents=True, exist_ok=True)
-    destination.write_bytes(file.read_bytes())
+    destination.write_bytes((source / name).read_bytes())
+
+
+def mirror(source: PathLike, target: PathLike, *, last: str | None = None) -> int:
+  """Makes the local directory ``target`` hold the files of ``source`` (e.g. a gs:// folder).
+
+  Files already there with the same size are kept; the others are downloaded to a temporary
+  name and renamed into place (so concurrent mirrors of one source do not clash). ``last``:
+  a file name fetched after every other file. Returns how many files were fetched.
+  """
+  source, target = path(source), path(target)
+  wanted, present = files_under(source), files_under(target) if target.exists() else {}
+  fetched = 0
+  for name in _ordered(wanted, last):
+    if present.get(name) != wanted[name]:
+      write_atomic(target / name, (source / name).read_bytes())
+      fetched += 1
+  return fetched
 
 
 def move_tree(source: PathLike, target: PathLike) -> None:

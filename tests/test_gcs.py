@@ -153,3 +153,105 @@ def _smoke(data_dir, **overrides):
   for key, value in overrides.items():
     config[key] = value
   return config
+
+
+def test_gs_lease_has_one_winner_among_racing_processes(emulator):
+  """Four acquirers at once: the create-if-absent precondition lets exactly one in."""
+  import threading
+
+  uri = f"gs://{BUCKET}/race/train.lock.0"
+  start, results = threading.Barrier(4), []
+
+  def acquire():
+    lease = storage.ObjectLease(uri, ttl_s=30)
+    start.wait()
+    try:
+      lease.acquire()
+      results.append(lease)
+    except storage.LockHeld:
+      results.append(None)
+
+  threads = [threading.Thread(target=acquire) for _ in range(4)]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join()
+  winners = [lease for lease in results if lease is not None]
+  assert len(results) == 4 and len(winners) == 1
+  assert storage.read_json(uri)["token"] == winners[0].token
+  winners[0].release()
+  assert not storage.exists(uri)
+
+
+def test_eval_on_gs_writes_report_and_figures_to_the_bucket(gs_run, data_dir):
+  from codajax import data
+
+  workdir = gs_run[0]
+  out = storage.join(workdir, "eval")
+  result = _run([sys.executable, "eval.py", f"--workdir={workdir}", "--methods=Ours",
+                 "--n_grids=1", "--n_removal=4", "--n_figure=2", "--batch_size=4",
+                 "--depths=off", "--config.evals.completeness.n_images=4"])
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f"report: {out}/report.json" in result.stdout
+  report = storage.read_json(storage.join(out, "report.json"))
+  assert report["workdir"] == workdir and report["checkpoint"]["step"] == 12
+  # The accuracy, recomputed here from the restored model (not the eval code).
+  run = restore(workdir)
+  test = data.load_examples("digits", "test", data_dir=data_dir)
+  logits = np.asarray(run.model.apply(run.variables, test["image"].astype(np.float32) / 255))
+  assert report["accuracy"]["top1"] == pytest.approx(np.mean(logits.argmax(1) == test["label"]),
+                                                     abs=1e-9)
+  import io
+
+  with np.load(io.BytesIO(storage.read_bytes(storage.join(out, "scores.npz")))) as scores:
+    assert len(scores.files) > 0
+  with Image.open(io.BytesIO(storage.read_bytes(storage.join(out, "contributions.png")))) as png:
+    assert png.format == "PNG" and min(png.size) >= 100
+
+
+def test_prepare_and_two_processes_on_gs_match_one_local_process(emulator, data_dir, tmp_path):
+  """``prepare`` into gs://BUCKET/tfds, then two processes x 2 fake devices training on that
+  data into one gs:// work directory: the parameters of one local process with 4 devices."""
+  args = ["--config.max_steps=4", "--config.batch_size=16", "--config.eval_every_epochs=100"]
+  gs_data = f"gs://{BUCKET}/tfds"
+  prepared = _run([sys.executable, "-m", "codajax.data.prepare", "digits", "--data_dir", gs_data])
+  assert prepared.returncode == 0, prepared.stderr[-3000:]
+  assert storage.exists(storage.join(gs_data, "codajax_digits", "1.0.0", "dataset_info.json"))
+
+  single = _run(_train_cmd(tmp_path / "one", data_dir, *args),
+                XLA_FLAGS="--xla_force_host_platform_device_count=4")
+  assert single.returncode == 0, single.stderr[-3000:]
+
+  port = _free_port()
+  workdir = f"gs://{BUCKET}/two"
+  env = _env(XLA_FLAGS="--xla_force_host_platform_device_count=2",
+             CODAJAX_CACHE_DIR=str(tmp_path / "cache"))   # both processes mirror into it
+  procs = [subprocess.Popen(
+      [*_train_cmd(workdir, gs_data, *args), "--multihost",
+       f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}",
+       "--init_timeout=60"],
+      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+      for i in range(2)]
+  try:
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+  for p, out in zip(procs, outputs):
+    assert p.returncode == 0, out[-3000:]
+  one, _ = restore_params(str(tmp_path / "one"))
+  two, step = restore_params(workdir)
+  assert step == 4
+  for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(two)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  assert (tmp_path / "cache" / "datasets" / "gs" / BUCKET / "tfds" / "codajax_digits").is_dir()
+  assert storage.listdir(workdir).count("train.lock.0") == 0   # both leases released
+  assert "train.lock.1" not in storage.listdir(workdir)
+
+
+def _free_port():
+  import socket
+
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
