@@ -363,7 +363,10 @@ def _not_prepared_error(name: str, data_dir: str) -> errors.DatasetNotPreparedEr
     hint = ("(TFDS builders with Image features need TensorFlow to prepare: then run `tfds build "
             f"{name} --data_dir {data_dir} --file_format array_record` where TensorFlow is installed.)")
   else:
-    manual_dir = os.path.join(data_dir, "downloads", "manual", base) if family.url else family.manual_hint
+    # Downloads land in data_dir/downloads/manual (local data directories; a gs:// one is
+    # prepared in a local staging folder, so it names the source folder instead).
+    manual_dir = (os.path.join(data_dir, "downloads", "manual", base)
+                  if family.url and not storage.is_remote(data_dir) else family.manual_hint)
     command = errors.prepare_command(name if name in _ALIASES else base, data_dir=data_dir,
                                      manual_dir=manual_dir, extra=extra)
     hint = f"(or add --download to fetch {family.url})" if family.url else ""
