@@ -356,8 +356,13 @@ def workdir_lock(workdir: PathLike, name: str) -> Iterator[None]:
     if not os.fspath(where).startswith("gs://"):
       raise ValueError(f"Work directories on {os.fspath(where).split('://')[0]}:// are not "
                        "supported (local paths and gs:// are).")
+    from google.api_core import exceptions
+
     lease = ObjectLease(os.fspath(where / name), lease_ttl_s())
-    lease.acquire()
+    try:
+      lease.acquire()
+    except exceptions.GoogleAPICallError as error:   # e.g. 403: no write permission
+      raise OSError(f"{type(error).__name__}: {error}") from error
     try:
       yield
     finally:

@@ -429,7 +429,8 @@ def resolve(name: str, data_dir: str | os.PathLike[str] | None = None) -> Resolv
     raise
   except Exception as error:  # noqa: BLE001  (TFDS raises ParseError, JSONDecodeError, ...)
     folder = os.path.join(data_dir, family.builder_cls.name if family else base)
-    infos = (sorted(os.fspath(info) for info in storage.path(folder).rglob("dataset_info.json"))
+    infos = (sorted(storage.join(folder, name) for name in storage.files_under(folder)
+                    if name.rsplit("/", 1)[-1] == "dataset_info.json")
              if storage.isdir(folder) else [])
     raise errors.DatasetCorruptError(
         f"Cannot read the description of dataset {name!r} ({', '.join(infos) or folder}): "
