@@ -7,7 +7,6 @@ values come from the same runs on local directories (the path code is what chang
 See tests/gcs_emulator.py for the variables set and what the emulator does not serve.
 """
 
-import json
 import os
 import signal
 import subprocess
@@ -255,3 +254,17 @@ def _free_port():
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     return s.getsockname()[1]
+
+
+def test_a_damaged_gs_checkpoint_is_moved_aside_and_the_previous_one_resumed(emulator, data_dir):
+  """On gs:// the move to corrupt/ is a copy and a delete: the damaged step leaves checkpoints/."""
+  workdir = f"gs://{BUCKET}/damaged"
+  train_and_evaluate(_smoke(data_dir), workdir)   # 4 steps, checkpoints at 2 and 4
+  storage.write_atomic(storage.join(workdir, "checkpoints", "4", "data", "metadata"), "{}")
+  metrics = train_and_evaluate(_smoke(data_dir, max_steps=6), workdir)
+  assert metrics["step"] == 6
+  moved = storage.listdir(storage.join(workdir, "corrupt"))
+  assert len(moved) == 1 and moved[0].startswith("4-")
+  assert storage.exists(storage.join(workdir, "corrupt", moved[0], "state"))
+  assert sorted(int(s) for s in storage.listdir(storage.join(workdir, "checkpoints"))) == [4, 6]
+  assert restore_params(workdir)[1] == 6

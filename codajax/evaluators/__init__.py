@@ -26,7 +26,6 @@ import dataclasses
 import importlib
 import inspect
 import io
-import json
 import os
 import time
 from collections.abc import Mapping, Sequence
