@@ -34,8 +34,12 @@ LEASE_TTL_S = "4"   # seconds; the default (60) would make the resume after SIGK
 
 @pytest.fixture(scope="module")
 def emulator():
+  import gc
+
   with running_emulator(BUCKET) as url:
     yield url
+    # tensorboardX's GCS writer uploads again when collected: let it while the emulator runs.
+    gc.collect()
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +122,10 @@ def test_train_on_gs_resumes_bit_identically_after_sigkill(gs_run, local_run):
   gs_steps = [r["step"] for r in read_metrics(workdir) if "train/loss" in r]
   assert local_steps == [3, 6, 9, 12]
   assert sorted(set(gs_steps)) == local_steps and gs_steps[-1] == 12
-  assert storage.listdir(storage.join(workdir, "tensorboard"))
+  events = [e for name in storage.listdir(storage.join(workdir, "tensorboard"))
+            for e in _events(storage.read_bytes(storage.join(workdir, "tensorboard", name)))]
+  logged = {e.step for e in events for v in e.summary.value if v.tag == "train/loss"}
+  assert {9, 12} <= logged   # the resumed run's TensorBoard file, readable record by record
   assert storage.read_json(storage.join(workdir, "run.json"))["num_classes"] == 10
 
 
@@ -142,6 +149,25 @@ def test_gs_lease_refuses_a_second_run_and_is_taken_over_when_abandoned(emulator
   with storage.workdir_lock(workdir, "train.lock.0"):
     assert time.monotonic() - started >= 0.5   # waited for the lease to expire
     assert storage.read_json(storage.join(workdir, "train.lock.0"))["owner"] != "1@lost-host"
+
+
+def _events(data: bytes):
+  """The Event protos of a TensorBoard file, each record's length and checksums verified."""
+  import struct
+
+  from tensorboardX.proto import event_pb2
+  from tensorboardX.record_writer import masked_crc32c
+
+  events, offset = [], 0
+  while offset < len(data):
+    header = data[offset:offset + 8]
+    (length,) = struct.unpack("Q", header)
+    assert struct.unpack("I", data[offset + 8:offset + 12])[0] == masked_crc32c(header)
+    body = data[offset + 12:offset + 12 + length]
+    assert struct.unpack("I", data[offset + 12 + length:offset + 16 + length])[0] == masked_crc32c(body)
+    events.append(event_pb2.Event.FromString(body))
+    offset += 16 + length
+  return events
 
 
 def _smoke(data_dir, **overrides):

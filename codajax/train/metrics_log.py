@@ -1,13 +1,16 @@
 """Training logs: ``metrics.jsonl`` (one JSON object per event) and TensorBoard events.
 
-TensorBoard event files are written with tensorboardX (no TensorFlow). Only
-process 0 writes. ``metrics.jsonl`` is rewritten whole (atomically, see
+TensorBoard event files are written with tensorboardX (no TensorFlow); on ``gs://`` through
+:mod:`codajax.storage` (the event file is uploaded whole at each flush, as tensorboardX's own
+GCS writer does, but with codajax's credentials chain and no second upload when collected at
+exit). Only process 0 writes. ``metrics.jsonl`` is rewritten whole (atomically, see
 :func:`codajax.storage.write_atomic`) at each write: object stores such as ``gs://`` have
 no append, and a reader never sees a half-written line.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import time
@@ -16,6 +19,40 @@ from typing import Any
 import jax
 
 from codajax import storage
+
+
+class _StorageRecordWriter:
+  """A tensorboardX record writer for a URI: buffered, uploaded whole at each flush."""
+
+  def __init__(self, path: str):
+    self.path, self._buffer, self._closed = path, io.BytesIO(), False
+
+  def write(self, data: bytes) -> None:
+    self._buffer.write(data)
+
+  def flush(self) -> None:
+    if not self._closed:
+      storage.write_atomic(self.path, self._buffer.getvalue())
+
+  def close(self) -> None:
+    self.flush()
+    self._closed = True
+
+
+class _StorageWriterFactory:
+  """tensorboardX's writer factory interface (``open``, ``directory_check``) for ``gs://``."""
+
+  def open(self, path: str) -> _StorageRecordWriter:
+    return _StorageRecordWriter(path)
+
+  def directory_check(self, path: str) -> None:
+    del path   # object stores have no directories to create
+
+
+def _register_tensorboard_storage() -> None:
+  from tensorboardX import record_writer
+
+  record_writer.register_writer_factory("gs", _StorageWriterFactory())
 
 
 class MetricsLogger:
@@ -29,6 +66,7 @@ class MetricsLogger:
     if self.enabled:
       from tensorboardX import SummaryWriter
 
+      _register_tensorboard_storage()
       if storage.exists(self.path):   # a resumed run: keep what was logged
         self._lines = [line for line in storage.read_text(self.path).splitlines() if line.strip()]
       self._tensorboard = SummaryWriter(storage.join(workdir, "tensorboard"))
