@@ -297,9 +297,10 @@ class ObjectLease:
                             "%.0f s before taking it over.", self.uri, age, self.ttl_s - age)
             time.sleep(self.ttl_s - age)
             continue
+          holder = _holder(blob)
           target = self._bucket.blob(self._name)
           target.upload_from_string(self._record(), if_generation_match=blob.generation)
-          print(f"codajax: took over the abandoned lease {self.uri} (held by {_holder(blob)}, "
+          print(f"codajax: took over the abandoned lease {self.uri} (held by {holder}, "
                 f"not renewed for {age:.0f} s).", flush=True)
       except exceptions.PreconditionFailed:
         continue   # another process created or took it in between: look again

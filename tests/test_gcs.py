@@ -130,7 +130,7 @@ def test_train_on_gs_resumes_bit_identically_after_sigkill(gs_run, local_run):
 
 
 def test_gs_lease_refuses_a_second_run_and_is_taken_over_when_abandoned(emulator, data_dir,
-                                                                       monkeypatch):
+                                                                       monkeypatch, capsys):
   workdir = f"gs://{BUCKET}/leased"
   monkeypatch.setenv("CODAJAX_LOCK_TTL_S", "2")
   with storage.workdir_lock(workdir, "train.lock.0"):
@@ -149,6 +149,7 @@ def test_gs_lease_refuses_a_second_run_and_is_taken_over_when_abandoned(emulator
   with storage.workdir_lock(workdir, "train.lock.0"):
     assert time.monotonic() - started >= 0.5   # waited for the lease to expire
     assert storage.read_json(storage.join(workdir, "train.lock.0"))["owner"] != "1@lost-host"
+  assert "held by 1@lost-host" in capsys.readouterr().out
 
 
 def _events(data: bytes):
