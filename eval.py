@@ -135,7 +135,9 @@ def main(argv):
 
   if jax.process_index() == 0:
     print(evaluators.summary_table(report))
-    out = config.out or os.path.join(FLAGS.workdir, "eval")
+    from codajax import storage
+
+    out = config.out or storage.join(FLAGS.workdir, "eval")
     print(f"report: {out}/{evaluators.REPORT_FILE} ({report['timings_s']['total']:.1f} s)")
 
 

@@ -22,7 +22,7 @@ from codajax import cli
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
-flags.DEFINE_string("workdir", None, "Work directory (default: runs/<config.name>).")
+flags.DEFINE_string("workdir", None, "Work directory: a local path or gs://BUCKET/PATH (default: runs/<config.name>).")
 cli.define_multihost_flags()
 flags.DEFINE_bool("print_config", False, "Print the resolved config (file + overrides) and exit.")
 FLAGS = flags.FLAGS
@@ -61,7 +61,9 @@ def error_message(error: BaseException) -> str:
         or "No space left on device" in str(link)):
       where = getattr(link, "filename", None) or "the work directory"
       if where == "the work directory" and FLAGS.is_parsed():
-        where = os.path.abspath(FLAGS.workdir or "runs")
+        from codajax import storage
+
+        where = os.fspath(storage.path(FLAGS.workdir or "runs"))
       return (f"disk full while writing {where}. Free some space and re-run the same command: "
               "it resumes from the last complete checkpoint.")
   from codajax.data import errors as data_errors
@@ -171,10 +173,11 @@ def _main():
     logging.set_verbosity(logging.WARNING)
   cli.join_multihost_run(FLAGS)
 
+  from codajax import storage
   from codajax.train import train_and_evaluate
 
   config = FLAGS.config
-  workdir = FLAGS.workdir or os.path.join("runs", config.name)
+  workdir = os.fspath(storage.path(FLAGS.workdir or storage.join("runs", config.name)))
   metrics = train_and_evaluate(config, workdir)
   if metrics.get("interrupted") == "SIGINT":
     print(f"train.py: interrupted at step {metrics['step']} (saved); re-run the same command to "
@@ -188,7 +191,7 @@ def _main():
                f"model (step {metrics['test/best_step']}) {metrics['test/accuracy_best']:.4f}"
                if "test/accuracy_final" in metrics else "")
       print(f"done: step {metrics['step']}, validation accuracy {metrics['eval/accuracy']:.4f}{tests}; "
-            f"work directory {os.path.abspath(workdir)}")
+            f"work directory {workdir}")
 
 
 if __name__ == "__main__":

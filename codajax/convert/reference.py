@@ -16,6 +16,7 @@ of DAU ``q % D``, and patch element ``p = c·k² + ki·k + kj``.
 
 from __future__ import annotations
 
+import io
 import re
 from typing import Any, Mapping
 
@@ -102,7 +103,8 @@ def from_reference_state_dict(
 
 
 def load_reference_checkpoint(path: str, arch: str, **model_overrides: Any) -> dict[str, Any]:
-  """Reads a reference ``.pkl`` saved with ``torch.save`` and converts it.
+  """Reads a reference ``.pkl`` saved with ``torch.save`` (a local path or ``gs://``) and
+  converts it.
 
   Needs PyTorch: ``pip install 'codajax[torch]'``.
   """
@@ -112,7 +114,10 @@ def load_reference_checkpoint(path: str, arch: str, **model_overrides: Any) -> d
     raise ImportError(
         "Reading PyTorch checkpoints needs PyTorch: pip install 'codajax[torch]'."
     ) from error
-  loaded = torch.load(path, map_location="cpu", weights_only=False)
+  from codajax import storage
+
+  # Read through codajax.storage: a local path or gs://.
+  loaded = torch.load(io.BytesIO(storage.read_bytes(path)), map_location="cpu", weights_only=False)
   if hasattr(loaded, "state_dict"):
     loaded = loaded.state_dict()
   if not isinstance(loaded, Mapping):

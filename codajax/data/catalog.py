@@ -8,6 +8,12 @@ array_record format in the data directory (e.g. ``imagenet2012``).
 Embedded datasets (``digits``, ``shapes``) are prepared on first use; every
 other dataset must be prepared with ``python -m codajax.data.prepare``.
 
+Remote data directories (``gs://bucket/tfds``): a dataset is prepared in a local staging
+folder and uploaded (``dataset_info.json`` last: TFDS counts it as prepared only then).
+Its description is read from the bucket; its array_record files, which the array_record
+reader opens only on a local file system, are mirrored once per host into
+``$CODAJAX_CACHE_DIR/datasets/gs/BUCKET/PATH`` (default ``~/.cache/codajax``) and read there.
+
 Validation splits. Model selection (the evaluation during training, ``best/``) uses a
 validation split, never the test split. Datasets without one get it carved from their
 training data: a fixed permutation (seed ``VALIDATION_SEED``) of the ``train`` indices puts
@@ -35,6 +41,7 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
+from codajax import storage
 from codajax.data import augment, errors
 from codajax.data.builders import cifar10, digits, image_folder, shapes
 
@@ -152,6 +159,39 @@ _ALIASES = {"imagenet100": "imagenet_folder/first100"}
 KNOWN_NAMES = ("digits", "shapes", "cifar10", "imagenet100", "imagenet_folder", "tiny_imagenet")
 
 
+CACHE_DIR_ENV = "CODAJAX_CACHE_DIR"
+_MIRRORED: dict[str, tfds.core.DatasetBuilder] = {}
+
+
+def mirror_root(data_dir: str) -> str:
+  """The local folder mirroring the remote ``data_dir`` (``gs://b/p`` -> ``CACHE/datasets/gs/b/p``)."""
+  cache = os.environ.get(CACHE_DIR_ENV) or os.path.expanduser("~/.cache/codajax")
+  scheme, _, rest = data_dir.partition("://")
+  return storage.join(cache, "datasets", scheme, *rest.strip("/").split("/"))
+
+
+def _relative_to_root(builder: tfds.core.DatasetBuilder, root: str) -> str:
+  """``builder.data_dir`` relative to its data directory ``root`` (``codajax_digits/1.0.0``)."""
+  return os.fspath(builder.data_dir)[len(os.fspath(storage.path(root)).rstrip("/")) + 1:]
+
+
+def _mirrored_builder(name: str, builder: tfds.core.DatasetBuilder, data_dir: str) -> tfds.core.DatasetBuilder:
+  """The builder of ``name`` on this host's local mirror of its prepared files in ``data_dir``."""
+  remote = os.fspath(builder.data_dir)
+  if remote not in _MIRRORED:
+    root = mirror_root(data_dir)
+    storage.mirror(remote, storage.join(root, _relative_to_root(builder, data_dir)),
+                   last="dataset_info.json")
+    _MIRRORED[remote] = builder_for(name, root)
+  return _MIRRORED[remote]
+
+
+def _upload(local: tfds.core.DatasetBuilder, staging: str, data_dir: str) -> None:
+  """Copies the prepared ``local`` builder's files from ``staging`` into ``data_dir``."""
+  storage.copy_tree(local.data_dir, storage.join(data_dir, _relative_to_root(local, staging)),
+                    last="dataset_info.json")
+
+
 def default_data_dir() -> str:
   """``$CODAJAX_DATA_DIR`` if set, else ``~/tensorflow_datasets``."""
   return os.environ.get(DATA_DIR_ENV) or os.path.expanduser("~/tensorflow_datasets")
@@ -170,6 +210,13 @@ class ResolvedDataset:
   train_split: str
   test_split: str
   validation_split: str = ""
+  remote_data_dir: str | None = None   # a gs:// data_dir: files read from a local mirror
+
+  def _reader(self) -> tfds.core.DatasetBuilder:
+    """The builder whose files are read (a local mirror for a remote data directory)."""
+    if self.remote_data_dir is None:
+      return self.builder
+    return _mirrored_builder(self.name, self.builder, self.remote_data_dir)
 
   def _carved(self) -> tuple[np.ndarray, np.ndarray]:
     num_train = int(self.builder.info.splits["train"].num_examples)
@@ -186,15 +233,16 @@ class ResolvedDataset:
       fit, validation = self._carved()
       return SubsetSource(self.source("train"), fit if split == FIT_SPLIT else validation)
     where = f"{self.name}[{split}]"
+    builder = self._reader()
     try:
-      source = self.builder.as_data_source(split=split)
+      source = builder.as_data_source(split=split)
     except (IndexError, KeyError, ValueError) as error:
       if isinstance(error, errors.DatasetCorruptError) or "split" in str(error).lower():
         raise
-      raise _corrupt_error(where, self.builder, error) from None
+      raise _corrupt_error(where, builder, error) from None
     except Exception as error:  # noqa: BLE001  (array_record raises RuntimeError and others)
-      raise _corrupt_error(where, self.builder, error) from None
-    return CheckedSource(source, where, _corrupt_message(where, self.builder))
+      raise _corrupt_error(where, builder, error) from None
+    return CheckedSource(source, where, _corrupt_message(where, builder))
 
   def spec(self) -> DatasetSpec:
     """The ``DatasetSpec`` of this dataset."""
@@ -293,7 +341,7 @@ def canonical_name(name: str) -> str:
 def _prepared_names(data_dir: str) -> list[str]:
   """Dataset folders in ``data_dir``, codajax ones by their public name (``codajax_digits`` -> ``digits``)."""
   public = {family.builder_cls.name: base for base, family in _FAMILIES.items()}
-  folders = [entry.name for entry in os.scandir(data_dir) if entry.is_dir()] if os.path.isdir(data_dir) else []
+  folders = [name for name in storage.listdir(data_dir) if storage.isdir(storage.join(data_dir, name))]
   return sorted({public.get(folder, folder) for folder in folders if folder != "downloads"})
 
 
@@ -315,7 +363,10 @@ def _not_prepared_error(name: str, data_dir: str) -> errors.DatasetNotPreparedEr
     hint = ("(TFDS builders with Image features need TensorFlow to prepare: then run `tfds build "
             f"{name} --data_dir {data_dir} --file_format array_record` where TensorFlow is installed.)")
   else:
-    manual_dir = os.path.join(data_dir, "downloads", "manual", base) if family.url else family.manual_hint
+    # Downloads land in data_dir/downloads/manual (local data directories; a gs:// one is
+    # prepared in a local staging folder, so it names the source folder instead).
+    manual_dir = (os.path.join(data_dir, "downloads", "manual", base)
+                  if family.url and not storage.is_remote(data_dir) else family.manual_hint)
     command = errors.prepare_command(name if name in _ALIASES else base, data_dir=data_dir,
                                      manual_dir=manual_dir, extra=extra)
     hint = f"(or add --download to fetch {family.url})" if family.url else ""
@@ -378,8 +429,9 @@ def resolve(name: str, data_dir: str | os.PathLike[str] | None = None) -> Resolv
     raise
   except Exception as error:  # noqa: BLE001  (TFDS raises ParseError, JSONDecodeError, ...)
     folder = os.path.join(data_dir, family.builder_cls.name if family else base)
-    infos = sorted(os.path.join(root, "dataset_info.json") for root, _, files in os.walk(folder)
-                   if "dataset_info.json" in files)
+    infos = (sorted(storage.join(folder, name) for name in storage.files_under(folder)
+                    if name.rsplit("/", 1)[-1] == "dataset_info.json")
+             if storage.isdir(folder) else [])
     raise errors.DatasetCorruptError(
         f"Cannot read the description of dataset {name!r} ({', '.join(infos) or folder}): "
         f"{type(error).__name__}: {str(error)[:200].rstrip('.')}. The prepared dataset is corrupt: delete "
@@ -388,18 +440,26 @@ def resolve(name: str, data_dir: str | os.PathLike[str] | None = None) -> Resolv
   if not prepared:
     if family is None or not family.embedded:
       raise _not_prepared_error(name, data_dir)
-    _download_and_prepare(builder, manual_dir=None)
+    if storage.is_remote(data_dir):
+      with tempfile.TemporaryDirectory(prefix="codajax-prepare-") as staging:
+        local = builder_for(name, staging)
+        _download_and_prepare(local, manual_dir=None)
+        _upload(local, staging, data_dir)
+      builder = builder_for(name, data_dir)
+    else:
+      _download_and_prepare(builder, manual_dir=None)
   if builder.info.file_format != tfds.core.FileFormat.ARRAY_RECORD:
     raise errors.DatasetNotPreparedError(
         f"Dataset {name!r} in {builder.data_dir} is stored as {builder.info.file_format.value}; random access "
         f"needs array_record. Prepare it again in array_record format:\n  "
         f"{errors.prepare_command(name, data_dir=data_dir)}")
+  remote = data_dir if storage.is_remote(data_dir) else None
   if family is not None:
     return ResolvedDataset(name=canonical_name(name), builder=builder, preprocessing=family.preprocessing,
                            image_key="image", label_key="label",
                            mask_key="object_mask" if family.has_object_mask else None,
                            train_split=FIT_SPLIT, test_split=family.test_split,
-                           validation_split=CARVED_VALIDATION_SPLIT)
+                           validation_split=CARVED_VALIDATION_SPLIT, remote_data_dir=remote)
   image_key, label_key = _generic_keys(builder)
   splits = builder.info.splits
   test_split = next((split for split in ("test", "validation") if split in splits), "test")
@@ -407,7 +467,8 @@ def resolve(name: str, data_dir: str | os.PathLike[str] | None = None) -> Resolv
   return ResolvedDataset(name=name, builder=builder, preprocessing=_generic_preprocessing(builder, image_key),
                          image_key=image_key, label_key=label_key, mask_key=None,
                          train_split="train" if own_validation else FIT_SPLIT, test_split=test_split,
-                         validation_split="validation" if own_validation else CARVED_VALIDATION_SPLIT)
+                         validation_split="validation" if own_validation else CARVED_VALIDATION_SPLIT,
+                         remote_data_dir=remote)
 
 
 def dataset_info(name: str, *, data_dir: str | os.PathLike[str] | None = None) -> DatasetSpec:
@@ -476,6 +537,9 @@ def prepare_dataset(name: str, *, data_dir: str | os.PathLike[str] | None = None
   """
   data_dir = os.fspath(data_dir) if data_dir is not None else default_data_dir()
   manual_dir = os.fspath(manual_dir) if manual_dir is not None else None
+  if storage.is_remote(data_dir):
+    return _prepare_remote(name, data_dir, manual_dir=manual_dir, download=download,
+                           num_train=num_train, num_test=num_test, seed=seed, classes=classes)
   base, config = _split_name(name)
   family = _FAMILIES.get(base)
   if family is None:
@@ -509,6 +573,19 @@ def prepare_dataset(name: str, *, data_dir: str | os.PathLike[str] | None = None
                                         os.path.join(data_dir, "downloads")]):
       _download_and_prepare(builder, manual_dir)
   return resolve(canonical, data_dir).spec()
+
+
+def _prepare_remote(name: str, data_dir: str, **options) -> DatasetSpec:
+  """``prepare_dataset`` into a remote ``data_dir``: prepared in a local staging folder (and
+  ``manual_dir``/``--download`` as for a local one), then uploaded; a no-op if already there."""
+  if all(options.get(k) is None for k in ("num_train", "num_test", "seed", "classes")):
+    with contextlib.suppress(errors.UnknownDatasetError):
+      if builder_for(name, data_dir).is_prepared():
+        return resolve(name, data_dir).spec()
+  with tempfile.TemporaryDirectory(prefix="codajax-prepare-") as staging:
+    spec = prepare_dataset(name, data_dir=staging, **options)
+    _upload(builder_for(spec.name, staging), staging, data_dir)
+  return resolve(spec.name, data_dir).spec()
 
 
 @contextlib.contextmanager

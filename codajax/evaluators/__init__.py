@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
-import json
+import io
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -34,7 +34,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from codajax import data, provenance
+from codajax import data, provenance, storage
 from codajax.evaluators import common
 from codajax.evaluators.common import Context, EvaluationError, Progress
 from codajax.evaluators.methods import (MethodsEvaluator, check_methods, effective_settings,
@@ -265,7 +265,7 @@ def evaluate_run(workdir: str, config) -> dict[str, Any]:
   run = load_run(workdir, config.checkpoint)
   data_dir = config.get("data_dir") or run.config.data_dir or None
   spec = data.dataset_info(run.config.dataset, data_dir=data_dir)
-  out = config.get("out") or os.path.join(workdir, "eval")
+  out = config.get("out") or storage.join(workdir, "eval")
   ctx = make_context(run.model, run.params, spec, data_dir=data_dir, loss=run.config.loss,
                      eval_batch_size=run.config.eval_batch_size, out=out)
   for entry in entries:
@@ -290,7 +290,7 @@ def evaluate_run(workdir: str, config) -> dict[str, Any]:
   finally:
     ctx.progress.close()
   report: dict[str, Any] = {
-      "workdir": os.path.abspath(workdir),
+      "workdir": os.fspath(storage.path(workdir)),
       "checkpoint": {"which": config.checkpoint, "step": run.step},
       "dataset": spec.name, "split": spec.test_split, "model": run.config.model.name,
       "num_classes": spec.num_classes, "image_shape": list(spec.image_shape),
@@ -315,10 +315,10 @@ def evaluate_run(workdir: str, config) -> dict[str, Any]:
   report["timings_s"]["compile"] = {k: round(v, 3) for k, v in ctx.programs.seconds.items()}
   report["timings_s"]["total"] = round(time.perf_counter() - started, 3)
   if main:
-    os.makedirs(out, exist_ok=True)
-    np.savez_compressed(os.path.join(out, SCORES_FILE), **arrays)
-    with open(os.path.join(out, REPORT_FILE), "w") as f:
-      json.dump(report, f, indent=2)
+    scores = io.BytesIO()
+    np.savez_compressed(scores, **arrays)
+    storage.write_atomic(storage.join(out, SCORES_FILE), scores.getvalue())
+    storage.write_json(storage.join(out, REPORT_FILE), report)
   return report
 
 

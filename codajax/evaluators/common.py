@@ -19,7 +19,6 @@ global batch from them, so the results are identical on one process and on many.
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -29,7 +28,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
-from codajax import data
+from codajax import data, storage
 from codajax.train import parallel
 
 
@@ -198,12 +197,13 @@ class Context:
     return data.load_examples(self.spec.name, self.split, data_dir=self.data_dir, indices=indices)
 
   def output_path(self, name: str) -> str | None:
-    """``out/name`` (directory created), or ``None`` when there is no output directory."""
+    """``out/name`` (a local path or URI; directory created), or ``None`` when there is no
+    output directory."""
     if not self.out:
       return None
     if is_main_process():
-      os.makedirs(self.out, exist_ok=True)
-    return os.path.join(self.out, name)
+      storage.makedirs(self.out)
+    return storage.join(self.out, name)
 
 
 FIRST = "first_"

@@ -3,12 +3,12 @@ method and per depth) and pixel-removal curves, from what the other evaluators c
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
 
+from codajax import storage
 from codajax.evaluators import common
 from codajax.evaluators.common import Context
 from codajax.evaluators.methods import OURS, MethodsEvaluator
@@ -58,7 +58,7 @@ def save_figures(out: str, *, images: np.ndarray, labels: np.ndarray,
         [np.repeat(masks[..., None].astype(np.float64), 3, -1), np.ones(masks.shape + (1,))], -1)
   if rows:
     render.save_grid_figure(
-        os.path.join(out, "contributions.png"), floats, rows, titles=[f"class {c}" for c in labels],
+        storage.join(out, "contributions.png"), floats, rows, titles=[f"class {c}" for c in labels],
         dark_rows=(f"{OURS} (explanation)",),
         title=(f"Contribution maps for the true class, n = {len(labels)} test images.\nBlue-white-red, "
                "symmetric limit ±L per map (colour bar). Ours (sum) = from x + from 1-x\n(the encoded "
@@ -66,25 +66,25 @@ def save_figures(out: str, *, images: np.ndarray, labels: np.ndarray,
     written.append("contributions.png")
   if grid_image is not None and grid_maps:
     render.save_localisation_grid_figure(
-        os.path.join(out, "localisation_grid.png"), grid_image.astype(np.float32) / 255.0,
+        storage.join(out, "localisation_grid.png"), grid_image.astype(np.float32) / 255.0,
         grid_labels, dict(grid_maps), grid=grid,
         title=(f"The first localisation grid ({grid}x{grid}) and each method's map for each tile's "
                "class\n(target tile in green; blue-white-red, symmetric limit ±L per map)"))
     written.append("localisation_grid.png")
   if localisation_scores:
-    render.save_localisation_boxplot(os.path.join(out, "localisation.png"), localisation_scores,
+    render.save_localisation_boxplot(storage.join(out, "localisation.png"), localisation_scores,
                                      grid=grid)
     written.append("localisation.png")
   if depth_scores is not None:
     layers = len(depth_scores)
     render.save_localisation_boxplot(
-        os.path.join(out, "localisation_depths.png"),
+        storage.join(out, "localisation_depths.png"),
         {f"layer {l} (depth {layers - l})": s for l, s in enumerate(depth_scores)}, grid=grid,
         title=(f"Localisation of Ours per layer on {grid}x{grid} grids (n = "
                f"{np.asarray(depth_scores[0]).size} scores per box; higher is better)"))
     written.append("localisation_depths.png")
   if removal_curves:
-    render.save_pixel_removal_curves(os.path.join(out, "pixel_removal.png"), removal_curves,
+    render.save_pixel_removal_curves(storage.join(out, "pixel_removal.png"), removal_curves,
                                      fractions, n_images=removal_count)
     written.append("pixel_removal.png")
   return written

@@ -10,9 +10,9 @@ once for the whole run. Figures, if configured, go to ``workdir/evals/step_<N>/`
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
+from codajax import storage
 from codajax.evaluators import Entry, from_config, make_context, run_evaluators
 from codajax.evaluators.common import EvaluationError
 
@@ -69,7 +69,7 @@ class TrainingEvaluators:
       ctx = self._ctx
     else:
       ctx = self._ctx.with_variables(self._make_variables(params))
-    ctx.out = os.path.join(self.workdir, "evals", f"step_{step}")
+    ctx.out = storage.join(self.workdir, "evals", f"step_{step}")
     values: dict[str, float] = {}
     for entry in entries:
       report, _ = run_evaluators([entry], ctx)

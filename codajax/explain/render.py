@@ -19,6 +19,7 @@ pyplot, so the global backend and pyplot's figure list are left alone.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -26,6 +27,15 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+
+from codajax import storage
+
+
+def _save_png(figure: Figure, path) -> None:
+    """``figure`` as PNG at ``path`` (a local path or URI), written atomically."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    storage.write_atomic(path, buffer.getvalue())
 
 
 def _new_figure(width: float, height: float) -> Figure:
@@ -152,7 +162,7 @@ def save_grid_figure(path, images, maps, *, titles: Sequence[str] | None = None,
     if title:
         figure.suptitle(title, fontsize=8)
     figure.tight_layout()
-    figure.savefig(path, format="png")
+    _save_png(figure, path)
     return figure
 
 
@@ -218,7 +228,7 @@ def save_localisation_grid_figure(path, grid_image, labels, maps_by_method: Mapp
     if title:
         figure.suptitle(title, fontsize=8)
     figure.tight_layout()
-    figure.savefig(path, format="png")
+    _save_png(figure, path)
     return figure
 
 
@@ -247,7 +257,7 @@ def save_localisation_boxplot(path, scores_by_method: Mapping[str, np.ndarray], 
                    "higher is better)", fontsize=8)
     axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
     figure.tight_layout()
-    figure.savefig(path, format="png")
+    _save_png(figure, path)
     return figure
 
 
@@ -275,5 +285,5 @@ def save_pixel_removal_curves(path, curves_by_method: Mapping[str, np.ndarray], 
     axis.set_title(f"Pixel removal: least important pixels first{count}", fontsize=8)
     axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
     figure.tight_layout()
-    figure.savefig(path, format="png")
+    _save_png(figure, path)
     return figure

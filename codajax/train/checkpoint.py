@@ -28,7 +28,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import shutil
 import time
 from typing import Any, Callable
 
@@ -36,6 +35,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
+
+from codajax import storage
 
 BEST_METRIC = "eval/accuracy"
 # Old child names -> new child names of one dict, renamed on restore when the
@@ -237,7 +238,7 @@ def _save_args(state: Any, data_state: dict | None) -> ocp.args.Composite:
 def _read(manager: ocp.CheckpointManager, step: int, expected_state: Any,
           expected_data: dict | None, with_data: bool) -> tuple[int, Any]:
   """``(verdict, payload)`` for one step: ``(_OK, (state, data))``, or a verdict and why."""
-  where = os.path.join(str(manager.directory), str(step))
+  where = storage.join(manager.directory, str(step))
   try:
     metadata = with_retries(lambda: manager.item_metadata(step), where)
     saved_tree = metadata["state"] if metadata is not None else None
@@ -274,9 +275,9 @@ class Checkpointer:
   """Asynchronous saves of ``(TrainState, data iterator state)``; restores with fallback."""
 
   def __init__(self, workdir: str, keep: int = 2):
-    self.workdir = os.path.abspath(workdir)
-    self.latest = _manager(os.path.join(self.workdir, "checkpoints"), keep, best=False)
-    self.best = _manager(os.path.join(self.workdir, "best"), 1, best=True)
+    self.workdir = os.fspath(storage.path(workdir))
+    self.latest = _manager(storage.join(self.workdir, "checkpoints"), keep, best=False)
+    self.best = _manager(storage.join(self.workdir, "best"), 1, best=True)
     # Saves are collective: every process must take the same decision, so it is
     # taken from these counters (read while the directories are quiescent), never
     # from a directory listing that a peer's in-flight save may be changing.
@@ -326,10 +327,10 @@ class Checkpointer:
       if verdict == _OK:
         state, data_state = payload
         return state, dict(data_state), step
-      where = os.path.join(self.latest.directory, str(step))
+      where = storage.join(self.latest.directory, str(step))
       if verdict == _INCOMPATIBLE:
-        run_file = os.path.join(self.workdir, "run.json")
-        source = f" ({run_file})" if os.path.exists(run_file) else ""
+        run_file = storage.join(self.workdir, "run.json")
+        source = f" ({run_file})" if storage.exists(run_file) else ""
         raise IncompatibleCheckpointError(
             f"Checkpoint {where} does not fit this config: {payload}. Nothing was moved. Resume "
             f"with the config that wrote it{source}, or use another --workdir.")
@@ -339,17 +340,15 @@ class Checkpointer:
       logging.warning("Checkpoint at step %d is damaged (%s); moving it aside and trying the "
                       "previous one.", step, payload)
       print(f"WARNING: checkpoint {step} is damaged ({str(payload)[:200]}); moved to "
-            f"{os.path.join(self.workdir, 'corrupt')}, using an earlier one.", flush=True)
+            f"{storage.join(self.workdir, 'corrupt')}, using an earlier one.", flush=True)
       self._move_aside(step)
       self._last_saved = self.latest.latest_step() or -1
     return None
 
   def _move_aside(self, step: int) -> None:
-    source = os.path.join(self.latest.directory, str(step))
-    if jax.process_index() == 0 and os.path.exists(source):
-      target = os.path.join(self.workdir, "corrupt", f"{step}-{int(time.time())}")
-      os.makedirs(os.path.dirname(target), exist_ok=True)
-      shutil.move(source, target)
+    source = storage.join(self.latest.directory, str(step))
+    if jax.process_index() == 0 and storage.exists(source):
+      storage.move_tree(source, storage.join(self.workdir, "corrupt", f"{step}-{int(time.time())}"))
     multihost_utils.sync_global_devices(f"codajax_move_aside_{step}")
     self.latest.reload()
 
@@ -385,8 +384,8 @@ def restore_params(workdir: str, which: str = "latest", like: Any = None) -> tup
   """
   if which not in ("latest", "best"):
     raise ValueError(f"which must be 'latest' or 'best', got {which!r}.")
-  directory = os.path.join(os.path.abspath(workdir), "checkpoints" if which == "latest" else "best")
-  if not os.path.isdir(directory):
+  directory = storage.join(workdir, "checkpoints" if which == "latest" else "best")
+  if not storage.isdir(directory):
     raise FileNotFoundError(f"No checkpoints in {workdir} (looked for {directory}); train first: "
                             f"python train.py --workdir {workdir}")
   manager = ocp.CheckpointManager(directory, item_names=("state", "data"),
@@ -406,7 +405,7 @@ def restore_params(workdir: str, which: str = "latest", like: Any = None) -> tup
         return payload, int(step)
       if verdict == _INCOMPATIBLE:
         raise IncompatibleCheckpointError(
-            f"Checkpoint {os.path.join(directory, str(step))} does not fit the model: {payload}.")
+            f"Checkpoint {storage.join(directory, str(step))} does not fit the model: {payload}.")
       if verdict == _IO:
         raise CheckpointIOError(payload)
       problems.append(f"checkpoint {step} in {directory} is damaged ({str(payload)[:160]})")
@@ -418,7 +417,7 @@ def restore_params(workdir: str, which: str = "latest", like: Any = None) -> tup
 
 def _read_params(manager, step: int, like: Any, on_device) -> tuple[int, Any]:
   """``_read`` for the params alone, onto one device, shaped like ``like`` if given."""
-  where = os.path.join(str(manager.directory), str(step))
+  where = storage.join(manager.directory, str(step))
   try:
     metadata = with_retries(lambda: manager.item_metadata(step), where)
     saved_tree = metadata["state"] if metadata is not None else None

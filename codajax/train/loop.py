@@ -25,7 +25,7 @@ import optax
 from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
-from codajax import data
+from codajax import data, storage
 from codajax.provenance import provenance
 from codajax.models import get_model
 from codajax.train import parallel
@@ -102,12 +102,11 @@ def state_settings(config: ml_collections.ConfigDict) -> dict[str, Any]:
 def read_run_file(workdir: str) -> dict[str, Any] | None:
   """``workdir/run.json`` as a dict (None if absent); a :class:`TrainingError` naming the
   file if it is not a run file."""
-  path = os.path.join(workdir, RUN_FILE)
-  if not os.path.exists(path):
+  path = storage.join(workdir, RUN_FILE)
+  if not storage.exists(path):
     return None
   try:
-    with open(path) as f:
-      run = json.load(f)
+    run = storage.read_json(path)
   except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
     raise TrainingError(f"{path} is not readable JSON ({error}). Restore it from a backup, or "
                         f"delete it to resume with the given config (checkpoints are checked "
@@ -168,7 +167,7 @@ def _check_workdir(workdir: str, config: ml_collections.ConfigDict, spec) -> boo
       if changed:
         raise TrainingError(
             f"{workdir} was trained with other settings that its checkpoints depend on: "
-            f"{'; '.join(changed)}. Resume with the values in {os.path.join(workdir, RUN_FILE)}, "
+            f"{'; '.join(changed)}. Resume with the values in {storage.join(workdir, RUN_FILE)}, "
             "or use another --workdir.")
   # Every process has looked before process 0 writes.
   multihost_utils.sync_global_devices("codajax_check_workdir")
@@ -178,10 +177,7 @@ def _check_workdir(workdir: str, config: ml_collections.ConfigDict, spec) -> boo
 def _write_run_file(workdir: str, config: ml_collections.ConfigDict, spec) -> None:
   """Writes ``run.json`` atomically (process 0)."""
   if jax.process_index() == 0:
-    path = os.path.join(workdir, RUN_FILE)
-    with open(path + ".tmp", "w") as f:
-      json.dump(_run_record(config, spec), f, indent=2)
-    os.replace(path + ".tmp", path)
+    storage.write_json(storage.join(workdir, RUN_FILE), _run_record(config, spec))
 
 
 @contextlib.contextmanager
@@ -189,32 +185,23 @@ def workdir_lock(workdir: str):
   """Holds an exclusive lock on ``workdir`` (one per process index) for the block.
 
   A second ``train.py`` on the same work directory gets a :class:`TrainingError` instead
-  of writing next to the first. The lock goes with the process (even on SIGKILL).
+  of writing next to the first. Local directories: ``flock``, released with the process
+  (even on SIGKILL). ``gs://``: a lease object renewed while the run lives; one left by a
+  killed run is taken over once ``$CODAJAX_LOCK_TTL_S`` (60 s) passes without renewal
+  (see :class:`codajax.storage.ObjectLease`).
   """
-  import fcntl
-
+  held_lock = contextlib.ExitStack()
   try:
-    os.makedirs(workdir, exist_ok=True)
-    path = os.path.join(workdir, f"{LOCK_FILE}.{jax.process_index()}")
-    handle = open(path, "a+")
+    held_lock.enter_context(storage.workdir_lock(workdir, f"{LOCK_FILE}.{jax.process_index()}"))
+  except storage.LockHeld as held:
+    raise TrainingError(f"{workdir} is in use by another train.py ({held}). Wait for it to "
+                        "finish, or use another --workdir.") from None
   except OSError as error:
-    raise TrainingError(f"Cannot write to the work directory {workdir} ({error.strerror}). "
-                        "Make it writable, or use another --workdir.") from None
-  try:
-    try:
-      fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-      handle.seek(0)
-      owner = handle.read().strip() or "unknown"
-      raise TrainingError(f"{workdir} is in use by another train.py (process {owner}; lock "
-                          f"{path}). Wait for it to finish, or use another --workdir.") from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"{os.getpid()}@{os.uname().nodename}\n")
-    handle.flush()
+    raise TrainingError(f"Cannot write to the work directory {workdir} "
+                        f"({error.strerror or error}). Make it writable, or use another "
+                        "--workdir.") from None
+  with held_lock:
     yield
-  finally:
-    handle.close()   # releases the lock
 
 
 def check_devices(config: ml_collections.ConfigDict) -> None:
@@ -327,7 +314,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   """
   validate_config(config)
   check_devices(config)
-  workdir = os.path.abspath(workdir)
+  workdir = os.fspath(storage.path(workdir))
   with workdir_lock(workdir):
     return _train_locked(config, workdir)
 

@@ -1,18 +1,58 @@
 """Training logs: ``metrics.jsonl`` (one JSON object per event) and TensorBoard events.
 
-TensorBoard event files are written with tensorboardX (no TensorFlow). Only
-process 0 writes.
+TensorBoard event files are written with tensorboardX (no TensorFlow); on ``gs://`` through
+:mod:`codajax.storage` (the event file is uploaded whole at each flush, as tensorboardX's own
+GCS writer does, but with codajax's credentials chain and no second upload when collected at
+exit). Only process 0 writes. ``metrics.jsonl`` is rewritten whole (atomically, see
+:func:`codajax.storage.write_atomic`) at each write: object stores such as ``gs://`` have
+no append, and a reader never sees a half-written line.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
-import os
 import time
 from typing import Any
 
 import jax
+
+from codajax import storage
+
+
+class _StorageRecordWriter:
+  """A tensorboardX record writer for a URI: buffered, uploaded whole at each flush."""
+
+  def __init__(self, path: str):
+    self.path, self._buffer, self._closed = path, io.BytesIO(), False
+
+  def write(self, data: bytes) -> None:
+    self._buffer.write(data)
+
+  def flush(self) -> None:
+    if not self._closed:
+      storage.write_atomic(self.path, self._buffer.getvalue())
+
+  def close(self) -> None:
+    self.flush()
+    self._closed = True
+
+
+class _StorageWriterFactory:
+  """tensorboardX's writer factory interface (``open``, ``directory_check``) for ``gs://``."""
+
+  def open(self, path: str) -> _StorageRecordWriter:
+    return _StorageRecordWriter(path)
+
+  def directory_check(self, path: str) -> None:
+    del path   # object stores have no directories to create
+
+
+def _register_tensorboard_storage() -> None:
+  from tensorboardX import record_writer
+
+  record_writer.register_writer_factory("gs", _StorageWriterFactory())
 
 
 class MetricsLogger:
@@ -20,12 +60,16 @@ class MetricsLogger:
 
   def __init__(self, workdir: str):
     self.enabled = jax.process_index() == 0
-    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.path = storage.join(workdir, "metrics.jsonl")
     self._tensorboard = None
+    self._lines: list[str] = []
     if self.enabled:
       from tensorboardX import SummaryWriter
 
-      self._tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
+      _register_tensorboard_storage()
+      if storage.exists(self.path):   # a resumed run: keep what was logged
+        self._lines = [line for line in storage.read_text(self.path).splitlines() if line.strip()]
+      self._tensorboard = SummaryWriter(storage.join(workdir, "tensorboard"))
 
   def write(self, step: int, metrics: dict[str, Any]) -> None:
     """Logs scalar ``metrics`` at ``step``; lists/arrays go to the JSON file only."""
@@ -37,8 +81,8 @@ class MetricsLogger:
       record[name] = value
       if isinstance(value, (int, float)) and math.isfinite(value):
         self._tensorboard.add_scalar(name, value, int(step))
-    with open(self.path, "a") as f:
-      f.write(json.dumps(record) + "\n")
+    self._lines.append(json.dumps(record))
+    storage.write_atomic(self.path, "".join(line + "\n" for line in self._lines))
 
   def close(self) -> None:
     if self._tensorboard is not None:
@@ -47,5 +91,5 @@ class MetricsLogger:
 
 def read_metrics(workdir: str) -> list[dict[str, Any]]:
   """All records of ``workdir/metrics.jsonl``, in order."""
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  text = storage.read_text(storage.join(workdir, "metrics.jsonl"))
+  return [json.loads(line) for line in text.splitlines() if line.strip()]
