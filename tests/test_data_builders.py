@@ -178,6 +178,23 @@ def test_imagenet_folder_keeps_imagefolder_order_and_decodes_at_read_time(imagen
   assert [round(_mean_red(image) / 10) for image in train["image"][:3]] == [5, 6, 7]
 
 
+def test_a_crop_suffix_sets_the_crop_of_a_resized_dataset(imagenet_root, data_dir):
+  prepare_dataset("imagenet_folder", data_dir=data_dir, manual_dir=imagenet_root)
+  default = load_examples("imagenet_folder", "validation", data_dir=data_dir)["image"]
+  cropped = load_examples("imagenet_folder@224", "validation", data_dir=data_dir)["image"]
+  # Both resize the 280-px images to 256; the 240 crop starts at 8, the 224 crop at 16.
+  assert (default.shape, cropped.shape) == ((8, 240, 240, 3), (8, 224, 224, 3))
+  np.testing.assert_array_equal(cropped, default[:, 8:232, 8:232])
+  spec = dataset_info("imagenet_folder@224", data_dir=data_dir)
+  assert (spec.name, spec.image_shape) == ("imagenet_folder/all", (224, 224, 3))
+  with pytest.raises(ValueError, match="resized datasets"):
+    catalog.resolve("digits@8", data_dir)
+  with pytest.raises(ValueError, match="positive crop size"):
+    catalog.resolve("imagenet_folder@big", data_dir)
+  with pytest.raises(ValueError, match="exceeds"):
+    catalog.resolve("imagenet_folder@300", data_dir)
+
+
 def test_imagenet_folder_class_subset_relabels_the_first_k_wnids(imagenet_root, data_dir):
   spec = prepare_dataset("imagenet_folder", data_dir=data_dir, manual_dir=imagenet_root, classes=2)
   assert spec.name == "imagenet_folder/first2"

@@ -26,13 +26,14 @@ folded: see :mod:`codajax.bcos.norms`); ``running_mean`` and ``num_batches_track
 to 256 (bilinear), centre crop 224×224, scale to [0, 1], **no mean/std normalisation**, then
 the encoding ``[x, 1 − x]`` (6 channels) — which codajax's B-cos models apply themselves, so
 they take RGB images in [0, 1]. The logit layer adds ``−ln(999)`` and uses no temperature.
-(codajax's own ``imagenet`` pipeline centre-crops 240 px; the models are fully convolutional
-and accept it, but the released accuracy is measured on 224 px crops.)
+codajax's ``imagenet`` datasets centre-crop 240 px (the CoDA papers'); the suffix ``@224``
+(``imagenet_folder@224``, the converter's default dataset) gives the released models' 224 px
+crop of the same 256 px resize.
 
 **A work directory for eval.py**::
 
     python -m codajax.convert.bcos --checkpoint resnet_50-ead259efe4.pth \
-        --name bcos-resnet50 --workdir runs/bcos-resnet50 [--dataset imagenet_folder]
+        --name bcos-resnet50 --workdir runs/bcos-resnet50 [--dataset imagenet_folder@224]
     python eval.py --workdir runs/bcos-resnet50 --config configs/eval/quick.py
 
 writes ``run.json`` (the model and dataset, as ``train.py`` would) and a step-0 checkpoint
@@ -50,6 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
+from codajax import storage
 from codajax.bcos.norms import DEFAULT_EPS, fold_batch_norm
 from codajax.bcos.resnet import BcosResNet
 from codajax.bcos.vgg import BcosVGG
@@ -208,7 +210,7 @@ def to_bcos_state_dict(variables: Mapping[str, Any], name: Any, **model_override
 
 def read_state_dict(path: str | epath.PathLike) -> dict[str, np.ndarray]:
   """A state dict from a ``.pth``/``.pt`` (needs PyTorch) or ``.npz`` file (local or ``gs://``)."""
-  path = epath.Path(path)
+  path = storage.path(path)
   if not path.exists():
     raise FileNotFoundError(f"No checkpoint at {path}.")
   if path.suffix == ".npz":
@@ -239,7 +241,7 @@ def load_bcos_checkpoint(path: str | epath.PathLike, name: Any, **model_override
 
 
 def write_workdir(variables: Mapping[str, Any], name: str, workdir: str, *,
-                  dataset: str = "imagenet_folder", num_classes: int = 1000,
+                  dataset: str = "imagenet_folder@224", num_classes: int = 1000,
                   image_size: int = 224, image_channels: int = 3,
                   data_dir: str = "") -> epath.Path:
   """A ``train.py``-style work directory (``run.json`` + a step-0 checkpoint) for ``eval.py``.
@@ -249,8 +251,8 @@ def write_workdir(variables: Mapping[str, Any], name: str, workdir: str, *,
   """
   from codajax.train import Checkpointer, base_config
 
-  root = epath.Path(workdir)
-  root.mkdir(parents=True, exist_ok=True)
+  root = storage.path(workdir)
+  storage.makedirs(root)
   config = base_config()
   config.name = f"{name}-converted"
   config.description = f"B-cos v2 released weights converted by codajax.convert.bcos ({name})."
@@ -263,7 +265,7 @@ def write_workdir(variables: Mapping[str, Any], name: str, workdir: str, *,
             "num_classes": int(num_classes),
             "image_shape": [image_size, image_size, image_channels],
             "converted_from": "B-cos v2 PyTorch state dict"}
-  (root / "run.json").write_text(json.dumps(record, indent=2))
+  storage.write_json(root / "run.json", record)
   checkpointer = Checkpointer(str(root), keep=1)
   try:
     params = jax.tree.map(jnp.asarray, dict(variables["params"]))
@@ -280,7 +282,8 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--checkpoint", required=True, help=".pth (needs torch) or .npz state dict")
   parser.add_argument("--name", required=True, help="codajax model name, e.g. bcos-resnet50")
   parser.add_argument("--workdir", required=True, help="work directory to write")
-  parser.add_argument("--dataset", default="imagenet_folder", help="codajax dataset name")
+  parser.add_argument("--dataset", default="imagenet_folder@224",
+                      help="codajax dataset name (@224: the released models' 224 px centre crop)")
   parser.add_argument("--data_dir", default="", help="TFDS data directory ('' = default)")
   parser.add_argument("--num_classes", type=int, default=1000)
   parser.add_argument("--image_size", type=int, default=224)

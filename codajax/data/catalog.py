@@ -412,13 +412,47 @@ def _generic_preprocessing(builder: tfds.core.DatasetBuilder, image_key: str) ->
   return augment.imagenet_preprocessing()
 
 
+def split_crop(name: str) -> tuple[str, int | None]:
+  """``"imagenet_folder@224"`` -> ``("imagenet_folder", 224)``; a name without ``@`` -> ``(name, None)``.
+
+  The suffix sets the square crop of a resized (``imagenet``-kind) dataset, e.g. 224 for the
+  released B-cos models (the CoDA papers' crop, the default, is 240). It changes only the
+  preprocessing: the prepared data are the same.
+  """
+  base, at, crop = name.rpartition("@")
+  if not at:
+    return name, None
+  if not crop.isdigit() or int(crop) <= 0:
+    raise ValueError(f"Dataset {name!r}: the text after '@' must be a positive crop size, e.g. "
+                     f"imagenet_folder@224.")
+  return base, int(crop)
+
+
+def _with_crop(prep: augment.Preprocessing, crop: int | None, name: str) -> augment.Preprocessing:
+  """``prep`` with its square crop set to ``crop`` (None: unchanged)."""
+  if crop is None:
+    return prep
+  if prep.kind != "imagenet":
+    raise ValueError(f"Dataset {name!r}: '@{crop}' sets the crop of resized datasets "
+                     f"(imagenet_folder, ...); this one is used at its stored size "
+                     f"{prep.image_shape[0]}x{prep.image_shape[1]}.")
+  if crop > prep.resize:
+    raise ValueError(f"Dataset {name!r}: the crop {crop} exceeds the resized shorter side "
+                     f"{prep.resize}.")
+  return dataclasses.replace(prep, image_shape=(crop, crop, prep.image_shape[2]))
+
+
 def resolve(name: str, data_dir: str | os.PathLike[str] | None = None) -> ResolvedDataset:
   """Binds ``name`` to its prepared data in ``data_dir``; prepares embedded datasets on first use.
+
+  ``name`` may end in ``@CROP`` (see :func:`split_crop`), e.g. ``imagenet_folder@224``.
 
   Raises:
     UnknownDatasetError: the name is neither a codajax nor a TFDS dataset.
     DatasetNotPreparedError: the dataset must be prepared first; the message holds the command.
   """
+  full_name = name
+  name, crop = split_crop(name)
   data_dir = os.fspath(data_dir) if data_dir is not None else default_data_dir()
   base, _ = _split_name(name)
   family = _FAMILIES.get(base)
@@ -455,7 +489,8 @@ def resolve(name: str, data_dir: str | os.PathLike[str] | None = None) -> Resolv
         f"{errors.prepare_command(name, data_dir=data_dir)}")
   remote = data_dir if storage.is_remote(data_dir) else None
   if family is not None:
-    return ResolvedDataset(name=canonical_name(name), builder=builder, preprocessing=family.preprocessing,
+    return ResolvedDataset(name=canonical_name(name), builder=builder,
+                           preprocessing=_with_crop(family.preprocessing, crop, full_name),
                            image_key="image", label_key="label",
                            mask_key="object_mask" if family.has_object_mask else None,
                            train_split=FIT_SPLIT, test_split=family.test_split,
@@ -464,7 +499,9 @@ def resolve(name: str, data_dir: str | os.PathLike[str] | None = None) -> Resolv
   splits = builder.info.splits
   test_split = next((split for split in ("test", "validation") if split in splits), "test")
   own_validation = test_split == "test" and "validation" in splits
-  return ResolvedDataset(name=name, builder=builder, preprocessing=_generic_preprocessing(builder, image_key),
+  return ResolvedDataset(name=name, builder=builder,
+                         preprocessing=_with_crop(_generic_preprocessing(builder, image_key), crop,
+                                                  full_name),
                          image_key=image_key, label_key=label_key, mask_key=None,
                          train_split="train" if own_validation else FIT_SPLIT, test_split=test_split,
                          validation_split="validation" if own_validation else CARVED_VALIDATION_SPLIT,
