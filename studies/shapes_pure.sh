@@ -17,7 +17,7 @@ PY=${PYTHON:-python}
 OUT=${OUT:-runs/pure}
 STAGES=${STAGES:-"probes shapes temps report"}
 TEMPS=${TEMPS:-"10 100 1000"}
-SHAPES_TEMPS=${SHAPES_TEMPS:-""}   # e.g. "10 100 1000": the shapes temperature runs (CPU hours)
+SHAPES_TEMPS=${SHAPES_TEMPS:-"10 100 1000"}   # the shapes temperature runs (3 x ~13 CPU min)
 # Modest eval settings (CPU): grids, ground-truth / removal images, cheaper RISE and SmoothGrad.
 EVAL_FLAGS=${EVAL_FLAGS:-"--n_grids 6 --grid 3 --n_removal 96 --depths off --method_setting IntGrad.n_steps=10 --method_setting SmoothGrad.nt_samples=10 --method_setting RISE.n_masks=500"}
 mkdir -p "$OUT/probe"
@@ -43,14 +43,20 @@ if has shapes; then
 fi
 
 if has temps; then
+  # Digits: the config's 30 epochs at every T; shapes: the config's 2 epochs at every T.
   for t in $TEMPS; do
-    timed "$PY" train.py --config configs/digits.py --workdir "$OUT/digits-T$t" --config.model.temperature="$t" --config.num_epochs=15
-    timed "$PY" eval.py --workdir "$OUT/digits-T$t" --methods Ours --n_grids 30 --depths off --n_figure 0
+    timed "$PY" train.py --config configs/digits.py --workdir "$OUT/digits30-T$t" --config.model.temperature="$t"
+    timed "$PY" eval.py --workdir "$OUT/digits30-T$t" --methods Ours,IxG,IntGrad --n_grids 30 --depths off \
+      --n_figure 0 --method_setting IntGrad.n_steps=10
   done
   for t in $SHAPES_TEMPS; do
     timed "$PY" train.py --config configs/shapes.py --workdir "$OUT/shapes-T$t" --config.model.temperature="$t"
-    timed "$PY" eval.py --workdir "$OUT/shapes-T$t" --methods Ours --n_grids 12 --n_removal 128 --depths off
+    timed "$PY" eval.py --workdir "$OUT/shapes-T$t" --methods Ours,IxG,IntGrad,Grad --n_grids 12 \
+      --n_removal 128 --depths off --method_setting IntGrad.n_steps=10
   done
+  shapes_runs=()
+  for t in $SHAPES_TEMPS; do shapes_runs+=("$OUT/shapes-T$t"); done
+  if [ ${#shapes_runs[@]} -gt 0 ]; then "$PY" studies/shapes_mask_energy.py "${shapes_runs[@]}"; fi
 fi
 
 if has report; then
@@ -58,7 +64,7 @@ if has report; then
   shapes_runs=()
   for t in $SHAPES_TEMPS; do shapes_runs+=("$OUT/shapes-T$t"); done
   digits_runs=()
-  for t in $TEMPS; do digits_runs+=("$OUT/digits-T$t"); done
+  for t in $TEMPS; do digits_runs+=("$OUT/digits30-T$t"); done
   "$PY" studies/shapes_pure_report.py --out docs/figures/pure_temperature.png \
     --digits "${digits_runs[@]}" ${shapes_runs[@]+--shapes "${shapes_runs[@]}"}
   cp "$OUT/shapes/eval/contributions.png" docs/figures/shapes_pure_contributions.png
