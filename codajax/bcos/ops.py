@@ -37,6 +37,7 @@ from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 Array = jax.Array
@@ -134,7 +135,7 @@ def patch_norms(
   squares = jnp.square(x.astype(_accumulation_dtype(x.dtype)))
   squares = jnp.sum(squares.reshape(n, h, w, groups, c // groups), axis=-1)
   pads = _padding(padding, (kh, kw))
-  sums = lax.reduce_window(squares, jnp.zeros((), squares.dtype), lax.add, (1, kh, kw, 1),
+  sums = lax.reduce_window(squares, np.zeros((), squares.dtype), lax.add, (1, kh, kw, 1),
                            (1, sh, sw, 1), ((0, 0), *pads, (0, 0)))
   return jnp.sqrt(sums + eps)
 

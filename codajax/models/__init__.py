@@ -13,6 +13,8 @@ from codajax.models.registry import (
     with_num_classes,
 )
 
+import codajax.bcos.models  # noqa: E402,F401  (registers the B-cos models)
+
 __all__ = [
     "ARCHITECTURES",
     "Architecture",

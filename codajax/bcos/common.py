@@ -1,0 +1,111 @@
+"""What every B-cos model shares: the segment structure behind :class:`codajax.explain.ExplainableModel`.
+
+A B-cos model is a chain of *segments*, submodules named ``layer_0 .. layer_{L−1}``
+(codajax's convention: ``layer_l`` takes explainable input ``l``). ``layer_0``
+takes the encoded image ``[x, 1 − x]``; the last one is the class head and
+returns the class map ``(N, h, w, K)``, which is averaged over positions,
+divided by the temperature and shifted by the logit bias::
+
+    logit_c = mean_{i,j} classmap[:, i, j, c] / T + logit_bias
+
+Every segment is dynamic linear (B-cos layers, uncentred norms, sums, average
+pooling), so in explanation mode ``logit_c = W_c(h) · h + logit_bias`` exactly
+for the input ``h`` of any segment.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from codajax.bcos.ops import add_inverse
+
+Array = jax.Array
+
+
+def default_logit_bias(num_classes: int) -> float:
+  """The authors' logit bias ``−ln(K − 1)`` (0 for ``K <= 2``): every class starts at p = 1/K."""
+  return -math.log(num_classes - 1) if num_classes > 2 else 0.0
+
+
+class SegmentedModel:
+  """Mixin for Linen B-cos models: ``self.segments`` (list of modules, from ``setup``),
+  ``num_explainable_layers`` (their number, known before binding), ``num_classes``,
+  ``image_channels``, ``temperature`` (``None``: 1), ``logit_bias``."""
+
+  def encode(self, images: Array) -> Array:
+    """Checks and encodes images: ``(N, H, W, C)`` in [0, 1] -> ``(N, H, W, 2C)``."""
+    name = type(self).__name__
+    if images.ndim != 4:
+      raise ValueError(f"{name} expects NHWC images of rank 4, got shape {tuple(images.shape)}.")
+    if images.shape[-1] != self.image_channels:
+      raise ValueError(
+          f"{name} was built for {self.image_channels}-channel images, got {images.shape[-1]} "
+          f"channels (shape {tuple(images.shape)}).")
+    return add_inverse(images)
+
+  def _check_layer(self, layer: int) -> None:
+    count = self.num_explainable_layers
+    if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or not (
+        0 <= layer < count):
+      raise ValueError(
+          f"layer must be in 0..{count - 1} (the model has {count} explainable layers), got "
+          f"{layer!r}; it must be a Python int (static under jit).")
+
+  def _pool(self, class_map: Array, add_bias: bool) -> Array:
+    logits = jnp.mean(class_map.astype(jnp.float32), axis=(1, 2))
+    if self.temperature is not None:
+      logits = logits / self.temperature
+    return logits + self.logit_bias if add_bias else logits
+
+  def forward_from(
+      self,
+      h: Array,
+      layer: int = 0,
+      explain: bool = False,
+      add_bias: bool = True,
+      weights_inputs: Sequence[Array] | None = None,
+  ) -> Array:
+    """Logits ``(N, K)`` from the input ``h`` of segment ``layer`` onwards.
+
+    ``explain=True``: every B-cos layer and norm detaches its dynamic factor,
+    so the result is exactly linear in ``h``. ``add_bias=False`` omits the
+    logit bias. ``weights_inputs`` (CoDA's regulariser hook) is not supported.
+    """
+    if weights_inputs is not None:
+      raise NotImplementedError("B-cos models do not take weights_inputs.")
+    self._check_layer(layer)
+    for segment in self.segments[layer:]:
+      h = segment(h, explain)
+    return self._pool(h, add_bias)
+
+  def layer_input(self, images: Array, layer: int = 0) -> Array:
+    """The input of segment ``layer`` (``0``: the encoded image); the segments below run once."""
+    self._check_layer(layer)
+    h = self.encode(images)
+    for segment in self.segments[:layer]:
+      h = segment(h)
+    return h
+
+  def explanation_inputs(self, images: Array) -> tuple[Array, ...]:
+    """The input of every segment, ``[0]`` being the encoded image."""
+    h = self.encode(images)
+    inputs = [h]
+    for segment in self.segments[:-1]:
+      h = segment(h)
+      inputs.append(h)
+    return tuple(inputs)
+
+  def forward_and_inputs(self, images: Array, add_bias: bool = True
+                         ) -> tuple[Array, tuple[Array, ...]]:
+    """One forward pass: logits ``(N, K)`` and the input of every segment."""
+    inputs = self.explanation_inputs(images)
+    return self.forward_from(inputs[-1], len(inputs) - 1, add_bias=add_bias), inputs
+
+  def __call__(self, images: Array, explain: bool = False) -> Array:
+    """Logits ``(N, K)`` of images ``(N, H, W, C)`` in [0, 1]."""
+    return self.forward_from(self.encode(images), 0, explain=explain)
