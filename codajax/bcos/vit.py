@@ -468,11 +468,10 @@ def vit_model_names() -> list[str]:
 
 
 def _register() -> None:
-  from codajax.models.registry import _MODEL_FACTORIES, register_model
+  from codajax.models.registry import register_model
 
   for name in VIT_SIZES:
-    if name not in _MODEL_FACTORIES:
-      register_model(name, lambda _name=name, **kw: bcos_vit(_name, **kw))
+    register_model(name, lambda _name=name, **kw: bcos_vit(_name, **kw))
 
 
 _register()
