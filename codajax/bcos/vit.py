@@ -53,6 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from codajax.bcos.common import default_logit_bias
 from codajax.bcos.layers import BcosConv, BcosDense, default_kernel_init
 from codajax.bcos.ops import add_inverse
 from codajax.nn.modules import explanation_dtype
@@ -215,7 +216,7 @@ class BcosViT(nn.Module):
     conv_stem: output widths of the stem convolutions (``()``: none).
     num_classes: ``K``.
     image_channels: ``C`` of the images (the encoding doubles it).
-    logit_bias: added to every logit (``None``: ``log(1 / (K − 1))`` as released).
+    logit_bias: added to every logit (``None``: ``−ln(K − 1)`` as released, 0 for ``K <= 2``).
     logit_temperature: logits are divided by it (``None``: 1).
     b, max_out: of every B-cos layer.
     compute_dtype: dtype of the matrix products (``None``: float32).
@@ -240,9 +241,7 @@ class BcosViT(nn.Module):
     if self.dim % self.heads:
       raise ValueError(f"dim {self.dim} is not divisible by heads {self.heads}.")
     if self.logit_bias is None:
-      if self.num_classes < 2:
-        raise ValueError(f"num_classes must be >= 2, got {self.num_classes}.")
-      object.__setattr__(self, "logit_bias", math.log(1.0 / (self.num_classes - 1)))
+      object.__setattr__(self, "logit_bias", default_logit_bias(self.num_classes))
     stride = self.stem_stride
     if self.image_size % (stride * self.patch_size):
       raise ValueError(f"image_size {self.image_size} is not divisible by the stem stride "
