@@ -243,3 +243,23 @@ def test_an_evaluator_runs_on_a_converted_vit_workdir(tmp_path):
   # bound here is 1e-5; the exact identity (≤ 1e-6) is tested against explain's own evidence above.
   assert report["completeness"]["max"] <= 1e-5
   assert report["explainable_layers"] == model.num_explainable_layers
+
+
+def test_nnx_and_linen_agree(small):
+  from flax import nnx
+
+  from codajax.bcos.vit import NNXBcosViT
+  from codajax.explain import explain_nnx
+
+  _, model, variables, images, _ = small
+  twin = NNXBcosViT.from_linen(model, variables)
+  assert _count(nnx.state(twin, nnx.Param)) == _count(variables)
+  np.testing.assert_allclose(twin(images), model.apply(variables, images), rtol=1e-6, atol=1e-6)
+  for layer in (0, 3):
+    ours, theirs = explain_nnx(twin, images, layer=layer), explain(model, variables, images,
+                                                                     layer=layer)
+    np.testing.assert_allclose(ours.contribution_map, theirs.contribution_map, rtol=1e-5,
+                               atol=1e-7)
+    assert float(completeness_error(ours).max()) <= 1e-6
+  fresh = NNXBcosViT(32, 4, 32, 2, 2, 64, num_classes=3, rngs=nnx.Rngs(0))
+  assert fresh(images).shape == (2, 3) and fresh.logit_bias == pytest.approx(-np.log(2))

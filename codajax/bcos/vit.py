@@ -48,6 +48,7 @@ import math
 from typing import Any, Sequence
 
 import flax.linen as nn
+from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -55,6 +56,7 @@ from jax import lax
 
 from codajax.bcos.common import default_logit_bias
 from codajax.bcos.layers import BcosConv, BcosDense, default_kernel_init
+from codajax.bcos.nnx_layers import NNXBcosConv, NNXBcosDense
 from codajax.bcos.ops import add_inverse
 from codajax.nn.modules import explanation_dtype
 
@@ -203,50 +205,13 @@ class EncoderBlock(nn.Module):
     return t + BcosDense(self.dim, name="mlp_out", **dense)(y, explain)
 
 
-class BcosViT(nn.Module):
-  """A B-cos simple ViT (``conv_stem=()``) or ViT-C, following :class:`codajax.explain.ExplainableModel`.
+class ViTForward:
+  """The forward pass and :class:`codajax.explain.ExplainableModel` of a B-cos ViT, shared by
+  the Linen :class:`BcosViT` and the NNX :class:`NNXBcosViT`.
 
-  ``logit_c = W_c(h) · h + logit_bias`` exactly in explanation mode for the input
-  ``h`` of every explainable layer (see the module docstring).
-
-  Attributes:
-    image_size: side of the (square) input images the positional table is made for.
-    patch_size: ``p`` (on the stem's output for ViT-C).
-    dim, depth, heads, mlp_dim: token width ``D``, blocks, heads, MLP width.
-    conv_stem: output widths of the stem convolutions (``()``: none).
-    num_classes: ``K``.
-    image_channels: ``C`` of the images (the encoding doubles it).
-    logit_bias: added to every logit (``None``: ``−ln(K − 1)`` as released, 0 for ``K <= 2``).
-    logit_temperature: logits are divided by it (``None``: 1).
-    b, max_out: of every B-cos layer.
-    compute_dtype: dtype of the matrix products (``None``: float32).
+  Needs the fields of :class:`BcosViT` and the submodules ``stem_convs``, ``stem_norms``,
+  ``patch_embed``, ``blocks``, ``head_norm``, ``head`` (each called as ``f(x, explain)``).
   """
-
-  image_size: int
-  patch_size: int
-  dim: int
-  depth: int
-  heads: int
-  mlp_dim: int
-  conv_stem: tuple[int, ...] = ()
-  num_classes: int = 1000
-  image_channels: int = 3
-  logit_bias: float | None = None
-  logit_temperature: float | None = None
-  b: float = 2.0
-  max_out: int = 1
-  compute_dtype: Any = None
-
-  def __post_init__(self):
-    if self.dim % self.heads:
-      raise ValueError(f"dim {self.dim} is not divisible by heads {self.heads}.")
-    if self.logit_bias is None:
-      object.__setattr__(self, "logit_bias", default_logit_bias(self.num_classes))
-    stride = self.stem_stride
-    if self.image_size % (stride * self.patch_size):
-      raise ValueError(f"image_size {self.image_size} is not divisible by the stem stride "
-                       f"{stride} times patch_size {self.patch_size}.")
-    super().__post_init__()
 
   # ------------------------------------------------------------------ structure
 
@@ -273,17 +238,6 @@ class BcosViT(nn.Module):
   def num_explainable_layers(self) -> int:
     """``depth + 2``: the encoded image, the input of every block, the last block's output."""
     return self.depth + 2
-
-  def setup(self):
-    dense = dict(b=self.b, max_out=self.max_out, dtype=self.compute_dtype)
-    self.stem_convs = [BcosConv(width, 3, stride, 1, **dense)
-                       for width, stride in zip(self.conv_stem, self.stem_strides)]
-    self.stem_norms = [CenteredLayerNorm(axes=(1, 2, 3)) for _ in self.conv_stem]
-    self.patch_embed = BcosDense(self.dim, **dense)
-    self.blocks = [EncoderBlock(self.dim, self.heads, self.mlp_dim, self.b, self.max_out,
-                                self.compute_dtype) for _ in range(self.depth)]
-    self.head_norm = CenteredLayerNorm()
-    self.head = BcosDense(self.num_classes, **dense)
 
   # ------------------------------------------------------------------ pieces
 
@@ -383,6 +337,171 @@ class BcosViT(nn.Module):
   def __call__(self, images: Array, explain: bool = False) -> Array:
     """Logits ``(N, K)`` of images ``(N, H, W, C)`` in [0, 1]."""
     return self.forward_from(self.encode(images), 0, explain)
+
+
+class BcosViT(ViTForward, nn.Module):
+  """A B-cos simple ViT (``conv_stem=()``) or ViT-C, following :class:`codajax.explain.ExplainableModel`.
+
+  ``logit_c = W_c(h) · h + logit_bias`` exactly in explanation mode for the input
+  ``h`` of every explainable layer (see the module docstring).
+
+  Attributes:
+    image_size: side of the (square) input images the positional table is made for.
+    patch_size: ``p`` (on the stem's output for ViT-C).
+    dim, depth, heads, mlp_dim: token width ``D``, blocks, heads, MLP width.
+    conv_stem: output widths of the stem convolutions (``()``: none).
+    num_classes: ``K``.
+    image_channels: ``C`` of the images (the encoding doubles it).
+    logit_bias: added to every logit (``None``: ``−ln(K − 1)`` as released, 0 for ``K <= 2``).
+    logit_temperature: logits are divided by it (``None``: 1).
+    b, max_out: of every B-cos layer.
+    compute_dtype: dtype of the matrix products (``None``: float32).
+  """
+
+  image_size: int
+  patch_size: int
+  dim: int
+  depth: int
+  heads: int
+  mlp_dim: int
+  conv_stem: tuple[int, ...] = ()
+  num_classes: int = 1000
+  image_channels: int = 3
+  logit_bias: float | None = None
+  logit_temperature: float | None = None
+  b: float = 2.0
+  max_out: int = 1
+  compute_dtype: Any = None
+
+  def __post_init__(self):
+    if self.dim % self.heads:
+      raise ValueError(f"dim {self.dim} is not divisible by heads {self.heads}.")
+    if self.logit_bias is None:
+      object.__setattr__(self, "logit_bias", default_logit_bias(self.num_classes))
+    stride = self.stem_stride
+    if self.image_size % (stride * self.patch_size):
+      raise ValueError(f"image_size {self.image_size} is not divisible by the stem stride "
+                       f"{stride} times patch_size {self.patch_size}.")
+    super().__post_init__()
+
+  def setup(self):
+    dense = dict(b=self.b, max_out=self.max_out, dtype=self.compute_dtype)
+    self.stem_convs = [BcosConv(width, 3, stride, 1, **dense)
+                       for width, stride in zip(self.conv_stem, self.stem_strides)]
+    self.stem_norms = [CenteredLayerNorm(axes=(1, 2, 3)) for _ in self.conv_stem]
+    self.patch_embed = BcosDense(self.dim, **dense)
+    self.blocks = [EncoderBlock(self.dim, self.heads, self.mlp_dim, self.b, self.max_out,
+                                self.compute_dtype) for _ in range(self.depth)]
+    self.head_norm = CenteredLayerNorm()
+    self.head = BcosDense(self.num_classes, **dense)
+
+
+
+# --------------------------------------------------------------------------- NNX
+
+
+class NNXCenteredLayerNorm(nnx.Module):
+  """NNX :class:`CenteredLayerNorm`; parameter ``scale`` ``(C,)``."""
+
+  def __init__(self, num_features: int, axes: tuple[int, ...] = (-1,), eps: float = LN_EPS,
+               param_dtype: Any = jnp.float32):
+    self.axes, self.eps = tuple(axes), eps
+    self.scale = nnx.Param(jnp.ones((num_features,), param_dtype))
+
+  def __call__(self, x: Array, explain: bool = False) -> Array:
+    return centered_layer_norm(x, self.scale[...], self.axes, eps=self.eps, explain=explain)
+
+
+class NNXEncoderBlock(nnx.Module):
+  """NNX :class:`EncoderBlock` (same parameter names)."""
+
+  def __init__(self, dim: int, heads: int, mlp_dim: int, b: float = 2.0, max_out: int = 1,
+               compute_dtype: Any = None, param_dtype: Any = jnp.float32, *, rngs: nnx.Rngs):
+    self.heads, self.compute_dtype = heads, compute_dtype
+    dense = dict(b=b, max_out=max_out, dtype=compute_dtype, param_dtype=param_dtype, rngs=rngs)
+    self.attn_norm = NNXCenteredLayerNorm(dim, param_dtype=param_dtype)
+    self.qkv = nnx.Param(default_kernel_init(rngs.params(), (dim, 3 * dim), param_dtype))
+    self.attn_out = NNXBcosDense(dim, dim, **dense)
+    self.mlp_norm = NNXCenteredLayerNorm(dim, param_dtype=param_dtype)
+    self.mlp_in = NNXBcosDense(dim, mlp_dim, **dense)
+    self.mlp_out = NNXBcosDense(mlp_dim, dim, **dense)
+
+  def __call__(self, t: Array, explain: bool = False) -> Array:
+    dtype = explanation_dtype(self.compute_dtype) if explain else self.compute_dtype
+    y = self.attn_norm(t, explain)
+    cdt = dtype or y.dtype
+    qkv = jnp.einsum("ntc,co->nto", y.astype(cdt), self.qkv[...].astype(cdt),
+                     preferred_element_type=jnp.promote_types(cdt, jnp.float32))
+    q, k, v = jnp.split(qkv, 3, axis=-1)
+    t = t + self.attn_out(attention(q, k, v, self.heads, explain=explain), explain)
+    y = self.mlp_in(self.mlp_norm(t, explain), explain)
+    return t + self.mlp_out(y, explain)
+
+
+class NNXBcosViT(ViTForward, nnx.Module):
+  """The NNX :class:`BcosViT`: same fields, parameter names and methods (``explain_nnx`` works).
+
+  ``NNXBcosViT.from_linen(model, variables)`` copies a Linen model's parameters (e.g. converted
+  released weights).
+  """
+
+  def __init__(self, image_size: int, patch_size: int, dim: int, depth: int, heads: int,
+               mlp_dim: int, conv_stem: Sequence[int] = (), num_classes: int = 1000,
+               image_channels: int = 3, logit_bias: float | None = None,
+               logit_temperature: float | None = None, b: float = 2.0, max_out: int = 1,
+               compute_dtype: Any = None, *, rngs: nnx.Rngs):
+    if dim % heads:
+      raise ValueError(f"dim {dim} is not divisible by heads {heads}.")
+    self.image_size, self.patch_size, self.dim, self.depth = image_size, patch_size, dim, depth
+    self.heads, self.mlp_dim, self.conv_stem = heads, mlp_dim, tuple(int(w) for w in conv_stem)
+    self.num_classes, self.image_channels = num_classes, image_channels
+    self.logit_bias = default_logit_bias(num_classes) if logit_bias is None else logit_bias
+    self.logit_temperature, self.b, self.max_out = logit_temperature, b, max_out
+    self.compute_dtype = compute_dtype
+    dense = dict(b=b, max_out=max_out, dtype=compute_dtype, rngs=rngs)
+    convs, norms, channels = [], [], 2 * image_channels
+    for width, stride in zip(self.conv_stem, self.stem_strides):
+      convs.append(NNXBcosConv(channels, width, 3, stride, 1, **dense))
+      norms.append(NNXCenteredLayerNorm(width, axes=(1, 2, 3)))
+      channels = width
+    self.stem_convs, self.stem_norms = nnx.List(convs), nnx.List(norms)
+    self.patch_embed = NNXBcosDense(patch_size * patch_size * channels, dim, **dense)
+    self.blocks = nnx.List([NNXEncoderBlock(dim, heads, mlp_dim, b, max_out, compute_dtype,
+                                            rngs=rngs) for _ in range(depth)])
+    self.head_norm = NNXCenteredLayerNorm(dim)
+    self.head = NNXBcosDense(dim, num_classes, **dense)
+
+  @classmethod
+  def from_linen(cls, model: BcosViT, variables: Any) -> NNXBcosViT:
+    """The NNX twin of a Linen :class:`BcosViT` holding ``variables["params"]``."""
+    fields = {f: getattr(model, f) for f in (
+        "image_size", "patch_size", "dim", "depth", "heads", "mlp_dim", "conv_stem",
+        "num_classes", "image_channels", "logit_bias", "logit_temperature", "b", "max_out",
+        "compute_dtype")}
+    twin = cls(**fields, rngs=nnx.Rngs(0))
+    params = variables["params"] if "params" in variables else variables
+
+    def put(param: nnx.Param, value: Any) -> None:
+      current = param[...]
+      if tuple(current.shape) != tuple(np.shape(value)):
+        raise ValueError(f"a Linen parameter of shape {np.shape(value)} does not fit the NNX "
+                         f"parameter {tuple(current.shape)}.")
+      param[...] = jnp.asarray(value, current.dtype)
+
+    for j, (conv, norm) in enumerate(zip(twin.stem_convs, twin.stem_norms)):
+      put(conv.kernel, params[f"stem_convs_{j}"]["kernel"])
+      put(norm.scale, params[f"stem_norms_{j}"]["scale"])
+    put(twin.patch_embed.kernel, params["patch_embed"]["kernel"])
+    for i, block in enumerate(twin.blocks):
+      linen = params[f"blocks_{i}"]
+      put(block.qkv, linen["qkv"])
+      for name in ("attn_norm", "mlp_norm"):
+        put(getattr(block, name).scale, linen[name]["scale"])
+      for name in ("attn_out", "mlp_in", "mlp_out"):
+        put(getattr(block, name).kernel, linen[name]["kernel"])
+    put(twin.head_norm.scale, params["head_norm"]["scale"])
+    put(twin.head.kernel, params["head"]["kernel"])
+    return twin
 
 
 # --------------------------------------------------------------------------- named sizes
