@@ -39,6 +39,10 @@ image block. Completeness at the input is therefore exact (``logit − logit_bia
 ``(N, H, W, 2C)``; ``l = 1..depth``: the tokens entering encoder block ``l − 1``;
 ``depth + 1``: the tokens leaving the last block; token layers are laid out on
 their grid, ``(N, h, w, D)``, so their maps upsample to the image like a CNN's.
+
+Linen :class:`BcosViT` and NNX :class:`NNXBcosViT` share the forward pass and the
+explanation methods (:class:`ViTForward`); ``NNXBcosViT.from_linen`` copies parameters.
+Named sizes (``get_model``): :data:`VIT_SIZES`.
 """
 
 from __future__ import annotations
