@@ -22,8 +22,13 @@ def unfold(x, kh, kw, stride, pad):
   return out
 
 
-def bcos_conv2d(x, weight, b=2, max_out=1, stride=1, pad=0):
-  """x (B, C, H, W), weight (O·M, C, kh, kw) -> (B, O, H', W')."""
+def bcos_conv2d(x, weight, b=2, max_out=1, stride=1, pad=0, factors=None, replay=False):
+  """x (B, C, H, W), weight (O·M, C, kh, kw) -> (B, O, H', W').
+
+  factors: None, or a list: the dynamic factor |cos|^(B−1) computed here is
+  appended to it; with ``replay`` its first entry is popped and used instead
+  (the layer is then linear in x: its explanation mode at the recorded point).
+  """
   x = np.asarray(x, np.float64)
   weight = np.asarray(weight, np.float64)
   om, c, kh, kw = weight.shape
@@ -37,11 +42,15 @@ def bcos_conv2d(x, weight, b=2, max_out=1, stride=1, pad=0):
     lin = lin.reshape(bsz, om // max_out, max_out, ho, wo).max(axis=2)
   if b == 1:
     return lin
+  if replay:
+    return factors.pop(0) * lin
   norm = np.sqrt((patches**2).sum(axis=1, keepdims=True) + 1e-6)
   if b == 2:
     factor = np.abs(lin) / norm
   else:
     factor = (np.abs(lin / norm) + 1e-6) ** (b - 1)
+  if factors is not None:
+    factors.append(factor)
   return factor * lin
 
 
@@ -91,14 +100,32 @@ def resnet_forward(images_nhwc, sd, stages, *, block="basic", small_inputs=True,
   stages: blocks per stage; the stride is 2 at the first block of every stage
   after the first; a block has a downsample branch iff its state dict does.
   """
+  x = np.transpose(np.asarray(images_nhwc, np.float64), (0, 3, 1, 2))
+  x = np.concatenate([x, 1 - x], axis=1)
+  evidence = resnet_evidence(x, sd, stages, block=block, small_inputs=small_inputs,
+                             temperature=temperature, eps=eps)
+  if logit_bias is None:
+    logit_bias = -np.log(num_classes - 1)
+  return evidence + logit_bias
+
+
+def resnet_evidence(x, sd, stages, *, block="basic", small_inputs=True, temperature=None,
+                    eps=1e-5, factors=None, replay=False):
+  """Logits without the bias from the encoded input x (B, 2C, H, W).
+
+  ``factors``/``replay`` as in :func:`bcos_conv2d`, for every convolution in
+  forward order (a replayed list is consumed from a copy).
+  """
+  if replay:
+    factors = list(factors)
+
   def conv(x, name, stride=1, pad=0):
-    return bcos_conv2d(x, sd[name + ".linear.weight"], 2, 1, stride, pad)
+    return bcos_conv2d(x, sd[name + ".linear.weight"], 2, 1, stride, pad, factors, replay)
 
   def bn(x, name):
     return bn_uncentered_eval(x, sd[name + ".weight"], sd[name + ".running_var"], eps)
 
-  x = np.transpose(np.asarray(images_nhwc, np.float64), (0, 3, 1, 2))
-  x = np.concatenate([x, 1 - x], axis=1)
+  x = np.asarray(x, np.float64)
   if small_inputs:
     x = bn(conv(x, "conv1", 1, 1), "bn1")
   else:
@@ -121,6 +148,4 @@ def resnet_forward(images_nhwc, sd, stages, *, block="basic", small_inputs=True,
   x = x.mean(axis=(2, 3))
   if temperature is not None:
     x = x / temperature
-  if logit_bias is None:
-    logit_bias = -np.log(num_classes - 1)
-  return x + logit_bias
+  return x

@@ -9,7 +9,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from codajax import attribution
 from codajax.bcos.resnet import BcosResNet
 from codajax.bcos.vgg import BcosVGG
 from codajax.convert import from_bcos_state_dict, load_bcos_checkpoint, to_bcos_state_dict
@@ -92,6 +91,27 @@ def test_resnet_matches_the_numpy_port_through_the_converter(block, small_inputs
   np.testing.assert_allclose(got, expect, rtol=1e-4, atol=1e-5)
 
 
+def test_explanation_mode_is_the_network_with_its_dynamic_factors_frozen():
+  """The explain-mode linear map at h, applied to another input u, equals the numpy port
+  with every convolution's |cos| factor recorded at h and replayed on u."""
+  rng = np.random.default_rng(4)
+  stages = (1, 1)
+  sd = _released_resnet_names(stages, "basic", 4, (3, True), 5, rng)
+  model = BcosResNet(stage_sizes=stages, block="basic", num_classes=5, width=4,
+                     small_inputs=True, norm="bn", logit_bias=-np.log(4))
+  variables = from_bcos_state_dict(sd, model)
+  images = rng.uniform(size=(2, 8, 8, 3)).astype(np.float32)
+  h = model.apply(variables, jnp.asarray(images), 0, method="layer_input")
+  u = rng.normal(size=h.shape).astype(np.float32)
+  f = lambda h: model.apply(variables, h, 0, True, False, method="forward_from")
+  _, tangent = jax.jvp(f, (h,), (jnp.asarray(u),))
+  factors = []
+  nchw = lambda a: np.transpose(np.asarray(a, np.float64), (0, 3, 1, 2))
+  ref.resnet_evidence(nchw(h), sd, stages, factors=factors)
+  expect = ref.resnet_evidence(nchw(u), sd, stages, factors=factors, replay=True)
+  np.testing.assert_allclose(tangent, expect, rtol=1e-4, atol=1e-5)
+
+
 def test_converter_round_trip_with_the_released_names(tmp_path):
   rng = np.random.default_rng(1)
   sd = _released_resnet_names((2, 2, 2, 2), "basic", 64, (3, False), 1000, rng)
@@ -138,7 +158,7 @@ def test_vgg_names_round_trip():
   np.testing.assert_allclose(variables["params"]["layer_3"]["features_11"]["kernel"],
                              sd["features.11.linear.weight"].transpose(2, 3, 1, 0), rtol=1e-7)
   images = jnp.asarray(rng.uniform(size=(1, 32, 32, 3)), jnp.float32)
-  e = explain(model, variables, images, layer=2)
+  e = explain_jit(model, variables, images, layer=2)
   assert float(completeness_error(e).max()) < 1e-6
 
 
@@ -146,7 +166,7 @@ def test_vgg_names_round_trip():
 def tiny():
   model = get_model("bcos-resnet-tiny", num_classes=4)
   images = jax.random.uniform(jax.random.key(0), (3, 16, 16, 3))
-  variables = model.init(jax.random.key(1), images)
+  variables = jax.jit(model.init)(jax.random.key(1), images)
   return model, variables, images
 
 
@@ -196,7 +216,8 @@ def test_posthoc_baselines_run_on_a_bcos_model(tiny):
   assert info == eval_methods.ModelInfo(model.num_explainable_layers, True)
   targets = jnp.array([0, 1, 3])
   ixg = eval_methods.posthoc_attribution(model, info, "IxG", variables, images, targets)
-  grad = jax.vmap(jax.grad(lambda x, t: model.apply(variables, x[None])[0, t]))(images, targets)
+  grad = jax.jit(jax.vmap(jax.grad(lambda x, t: model.apply(variables, x[None])[0, t])))(
+      images, targets)
   np.testing.assert_allclose(ixg, grad * images, rtol=1e-5, atol=1e-7)
   cam = eval_methods.posthoc_attribution(model, info, "GCam", variables, images, targets)
   assert cam.shape[:3] == images.shape[:3] and bool(jnp.all(jnp.isfinite(cam)))
@@ -240,3 +261,56 @@ def test_get_model_settings():
   with pytest.raises(ValueError, match="Unknown B-cos norm"):
     get_model("bcos-resnet18", norm="l2")
   assert isinstance(get_model("bcos-vgg11"), BcosVGG)
+
+
+def test_the_cli_writes_a_restorable_work_directory(tmp_path, capsys):
+  from codajax.convert import bcos as convert_bcos
+  from codajax.train import restore
+
+  rng = np.random.default_rng(5)
+  sd = _released_resnet_names((1, 1, 1), "basic", 16, (3, True), 10, rng)
+  sd = {k: v for k, v in sd.items() if ".bn" not in k and not k.startswith("bn")}
+  for key in [k for k in sd if "downsample.1" in k]:
+    del sd[key]
+  np.savez(tmp_path / "tiny.npz", **sd)   # no norm weights: unit scales (authors' Unaffine)
+  convert_bcos.main(["--checkpoint", str(tmp_path / "tiny.npz"), "--name", "bcos-resnet-tiny",
+                     "--workdir", str(tmp_path / "run"), "--num_classes", "10",
+                     "--image_size", "32", "--dataset", "shapes"])
+  assert "eval.py --workdir" in capsys.readouterr().out
+  run = restore(str(tmp_path / "run"))
+  assert run.config.model.name == "bcos-resnet-tiny" and run.config.dataset == "shapes"
+  np.testing.assert_array_equal(run.params["layer_1"]["block_0"]["conv2"]["kernel"],
+                                sd["layer1.0.conv2.linear.weight"].transpose(2, 3, 1, 0))
+
+
+def test_bfloat16_compute_is_explained_in_float32(tiny):
+  model, variables, images = tiny
+  half = get_model("bcos-resnet-tiny", num_classes=4, compute_dtype=jnp.bfloat16)
+  np.testing.assert_allclose(half.apply(variables, images), model.apply(variables, images),
+                             rtol=0.1, atol=0.05)
+  e = explain(half, variables, images, layer=1)
+  assert e.contribution_map.dtype == jnp.float32
+  assert float(completeness_error(e).max()) <= 1e-6
+
+
+@pytest.mark.parametrize("block,small_inputs,norm", [("basic", True, "ln"),
+                                                     ("bottleneck", False, "bn")])
+def test_nnx_and_linen_resnets_agree(block, small_inputs, norm):
+  from flax import nnx
+
+  from codajax.bcos.nnx_models import NNXBcosResNet, load_linen_params
+  from codajax.explain import explain_nnx
+
+  args = dict(stage_sizes=(1, 1), block=block, num_classes=5, width=4,
+              small_inputs=small_inputs, norm=norm, max_out=2)
+  linen = BcosResNet(**args, logit_bias=-np.log(4))
+  images = jax.random.uniform(jax.random.key(3), (2, 16, 16, 3))
+  variables = jax.jit(linen.init)(jax.random.key(4), images)
+  variables = jax.tree.map(lambda p: p * 1.3 if p.ndim == 1 else p, variables)
+  model = load_linen_params(NNXBcosResNet(**args, rngs=nnx.Rngs(0)), variables)
+  np.testing.assert_allclose(model(images), linen.apply(variables, images), rtol=1e-6)
+  e_nnx = explain_nnx(model, images, layer=2)
+  e_linen = explain(linen, variables, images, layer=2)
+  np.testing.assert_allclose(e_nnx.contribution_map, e_linen.contribution_map, rtol=1e-5,
+                             atol=1e-8)
+  assert float(completeness_error(e_nnx).max()) <= 1e-6

@@ -4,8 +4,14 @@
   patch norms, MaxOut, logit layer, ``[x, 1 − x]`` encoding.
 * :mod:`codajax.bcos.norms`: the uncentred norms (batch, group, layer, position).
 * :mod:`codajax.bcos.layers` (Linen) and :mod:`codajax.bcos.nnx_layers` (NNX).
+* Models: :mod:`codajax.bcos.resnet`, :mod:`codajax.bcos.vgg` (Linen, registered with
+  ``codajax.models.get_model`` as ``bcos-*``, see :mod:`codajax.bcos.models`),
+  :mod:`codajax.bcos.nnx_models` (NNX ResNets); :mod:`codajax.bcos.common` (the
+  explainable-segment structure they share).
+* Released checkpoints: :mod:`codajax.convert.bcos`.
 """
 
+from codajax.bcos.common import SegmentedModel, default_logit_bias
 from codajax.bcos.layers import (
     BcosConv,
     BcosDense,
@@ -23,12 +29,14 @@ from codajax.bcos.nnx_layers import (
     make_nnx_norm,
 )
 from codajax.bcos.norms import (
+    NORM_KINDS,
     batch_norm_uncentered,
     fold_batch_norm,
     group_norm_uncentered,
     layer_norm_uncentered,
     position_norm_uncentered,
 )
+from codajax.bcos.nnx_models import NNXBcosResNet, load_linen_params
 from codajax.bcos.ops import (
     add_inverse,
     bcos_conv,
@@ -40,9 +48,18 @@ from codajax.bcos.ops import (
     patch_norms,
     unit_norm,
 )
+from codajax.bcos.resnet import BcosResNet
+from codajax.bcos.vgg import BcosVGG
 
 __all__ = [
+    "NORM_KINDS",
     "BcosConv",
+    "BcosResNet",
+    "BcosVGG",
+    "NNXBcosResNet",
+    "SegmentedModel",
+    "default_logit_bias",
+    "load_linen_params",
     "BcosDense",
     "FrozenBatchNormUncentered",
     "GroupNormUncentered",

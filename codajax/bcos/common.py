@@ -1,4 +1,4 @@
-"""What every B-cos model shares: the segment structure behind :class:`codajax.explain.ExplainableModel`.
+"""What every B-cos model shares: segments behind :class:`codajax.explain.ExplainableModel`.
 
 A B-cos model is a chain of *segments*, submodules named ``layer_0 .. layer_{L−1}``
 (codajax's convention: ``layer_l`` takes explainable input ``l``). ``layer_0``

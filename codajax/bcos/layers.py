@@ -1,4 +1,4 @@
-"""Flax Linen B-cos layers over the functional ops (:mod:`codajax.bcos.ops`, :mod:`codajax.bcos.norms`).
+"""Flax Linen B-cos layers over the functional ops (:mod:`codajax.bcos.ops`, :mod:`~.norms`).
 
 Every layer takes ``explain`` (detach its dynamic factor / statistics, computed
 in float32 whatever ``dtype``, see :func:`codajax.nn.explanation_dtype`),
@@ -7,6 +7,7 @@ in float32 whatever ``dtype``, see :func:`codajax.nn.explanation_dtype`),
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -69,7 +70,7 @@ class BcosConv(nn.Module):
 
 
 class BcosDense(nn.Module):
-  """A B-cos dense layer (:func:`codajax.bcos.ops.bcos_dense`), parameter ``kernel`` ``(C, O·M)``."""
+  """A B-cos dense layer (:func:`codajax.bcos.ops.bcos_dense`), ``kernel`` ``(C, O·M)``."""
 
   features: int
   b: float = 2.0
@@ -89,7 +90,7 @@ class BcosDense(nn.Module):
 
 
 class FrozenBatchNormUncentered(nn.Module):
-  """The authors' uncentred batch norm in evaluation mode: ``x · scale``, ``scale = γ/√(var + eps)``.
+  """The authors' uncentred batch norm in eval mode: ``x · scale``, ``scale = γ/√(var + eps)``.
 
   One parameter ``scale`` ``(C,)`` (ones at init); the converter writes
   :func:`codajax.bcos.norms.fold_batch_norm` of the released ``weight`` and
@@ -157,16 +158,15 @@ def make_norm(kind: str, channels: int, *, name: str | None = None,
   """The norm layer of ``kind`` for ``channels`` channels.
 
   ``"bn"``: :class:`FrozenBatchNormUncentered` (imported models);
-  ``"gn"``: :class:`GroupNormUncentered` with ``gcd(32, channels)`` groups;
+  ``"gn"``: :class:`GroupNormUncentered` with ``gcd(2, channels)`` groups (the authors'
+  CIFAR ablation);
   ``"ln"``: group norm with one group; ``"pn"``: :class:`PositionNormUncentered`;
   ``"none"``: identity.
   """
-  import math
-
   if kind == "bn":
     return FrozenBatchNormUncentered(param_dtype, name=name)
   if kind == "gn":
-    return GroupNormUncentered(math.gcd(32, channels), param_dtype=param_dtype, name=name)
+    return GroupNormUncentered(math.gcd(norm_ops.GN_GROUPS, channels), param_dtype=param_dtype, name=name)
   if kind == "ln":
     return GroupNormUncentered(1, param_dtype=param_dtype, name=name)
   if kind == "pn":

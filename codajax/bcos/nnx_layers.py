@@ -122,7 +122,7 @@ def make_nnx_norm(kind: str, channels: int, param_dtype: Any = jnp.float32) -> n
   if kind == "bn":
     return NNXFrozenBatchNormUncentered(channels, param_dtype)
   if kind == "gn":
-    return NNXGroupNormUncentered(channels, math.gcd(32, channels), param_dtype=param_dtype)
+    return NNXGroupNormUncentered(channels, math.gcd(norm_ops.GN_GROUPS, channels), param_dtype=param_dtype)
   if kind == "ln":
     return NNXGroupNormUncentered(channels, 1, param_dtype=param_dtype)
   if kind == "pn":

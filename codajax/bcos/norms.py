@@ -38,6 +38,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 Array = jax.Array
@@ -133,11 +134,13 @@ def fold_batch_norm(weight: Any | None, running_var: Any, eps: float = DEFAULT_E
   Computed in float64 from numpy (or anything ``np.asarray`` takes) and returned
   as float32 numpy.
   """
-  import numpy as np
-
   var = np.asarray(running_var, np.float64)
   gamma = np.ones_like(var) if weight is None else np.asarray(weight, np.float64)
   return (gamma / np.sqrt(var + eps)).astype(np.float32)
 
 
+#: Names of the norm choices of the B-cos models (see :func:`codajax.bcos.layers.make_norm`).
 NORM_KINDS: tuple[str, ...] = ("bn", "gn", "ln", "pn", "none")
+
+#: Groups of ``norm="gn"``: 2, as the authors' CIFAR-10 norm ablation (``gnu``).
+GN_GROUPS = 2

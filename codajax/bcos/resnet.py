@@ -1,4 +1,4 @@
-"""B-cos ResNets (B-cos v2's ``bcos.models.resnet``): ImageNet ResNet-18/34/50/101/152, CIFAR ResNets.
+"""B-cos ResNets (B-cos v2's ``bcos.models.resnet``): ImageNet ResNet-18..152, CIFAR ResNets.
 
 The torchvision ResNet with every convolution a B-cos convolution
 (:class:`codajax.bcos.layers.BcosConv`, bias-free, ``B = 2``), every
@@ -28,7 +28,6 @@ from typing import Any, Literal, Sequence
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax import lax
 

@@ -1,4 +1,4 @@
-"""Import of the released B-cos v2 PyTorch checkpoints (``B-cos/B-cos-v2``, ``*.pth``).
+"""Import of the released B-cos v2 PyTorch checkpoints (``B-cos/B-cos-v2``, ``.pth``).
 
 Nothing is downloaded: the user fetches the ``.pth`` file (e.g. ``resnet_50-ead259efe4.pth``
 from the authors' ``v0.0.1-weights`` release) and converts it::
@@ -6,7 +6,7 @@ from the authors' ``v0.0.1-weights`` release) and converts it::
     from codajax.convert import load_bcos_checkpoint
     from codajax.models import get_model
     variables = load_bcos_checkpoint("resnet_50-ead259efe4.pth", "bcos-resnet50")
-    logits = get_model("bcos-resnet50").apply(variables, images)   # images (N, 224, 224, 3) in [0, 1]
+    logits = get_model("bcos-resnet50").apply(variables, images)  # (N, 224, 224, 3) in [0, 1]
 
 Reading ``.pth`` files needs PyTorch (imported lazily, only then); state dicts of numpy
 arrays (or a ``.npz`` file of them) need nothing else.
@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from typing import Any, Mapping
 
 import jax
@@ -248,7 +247,7 @@ def write_workdir(variables: Mapping[str, Any], name: str, workdir: str, *,
                   data_dir: str = "") -> epath.Path:
   """A ``train.py``-style work directory (``run.json`` + a step-0 checkpoint) for ``eval.py``.
 
-  ``run.json`` records ``model.name = name``, no temperature and the dataset; the
+  ``run.json`` records ``model.name = name``, temperature 1 (none) and the dataset; the
   checkpoint's state is ``{"params": ...}`` (what :func:`codajax.train.restore` reads).
   """
   from codajax.train import Checkpointer, base_config
@@ -261,10 +260,11 @@ def write_workdir(variables: Mapping[str, Any], name: str, workdir: str, *,
   config.dataset = dataset
   config.data_dir = data_dir
   config.model.name = name
-  config.model.temperature = None
+  config.model.temperature = 1.0     # x / 1 = x: the released models have no temperature
   config.num_epochs = 0
   record = {"config": json.loads(json.dumps(config.to_dict(), default=str)),
-            "num_classes": int(num_classes), "image_shape": [image_size, image_size, image_channels],
+            "num_classes": int(num_classes),
+            "image_shape": [image_size, image_size, image_channels],
             "converted_from": "B-cos v2 PyTorch state dict"}
   (root / "run.json").write_text(json.dumps(record, indent=2))
   checkpointer = Checkpointer(str(root), keep=1)
