@@ -194,6 +194,11 @@ def test_posthoc_baselines_and_ours_run_on_a_vit(small):
   np.testing.assert_allclose(ixg, grad * images, rtol=1e-5, atol=1e-7)
   ours = eval_methods.coda_contributions(model, info, variables, images, targets)
   assert ours.shape == (2, 32, 32, 6)
+  for method in ("GCam", "Occ5", "RISE", "IntGrad", "SmoothGrad"):   # Grad-CAM: the last token map
+    attr = eval_methods.posthoc_attribution(model, info, method, variables, images, targets,
+                                            settings={"RISE": {"n_masks": 50}}.get(method))
+    assert attr.shape[:3] == images.shape[:3] and bool(jnp.all(jnp.isfinite(attr))), method
+    assert float(jnp.abs(attr).sum()) > 0, method
 
 
 def test_get_model_settings_and_errors():

@@ -176,6 +176,15 @@ class CenteredLayerNorm(nn.Module):
     return centered_layer_norm(x, weight, self.axes, eps=self.eps, explain=explain)
 
 
+class FeatureMap(nn.Module):
+  """Identity on the final token map ``(N, h, w, D)``, named ``layer_{depth + 1}``: the
+  feature map Grad-CAM reads (codajax's evaluators take the output of ``layer_{L − 1}``)."""
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    return x
+
+
 class EncoderBlock(nn.Module):
   """One B-cos transformer block on tokens ``(N, T, D)``.
 
@@ -279,6 +288,7 @@ class ViTForward:
     return out.reshape(n, gh, gw, d)
 
   def _head(self, grid_tokens: Array, explain: bool, add_bias: bool) -> Array:
+    grid_tokens = getattr(self, f"layer_{self.depth + 1}")(grid_tokens)
     pooled = jnp.mean(grid_tokens, axis=(1, 2))
     logits = self.head(self.head_norm(pooled, explain), explain).astype(jnp.float32)
     if self.logit_temperature is not None:
@@ -398,6 +408,7 @@ class BcosViT(ViTForward, nn.Module):
                                 self.compute_dtype) for _ in range(self.depth)]
     self.head_norm = CenteredLayerNorm()
     self.head = BcosDense(self.num_classes, **dense)
+    setattr(self, f"layer_{self.depth + 1}", FeatureMap())
 
 
 
@@ -414,6 +425,13 @@ class NNXCenteredLayerNorm(nnx.Module):
 
   def __call__(self, x: Array, explain: bool = False) -> Array:
     return centered_layer_norm(x, self.scale[...], self.axes, eps=self.eps, explain=explain)
+
+
+class NNXFeatureMap(nnx.Module):
+  """NNX :class:`FeatureMap` (identity)."""
+
+  def __call__(self, x: Array) -> Array:
+    return x
 
 
 class NNXEncoderBlock(nnx.Module):
@@ -474,6 +492,7 @@ class NNXBcosViT(ViTForward, nnx.Module):
                                             rngs=rngs) for _ in range(depth)])
     self.head_norm = NNXCenteredLayerNorm(dim)
     self.head = NNXBcosDense(dim, num_classes, **dense)
+    setattr(self, f"layer_{depth + 1}", NNXFeatureMap())
 
   @classmethod
   def from_linen(cls, model: BcosViT, variables: Any) -> NNXBcosViT:
