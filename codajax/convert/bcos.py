@@ -55,6 +55,7 @@ from codajax import storage
 from codajax.bcos.norms import DEFAULT_EPS, fold_batch_norm
 from codajax.bcos.resnet import BcosResNet
 from codajax.bcos.vgg import BcosVGG
+from codajax.convert.bcos_vit import BcosViT, from_bcos_vit_state_dict, to_bcos_vit_state_dict
 
 _PREFIXES = ("module.", "_orig_mod.")
 _UNUSED_SUFFIXES = (".running_mean", ".num_batches_tracked")
@@ -142,6 +143,7 @@ def from_bcos_state_dict(state_dict: Mapping[str, Any], name: Any, **model_overr
     ValueError: a missing or unused key, a shape mismatch, or a non-zero norm bias.
   """
   model = _model(name, model_overrides)
+  if isinstance(model, BcosViT): return from_bcos_vit_state_dict(state_dict, model)  # ViTs
   sd = {_strip(k): _as_numpy(v) for k, v in state_dict.items()}
   used: set[str] = set()
   params: dict = {}
@@ -193,6 +195,7 @@ def to_bcos_state_dict(variables: Mapping[str, Any], name: Any, **model_override
   ``running_mean = 0`` (the same inference function).
   """
   model = _model(name, model_overrides)
+  if isinstance(model, BcosViT): return to_bcos_vit_state_dict(variables, model)  # ViTs
   params = variables["params"] if "params" in variables else variables
   out: dict[str, np.ndarray] = {}
   for path, value in _paths(params):

@@ -14,6 +14,7 @@ from codajax.models.registry import (
 )
 
 import codajax.bcos.models  # noqa: E402,F401  (registers the B-cos models)
+import codajax.bcos.vit  # noqa: E402,F401  (registers the B-cos ViTs)
 
 __all__ = [
     "ARCHITECTURES",
