@@ -21,6 +21,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+COLOURS = {"digits": "tab:blue", "shapes": "tab:orange"}  # the same colour in every panel
+
 
 def load(workdir: str) -> dict:
   """``{"T", "accuracy", "localisation", "removal", "mask_energy", "pointing"}`` of one evaluated run."""
@@ -64,7 +66,7 @@ def main(argv=None) -> None:
     for name, rows in datasets.items():
       points = [(r["T"], r[key]) for r in rows if r[key] is not None]
       if points:
-        ax.plot(*zip(*points), marker="o", label=name)
+        ax.plot(*zip(*points), marker="o", label=name, color=COLOURS[name])
         drawn = True
     ax.set_xscale("log")
     ax.set_xlabel("temperature T")
