@@ -22,31 +22,59 @@ from codajax import cli
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
 config_flags.DEFINE_config_file(
-    "config", os.path.join(_HERE, "configs", "eval", "quick.py"),
-    "Eval config file (configs/eval/*.py), optionally with ':arg'.", lock_config=True)
+    "config",
+    os.path.join(_HERE, "configs", "eval", "quick.py"),
+    "Eval config file (configs/eval/*.py), optionally with ':arg'.",
+    lock_config=True,
+)
 flags.DEFINE_string("workdir", None, "Work directory written by train.py (required).")
-flags.DEFINE_bool("print_config", False, "Print the resolved eval config (file + overrides + the "
-                  "older flags) and exit.")
-flags.DEFINE_enum("checkpoint", None, ["latest", "best"],
-                  "Which checkpoint to evaluate (= --config.checkpoint).")
-flags.DEFINE_list("methods", None, "Methods to evaluate (= --config.methods): Ours and the keys of "
-                  "codajax.attribution.METHODS (Grad, IxG, IntGrad, SmoothGrad, GCam, Occ5, Occ9, "
-                  "RISE).")
-flags.DEFINE_multi_string("method_setting", [], "METHOD.key=value: override a post-hoc preset, "
-                          "e.g. RISE.n_masks=1000 or IntGrad.n_steps=50 (repeatable; checked at "
-                          "once; = --config.method_settings.METHOD.key).")
-flags.DEFINE_integer("n_grids", None, "Localisation grids, for the localisation and depth "
-                     "evaluators (0 removes both).")
+flags.DEFINE_bool(
+    "print_config",
+    False,
+    "Print the resolved eval config (file + overrides + the " "older flags) and exit.",
+)
+flags.DEFINE_enum(
+    "checkpoint", None, ["latest", "best"], "Which checkpoint to evaluate (= --config.checkpoint)."
+)
+flags.DEFINE_list(
+    "methods",
+    None,
+    "Methods to evaluate (= --config.methods): Ours and the keys of "
+    "codajax.attribution.METHODS (Grad, IxG, IntGrad, SmoothGrad, GCam, Occ5, Occ9, "
+    "RISE).",
+)
+flags.DEFINE_multi_string(
+    "method_setting",
+    [],
+    "METHOD.key=value: override a post-hoc preset, "
+    "e.g. RISE.n_masks=1000 or IntGrad.n_steps=50 (repeatable; checked at "
+    "once; = --config.method_settings.METHOD.key).",
+)
+flags.DEFINE_integer(
+    "n_grids",
+    None,
+    "Localisation grids, for the localisation and depth " "evaluators (0 removes both).",
+)
 flags.DEFINE_integer("grid", None, "Grid size n of the n x n localisation grids (papers: 3).")
-flags.DEFINE_integer("n_removal", None, "First test images for pixel removal and ground truth "
-                     "(0 removes both).")
-flags.DEFINE_enum("ground_truth", None, ["auto", "on", "off"],
-                  "Ground-truth localisation (off removes it; on requires object masks).")
-flags.DEFINE_enum("depths", None, ["auto", "on", "off"],
-                  "Localisation per explainable depth (off removes it; on requires > 1 layer).")
+flags.DEFINE_integer(
+    "n_removal", None, "First test images for pixel removal and ground truth " "(0 removes both)."
+)
+flags.DEFINE_enum(
+    "ground_truth",
+    None,
+    ["auto", "on", "off"],
+    "Ground-truth localisation (off removes it; on requires object masks).",
+)
+flags.DEFINE_enum(
+    "depths",
+    None,
+    ["auto", "on", "off"],
+    "Localisation per explainable depth (off removes it; on requires > 1 layer).",
+)
 flags.DEFINE_integer("batch_size", None, "Images per attribution call (= --config.batch_size).")
-flags.DEFINE_integer("chunk", None, "IntGrad steps / SmoothGrad samples per pass "
-                     "(= --config.chunk; memory only).")
+flags.DEFINE_integer(
+    "chunk", None, "IntGrad steps / SmoothGrad samples per pass " "(= --config.chunk; memory only)."
+)
 flags.DEFINE_integer("n_figure", None, "Images in the contribution figure (0 removes figures).")
 flags.DEFINE_string("data_dir", None, "TFDS data directory (default: the run's).")
 flags.DEFINE_string("out", None, "Output directory (default: WORKDIR/eval).")
@@ -97,8 +125,11 @@ def apply_flags(config, values, parse_method_settings):
       _drop(evals, (name,))
     elif choice is not None:
       if name not in evals:
-        evals[name] = {"n_images": values.get("n_removal") or 1024} if name == "ground_truth" \
+        evals[name] = (
+            {"n_images": values.get("n_removal") or 1024}
+            if name == "ground_truth"
             else {"n_grids": values.get("n_grids") or 500, "grid": values.get("grid") or 3}
+        )
       evals[name]["when"] = choice
   if values.get("n_figure") is not None:
     _set_entries(evals, ("figures",), "n_images", values["n_figure"])
@@ -113,12 +144,26 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   from codajax import evaluators
 
-  names = ("checkpoint", "methods", "method_setting", "n_grids", "grid", "n_removal",
-           "ground_truth", "depths", "batch_size", "chunk", "n_figure", "data_dir", "out")
+  names = (
+      "checkpoint",
+      "methods",
+      "method_setting",
+      "n_grids",
+      "grid",
+      "n_removal",
+      "ground_truth",
+      "depths",
+      "batch_size",
+      "chunk",
+      "n_figure",
+      "data_dir",
+      "out",
+  )
   try:
     with FLAGS.config.unlocked():
-      config = apply_flags(FLAGS.config, {n: FLAGS[n].value for n in names},
-                           evaluators.parse_method_settings)
+      config = apply_flags(
+          FLAGS.config, {n: FLAGS[n].value for n in names}, evaluators.parse_method_settings
+      )
   except evaluators.EvaluationError as error:
     sys.exit(f"eval.py: error: {error}")
   if FLAGS.print_config:
@@ -142,9 +187,11 @@ def main(argv):
 
 
 HELP_ARGS = ("-h", "-?", "--help", "--helpshort", "--helpfull")
-CONFIG_HELP = ("Config fields: configs/eval/eval_base.py:base_config documents every key and the "
-               "evaluators' arguments (codajax/evaluators/); set them with --config.KEY=VALUE; "
-               "--print_config prints the resolved config and exits.")
+CONFIG_HELP = (
+    "Config fields: configs/eval/eval_base.py:base_config documents every key and the "
+    "evaluators' arguments (codajax/evaluators/); set them with --config.KEY=VALUE; "
+    "--print_config prints the resolved config and exits."
+)
 
 
 def parse_flags(argv):

@@ -22,7 +22,11 @@ from codajax import cli
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
-flags.DEFINE_string("workdir", None, "Work directory: a local path or gs://BUCKET/PATH (default: runs/<config.name>).")
+flags.DEFINE_string(
+    "workdir",
+    None,
+    "Work directory: a local path or gs://BUCKET/PATH (default: runs/<config.name>).",
+)
 cli.define_multihost_flags()
 flags.DEFINE_bool("print_config", False, "Print the resolved config (file + overrides) and exit.")
 FLAGS = flags.FLAGS
@@ -57,20 +61,30 @@ def _chain(error: BaseException):
 def error_message(error: BaseException) -> str:
   """The one-line (or few-line) explanation of ``error`` for the user."""
   for link in _chain(error):
-    if ((isinstance(link, OSError) and link.errno == errno.ENOSPC)
-        or "No space left on device" in str(link)):
+    if (
+        isinstance(link, OSError) and link.errno == errno.ENOSPC
+    ) or "No space left on device" in str(link):
       where = getattr(link, "filename", None) or "the work directory"
       if where == "the work directory" and FLAGS.is_parsed():
         from codajax import storage
 
         where = os.fspath(storage.path(FLAGS.workdir or "runs"))
-      return (f"disk full while writing {where}. Free some space and re-run the same command: "
-              "it resumes from the last complete checkpoint.")
+      return (
+          f"disk full while writing {where}. Free some space and re-run the same command: "
+          "it resumes from the last complete checkpoint."
+      )
   from codajax.data import errors as data_errors
   from codajax.train import TrainingError
 
-  known = (TrainingError, data_errors.UnknownDatasetError, data_errors.DatasetNotPreparedError,
-           data_errors.ManualDataNotFoundError, FileNotFoundError, PermissionError, ValueError)
+  known = (
+      TrainingError,
+      data_errors.UnknownDatasetError,
+      data_errors.DatasetNotPreparedError,
+      data_errors.ManualDataNotFoundError,
+      FileNotFoundError,
+      PermissionError,
+      ValueError,
+  )
   text = str(error).strip() or type(error).__name__
   if isinstance(error, known) or isinstance(error, getattr(data_errors, "DatasetCorruptError", ())):
     return text
@@ -117,19 +131,27 @@ def _flag_error(error: Exception, argv) -> Exception:
   if not isinstance(error, (AttributeError, KeyError)):
     return error
   key = str(error).strip().strip('"').strip("'")
-  overrides = [a.split("=")[0] for a in argv[1:] if a.startswith("--config.")
-               and a.split("=")[0].endswith("." + key)]
-  where = overrides[0][len("--"):] if overrides else key
-  hint = ("model.kwargs takes no new keys on the command line; add them to the config "
-          "file's config.model.kwargs" if where.startswith("config.model.kwargs.")
-          else "check the spelling; see the config file for the keys")
+  overrides = [
+      a.split("=")[0]
+      for a in argv[1:]
+      if a.startswith("--config.") and a.split("=")[0].endswith("." + key)
+  ]
+  where = overrides[0][len("--") :] if overrides else key
+  hint = (
+      "model.kwargs takes no new keys on the command line; add them to the config "
+      "file's config.model.kwargs"
+      if where.startswith("config.model.kwargs.")
+      else "check the spelling; see the config file for the keys"
+  )
   return ValueError(f"unknown config key {where} ({hint}).")
 
 
 HELP_ARGS = ("-h", "-?", "--help", "--helpshort", "--helpfull")
-CONFIG_HELP = ("Config fields: every key of codajax/train/config.py:base_config (with its default and "
-               "a comment), set by the config file and overridden with --config.KEY=VALUE; "
-               "--print_config prints the resolved config and exits.")
+CONFIG_HELP = (
+    "Config fields: every key of codajax/train/config.py:base_config (with its default and "
+    "a comment), set by the config file and overridden with --config.KEY=VALUE; "
+    "--print_config prints the resolved config and exits."
+)
 
 
 def parse_flags(argv):
@@ -147,8 +169,11 @@ def parse_flags(argv):
 # Defined last: ml_collections already applies the command line's overrides here.
 try:
   config_flags.DEFINE_config_file(
-      "config", os.path.join(_HERE, "configs", "digits.py"),
-      "Training config file (configs/*.py), optionally with ':arg'.", lock_config=True)
+      "config",
+      os.path.join(_HERE, "configs", "digits.py"),
+      "Training config file (configs/*.py), optionally with ':arg'.",
+      lock_config=True,
+  )
 except Exception as _error:  # noqa: BLE001
   fail(_flag_error(_error, sys.argv), sys.argv)
 
@@ -160,8 +185,11 @@ def main(argv):
   try:
     _main()
   except KeyboardInterrupt:
-    print("train.py: interrupted (saves in flight were written); re-run the same command to "
-          "resume.", file=sys.stderr)
+    print(
+        "train.py: interrupted (saves in flight were written); re-run the same command to "
+        "resume.",
+        file=sys.stderr,
+    )
     sys.exit(130)
   except Exception as error:  # noqa: BLE001  (every error becomes one line)
     fail(error, sys.argv)
@@ -180,18 +208,26 @@ def _main():
   workdir = os.fspath(storage.path(FLAGS.workdir or storage.join("runs", config.name)))
   metrics = train_and_evaluate(config, workdir)
   if metrics.get("interrupted") == "SIGINT":
-    print(f"train.py: interrupted at step {metrics['step']} (saved); re-run the same command to "
-          "resume.", file=sys.stderr)
+    print(
+        f"train.py: interrupted at step {metrics['step']} (saved); re-run the same command to "
+        "resume.",
+        file=sys.stderr,
+    )
     sys.exit(130)
   if "eval/accuracy" in metrics:
     import jax
 
     if jax.process_index() == 0:
-      tests = (f"; test accuracy: final model {metrics['test/accuracy_final']:.4f}, best-on-validation "
-               f"model (step {metrics['test/best_step']}) {metrics['test/accuracy_best']:.4f}"
-               if "test/accuracy_final" in metrics else "")
-      print(f"done: step {metrics['step']}, validation accuracy {metrics['eval/accuracy']:.4f}{tests}; "
-            f"work directory {workdir}")
+      tests = (
+          f"; test accuracy: final model {metrics['test/accuracy_final']:.4f}, best-on-validation "
+          f"model (step {metrics['test/best_step']}) {metrics['test/accuracy_best']:.4f}"
+          if "test/accuracy_final" in metrics
+          else ""
+      )
+      print(
+          f"done: step {metrics['step']}, validation accuracy {metrics['eval/accuracy']:.4f}{tests}; "
+          f"work directory {workdir}"
+      )
 
 
 if __name__ == "__main__":

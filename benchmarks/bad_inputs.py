@@ -127,66 +127,149 @@ def library_cases() -> list[Case]:
     return flagged and np.all(np.isnan(bad_row)) and np.all(np.isfinite(good_row))
 
   cases = [
-      Case("explain: uint8 images (0..255)", lambda: explain(model, variables, pixels, 1),
-           lambda r: _close(maps(r), maps(explain(model, variables, as_float(pixels), 1)))),
-      Case("explain: int32 images (0..255)",
-           lambda: explain(model, variables, pixels.astype(np.int32), 1),
-           lambda r: _close(maps(r), maps(explain(model, variables, as_float(pixels), 1)))),
-      Case("explain: float images in [0, 255]",
-           lambda: explain(model, variables, jnp.asarray(images * 255), 1)),
-      Case("explain: float images in [-1, 1]",
-           lambda: explain(model, variables, jnp.asarray(images * 2 - 1), 1)),
-      Case("explain: a NaN pixel (eager)", lambda: explain(model, variables, jnp.asarray(with_nan), 1)),
-      Case("explain: an Inf pixel (eager)", lambda: explain(model, variables, jnp.asarray(with_inf), 1)),
-      Case("explain: a NaN pixel (jit)", lambda: explain_jit(jnp.asarray(with_nan), jnp.array([1, 1])),
-           nan_propagated_or_error),
-      Case(f"explain: target {num_classes} (eager)",
-           lambda: explain(model, variables, jnp.asarray(images), num_classes)),
-      Case("explain: target -1 (eager)", lambda: explain(model, variables, jnp.asarray(images), -1)),
-      Case(f"explain: target {num_classes} (jit)",
-           lambda: explain_jit(jnp.asarray(images), jnp.array([num_classes, 1])),
-           flagged_out_of_range),
-      Case("explain: target -1 (jit)", lambda: explain_jit(jnp.asarray(images), jnp.array([-1, 1])),
-           flagged_out_of_range),
-      Case("explain: batch size 0", lambda: explain(model, variables, empty, empty_targets),
-           _empty_results),
-      Case("SmoothGrad: target -1",
-           lambda: attribution.smooth_grad(fn, jnp.asarray(images), -1, key=0, nt_samples=2)),
-      Case(f"SmoothGrad: target {num_classes}",
-           lambda: attribution.smooth_grad(fn, jnp.asarray(images), num_classes, key=0, nt_samples=2)),
-      Case("SmoothGrad: int target 3",
-           lambda: attribution.smooth_grad(fn, jnp.asarray(images), 3, key=0, nt_samples=2),
-           lambda r: _finite_nonzero(r) and _close(r, attribution.smooth_grad(
-               fn, jnp.asarray(images), jnp.array([3, 3]), key=0, nt_samples=2))),
-      Case("SmoothGrad: numpy int target 3",
-           lambda: attribution.smooth_grad(fn, jnp.asarray(images), np.int64(3), key=0, nt_samples=2),
-           lambda r: _finite_nonzero(r) and _close(r, attribution.smooth_grad(
-               fn, jnp.asarray(images), jnp.array([3, 3]), key=0, nt_samples=2))),
-      Case("RISE: n_masks=0", lambda: attribution.rise(fn, jnp.asarray(images), 1, key=0, n_masks=0)),
+      Case(
+          "explain: uint8 images (0..255)",
+          lambda: explain(model, variables, pixels, 1),
+          lambda r: _close(maps(r), maps(explain(model, variables, as_float(pixels), 1))),
+      ),
+      Case(
+          "explain: int32 images (0..255)",
+          lambda: explain(model, variables, pixels.astype(np.int32), 1),
+          lambda r: _close(maps(r), maps(explain(model, variables, as_float(pixels), 1))),
+      ),
+      Case(
+          "explain: float images in [0, 255]",
+          lambda: explain(model, variables, jnp.asarray(images * 255), 1),
+      ),
+      Case(
+          "explain: float images in [-1, 1]",
+          lambda: explain(model, variables, jnp.asarray(images * 2 - 1), 1),
+      ),
+      Case(
+          "explain: a NaN pixel (eager)",
+          lambda: explain(model, variables, jnp.asarray(with_nan), 1),
+      ),
+      Case(
+          "explain: an Inf pixel (eager)",
+          lambda: explain(model, variables, jnp.asarray(with_inf), 1),
+      ),
+      Case(
+          "explain: a NaN pixel (jit)",
+          lambda: explain_jit(jnp.asarray(with_nan), jnp.array([1, 1])),
+          nan_propagated_or_error,
+      ),
+      Case(
+          f"explain: target {num_classes} (eager)",
+          lambda: explain(model, variables, jnp.asarray(images), num_classes),
+      ),
+      Case(
+          "explain: target -1 (eager)", lambda: explain(model, variables, jnp.asarray(images), -1)
+      ),
+      Case(
+          f"explain: target {num_classes} (jit)",
+          lambda: explain_jit(jnp.asarray(images), jnp.array([num_classes, 1])),
+          flagged_out_of_range,
+      ),
+      Case(
+          "explain: target -1 (jit)",
+          lambda: explain_jit(jnp.asarray(images), jnp.array([-1, 1])),
+          flagged_out_of_range,
+      ),
+      Case(
+          "explain: batch size 0",
+          lambda: explain(model, variables, empty, empty_targets),
+          _empty_results,
+      ),
+      Case(
+          "SmoothGrad: target -1",
+          lambda: attribution.smooth_grad(fn, jnp.asarray(images), -1, key=0, nt_samples=2),
+      ),
+      Case(
+          f"SmoothGrad: target {num_classes}",
+          lambda: attribution.smooth_grad(
+              fn, jnp.asarray(images), num_classes, key=0, nt_samples=2
+          ),
+      ),
+      Case(
+          "SmoothGrad: int target 3",
+          lambda: attribution.smooth_grad(fn, jnp.asarray(images), 3, key=0, nt_samples=2),
+          lambda r: _finite_nonzero(r)
+          and _close(
+              r,
+              attribution.smooth_grad(
+                  fn, jnp.asarray(images), jnp.array([3, 3]), key=0, nt_samples=2
+              ),
+          ),
+      ),
+      Case(
+          "SmoothGrad: numpy int target 3",
+          lambda: attribution.smooth_grad(
+              fn, jnp.asarray(images), np.int64(3), key=0, nt_samples=2
+          ),
+          lambda r: _finite_nonzero(r)
+          and _close(
+              r,
+              attribution.smooth_grad(
+                  fn, jnp.asarray(images), jnp.array([3, 3]), key=0, nt_samples=2
+              ),
+          ),
+      ),
+      Case(
+          "RISE: n_masks=0", lambda: attribution.rise(fn, jnp.asarray(images), 1, key=0, n_masks=0)
+      ),
   ]
   small = {"SmoothGrad": dict(nt_samples=2), "RISE": dict(n_masks=4), "IntGrad": dict(n_steps=2)}
   for name, method in attribution.METHODS.items():
-    method_fn = attribution.layer_function(model, variables, lambda m, n: n == "layers_1") \
-        if name == "GCam" else fn
-    cases.append(Case(f"attribution {name}: batch size 0",
-                      lambda method=method, method_fn=method_fn, name=name: method(
-                          method_fn, empty, empty_targets, **small.get(name, {})),
-                      _empty_results))
+    method_fn = (
+        attribution.layer_function(model, variables, lambda m, n: n == "layers_1")
+        if name == "GCam"
+        else fn
+    )
+    cases.append(
+        Case(
+            f"attribution {name}: batch size 0",
+            lambda method=method, method_fn=method_fn, name=name: method(
+                method_fn, empty, empty_targets, **small.get(name, {})
+            ),
+            _empty_results,
+        )
+    )
   maps0, masks0 = jnp.zeros((0, 6, 6)), jnp.zeros((0, 6, 6), bool)
   fn6 = lambda x6: jnp.zeros((x6.shape[0], 3))
   cases += [
-      Case("metrics mask_energy: batch size 0", lambda: metrics.mask_energy(maps0, masks0), _empty_results),
-      Case("metrics pointing_game: batch size 0", lambda: metrics.pointing_game(maps0, masks0), _empty_results),
-      Case("metrics completeness_error: batch size 0",
-           lambda: metrics.completeness_error(maps0, jnp.zeros((0,))), _empty_results),
-      Case("metrics localisation_metric: batch size 0",
-           lambda: metrics.localisation_metric(jnp.zeros((0, 9, 6, 6)), 3), _empty_results),
-      Case("metrics pixel_removal_probabilities: batch size 0",
-           lambda: metrics.pixel_removal_probabilities(fn6, jnp.zeros((0, 6, 6, 3)), jnp.zeros((0,), int),
-                                                       maps0, n_points=4), _empty_results),
-      Case("metrics pixel_removal_curve: batch size 0 (a mean of nothing)",
-           lambda: metrics.pixel_removal_curve(fn6, jnp.zeros((0, 6, 6, 3)), jnp.zeros((0,), int),
-                                               maps0, n_points=4)),
+      Case(
+          "metrics mask_energy: batch size 0",
+          lambda: metrics.mask_energy(maps0, masks0),
+          _empty_results,
+      ),
+      Case(
+          "metrics pointing_game: batch size 0",
+          lambda: metrics.pointing_game(maps0, masks0),
+          _empty_results,
+      ),
+      Case(
+          "metrics completeness_error: batch size 0",
+          lambda: metrics.completeness_error(maps0, jnp.zeros((0,))),
+          _empty_results,
+      ),
+      Case(
+          "metrics localisation_metric: batch size 0",
+          lambda: metrics.localisation_metric(jnp.zeros((0, 9, 6, 6)), 3),
+          _empty_results,
+      ),
+      Case(
+          "metrics pixel_removal_probabilities: batch size 0",
+          lambda: metrics.pixel_removal_probabilities(
+              fn6, jnp.zeros((0, 6, 6, 3)), jnp.zeros((0,), int), maps0, n_points=4
+          ),
+          _empty_results,
+      ),
+      Case(
+          "metrics pixel_removal_curve: batch size 0 (a mean of nothing)",
+          lambda: metrics.pixel_removal_curve(
+              fn6, jnp.zeros((0, 6, 6, 3)), jnp.zeros((0,), int), maps0, n_points=4
+          ),
+      ),
   ]
 
   def built_and_applied(**kwargs):
@@ -200,22 +283,41 @@ def library_cases() -> list[Case]:
     image = jnp.zeros((1, 8, 8, 3))
     return bad.apply(bad.init(jax.random.key(0), image), image)
 
-  for kwargs in (dict(num_classes=0), dict(num_classes=-2), dict(temperature=0.0),
-                 dict(temperature=-1.0), dict(temperature=float("inf")),
-                 dict(temperature=float("nan")), dict(compute_dtype=jnp.int32),
-                 dict(image_channels=0), dict(image_channels=-3)):
+  for kwargs in (
+      dict(num_classes=0),
+      dict(num_classes=-2),
+      dict(temperature=0.0),
+      dict(temperature=-1.0),
+      dict(temperature=float("inf")),
+      dict(temperature=float("nan")),
+      dict(compute_dtype=jnp.int32),
+      dict(image_channels=0),
+      dict(image_channels=-3),
+  ):
     shown = ", ".join(f"{k}={v!r}" for k, v in kwargs.items()).replace("<class 'jax.numpy.", "jnp.")
-    cases.append(Case(f"get_model: {shown.rstrip(chr(39) + '>')}",
-                      lambda kwargs=kwargs: built_and_applied(**kwargs)))
+    cases.append(
+        Case(
+            f"get_model: {shown.rstrip(chr(39) + '>')}",
+            lambda kwargs=kwargs: built_and_applied(**kwargs),
+        )
+    )
   return cases
 
 
 # ---------------------------------------------------------------------------------- CLI
 
 
-def run_cli(args: list[str], env: dict[str, str] | None = None, timeout: int = 300) -> tuple[int, str]:
-  process = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True,
-                           timeout=timeout, env={**os.environ, **(env or {})})
+def run_cli(
+    args: list[str], env: dict[str, str] | None = None, timeout: int = 300
+) -> tuple[int, str]:
+  process = subprocess.run(
+      [sys.executable, *args],
+      cwd=REPO,
+      capture_output=True,
+      text=True,
+      timeout=timeout,
+      env={**os.environ, **(env or {})},
+  )
   return process.returncode, process.stderr + process.stdout
 
 
@@ -235,16 +337,46 @@ def cli_cases(workdir: str) -> list[tuple[str, list[str], dict[str, str], bool]]
   """(name, argv, extra environment, valid): ``valid`` = a run that succeeds is right."""
   smoke = ["train.py", "--config", "configs/digits.py:smoke"]
   return [
-      ("eval.py --method_setting RISE.n_masks=abc",
-       ["eval.py", "--workdir", workdir, "--methods", "RISE", "--method_setting", "RISE.n_masks=abc",
-        "--n_grids", "0", "--n_removal", "0", "--n_figure", "0", "--depths", "off"], {}, False),
-      ("train.py --config.model.kwargs.foo=1",
-       smoke + ["--workdir", workdir + "-kwargs", "--config.model.kwargs.foo=1"], {}, True),
-      ("train.py batch size 7 on 2 devices",
-       smoke + ["--workdir", workdir + "-devices", "--config.batch_size=7"],
-       {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}, False),
-      ("train.py misspelled key --config.optimiser.learning_rate",
-       smoke + ["--workdir", workdir + "-typo", "--config.optimiser.learning_rate=0.1"], {}, False),
+      (
+          "eval.py --method_setting RISE.n_masks=abc",
+          [
+              "eval.py",
+              "--workdir",
+              workdir,
+              "--methods",
+              "RISE",
+              "--method_setting",
+              "RISE.n_masks=abc",
+              "--n_grids",
+              "0",
+              "--n_removal",
+              "0",
+              "--n_figure",
+              "0",
+              "--depths",
+              "off",
+          ],
+          {},
+          False,
+      ),
+      (
+          "train.py --config.model.kwargs.foo=1",
+          smoke + ["--workdir", workdir + "-kwargs", "--config.model.kwargs.foo=1"],
+          {},
+          True,
+      ),
+      (
+          "train.py batch size 7 on 2 devices",
+          smoke + ["--workdir", workdir + "-devices", "--config.batch_size=7"],
+          {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+          False,
+      ),
+      (
+          "train.py misspelled key --config.optimiser.learning_rate",
+          smoke + ["--workdir", workdir + "-typo", "--config.optimiser.learning_rate=0.1"],
+          {},
+          False,
+      ),
   ]
 
 
@@ -257,9 +389,13 @@ def main():
   if not args.skip_cli:
     with tempfile.TemporaryDirectory(prefix="bad-inputs-") as tmp:
       workdir = os.path.join(tmp, "run")
-      code, output = run_cli(["train.py", "--config", "configs/digits.py:smoke", "--workdir", workdir])
+      code, output = run_cli(
+          ["train.py", "--config", "configs/digits.py:smoke", "--workdir", workdir]
+      )
       if code != 0:
-        print(f"warning: the smoke run for eval.py failed (exit {code}); eval.py sees no checkpoint")
+        print(
+            f"warning: the smoke run for eval.py failed (exit {code}); eval.py sees no checkpoint"
+        )
       for name, argv, env, valid in cli_cases(workdir):
         try:
           rows.append((name, *classify_cli(*run_cli(argv, env), valid)))
@@ -272,7 +408,9 @@ def main():
     print(f"| {name} | {outcome} | {detail.replace('|', '/')} |")
   totals = {outcome: sum(row[1] == outcome for row in rows) for outcome in OUTCOMES}
   print()
-  print(f"{len(rows)} inputs: " + ", ".join(f"{count} {outcome}" for outcome, count in totals.items()))
+  print(
+      f"{len(rows)} inputs: " + ", ".join(f"{count} {outcome}" for outcome, count in totals.items())
+  )
 
 
 if __name__ == "__main__":

@@ -26,8 +26,9 @@ def peak_flops(device=None) -> float | None:
   return next((v for k, v in PEAK_FLOPS.items() if kind.startswith(k)), None)
 
 
-def compile_and_time(fn: Callable, state: Any, *rest: Any, steps: int = 10,
-                     warmup: int = 2) -> dict[str, Any]:
+def compile_and_time(
+    fn: Callable, state: Any, *rest: Any, steps: int = 10, warmup: int = 2
+) -> dict[str, Any]:
   """Compiles the jitted ``fn(state, *rest) -> (state, aux)``, then times ``steps`` calls.
 
   The returned state is fed back (so donated train steps work); pure functions

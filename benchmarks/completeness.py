@@ -32,12 +32,21 @@ def main():
     for targets in (None, "all"):
       e = explain(model, variables, images, targets, layer=layer)
       idx = e["explained_class_idx"]
-      evidence = jnp.take_along_axis(e["evidence"], idx.reshape(args.batch, -1), 1).reshape(idx.shape)
+      evidence = jnp.take_along_axis(e["evidence"], idx.reshape(args.batch, -1), 1).reshape(
+          idx.shape
+      )
       total = jnp.sum(e["contribution_map_sum"], axis=(-2, -1))
-      emit({"name": f"{args.arch}/completeness/{args.form}", "layer": layer,
-            "targets": targets or "predicted",
-            "max_error_rel_l1": float(completeness_error(e).max()),
-            "max_error_rel_evidence": float((jnp.abs(total - evidence) / jnp.abs(evidence)).max())})
+      emit(
+          {
+              "name": f"{args.arch}/completeness/{args.form}",
+              "layer": layer,
+              "targets": targets or "predicted",
+              "max_error_rel_l1": float(completeness_error(e).max()),
+              "max_error_rel_evidence": float(
+                  (jnp.abs(total - evidence) / jnp.abs(evidence)).max()
+              ),
+          }
+      )
 
 
 if __name__ == "__main__":

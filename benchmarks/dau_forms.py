@@ -45,8 +45,11 @@ def gram_squared_norms(a, b, z):
   gram = jnp.einsum("pdr,pds->drs", a, a)
   cross = jnp.einsum("pdr,pd->dr", a, b)
   bias_sq = jnp.sum(jnp.square(b), axis=0)
-  squared_norm = (jnp.einsum("...r,drs,...s->...d", z, gram, z)
-                  + 2.0 * jnp.einsum("...r,dr->...d", z, cross) + bias_sq)
+  squared_norm = (
+      jnp.einsum("...r,drs,...s->...d", z, gram, z)
+      + 2.0 * jnp.einsum("...r,dr->...d", z, cross)
+      + bias_sq
+  )
   return jnp.maximum(squared_norm, 0.0)
 
 
@@ -87,15 +90,14 @@ def time_train_step(arch: str, form: str, dtype: str, batch: int, steps: int) ->
   """One benchmark record of the train step of ``arch``."""
   size = ARCHITECTURES[arch].image_size
   images = jax.random.uniform(jax.random.key(1), (batch, size, size, 3))
-  model = get_model(arch, form=form,
-                    compute_dtype=jnp.bfloat16 if dtype == "bfloat16" else None)
+  model = get_model(arch, form=form, compute_dtype=jnp.bfloat16 if dtype == "bfloat16" else None)
   labels = jax.random.randint(jax.random.key(2), (batch,), 0, model.num_classes)
   tx = optax.adam(2.5e-4)
   params = jax.jit(model.init)(jax.random.key(0), images[:1])["params"]
-  timing = compile_and_time(make_train_step(model, tx), (params, tx.init(params)), images,
-                            labels, steps=steps)
-  return throughput_record(f"{arch}/train/{form}/{dtype}", batch, timing, form=form,
-                           dtype=dtype)
+  timing = compile_and_time(
+      make_train_step(model, tx), (params, tx.init(params)), images, labels, steps=steps
+  )
+  return throughput_record(f"{arch}/train/{form}/{dtype}", batch, timing, form=form, dtype=dtype)
 
 
 def interleaved_norm_comparison(arch: str, batch: int, steps: int, rounds: int) -> dict:
@@ -120,17 +122,21 @@ def interleaved_norm_comparison(arch: str, batch: int, steps: int, rounds: int) 
   times = {"qr": [], "gram": []}
   for round_index in range(rounds):
     for impl in ("qr", "gram") if round_index % 2 == 0 else ("gram", "qr"):
-      for i in range(steps + 1):                      # the first call of a round is a warm-up
+      for i in range(steps + 1):  # the first call of a round is a warm-up
         start = time.perf_counter()
         states[impl], loss = compiled[impl](states[impl], images, labels)
         jax.block_until_ready((states[impl], loss))
         if i:
           times[impl].append(time.perf_counter() - start)
   median = {impl: sorted(t)[len(t) // 2] for impl, t in times.items()}
-  return {"name": f"{arch}/train/implicit_float32_norm_qr_vs_gram_interleaved", "batch": batch,
-          "calls_each": len(times["qr"]), "qr_step_ms": round(1e3 * median["qr"], 1),
-          "gram_step_ms": round(1e3 * median["gram"], 1),
-          "qr_over_gram": round(median["gram"] / median["qr"], 3)}
+  return {
+      "name": f"{arch}/train/implicit_float32_norm_qr_vs_gram_interleaved",
+      "batch": batch,
+      "calls_each": len(times["qr"]),
+      "qr_step_ms": round(1e3 * median["qr"], 1),
+      "gram_step_ms": round(1e3 * median["gram"], 1),
+      "qr_over_gram": round(median["gram"] / median["qr"], 3),
+  }
 
 
 def main():
@@ -140,11 +146,18 @@ def main():
   parser.add_argument("--dtypes", default="float32", help="float32 and/or bfloat16")
   parser.add_argument("--steps", type=int, default=5)
   parser.add_argument("--skip_explicit_above", type=int, default=1 << 30)
-  parser.add_argument("--norm_impls", default="qr",
-                      help="implicit-form norm(s) to time: qr (the library's) and/or gram")
-  parser.add_argument("--interleaved_rounds", type=int, default=0,
-                      help="if > 0: only compare the implicit step's qr and gram norms, timed in "
-                      "this many alternating rounds of --steps calls (float32)")
+  parser.add_argument(
+      "--norm_impls",
+      default="qr",
+      help="implicit-form norm(s) to time: qr (the library's) and/or gram",
+  )
+  parser.add_argument(
+      "--interleaved_rounds",
+      type=int,
+      default=0,
+      help="if > 0: only compare the implicit step's qr and gram norms, timed in "
+      "this many alternating rounds of --steps calls (float32)",
+  )
   args = parser.parse_args()
   impls = args.norm_impls.split(",")
   if args.interleaved_rounds > 0:
@@ -171,12 +184,22 @@ def main():
         continue
       suffix = "" if impls == ["qr"] else f"_{impl}"
       if baseline:
-        emit({"name": f"{args.arch}/train/implicit{suffix}_{dtype}_over_explicit_float32",
-              "batch": batch, "ratio": round(record["img_per_s"] / baseline["img_per_s"], 3)})
+        emit(
+            {
+                "name": f"{args.arch}/train/implicit{suffix}_{dtype}_over_explicit_float32",
+                "batch": batch,
+                "ratio": round(record["img_per_s"] / baseline["img_per_s"], 3),
+            }
+        )
       gram = results.get((form, dtype, "gram"))
       if impl == "qr" and gram:
-        emit({"name": f"{args.arch}/train/implicit_{dtype}_qr_over_gram", "batch": batch,
-              "ratio": round(record["img_per_s"] / gram["img_per_s"], 3)})
+        emit(
+            {
+                "name": f"{args.arch}/train/implicit_{dtype}_qr_over_gram",
+                "batch": batch,
+                "ratio": round(record["img_per_s"] / gram["img_per_s"], 3),
+            }
+        )
 
 
 if __name__ == "__main__":

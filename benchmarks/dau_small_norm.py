@@ -33,8 +33,8 @@ def small_norm_layer(delta: float, seed: int = 0):
   a = rng.uniform(-1, 1, (C, D, RANK)) / np.sqrt(RANK)
   x = rng.uniform(0, 1, C).astype(np.float32)
   b_mat, a = b_mat.astype(np.float32), a.astype(np.float32)
-  z = x.astype(np.float64) @ b_mat.astype(np.float64)                   # (r,)
-  az = np.einsum("cdr,r->cd", a.astype(np.float64), z)                  # (C, D)
+  z = x.astype(np.float64) @ b_mat.astype(np.float64)  # (r,)
+  az = np.einsum("cdr,r->cd", a.astype(np.float64), z)  # (C, D)
   noise = rng.normal(size=(C, D)) / np.sqrt(C)
   bias = (-az + delta * np.linalg.norm(az, axis=0) * noise).astype(np.float32)
   params = {"B": b_mat[None, None], "A": a[None, None], "w0": bias[None, None]}
@@ -48,7 +48,7 @@ def reference(params, x, norm):
   bias = params["w0"][0, 0].astype(np.float64)
   x = x.astype(np.float64)
   z = x @ b_mat
-  w = np.einsum("cdr,r->cd", a, z) + bias                               # (C, D)
+  w = np.einsum("cdr,r->cd", a, z) + bias  # (C, D)
   n2 = np.sum(w**2, axis=0)
   if norm == "squash":
     s, ds = np.sqrt(n2) / (1 + n2), (1 - n2) / (2 * np.sqrt(n2) * (1 + n2) ** 2)
@@ -56,16 +56,18 @@ def reference(params, x, norm):
     s, ds = n2**-0.5, -0.5 * n2**-1.5
   u = x @ w
   out = u * s
-  g = np.linspace(1.0, 2.0, D)                                          # output cotangent
-  a_t_x = np.einsum("cdr,c->dr", a, x)                                  # A_dᵀx
-  a_t_w = np.einsum("cdr,cd->dr", a, w)                                 # A_dᵀw
+  g = np.linspace(1.0, 2.0, D)  # output cotangent
+  a_t_x = np.einsum("cdr,c->dr", a, x)  # A_dᵀx
+  a_t_w = np.einsum("cdr,cd->dr", a, w)  # A_dᵀw
   # d out_d / dx = s·(w_d + B A_dᵀx) + u_d·s'·2·B A_dᵀ w_d
   grad_x = (g * s) @ w.T + b_mat @ ((g * s) @ a_t_x) + b_mat @ ((g * u * ds * 2) @ a_t_w)
   # d out_d / dA_d = s·x zᵀ + u_d·s'·2·w_d zᵀ
-  grad_a = (np.einsum("d,c,r->cdr", g * s, x, z)
-            + np.einsum("d,cd,r->cdr", g * u * ds * 2, w, z))
-  kappa = np.max(np.sqrt(np.sum(a**2, axis=(0, 2)) + np.sum(bias**2, axis=0))
-                 * np.sqrt(1 + z @ z) / np.sqrt(n2))
+  grad_a = np.einsum("d,c,r->cdr", g * s, x, z) + np.einsum("d,cd,r->cdr", g * u * ds * 2, w, z)
+  kappa = np.max(
+      np.sqrt(np.sum(a**2, axis=(0, 2)) + np.sum(bias**2, axis=0))
+      * np.sqrt(1 + z @ z)
+      / np.sqrt(n2)
+  )
   return out, grad_x, grad_a, g, kappa
 
 
@@ -88,8 +90,12 @@ def relative_error(got, want):
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--deltas", default="1,1e-1,1e-2,1e-3,1e-4,1e-5,1e-6")
-  parser.add_argument("--form_impl", choices=("qr", "gram"), default="qr",
-                      help="qr: the library's implicit-form norm; gram: the former Gram expansion")
+  parser.add_argument(
+      "--form_impl",
+      choices=("qr", "gram"),
+      default="qr",
+      help="qr: the library's implicit-form norm; gram: the former Gram expansion",
+  )
   args = parser.parse_args()
   with norm_impl(args.form_impl):
     run(args.deltas)
@@ -105,8 +111,12 @@ def run(deltas: str):
       for form in dau.FORMS:
         got = layer_and_grads({k: jnp.asarray(v) for k, v in params.items()}, x, norm, form)
         errs = [relative_error(g, w) for g, w in zip(got, (out, grad_x, grad_a))]
-        print(f"| {delta:g} | {kappa:.1e} | {norm} | {form} | "
-              + " | ".join(f"{e:.1e}" for e in errs) + " |", flush=True)
+        print(
+            f"| {delta:g} | {kappa:.1e} | {norm} | {form} | "
+            + " | ".join(f"{e:.1e}" for e in errs)
+            + " |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

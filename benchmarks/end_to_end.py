@@ -37,20 +37,35 @@ def main():
   args = parser.parse_args()
 
   spec = data.dataset_info(args.dataset, data_dir=args.data_dir)
-  model = get_model(args.arch, num_classes=spec.num_classes, image_channels=spec.image_shape[-1],
-                    compute_dtype=jnp.bfloat16 if args.dtype == "bfloat16" else None)
+  model = get_model(
+      args.arch,
+      num_classes=spec.num_classes,
+      image_channels=spec.image_shape[-1],
+      compute_dtype=jnp.bfloat16 if args.dtype == "bfloat16" else None,
+  )
   mesh = parallel.make_mesh()
   tx = optax.adam(2.5e-4)
   params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, *spec.image_shape)))["params"]
   state = parallel.replicate(
-      TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                 rng=jax.random.key_data(jax.random.key(1))), mesh)
+      TrainState(
+          step=jnp.zeros((), jnp.int32),
+          params=params,
+          opt_state=tx.init(params),
+          rng=jax.random.key_data(jax.random.key(1)),
+      ),
+      mesh,
+  )
   step = make_train_step(model, tx, mesh=mesh)
-  loader = data.train_loader(args.dataset, global_batch_size=args.batch, seed=0,
-                             data_dir=args.data_dir, worker_count=args.workers)
+  loader = data.train_loader(
+      args.dataset,
+      global_batch_size=args.batch,
+      seed=0,
+      data_dir=args.data_dir,
+      worker_count=args.workers,
+  )
 
   fixed = parallel.shard_batch(next(loader), mesh)
-  state, _ = step(state, fixed)                                # compile
+  state, _ = step(state, fixed)  # compile
   jax.block_until_ready(state)
 
   start = time.perf_counter()
@@ -66,12 +81,22 @@ def main():
   end_to_end = args.batch * args.steps / (time.perf_counter() - start)
   loader.close()
 
-  common = {"arch": args.arch, "dataset": args.dataset, "batch": args.batch,
-            "workers": args.workers, "dtype": args.dtype}
+  common = {
+      "arch": args.arch,
+      "dataset": args.dataset,
+      "batch": args.batch,
+      "workers": args.workers,
+      "dtype": args.dtype,
+  }
   emit({"name": "train/step_only", "img_per_s": round(step_only, 2), **common})
   emit({"name": "train/end_to_end", "img_per_s": round(end_to_end, 2), **common})
-  emit({"name": "train/end_to_end_over_step_only", "ratio": round(end_to_end / step_only, 3),
-        **common})
+  emit(
+      {
+          "name": "train/end_to_end_over_step_only",
+          "ratio": round(end_to_end / step_only, 3),
+          **common,
+      }
+  )
 
 
 if __name__ == "__main__":

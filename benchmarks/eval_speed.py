@@ -35,14 +35,19 @@ from codajax.train import parallel  # noqa: E402
 
 def _old_module(revision: str):
   """``codajax/evaluation.py`` of ``revision`` as a module (needs the git history)."""
-  source = subprocess.run(["git", "show", f"{revision}:codajax/evaluation.py"], cwd=ROOT,
-                          check=True, capture_output=True, text=True).stdout
+  source = subprocess.run(
+      ["git", "show", f"{revision}:codajax/evaluation.py"],
+      cwd=ROOT,
+      check=True,
+      capture_output=True,
+      text=True,
+  ).stdout
   path = os.path.join(tempfile.mkdtemp(), "old_evaluation.py")
   with open(path, "w") as f:
     f.write(source)
   spec = importlib.util.spec_from_file_location("old_evaluation", path)
   module = importlib.util.module_from_spec(spec)
-  sys.modules["old_evaluation"] = module   # dataclasses look their module up
+  sys.modules["old_evaluation"] = module  # dataclasses look their module up
   spec.loader.exec_module(module)
   return module
 
@@ -71,8 +76,9 @@ def main(argv=None):
   run = evaluators.load_run(args.workdir)
   data_dir = run.config.data_dir or None
   spec = data.dataset_info(run.config.dataset, data_dir=data_dir)
-  ctx = evaluators.make_context(run.model, run.params, spec, data_dir=data_dir,
-                                eval_batch_size=run.config.eval_batch_size)
+  ctx = evaluators.make_context(
+      run.model, run.params, spec, data_dir=data_dir, eval_batch_size=run.config.eval_batch_size
+  )
   grid_set = localisation.grids(ctx, args.n_grids, 3)
   examples = pixel_removal.examples(ctx, min(args.n_images, ctx.num_test))
   n_points = pixel_removal.removal_points(spec.image_shape[:2])
@@ -82,22 +88,32 @@ def main(argv=None):
   grid_batch = old._device_batch_size(max(1, args.batch_size // 9), mesh)
   image_batch = old._device_batch_size(args.batch_size, mesh)
   removal = old.removal_step(run.model, info, n_points)
-  print(f"{jax.device_count()} x {jax.devices()[0].device_kind}; {len(grid_set.images)} grids, "
-        f"{len(examples['image'])} removal images, batch {args.batch_size}")
-  print(f"{'method':<8}{'grids/s before':>16}{'after':>9}{'ratio':>7}"
-        f"{'images/s before':>17}{'after':>9}{'ratio':>7}{'compiles':>10}")
+  print(
+      f"{jax.device_count()} x {jax.devices()[0].device_kind}; {len(grid_set.images)} grids, "
+      f"{len(examples['image'])} removal images, batch {args.batch_size}"
+  )
+  print(
+      f"{'method':<8}{'grids/s before':>16}{'after':>9}{'ratio':>7}"
+      f"{'images/s before':>17}{'after':>9}{'ratio':>7}{'compiles':>10}"
+  )
   for method in evaluators.known_methods() if args.methods == "all" else args.methods.split(","):
     attribute = old.attribution_function(run.model, info, method, chunk=4)
     step = old.localisation_step(attribute, 3)
-    _, loc_before = _twice(lambda: old.localisation(step, variables, old_grids, grid_batch, mesh,
-                                                    "before"))
-    _, img_before = _twice(lambda: old.image_metrics(attribute, removal, variables, examples,
-                                                     image_batch, mesh, "before", False)[0])
-    loc_eval = localisation.Evaluator(n_grids=args.n_grids, methods=method,
-                                      batch_size=args.batch_size)
-    img_eval = pixel_removal.Evaluator(n_images=args.n_images, methods=method,
-                                       batch_size=args.batch_size)
-    fresh = lambda: ctx.with_variables(variables)   # same programs, no memoized results
+    _, loc_before = _twice(
+        lambda: old.localisation(step, variables, old_grids, grid_batch, mesh, "before")
+    )
+    _, img_before = _twice(
+        lambda: old.image_metrics(
+            attribute, removal, variables, examples, image_batch, mesh, "before", False
+        )[0]
+    )
+    loc_eval = localisation.Evaluator(
+        n_grids=args.n_grids, methods=method, batch_size=args.batch_size
+    )
+    img_eval = pixel_removal.Evaluator(
+        n_images=args.n_images, methods=method, batch_size=args.batch_size
+    )
+    fresh = lambda: ctx.with_variables(variables)  # same programs, no memoized results
 
     def after(evaluator):
       c = fresh()
@@ -109,9 +125,12 @@ def main(argv=None):
     _, img_after = _twice(lambda: after(img_eval))
     compiles = sum(n for label, n in ctx.programs.counts.items() if f"/{method}" in label)
     g, n = len(grid_set.images), len(examples["image"])
-    print(f"{method:<8}{g / loc_before:>16.2f}{g / loc_after:>9.2f}{loc_before / loc_after:>7.2f}"
-          f"{n / img_before:>17.1f}{n / img_after:>9.1f}{img_before / img_after:>7.2f}"
-          f"{compiles:>10}", flush=True)
+    print(
+        f"{method:<8}{g / loc_before:>16.2f}{g / loc_after:>9.2f}{loc_before / loc_after:>7.2f}"
+        f"{n / img_before:>17.1f}{n / img_after:>9.1f}{img_before / img_after:>7.2f}"
+        f"{compiles:>10}",
+        flush=True,
+    )
   print("compiles per program:", ctx.programs.counts)
 
 

@@ -35,11 +35,13 @@ def old_explain(model, variables, images, targets, layer):
   inputs = model.apply(variables, images, method="explanation_inputs")
   h = jax.lax.stop_gradient(inputs[layer])
   evidence, vjp = jax.vjp(
-      lambda h: model.apply(variables, h, layer, True, False, method="forward_from"), h)
+      lambda h: model.apply(variables, h, layer, True, False, method="forward_from"), h
+  )
   batch, num_classes = evidence.shape
   if targets == "all":
-    one_hots = jnp.broadcast_to(jnp.eye(num_classes, dtype=evidence.dtype)[:, None],
-                                (num_classes, batch, num_classes))
+    one_hots = jnp.broadcast_to(
+        jnp.eye(num_classes, dtype=evidence.dtype)[:, None], (num_classes, batch, num_classes)
+    )
     weights = jnp.moveaxis(jax.vmap(lambda c: vjp(c)[0])(one_hots), 0, 1)
     contributions = weights * h[:, None]
   else:
@@ -56,20 +58,27 @@ def time_path(arch: str, path: str, targets: str, layer: int, batch: int, steps:
   mode = None if targets == "predicted" else "all"
 
   if path == "old":
+
     def maps(variables, images):
       return old_explain(model, variables, images, targets, layer)
+
   else:
     form = path.split("/")[1]
 
     def maps(variables, images):
-      return explain(model, variables, images, mode, layer=layer,
-                     form=form)["contribution_map_sum"]
+      return explain(model, variables, images, mode, layer=layer, form=form)["contribution_map_sum"]
 
   run = jax.jit(lambda variables, images: (variables, maps(variables, images)))
   timing = compile_and_time(run, variables, images, steps=steps)
   maps_per_batch = batch * (model.num_classes if mode == "all" else 1)
-  record = throughput_record(f"{arch}/explain/layer{layer}/{targets}/{path}", batch, timing,
-                             path=path, targets=targets, layer=layer)
+  record = throughput_record(
+      f"{arch}/explain/layer{layer}/{targets}/{path}",
+      batch,
+      timing,
+      path=path,
+      targets=targets,
+      layer=layer,
+  )
   record["maps_per_s"] = round(maps_per_batch / timing["step_s"], 2)
   return record
 
@@ -93,11 +102,21 @@ def main():
         rate = {p: r["maps_per_s"] for p, r in records.items()}
         name = f"{args.arch}/explain/layer{layer}/{targets}"
         if "old" in rate and "new/auto" in rate:
-          emit({"name": f"{name}/new_auto_over_old", "batch": batch,
-                "ratio": round(rate["new/auto"] / rate["old"], 3)})
+          emit(
+              {
+                  "name": f"{name}/new_auto_over_old",
+                  "batch": batch,
+                  "ratio": round(rate["new/auto"] / rate["old"], 3),
+              }
+          )
         if "new/model" in rate and "new/explicit" in rate:
-          emit({"name": f"{name}/explicit_over_implicit", "batch": batch,
-                "ratio": round(rate["new/explicit"] / rate["new/model"], 3)})
+          emit(
+              {
+                  "name": f"{name}/explicit_over_implicit",
+                  "batch": batch,
+                  "ratio": round(rate["new/explicit"] / rate["new/model"], 3),
+              }
+          )
 
 
 if __name__ == "__main__":

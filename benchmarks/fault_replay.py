@@ -28,24 +28,39 @@ STEPS = 6
 
 
 def _env(devices: int | None = None) -> dict[str, str]:
-  env = dict(os.environ, PYTHONUNBUFFERED="1",
-             PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
+  env = dict(
+      os.environ,
+      PYTHONUNBUFFERED="1",
+      PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])),
+  )
   if devices:
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
   return env
 
 
 def _cmd(workdir: str, data_dir: str, *extra: str) -> list[str]:
-  return [sys.executable, "train.py", "--config", "configs/digits.py", f"--workdir={workdir}",
-          f"--config.data_dir={data_dir}", "--config.model.name=tiny-3L",
-          "--config.model.temperature=10", "--config.batch_size=8", f"--config.max_steps={STEPS}",
-          "--config.checkpoint_every_steps=2", "--config.log_every_steps=2",
-          "--config.eval_every_epochs=100", *extra]
+  return [
+      sys.executable,
+      "train.py",
+      "--config",
+      "configs/digits.py",
+      f"--workdir={workdir}",
+      f"--config.data_dir={data_dir}",
+      "--config.model.name=tiny-3L",
+      "--config.model.temperature=10",
+      "--config.batch_size=8",
+      f"--config.max_steps={STEPS}",
+      "--config.checkpoint_every_steps=2",
+      "--config.log_every_steps=2",
+      "--config.eval_every_epochs=100",
+      *extra,
+  ]
 
 
 def _run(args: list[str], devices: int | None = None, timeout: int = 300):
-  return subprocess.run(args, cwd=ROOT, env=_env(devices), capture_output=True, text=True,
-                        timeout=timeout)
+  return subprocess.run(
+      args, cwd=ROOT, env=_env(devices), capture_output=True, text=True, timeout=timeout
+  )
 
 
 def _params(workdir: str):
@@ -58,8 +73,9 @@ def _same_as(reference: str, workdir: str) -> bool:
   import jax
 
   (a, step_a), (b, step_b) = _params(reference), _params(workdir)
-  return step_a == step_b and all(np.array_equal(x, y) for x, y in
-                                  zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  return step_a == step_b and all(
+      np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
+  )
 
 
 def _listing(workdir: str) -> list[str]:
@@ -69,8 +85,11 @@ def _listing(workdir: str) -> list[str]:
 
 def _error_lines(result) -> list[str]:
   """stderr without the progress bar (tqdm's ``train:`` lines and its blank clearing lines)."""
-  return [line for line in result.stderr.splitlines()
-          if line.strip() and not line.lstrip().startswith("train:")]
+  return [
+      line
+      for line in result.stderr.splitlines()
+      if line.strip() and not line.lstrip().startswith("train:")
+  ]
 
 
 def _one_line_error(result) -> bool:
@@ -111,8 +130,13 @@ class Replay:
   # ---- faults
   def sigkill_mid_run(self):
     workdir = self._dir("sigkill")
-    proc = subprocess.Popen(_cmd(workdir, self.data_dir, "--config.max_steps=400"), cwd=ROOT,
-                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _cmd(workdir, self.data_dir, "--config.max_steps=400"),
+        cwd=ROOT,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     _wait_for(os.path.join(workdir, "checkpoints", "4"), proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -122,9 +146,19 @@ class Replay:
 
   def sigint(self):
     workdir = self._dir("sigint")
-    proc = subprocess.Popen(_cmd(workdir, self.data_dir, "--config.max_steps=100000",
-                                 "--config.checkpoint_every_steps=100000"), cwd=ROOT, env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        _cmd(
+            workdir,
+            self.data_dir,
+            "--config.max_steps=100000",
+            "--config.checkpoint_every_steps=100000",
+        ),
+        cwd=ROOT,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     _wait_for(os.path.join(workdir, "metrics.jsonl"), proc)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
@@ -133,12 +167,15 @@ class Replay:
 
   def _worker(self, where: str, want_step: int):
     workdir = self._dir(f"fail_{where}")
-    result = _run([sys.executable, "tests/train_worker.py", "fail_at", where, workdir,
-                   self.data_dir])
+    result = _run(
+        [sys.executable, "tests/train_worker.py", "fail_at", where, workdir, self.data_dir]
+    )
     tmp = [n for n in _listing(workdir) if "tmp" in n]
     _, step = _params(workdir)
-    return (f"exit {result.returncode}, latest step {step}, tmp dirs {tmp}",
-            result.returncode == 3 and step == want_step and not tmp)
+    return (
+        f"exit {result.returncode}, latest step {step}, tmp dirs {tmp}",
+        result.returncode == 3 and step == want_step and not tmp,
+    )
 
   def nan_after_async_save(self):
     return self._worker("summarise", 2)
@@ -150,8 +187,12 @@ class Replay:
     workdir = self._partial("vbs")
     before = _listing(workdir)
     result = _run(_cmd(workdir, self.data_dir, "--config.virtual_batch_size=16"))
-    ok = (_one_line_error(result) and _listing(workdir) == before
-          and not os.path.exists(os.path.join(workdir, "corrupt")) and self._resume_ok(workdir))
+    ok = (
+        _one_line_error(result)
+        and _listing(workdir) == before
+        and not os.path.exists(os.path.join(workdir, "corrupt"))
+        and self._resume_ok(workdir)
+    )
     return "refused: " + result.stderr.strip()[:70], ok
 
   def missing_run_json_foreign_config(self):
@@ -159,8 +200,12 @@ class Replay:
     os.remove(os.path.join(workdir, "run.json"))
     before = _listing(workdir)
     result = _run(_cmd(workdir, self.data_dir, "--config.virtual_batch_size=16"))
-    ok = (_one_line_error(result) and _listing(workdir) == before
-          and not os.path.exists(os.path.join(workdir, "corrupt")) and self._resume_ok(workdir))
+    ok = (
+        _one_line_error(result)
+        and _listing(workdir) == before
+        and not os.path.exists(os.path.join(workdir, "corrupt"))
+        and self._resume_ok(workdir)
+    )
     return "refused: " + result.stderr.strip()[:70], ok
 
   def garbage_run_json(self):
@@ -168,9 +213,10 @@ class Replay:
     with open(os.path.join(workdir, "run.json"), "w") as f:
       f.write("\x00garbage")
     result = _run(_cmd(workdir, self.data_dir))
-    return ("refused: " + result.stderr.strip()[:70],
-            _one_line_error(result) and "run.json" in result.stderr and _listing(workdir) == [
-                "2", "4"])
+    return (
+        "refused: " + result.stderr.strip()[:70],
+        _one_line_error(result) and "run.json" in result.stderr and _listing(workdir) == ["2", "4"],
+    )
 
   def damaged_newest_checkpoint(self):
     workdir = self._partial("damaged")
@@ -202,8 +248,13 @@ class Replay:
 
   def two_processes_one_workdir(self):
     workdir = self._dir("two")
-    first = subprocess.Popen(_cmd(workdir, self.data_dir, "--config.max_steps=100000"), cwd=ROOT,
-                             env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = subprocess.Popen(
+        _cmd(workdir, self.data_dir, "--config.max_steps=100000"),
+        cwd=ROOT,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     _wait_for(os.path.join(workdir, "metrics.jsonl"), first)
     second = _run(_cmd(workdir, self.data_dir))
     first.send_signal(signal.SIGTERM)
@@ -215,8 +266,9 @@ class Replay:
     """A small tmpfs mounted at a fresh folder (needs root), or None."""
     mount = self._dir(name)
     os.makedirs(mount)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", mount],
-                          capture_output=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", mount], capture_output=True
+    )
     return mount if done.returncode == 0 else None
 
   def _remount(self, mount: str, options: str) -> None:
@@ -246,15 +298,18 @@ class Replay:
       subprocess.run(["umount", mount], capture_output=True)
 
   def disk_full(self):
-    mount = self._tmpfs("full_fs", "400K")   # two tiny-3L checkpoints, not three
+    mount = self._tmpfs("full_fs", "400K")  # two tiny-3L checkpoints, not three
     if mount is None:
       return "skipped: cannot mount a small tmpfs (needs root)", None
     try:
       workdir = os.path.join(mount, "run")
       result = _run(_cmd(workdir, self.data_dir))
       lines = _error_lines(result)
-      stopped = (result.returncode == 2 and len(lines) == 1
-                 and lines[0].startswith("train.py: error: disk full"))
+      stopped = (
+          result.returncode == 2
+          and len(lines) == 1
+          and lines[0].startswith("train.py: error: disk full")
+      )
       self._remount(mount, "size=20M")
       ok = stopped and self._resume_ok(workdir)
       return f"exit {result.returncode}: {lines[-1][:60] if lines else ''}; resumed", ok
@@ -285,12 +340,29 @@ class Replay:
     return self._bad("--config.model.temperature=inf")
 
 
-FAULTS = ("sigkill_mid_run", "sigint", "nan_after_async_save", "failing_final_eval",
-          "changed_virtual_batch", "missing_run_json_foreign_config", "garbage_run_json",
-          "damaged_newest_checkpoint", "empty_data_metadata", "eval_on_damaged_newest",
-          "two_processes_one_workdir", "read_only_workdir", "disk_full")
-BAD_INPUTS = ("misspelled_key", "model_kwargs_foo", "batch_size_zero",
-              "batch_not_divisible_by_devices", "unknown_dataset", "infinite_temperature")
+FAULTS = (
+    "sigkill_mid_run",
+    "sigint",
+    "nan_after_async_save",
+    "failing_final_eval",
+    "changed_virtual_batch",
+    "missing_run_json_foreign_config",
+    "garbage_run_json",
+    "damaged_newest_checkpoint",
+    "empty_data_metadata",
+    "eval_on_damaged_newest",
+    "two_processes_one_workdir",
+    "read_only_workdir",
+    "disk_full",
+)
+BAD_INPUTS = (
+    "misspelled_key",
+    "model_kwargs_foo",
+    "batch_size_zero",
+    "batch_not_divisible_by_devices",
+    "unknown_dataset",
+    "infinite_temperature",
+)
 
 
 def main() -> None:
@@ -313,8 +385,11 @@ def main() -> None:
         verdict = "skipped" if ok is None else ("yes" if ok else "NO")
         totals[kind][0 if ok else (2 if ok is None else 1)] += 1
         rows.append((name, outcome.replace("\n", " "), verdict, time.time() - start))
-        print(f"{name:34s} | {outcome.replace(chr(10), ' ')[:90]:90s} | {verdict} "
-              f"({rows[-1][3]:.0f} s)", flush=True)
+        print(
+            f"{name:34s} | {outcome.replace(chr(10), ' ')[:90]:90s} | {verdict} "
+            f"({rows[-1][3]:.0f} s)",
+            flush=True,
+        )
     print()
     for kind, (ok, bad, skipped) in totals.items():
       label = "nothing lost" if kind == "faults" else "clear one-line error"

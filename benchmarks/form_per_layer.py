@@ -24,6 +24,7 @@ from codajax.nn import dau
 
 def layer_step(form: str, stride: int, padding: int | None):
   """``(params, x) -> (grads, dx)`` of ``sum(dau_conv(params, x)²)`` in ``form``."""
+
   def loss(params, x):
     out = dau.dau_conv(params, x, stride=stride, padding=padding, form=form)
     return jnp.sum(jnp.square(out))
@@ -59,8 +60,14 @@ def main() -> None:
     key, k_params, k_x = jax.random.split(key, 3)
     params = dau.init_dau_params(k_params, channels, spec.features, spec.rank, spec.kernel_size)
     x = jax.random.uniform(k_x, (args.batch, size, size, channels))
-    record = {"layer": index, "in": [size, size, channels], "features": spec.features,
-              "rank": spec.rank, "k": spec.kernel_size, "patch": channels * spec.kernel_size**2}
+    record = {
+        "layer": index,
+        "in": [size, size, channels],
+        "features": spec.features,
+        "rank": spec.rank,
+        "k": spec.kernel_size,
+        "patch": channels * spec.kernel_size**2,
+    }
     for form in ("implicit", "explicit"):
       step = layer_step(form, spec.stride, spec.padding)
       flops, bytes_ = cost(step.lower(params, x).compile())
@@ -75,11 +82,18 @@ def main() -> None:
     if args.time_steps:
       record["faster"] = min(("implicit", "explicit"), key=lambda f: record[f"{f}_ms"])
     print(json.dumps(record), flush=True)
-    size = dau.output_size(size, spec.kernel_size, spec.stride, dau.resolve_padding(
-        spec.padding, spec.kernel_size))
+    size = dau.output_size(
+        size, spec.kernel_size, spec.stride, dau.resolve_padding(spec.padding, spec.kernel_size)
+    )
     channels = spec.features
-  print(json.dumps({"total_gflop": {f: round(v[0] / 1e9, 3) for f, v in totals.items()},
-                    "total_ms": {f: round(1e3 * v[1], 1) for f, v in totals.items()}}))
+  print(
+      json.dumps(
+          {
+              "total_gflop": {f: round(v[0] / 1e9, 3) for f, v in totals.items()},
+              "total_ms": {f: round(1e3 * v[1], 1) for f, v in totals.items()},
+          }
+      )
+  )
 
 
 if __name__ == "__main__":

@@ -36,13 +36,17 @@ def write_cifar_archive(directory: str, num_train: int, num_test: int, seed: int
   """Writes ``cifar-10-python.tar.gz`` of random images in the official python pickle format."""
   rng = np.random.default_rng(seed)
   split = lambda n: (rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, n))  # noqa: E731
-  cifar10.write_archive(os.path.join(directory, cifar10.ARCHIVE_NAME), split(num_train), split(num_test))
+  cifar10.write_archive(
+      os.path.join(directory, cifar10.ARCHIVE_NAME), split(num_train), split(num_test)
+  )
 
 
 def photo_like_jpeg(rng: np.random.Generator, width: int, height: int) -> bytes:
   """A JPEG (quality 90) of smooth colour blobs plus mild noise, sized like an ImageNet photo."""
   coarse = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
-  image = np.asarray(Image.fromarray(coarse).resize((width, height), Image.Resampling.BICUBIC), np.int16)
+  image = np.asarray(
+      Image.fromarray(coarse).resize((width, height), Image.Resampling.BICUBIC), np.int16
+  )
   image = np.clip(image + rng.integers(-12, 13, image.shape), 0, 255).astype(np.uint8)
   buffer = io.BytesIO()
   Image.fromarray(image).save(buffer, format="JPEG", quality=90)
@@ -75,15 +79,22 @@ def measure(loader, seconds: float, warmup_batches: int) -> dict[str, float]:
     if time.perf_counter() - wall >= seconds:
       break
   wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-  return {"images_per_s": round(images / wall, 1), "main_process_cpu_us_per_image": round(cpu / images * 1e6, 1),
-          "batches": batches}
+  return {
+      "images_per_s": round(images / wall, 1),
+      "main_process_cpu_us_per_image": round(cpu / images * 1e6, 1),
+      "batches": batches,
+  }
 
 
 def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(
+      description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
   parser.add_argument("--seconds", type=float, default=8.0)
-  parser.add_argument("--cifar_manual_dir", default=None, help="folder with the real cifar-10-python.tar.gz")
+  parser.add_argument(
+      "--cifar_manual_dir", default=None, help="folder with the real cifar-10-python.tar.gz"
+  )
   parser.add_argument("--cifar_batch", type=int, default=256)
   parser.add_argument("--imagenet_batch", type=int, default=32)
   parser.add_argument("--imagenet_images", type=int, default=2000, help="generated training JPEGs")
@@ -98,26 +109,59 @@ def main() -> None:
       write_cifar_archive(cifar_dir, num_train=50000, num_test=10000)
     start = time.perf_counter()
     prepare_dataset("cifar10", data_dir=data_dir, manual_dir=cifar_dir)
-    print(json.dumps({"prepare": "cifar10", "seconds": round(time.perf_counter() - start, 2)}), flush=True)
+    print(
+        json.dumps({"prepare": "cifar10", "seconds": round(time.perf_counter() - start, 2)}),
+        flush=True,
+    )
 
     imagenet_dir = os.path.join(tmp, "imagenet")
     start = time.perf_counter()
     write_image_folder(imagenet_dir, num_classes=10, per_class=args.imagenet_images // 10)
     prepare_dataset("imagenet_folder", data_dir=data_dir, manual_dir=imagenet_dir)
-    print(json.dumps({"prepare": "imagenet_folder", "seconds": round(time.perf_counter() - start, 2)}), flush=True)
+    print(
+        json.dumps(
+            {"prepare": "imagenet_folder", "seconds": round(time.perf_counter() - start, 2)}
+        ),
+        flush=True,
+    )
 
-    cases = [("cifar10", "cifar10", args.cifar_batch), ("imagenet", "imagenet_folder", args.imagenet_batch)]
+    cases = [
+        ("cifar10", "cifar10", args.cifar_batch),
+        ("imagenet", "imagenet_folder", args.imagenet_batch),
+    ]
     for size, name, batch in cases:
       for mode in ("train", "eval"):
         for workers in args.workers:
-          common = dict(global_batch_size=batch, data_dir=data_dir, worker_count=workers, process_index=0,
-                        process_count=1, split="train")
+          common = dict(
+              global_batch_size=batch,
+              data_dir=data_dir,
+              worker_count=workers,
+              process_index=0,
+              process_count=1,
+              split="train",
+          )
           # eval reads the (larger) train split so that one pass outlasts the measurement.
-          loader = (train_loader(name, seed=0, **common) if mode == "train" else eval_loader(name, **common))
+          loader = (
+              train_loader(name, seed=0, **common)
+              if mode == "train"
+              else eval_loader(name, **common)
+          )
           with loader:
             result = measure(loader, args.seconds, warmup_batches=3)
-          print(json.dumps({"size": size, "mode": mode, "batch": batch, "worker_count": workers, **result,
-                            "cpus": os.cpu_count(), "load_avg_1min": os.getloadavg()[0]}), flush=True)
+          print(
+              json.dumps(
+                  {
+                      "size": size,
+                      "mode": mode,
+                      "batch": batch,
+                      "worker_count": workers,
+                      **result,
+                      "cpus": os.cpu_count(),
+                      "load_avg_1min": os.getloadavg()[0],
+                  }
+              ),
+              flush=True,
+          )
 
 
 if __name__ == "__main__":

@@ -38,7 +38,8 @@ def old_logits_and_l1(model, params, images, labels, key):
   inputs = model.apply(variables, images, method="explanation_inputs")
   evidence, vjp = jax.vjp(
       lambda h: model.apply(variables, h, 0, False, False, inputs, method="forward_from"),
-      jax.lax.stop_gradient(inputs[0]))
+      jax.lax.stop_gradient(inputs[0]),
+  )
   one_hots = jax.nn.one_hot(classes.T, evidence.shape[-1], dtype=evidence.dtype)
   rows = jax.vmap(lambda c: vjp(c)[0])(one_hots)
   return logits, jnp.mean(jnp.abs(rows))
@@ -53,7 +54,8 @@ def make_step(model, tx, kind):
     else:
       logits, penalty = logits_and_dynamic_matrix_l1(model, params, images, labels, key)
     bce = optax.sigmoid_binary_cross_entropy(
-        logits, jax.nn.one_hot(labels, logits.shape[-1])).mean()
+        logits, jax.nn.one_hot(labels, logits.shape[-1])
+    ).mean()
     return bce + WEIGHT * penalty
 
   @jax.jit
@@ -82,14 +84,25 @@ def main():
     tx = optax.adam(1e-3)
     times = {}
     for kind in ("plain", "old", "new"):
-      timing = compile_and_time(make_step(model, tx, kind), (params, tx.init(params)), images,
-                                labels, jax.random.key(3), steps=args.steps)
+      timing = compile_and_time(
+          make_step(model, tx, kind),
+          (params, tx.init(params)),
+          images,
+          labels,
+          jax.random.key(3),
+          steps=args.steps,
+      )
       times[kind] = timing["step_s"]
       emit(throughput_record(f"{arch}/train_step/{kind}", args.batch, timing, kind=kind))
-    emit({"name": f"{arch}/train_step/ratios", "batch": args.batch,
-          "old_over_plain": round(times["old"] / times["plain"], 3),
-          "new_over_plain": round(times["new"] / times["plain"], 3),
-          "old_over_new": round(times["old"] / times["new"], 3)})
+    emit(
+        {
+            "name": f"{arch}/train_step/ratios",
+            "batch": args.batch,
+            "old_over_plain": round(times["old"] / times["plain"], 3),
+            "new_over_plain": round(times["new"] / times["plain"], 3),
+            "old_over_new": round(times["old"] / times["new"], 3),
+        }
+    )
 
 
 if __name__ == "__main__":

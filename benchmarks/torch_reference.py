@@ -36,32 +36,35 @@ from dau_forms import make_train_step
 class _WeightMod(torch.nn.Module):
   """``weighting_f = [B conv (no bias), A 1x1 conv (bias beta)]``, as the reference names them."""
 
-  def __init__(self, channels: int, features: int, rank: int, kernel: int, stride: int,
-               padding: int):
+  def __init__(
+      self, channels: int, features: int, rank: int, kernel: int, stride: int, padding: int
+  ):
     super().__init__()
     self.weighting_f = torch.nn.Sequential(
         torch.nn.Conv2d(channels, rank, kernel, stride, padding, bias=False),
-        torch.nn.Conv2d(rank, channels * kernel * kernel * features, 1))
+        torch.nn.Conv2d(rank, channels * kernel * kernel * features, 1),
+    )
 
 
 class ReferenceDAUConv(torch.nn.Module):
   """One CoDA layer computed the reference's way: (B, C, H, W) -> (B, D, H', W')."""
 
-  def __init__(self, channels: int, features: int, rank: int, kernel: int, stride: int,
-               padding: int):
+  def __init__(
+      self, channels: int, features: int, rank: int, kernel: int, stride: int, padding: int
+  ):
     super().__init__()
     self.features, self.kernel, self.stride, self.padding = features, kernel, stride, padding
     self.weight_mod = _WeightMod(channels, features, rank, kernel, stride, padding)
 
   def forward(self, a: torch.Tensor) -> torch.Tensor:
-    v = self.weight_mod.weighting_f(a)                               # (B, P·D, H', W')
+    v = self.weight_mod.weighting_f(a)  # (B, P·D, H', W')
     batch, _, height, width = v.shape
-    w = v.view(batch, -1, self.features, height, width)              # q = p·D + d
+    w = v.view(batch, -1, self.features, height, width)  # q = p·D + d
     patches = F.unfold(a, self.kernel, padding=self.padding, stride=self.stride)
-    patches = patches.view(batch, -1, 1, height, width)              # (B, P, 1, H', W')
+    patches = patches.view(batch, -1, 1, height, width)  # (B, P, 1, H', W')
     u = (patches * w).sum(1)
     norm_sq = (w * w).sum(1)
-    return u * norm_sq.sqrt() / (1 + norm_sq)                        # u / ((1 + n²) / n)
+    return u * norm_sq.sqrt() / (1 + norm_sq)  # u / ((1 + n²) / n)
 
 
 class ReferenceCoDANet(torch.nn.Module):
@@ -72,8 +75,11 @@ class ReferenceCoDANet(torch.nn.Module):
     spec = ARCHITECTURES[arch]
     channels, layers = 2 * spec.image_channels, []
     for layer in spec.layers:
-      layers.append(ReferenceDAUConv(channels, layer.features, layer.rank, layer.kernel_size,
-                                     layer.stride, layer.padding))
+      layers.append(
+          ReferenceDAUConv(
+              channels, layer.features, layer.rank, layer.kernel_size, layer.stride, layer.padding
+          )
+      )
       channels = layer.features
     self.layers = torch.nn.Sequential(*layers)
     self.temperature = spec.temperature
@@ -84,8 +90,9 @@ class ReferenceCoDANet(torch.nn.Module):
     return out.sum((2, 3)) / self.temperature + DEFAULT_LOGIT_BIAS
 
 
-def time_reference(model: ReferenceCoDANet, images: torch.Tensor, labels: torch.Tensor,
-                   steps: int, warmup: int = 1) -> float:
+def time_reference(
+    model: ReferenceCoDANet, images: torch.Tensor, labels: torch.Tensor, steps: int, warmup: int = 1
+) -> float:
   """Median seconds of one Adam step of the BCE loss (the reference's training step)."""
   optimizer = torch.optim.Adam(model.parameters(), lr=2.5e-4)
   targets = F.one_hot(labels, model.num_classes).float()
@@ -128,24 +135,42 @@ def main():
     codajax_logits = np.asarray(model.apply({"params": params}, jnp.asarray(images)))
     # Logits are b + evidence with |evidence| << |b| at initialisation: compare the evidence.
     evidence = reference_logits - DEFAULT_LOGIT_BIAS
-    parity = float(np.abs(evidence - (codajax_logits - DEFAULT_LOGIT_BIAS)).max()
-                   / np.abs(evidence).max())
+    parity = float(
+        np.abs(evidence - (codajax_logits - DEFAULT_LOGIT_BIAS)).max() / np.abs(evidence).max()
+    )
 
-    reference_s = time_reference(reference, images_t, torch.from_numpy(labels).to(device),
-                                 args.steps)
-    emit({"name": f"{args.arch}/train/reference_pytorch", "batch": batch,
-          "img_per_s": round(batch / reference_s, 3), "step_ms": round(1e3 * reference_s, 1),
-          "torch": torch.__version__, "torch_device": str(device),
-          "torch_threads": torch.get_num_threads()})
+    reference_s = time_reference(
+        reference, images_t, torch.from_numpy(labels).to(device), args.steps
+    )
+    emit(
+        {
+            "name": f"{args.arch}/train/reference_pytorch",
+            "batch": batch,
+            "img_per_s": round(batch / reference_s, 3),
+            "step_ms": round(1e3 * reference_s, 1),
+            "torch": torch.__version__,
+            "torch_device": str(device),
+            "torch_threads": torch.get_num_threads(),
+        }
+    )
     tx = optax.adam(2.5e-4)
-    timing = compile_and_time(make_train_step(model, tx),
-                              (jax.tree.map(jnp.array, params), tx.init(params)),
-                              jnp.asarray(images), jnp.asarray(labels), steps=args.steps)
+    timing = compile_and_time(
+        make_train_step(model, tx),
+        (jax.tree.map(jnp.array, params), tx.init(params)),
+        jnp.asarray(images),
+        jnp.asarray(labels),
+        steps=args.steps,
+    )
     record = throughput_record(f"{args.arch}/train/codajax_implicit", batch, timing)
     emit(record)
-    emit({"name": f"{args.arch}/train/codajax_over_reference_pytorch", "batch": batch,
-          "ratio": round(record["img_per_s"] * reference_s / batch, 2),
-          "evidence_max_relative_difference": parity})
+    emit(
+        {
+            "name": f"{args.arch}/train/codajax_over_reference_pytorch",
+            "batch": batch,
+            "ratio": round(record["img_per_s"] * reference_s / batch, 2),
+            "evidence_max_relative_difference": parity,
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -12,10 +12,16 @@ _COORDINATOR_ENV = "JAX_COORDINATOR_ADDRESS"
 def define_multihost_flags() -> None:
   """Defines ``--multihost``, ``--coordinator_address``, ``--num_processes``,
   ``--process_id`` and ``--init_timeout`` (defaults from the ``JAX_*`` environment)."""
-  flags.DEFINE_bool("multihost", bool(os.environ.get(_COORDINATOR_ENV)),
-                    "Join a multi-host run via jax.distributed.initialize.")
-  flags.DEFINE_string("coordinator_address", os.environ.get(_COORDINATOR_ENV),
-                      "host:port of process 0 (auto-detected on TPU pods and SLURM).")
+  flags.DEFINE_bool(
+      "multihost",
+      bool(os.environ.get(_COORDINATOR_ENV)),
+      "Join a multi-host run via jax.distributed.initialize.",
+  )
+  flags.DEFINE_string(
+      "coordinator_address",
+      os.environ.get(_COORDINATOR_ENV),
+      "host:port of process 0 (auto-detected on TPU pods and SLURM).",
+  )
   flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host).")
   flags.DEFINE_integer("process_id", None, "This process's index (multi-host).")
   flags.DEFINE_integer("init_timeout", 120, "Seconds to wait for every process to join.")
@@ -35,6 +41,9 @@ def join_multihost_run(values: flags.FlagValues) -> None:
     return
   from codajax.train.parallel import initialize_distributed
 
-  initialize_distributed(values.coordinator_address,
-                         _flag_or_env(values.num_processes, "JAX_NUM_PROCESSES"),
-                         _flag_or_env(values.process_id, "JAX_PROCESS_ID"), values.init_timeout)
+  initialize_distributed(
+      values.coordinator_address,
+      _flag_or_env(values.num_processes, "JAX_NUM_PROCESSES"),
+      _flag_or_env(values.process_id, "JAX_PROCESS_ID"),
+      values.init_timeout,
+  )

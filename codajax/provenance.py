@@ -16,8 +16,9 @@ def git_commit(path: str | os.PathLike[str] | None = None) -> str | None:
   when tracked files have uncommitted changes; None outside a repository or without git."""
   where = os.fspath(path) if path is not None else os.path.dirname(os.path.abspath(__file__))
   try:
-    run = lambda *args: subprocess.run(["git", "-C", where, *args], capture_output=True, text=True,
-                                       timeout=10, check=True).stdout.strip()
+    run = lambda *args: subprocess.run(
+        ["git", "-C", where, *args], capture_output=True, text=True, timeout=10, check=True
+    ).stdout.strip()
     commit = run("rev-parse", "HEAD")
     dirty = run("status", "--porcelain", "--untracked-files=no")
   except (OSError, subprocess.SubprocessError):
@@ -36,9 +37,14 @@ def provenance() -> dict[str, Any]:
 
   devices = jax.devices()
   return {
-      "codajax": codajax.__version__, "jax": jax.__version__, "jaxlib": jaxlib.__version__,
-      "flax": flax.__version__, "git_commit": git_commit(),
+      "codajax": codajax.__version__,
+      "jax": jax.__version__,
+      "jaxlib": jaxlib.__version__,
+      "flax": flax.__version__,
+      "git_commit": git_commit(),
       "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-      "device_kind": devices[0].device_kind, "device_count": len(devices),
-      "process_count": jax.process_count(), "platform": devices[0].platform,
+      "device_kind": devices[0].device_kind,
+      "device_count": len(devices),
+      "process_count": jax.process_count(),
+      "platform": devices[0].platform,
   }

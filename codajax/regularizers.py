@@ -66,7 +66,8 @@ def _check_model(model: Any) -> None:
   if not (isinstance(model, ExplainableModel) and hasattr(model, "forward_and_inputs")):
     raise TypeError(
         f"dynamic-matrix regularisation needs a CoDANet or a HybridNet (a Linen "
-        f"ExplainableModel with forward_and_inputs), got {type(model).__name__}.")
+        f"ExplainableModel with forward_and_inputs), got {type(model).__name__}."
+    )
 
 
 def regularised_classes(labels: Array, num_classes: int, key: Array, num_other: int = 1) -> Array:
@@ -84,12 +85,14 @@ def regularised_classes(labels: Array, num_classes: int, key: Array, num_other: 
   """
   if not 0 <= num_other <= num_classes - 1:
     raise ValueError(
-        f"num_other must be in 0..{num_classes - 1} for {num_classes} classes, got {num_other}.")
+        f"num_other must be in 0..{num_classes - 1} for {num_classes} classes, got {num_other}."
+    )
   labels = jnp.asarray(labels)
   if labels.ndim != 1 or not jnp.issubdtype(labels.dtype, jnp.integer):
     raise ValueError(
         f"labels must be integer class indices of shape (N,), got {labels.dtype} "
-        f"{tuple(labels.shape)}.")
+        f"{tuple(labels.shape)}."
+    )
   labels = labels.astype(jnp.int32)
   noise = jax.random.uniform(key, (labels.shape[0], num_classes - 1))
   offsets = 1 + jnp.argsort(noise, axis=1)[:, :num_other]
@@ -131,7 +134,8 @@ def logits_and_dynamic_map(
   if classes.ndim != 2 or classes.shape[0] != images.shape[0]:
     raise ValueError(
         f"classes must have shape (N, n) with N = {images.shape[0]} images, got "
-        f"{tuple(classes.shape)}.")
+        f"{tuple(classes.shape)}."
+    )
   count = model.num_explainable_layers
   if not 0 <= layer < count:
     raise ValueError(f"layer must be in 0..{count - 1}, got {layer}.")
@@ -146,7 +150,7 @@ def logits_and_dynamic_map(
 
   transpose = jax.linear_transpose(evidence, inputs[layer])
   one_hots = jax.nn.one_hot(classes.T, logits.shape[-1], dtype=logits.dtype)  # (n, N, K)
-  rows = jax.vmap(lambda cotangent: transpose(cotangent)[0])(one_hots)         # (n, N, ...)
+  rows = jax.vmap(lambda cotangent: transpose(cotangent)[0])(one_hots)  # (n, N, ...)
   return logits, jnp.moveaxis(rows, 0, 1)
 
 
@@ -189,8 +193,7 @@ def logits_and_dynamic_matrix_l1(
   """
   _check_model(model)
   classes = regularised_classes(labels, model.num_classes, key, num_other)
-  logits, rows = logits_and_dynamic_map(model, params_or_variables, images, classes,
-                                        layer=layer)
+  logits, rows = logits_and_dynamic_map(model, params_or_variables, images, classes, layer=layer)
   return logits, jnp.mean(jnp.abs(rows.astype(jnp.float32)))
 
 
@@ -225,5 +228,6 @@ def dynamic_matrix_l1(
   Returns:
     A float32 scalar.
   """
-  return logits_and_dynamic_matrix_l1(model, params_or_variables, images, labels, key,
-                                      num_other=num_other, layer=layer)[1]
+  return logits_and_dynamic_matrix_l1(
+      model, params_or_variables, images, labels, key, num_other=num_other, layer=layer
+  )[1]

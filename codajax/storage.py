@@ -109,7 +109,7 @@ def write_atomic(p: PathLike, content: str | bytes) -> None:
   temporary = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.tmp"
   try:
     temporary.write_bytes(data)
-    os.replace(temporary, target)   # atomic on POSIX (epath's replace adds no guarantee)
+    os.replace(temporary, target)  # atomic on POSIX (epath's replace adds no guarantee)
   finally:
     if temporary.exists():
       temporary.unlink()
@@ -130,8 +130,11 @@ def files_under(p: PathLike) -> dict[str, int]:
     fs, root = fsspec.core.url_to_fs(where)
     found = fs.find(root, detail=True)
     prefix = root.rstrip("/") + "/"
-    return {name[len(prefix):]: int(info["size"]) for name, info in found.items()
-            if info.get("type") != "directory" and name.startswith(prefix)}
+    return {
+        name[len(prefix) :]: int(info["size"])
+        for name, info in found.items()
+        if info.get("type") != "directory" and name.startswith(prefix)
+    }
   sizes = {}
   for folder, _, names in os.walk(where):
     for name in names:
@@ -219,7 +222,7 @@ def _file_lock(lock_path: epath.Path) -> Iterator[None]:
   """``flock`` on a local file: released by the kernel when the process ends (even SIGKILL)."""
   import fcntl
 
-  handle = open(lock_path, "a+")   # noqa: SIM115  (a local lock file; see module doc)
+  handle = open(lock_path, "a+")  # noqa: SIM115  (a local lock file; see module doc)
   try:
     try:
       fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -293,21 +296,30 @@ class ObjectLease:
           if age < self.ttl_s / 2:
             raise LockHeld(f"process {_holder(blob)}; lease {self.uri} renewed {age:.0f} s ago")
           if age < self.ttl_s:
-            logging.warning("Lease %s was last renewed %.0f s ago; its owner looks dead. Waiting "
-                            "%.0f s before taking it over.", self.uri, age, self.ttl_s - age)
+            logging.warning(
+                "Lease %s was last renewed %.0f s ago; its owner looks dead. Waiting "
+                "%.0f s before taking it over.",
+                self.uri,
+                age,
+                self.ttl_s - age,
+            )
             time.sleep(self.ttl_s - age)
             continue
           holder = _holder(blob)
           target = self._bucket.blob(self._name)
           target.upload_from_string(self._record(), if_generation_match=blob.generation)
-          print(f"codajax: took over the abandoned lease {self.uri} (held by {holder}, "
-                f"not renewed for {age:.0f} s).", flush=True)
+          print(
+              f"codajax: took over the abandoned lease {self.uri} (held by {holder}, "
+              f"not renewed for {age:.0f} s).",
+              flush=True,
+          )
       except exceptions.PreconditionFailed:
-        continue   # another process created or took it in between: look again
+        continue  # another process created or took it in between: look again
       self._generation = target.generation
       break
-    self._thread = threading.Thread(target=self._renew_loop, daemon=True,
-                                    name="codajax-lease-renewal")
+    self._thread = threading.Thread(
+        target=self._renew_loop, daemon=True, name="codajax-lease-renewal"
+    )
     self._thread.start()
 
   def _renew_loop(self) -> None:
@@ -355,14 +367,16 @@ def workdir_lock(workdir: PathLike, name: str) -> Iterator[None]:
   makedirs(where)
   if is_remote(where):
     if not os.fspath(where).startswith("gs://"):
-      raise ValueError(f"Work directories on {os.fspath(where).split('://')[0]}:// are not "
-                       "supported (local paths and gs:// are).")
+      raise ValueError(
+          f"Work directories on {os.fspath(where).split('://')[0]}:// are not "
+          "supported (local paths and gs:// are)."
+      )
     from google.api_core import exceptions
 
     lease = ObjectLease(os.fspath(where / name), lease_ttl_s())
     try:
       lease.acquire()
-    except exceptions.GoogleAPICallError as error:   # e.g. 403: no write permission
+    except exceptions.GoogleAPICallError as error:  # e.g. 403: no write permission
       raise OSError(f"{type(error).__name__}: {error}") from error
     try:
       yield

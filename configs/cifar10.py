@@ -55,8 +55,10 @@ def get_config(arg: str | None = None):
       config.model.name = f"9L-S-{token}"
       name = f"9L-S-CoDA-SQ-{token}"
     elif token != "smoke":
-      raise ValueError(f"Unknown cifar10 config argument {token!r}; use a temperature "
-                       f"{TEMPERATURES}, 'l2', one of {RANKS}, and/or 'smoke'.")
+      raise ValueError(
+          f"Unknown cifar10 config argument {token!r}; use a temperature "
+          f"{TEMPERATURES}, 'l2', one of {RANKS}, and/or 'smoke'."
+      )
   config.name = f"cifar10_{name}"
   if "smoke" in tokens:
     apply_smoke(config, steps=2, batch_size=8, eval_batch_size=64, model="tiny-3L")

@@ -31,8 +31,9 @@ def get_config(arg: str | None = None):
   try:
     weight = float(text)
   except ValueError:
-    raise ValueError(f"cifar10_lambda: λ must be a number >= 0 (the paper's: {PAPER_LAMBDAS}), "
-                     f"got {text!r}.") from None
+    raise ValueError(
+        f"cifar10_lambda: λ must be a number >= 0 (the paper's: {PAPER_LAMBDAS}), " f"got {text!r}."
+    ) from None
   if weight < 0:
     raise ValueError(f"cifar10_lambda: λ must be >= 0, got {weight}.")
 

@@ -28,11 +28,12 @@ def get_config(arg: str | None = None):
   config.num_epochs = 2
   config.optimizer.schedule = "warmup_cosine"
   config.optimizer.peak_learning_rate = 1e-3
-  config.optimizer.warmup_epochs = 0   # one warm-up step, then cosine from the peak
+  config.optimizer.warmup_epochs = 0  # one warm-up step, then cosine from the peak
   config.eval_every_epochs = 1
   config.checkpoint_every_steps = 500
   if "smoke" in tokens:
     config.dataset = "shapes/train256_test64_seed0_light"
-    apply_smoke(config, steps=4, batch_size=8, eval_batch_size=64, model="tiny-3L",
-                temperature=10.0)
+    apply_smoke(
+        config, steps=4, batch_size=8, eval_batch_size=64, model="tiny-3L", temperature=10.0
+    )
   return config

@@ -41,6 +41,7 @@ def get_config(arg: str | None = None):
     config.dataset = "shapes/train256_test64_seed0"
     config.model.kwargs.backbone_widths = (4, 8, 8)
     config.model.kwargs.coda_layers = (
-        ((8, 4, 3, 2, 1), (10, 4, 1, 1, 0)) if stage < 2 else ((8, 4, 3, 1, 1), (10, 4, 1, 1, 0)))
+        ((8, 4, 3, 2, 1), (10, 4, 1, 1, 0)) if stage < 2 else ((8, 4, 3, 1, 1), (10, 4, 1, 1, 0))
+    )
     apply_smoke(config, steps=4, batch_size=8, eval_batch_size=64, temperature=10.0)
   return config

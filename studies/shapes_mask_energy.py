@@ -48,7 +48,9 @@ def main() -> None:
   parser.add_argument("runs", nargs="+")
   parser.add_argument("--n", type=int, default=128)
   args = parser.parse_args()
-  print("| run | method | mask energy, mask +0 px | +1 px | +2 px | Ours: outside mass in x / 1 − x |")
+  print(
+      "| run | method | mask energy, mask +0 px | +1 px | +2 px | Ours: outside mass in x / 1 − x |"
+  )
   print("|---|---|---|---|---|---|")
   for workdir in args.runs:
     run = restore(workdir)
@@ -59,7 +61,7 @@ def main() -> None:
     info = inspect_model(run.model, variables, images.shape[1:])
     for method, settings in (("Ours", None), ("IxG", None), ("IntGrad", {"n_steps": 10})):
       fn = jax.jit(attribution_function(run.model, info, method, settings=settings))
-      maps = np.asarray(fn(variables, images, labels))          # (N, H, W, C')
+      maps = np.asarray(fn(variables, images, labels))  # (N, H, W, C')
       summed = maps.sum(axis=-1)
       scores = [energy(summed, grown(masks, p)) for p in (0, 1, 2)]
       split = ""
@@ -70,8 +72,12 @@ def main() -> None:
         channels = maps.shape[-1] // 2
         direct, inverse = share[..., :channels].sum(), share[..., channels:].sum()
         split = f"{direct / positive.sum():.2f} / {inverse / positive.sum():.2f}"
-      print(f"| {os.path.basename(workdir.rstrip('/'))} | {method} | "
-            + " | ".join(f"{s:.3f}" for s in scores) + f" | {split} |", flush=True)
+      print(
+          f"| {os.path.basename(workdir.rstrip('/'))} | {method} | "
+          + " | ".join(f"{s:.3f}" for s in scores)
+          + f" | {split} |",
+          flush=True,
+      )
 
 
 if __name__ == "__main__":

@@ -55,8 +55,11 @@ def main(argv=None) -> dict:
   extra = {} if args.logit_bias is None else {"logit_bias": args.logit_bias}
   model = get_model(args.model, temperature=args.temperature, **extra)
   params = model.init(jax.random.PRNGKey(args.seed), x_train[:1])
-  schedule = (optax.linear_schedule(0.0, args.lr, args.warmup) if args.warmup
-              else optax.constant_schedule(args.lr))
+  schedule = (
+      optax.linear_schedule(0.0, args.lr, args.warmup)
+      if args.warmup
+      else optax.constant_schedule(args.lr)
+  )
   if args.warmup:
     schedule = optax.join_schedules([schedule, optax.constant_schedule(args.lr)], [args.warmup])
   tx = optax.adam(schedule)
@@ -77,8 +80,12 @@ def main(argv=None) -> dict:
     return jnp.argmax(model.apply(p, x), -1)
 
   def accuracy(p, x, y):
-    return float(np.mean(np.concatenate([np.asarray(predict(p, x[i:i + 250])) for i in range(0, len(x), 250)])
-                         == y))
+    return float(
+        np.mean(
+            np.concatenate([np.asarray(predict(p, x[i : i + 250])) for i in range(0, len(x), 250)])
+            == y
+        )
+    )
 
   rng = np.random.default_rng(args.seed)
   curve, losses, accs = [], [], []
@@ -89,12 +96,21 @@ def main(argv=None) -> dict:
     losses.append(float(loss))
     accs.append(float(acc))
     if t % args.eval_every == 0 or t == args.steps:
-      point = {"step": t, "train_loss": float(np.mean(losses[-50:])), "train_acc_batch": float(np.mean(accs[-50:])),
-               "test_acc": accuracy(params, x_test, y_test), "seconds": round(time.time() - start, 1)}
+      point = {
+          "step": t,
+          "train_loss": float(np.mean(losses[-50:])),
+          "train_acc_batch": float(np.mean(accs[-50:])),
+          "test_acc": accuracy(params, x_test, y_test),
+          "seconds": round(time.time() - start, 1),
+      }
       curve.append(point)
       print(json.dumps(point), flush=True)
-  result = {"args": vars(args), "curve": curve, "final_test_acc": curve[-1]["test_acc"],
-            "wall_s": round(time.time() - start, 1)}
+  result = {
+      "args": vars(args),
+      "curve": curve,
+      "final_test_acc": curve[-1]["test_acc"],
+      "wall_s": round(time.time() - start, 1),
+  }
   print("RESULT", json.dumps(result), flush=True)
   return result
 

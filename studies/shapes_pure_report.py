@@ -32,19 +32,31 @@ def load(workdir: str) -> dict:
     report = json.load(f)
   ours = report["methods"]["Ours"]
   gt = ours.get("ground_truth", {})
-  return {"T": float(config["model"]["temperature"]), "accuracy": report["accuracy"]["top1"],
-          "localisation": ours.get("localisation", {}).get("mean"),
-          "removal": ours.get("pixel_removal", {}).get("mean"),
-          "mask_energy": gt.get("mask_energy", {}).get("mean"), "pointing": gt.get("pointing_game"),
-          "n_grids": report["protocol"]["localisation"]["n_grids"]}
+  return {
+      "T": float(config["model"]["temperature"]),
+      "accuracy": report["accuracy"]["top1"],
+      "localisation": ours.get("localisation", {}).get("mean"),
+      "removal": ours.get("pixel_removal", {}).get("mean"),
+      "mask_energy": gt.get("mask_energy", {}).get("mean"),
+      "pointing": gt.get("pointing_game"),
+      "n_grids": report["protocol"]["localisation"]["n_grids"],
+  }
 
 
 def table(name: str, rows: list[dict]) -> str:
   fmt = lambda v: "–" if v is None else f"{v:.3f}"
-  lines = [f"**{name}**", "", "| T | test acc. | Ours localisation (grids) | Ours pixel removal | "
-           "Ours mask energy | Ours pointing |", "|---|---|---|---|---|---|"]
-  lines += [f"| {r['T']:g} | {r['accuracy']:.4f} | {fmt(r['localisation'])} ({r['n_grids']}) | {fmt(r['removal'])} | "
-            f"{fmt(r['mask_energy'])} | {fmt(r['pointing'])} |" for r in rows]
+  lines = [
+      f"**{name}**",
+      "",
+      "| T | test acc. | Ours localisation (grids) | Ours pixel removal | "
+      "Ours mask energy | Ours pointing |",
+      "|---|---|---|---|---|---|",
+  ]
+  lines += [
+      f"| {r['T']:g} | {r['accuracy']:.4f} | {fmt(r['localisation'])} ({r['n_grids']}) | {fmt(r['removal'])} | "
+      f"{fmt(r['mask_energy'])} | {fmt(r['pointing'])} |"
+      for r in rows
+  ]
   return "\n".join(lines)
 
 
@@ -54,12 +66,18 @@ def main(argv=None) -> None:
   parser.add_argument("--shapes", nargs="*", default=[])
   parser.add_argument("--out", required=True, help="PNG path of the figure")
   args = parser.parse_args(argv)
-  datasets = {name: sorted((load(w) for w in dirs), key=lambda r: r["T"])
-              for name, dirs in (("digits", args.digits), ("shapes", args.shapes)) if dirs}
+  datasets = {
+      name: sorted((load(w) for w in dirs), key=lambda r: r["T"])
+      for name, dirs in (("digits", args.digits), ("shapes", args.shapes))
+      if dirs
+  }
   for name, rows in datasets.items():
     print(table(name, rows), "\n")
-  panels = [("localisation", "Ours grid localisation"), ("mask_energy", "Ours mask energy (shapes)"),
-            ("removal", "Ours pixel removal (area)")]
+  panels = [
+      ("localisation", "Ours grid localisation"),
+      ("mask_energy", "Ours mask energy (shapes)"),
+      ("removal", "Ours pixel removal (area)"),
+  ]
   fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
   for ax, (key, title) in zip(axes, panels):
     drawn = False

@@ -17,7 +17,9 @@ import sys
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # codajax from this clone
+sys.path.insert(
+    0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+)  # codajax from this clone
 
 
 def find_runs(paths: list[str]) -> Iterator[str]:
@@ -36,21 +38,25 @@ def read_run(workdir: str, eval_dir: str = "eval") -> dict[str, Any]:
   with open(os.path.join(workdir, "run.json")) as f:
     config = json.load(f)["config"]
   records = []
-  if os.path.exists(os.path.join(workdir, "metrics.jsonl")):   # absent before the first log
+  if os.path.exists(os.path.join(workdir, "metrics.jsonl")):  # absent before the first log
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
       records = [json.loads(line) for line in f if line.strip()]
   evals = [r for r in records if "eval/accuracy" in r]
-  tests = [r for r in records if "test/accuracy_final" in r]   # runs with a validation split
+  tests = [r for r in records if "test/accuracy_final" in r]  # runs with a validation split
   times = [r["time"] for r in records if "train/loss" in r]
   report_path = os.path.join(workdir, eval_dir, "report.json")
   report = None
   if os.path.exists(report_path):
     with open(report_path) as f:
       report = json.load(f)
-  return {"name": os.path.basename(os.path.normpath(workdir)), "config": config,
-          "eval": evals[-1] if evals else {}, "test_accuracy": _test_accuracy(tests, evals),
-          "train_seconds": times[-1] - times[0] if times else None,
-          "report": report}
+  return {
+      "name": os.path.basename(os.path.normpath(workdir)),
+      "config": config,
+      "eval": evals[-1] if evals else {},
+      "test_accuracy": _test_accuracy(tests, evals),
+      "train_seconds": times[-1] - times[0] if times else None,
+      "report": report,
+  }
 
 
 def _test_accuracy(tests: list[dict[str, Any]], evals: list[dict[str, Any]]) -> float | None:
@@ -68,17 +74,21 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 def _method_row(method: str, result: Mapping[str, Any], seconds: Mapping[str, float]) -> str:
   loc = result.get("localisation", {})
   gt = result.get("ground_truth", {})
-  return (f"| {method} | {_fmt(loc.get('mean'))} | {_fmt(loc.get('median'))} | "
-          f"{_fmt(result.get('pixel_removal', {}).get('mean'))} | "
-          f"{_fmt(gt.get('mask_energy', {}).get('mean'))} | {_fmt(gt.get('pointing_game'))} | "
-          f"{sum(seconds.values()):.0f} |")
+  return (
+      f"| {method} | {_fmt(loc.get('mean'))} | {_fmt(loc.get('median'))} | "
+      f"{_fmt(result.get('pixel_removal', {}).get('mean'))} | "
+      f"{_fmt(gt.get('mask_energy', {}).get('mean'))} | {_fmt(gt.get('pointing_game'))} | "
+      f"{sum(seconds.values()):.0f} |"
+  )
 
 
 def run_overview(runs: list[dict[str, Any]]) -> list[str]:
   """One row per run: stage, λ, accuracy, and the "Ours" scores."""
-  lines = ["| run | model | stage | λ | steps | test acc. | train s | Ours loc. | "
-           "Ours removal | Ours mask energy | Ours pointing | mask area | eval s |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+  lines = [
+      "| run | model | stage | λ | steps | test acc. | train s | Ours loc. | "
+      "Ours removal | Ours mask energy | Ours pointing | mask area | eval s |",
+      "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+  ]
   for run in runs:
     config, report = run["config"], run["report"]
     ours = (report or {}).get("methods", {}).get("Ours", {})
@@ -92,7 +102,8 @@ def run_overview(runs: list[dict[str, Any]]) -> list[str]:
         f"{_fmt(ours.get('pixel_removal', {}).get('mean'))} | "
         f"{_fmt(gt.get('mask_energy', {}).get('mean'))} | {_fmt(gt.get('pointing_game'))} | "
         f"{_fmt(protocol.get('ground_truth', {}).get('mask_fraction'))} | "
-        f"{_fmt((report or {}).get('timings_s', {}).get('total'), 0)} |")
+        f"{_fmt((report or {}).get('timings_s', {}).get('total'), 0)} |"
+    )
   return lines
 
 
@@ -100,12 +111,17 @@ def _changed_settings(report: Mapping[str, Any]) -> str:
   """The post-hoc settings of ``report`` that differ from the presets, as text."""
   from codajax.attribution import METHODS
 
-  changed = [f"{method}.{key}={value!r}"
-             for method, settings in report["protocol"].get("method_settings", {}).items()
-             for key, value in settings.items()
-             if method in METHODS and METHODS[method].settings.get(key, object()) != value]
-  return "settings changed from the presets: " + ", ".join(changed) if changed else \
-      "the presets' settings"
+  changed = [
+      f"{method}.{key}={value!r}"
+      for method, settings in report["protocol"].get("method_settings", {}).items()
+      for key, value in settings.items()
+      if method in METHODS and METHODS[method].settings.get(key, object()) != value
+  ]
+  return (
+      "settings changed from the presets: " + ", ".join(changed)
+      if changed
+      else "the presets' settings"
+  )
 
 
 def method_tables(runs: list[dict[str, Any]]) -> list[str]:
@@ -117,13 +133,18 @@ def method_tables(runs: list[dict[str, Any]]) -> list[str]:
       continue
     loc = report["protocol"]["localisation"]
     removal = report["protocol"]["pixel_removal"]
-    lines += ["", f"### {run['name']}: {report['model']} on {report['dataset']}, step "
-              f"{report['checkpoint']['step']}, top-1 {report['accuracy']['top1']:.4f}",
-              "", f"{loc['n_grids']} grids of {loc['grid']}×{loc['grid']} (uniform map: "
-              f"{loc['uniform']:.3f}); pixel removal on {removal['n_images']} images "
-              f"({removal['mode']}); {_changed_settings(report)}.",
-              "", "| method | loc. mean | loc. median | removal mean | mask energy | pointing | "
-              "seconds |", "|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        f"### {run['name']}: {report['model']} on {report['dataset']}, step "
+        f"{report['checkpoint']['step']}, top-1 {report['accuracy']['top1']:.4f}",
+        "",
+        f"{loc['n_grids']} grids of {loc['grid']}×{loc['grid']} (uniform map: "
+        f"{loc['uniform']:.3f}); pixel removal on {removal['n_images']} images "
+        f"({removal['mode']}); {_changed_settings(report)}.",
+        "",
+        "| method | loc. mean | loc. median | removal mean | mask energy | pointing | " "seconds |",
+        "|---|---|---|---|---|---|---|",
+    ]
     timings = report["timings_s"]["methods"]
     lines += [_method_row(m, r, timings.get(m, {})) for m, r in report["methods"].items()]
   return lines
@@ -135,8 +156,11 @@ def depth_table(runs: list[dict[str, Any]]) -> list[str]:
   if not with_depths:
     return []
   width = max(len(r["report"]["depths"]) for r in with_depths)
-  lines = ["", "| run | " + " | ".join(f"layer {l}" for l in range(width)) + " |",
-           "|---|" + "---|" * width]
+  lines = [
+      "",
+      "| run | " + " | ".join(f"layer {l}" for l in range(width)) + " |",
+      "|---|" + "---|" * width,
+  ]
   for run in with_depths:
     depths = run["report"]["depths"]
     cells = [f"{d['localisation']['mean']:.3f} (d={d['interpretable_depth']})" for d in depths]

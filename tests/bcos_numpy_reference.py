@@ -18,7 +18,7 @@ def unfold(x, kh, kw, stride, pad):
   out = np.zeros((bsz, c, kh, kw, ho, wo), x.dtype)
   for i in range(kh):
     for j in range(kw):
-      out[:, :, i, j] = xp[:, :, i:i + stride * ho:stride, j:j + stride * wo:stride]
+      out[:, :, i, j] = xp[:, :, i : i + stride * ho : stride, j : j + stride * wo : stride]
   return out
 
 
@@ -34,7 +34,7 @@ def bcos_conv2d(x, weight, b=2, max_out=1, stride=1, pad=0, factors=None, replay
   om, c, kh, kw = weight.shape
   flat = weight.reshape(om, -1)
   flat = flat / np.linalg.norm(flat, axis=1, keepdims=True)
-  patches = unfold(x, kh, kw, stride, pad)                              # (B, C, kh, kw, H', W')
+  patches = unfold(x, kh, kw, stride, pad)  # (B, C, kh, kw, H', W')
   bsz, _, _, _, ho, wo = patches.shape
   patches = patches.reshape(bsz, c * kh * kw, ho, wo)
   lin = np.einsum("op,bphw->bohw", flat, patches)
@@ -93,8 +93,18 @@ def avg_pool_3x3_s2_p1(x):
   return p.mean(axis=(2, 3))
 
 
-def resnet_forward(images_nhwc, sd, stages, *, block="basic", small_inputs=True,
-                   num_classes=10, logit_bias=None, temperature=None, eps=1e-5):
+def resnet_forward(
+    images_nhwc,
+    sd,
+    stages,
+    *,
+    block="basic",
+    small_inputs=True,
+    num_classes=10,
+    logit_bias=None,
+    temperature=None,
+    eps=1e-5,
+):
   """Logits of a B-cos ResNet from a PyTorch-named state dict (uncentred BN, eval mode).
 
   stages: blocks per stage; the stride is 2 at the first block of every stage
@@ -102,15 +112,26 @@ def resnet_forward(images_nhwc, sd, stages, *, block="basic", small_inputs=True,
   """
   x = np.transpose(np.asarray(images_nhwc, np.float64), (0, 3, 1, 2))
   x = np.concatenate([x, 1 - x], axis=1)
-  evidence = resnet_evidence(x, sd, stages, block=block, small_inputs=small_inputs,
-                             temperature=temperature, eps=eps)
+  evidence = resnet_evidence(
+      x, sd, stages, block=block, small_inputs=small_inputs, temperature=temperature, eps=eps
+  )
   if logit_bias is None:
     logit_bias = -np.log(num_classes - 1)
   return evidence + logit_bias
 
 
-def resnet_evidence(x, sd, stages, *, block="basic", small_inputs=True, temperature=None,
-                    eps=1e-5, factors=None, replay=False):
+def resnet_evidence(
+    x,
+    sd,
+    stages,
+    *,
+    block="basic",
+    small_inputs=True,
+    temperature=None,
+    eps=1e-5,
+    factors=None,
+    replay=False,
+):
   """Logits without the bias from the encoded input x (B, 2C, H, W).
 
   ``factors``/``replay`` as in :func:`bcos_conv2d`, for every convolution in

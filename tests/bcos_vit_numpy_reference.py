@@ -21,9 +21,9 @@ def encode(images_nhwc: np.ndarray) -> np.ndarray:
 
 def bcos_linear(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
   """``x (..., I)``, ``weight (O, I)``: ``|ŵ·x| / (‖x‖ + 1e-12) · ŵ·x`` per output."""
-  w = weight / np.sqrt((weight ** 2).sum(axis=1, keepdims=True))
+  w = weight / np.sqrt((weight**2).sum(axis=1, keepdims=True))
   out = x @ w.T
-  norm = np.sqrt((x ** 2).sum(axis=-1, keepdims=True)) + 1e-12
+  norm = np.sqrt((x**2).sum(axis=-1, keepdims=True)) + 1e-12
   return np.abs(out) / norm * out
 
 
@@ -31,16 +31,16 @@ def bcos_conv(x: np.ndarray, weight: np.ndarray, stride: int, padding: int) -> n
   """NCHW B-cos convolution, ``weight (O, I, k, k)``; patch norm ``√(Σ x² + 1e-6)`` incl. padding."""
   n, c, h, w = x.shape
   o, _, k, _ = weight.shape
-  w_hat = weight / np.sqrt((weight ** 2).sum(axis=(1, 2, 3), keepdims=True))
+  w_hat = weight / np.sqrt((weight**2).sum(axis=(1, 2, 3), keepdims=True))
   xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
   oh = (h + 2 * padding - k) // stride + 1
   ow = (w + 2 * padding - k) // stride + 1
   out = np.zeros((n, o, oh, ow))
   for i in range(oh):
     for j in range(ow):
-      patch = xp[:, :, i * stride:i * stride + k, j * stride:j * stride + k]   # (n, c, k, k)
+      patch = xp[:, :, i * stride : i * stride + k, j * stride : j * stride + k]  # (n, c, k, k)
       lin = np.einsum("nckl,ockl->no", patch, w_hat)
-      norm = np.sqrt((patch ** 2).sum(axis=(1, 2, 3)) + 1e-6)[:, None]
+      norm = np.sqrt((patch**2).sum(axis=(1, 2, 3)) + 1e-6)[:, None]
       out[:, :, i, j] = np.abs(lin) / norm * lin
   return out
 
@@ -66,16 +66,17 @@ def position_embedding(h: int, w: int, dim: int) -> np.ndarray:
   table = np.zeros((h * w, dim))
   for r in range(h):
     for c in range(w):
-      table[r * w + c] = np.concatenate([np.sin(c * omega), np.cos(c * omega),
-                                         np.sin(r * omega), np.cos(r * omega)])
+      table[r * w + c] = np.concatenate(
+          [np.sin(c * omega), np.cos(c * omega), np.sin(r * omega), np.cos(r * omega)]
+      )
   return table
 
 
 def attention_block(t: np.ndarray, sd: dict, prefix: str, heads: int) -> np.ndarray:
   y = layer_norm(t, sd[f"{prefix}.attn.norm.weight"])
-  qkv = y @ sd[f"{prefix}.attn.to_qkv.weight"].T                     # plain linear, no bias
+  qkv = y @ sd[f"{prefix}.attn.to_qkv.weight"].T  # plain linear, no bias
   inner = qkv.shape[-1] // 3
-  q, k, v = qkv[..., :inner], qkv[..., inner:2 * inner], qkv[..., 2 * inner:]
+  q, k, v = qkv[..., :inner], qkv[..., inner : 2 * inner], qkv[..., 2 * inner :]
   d = inner // heads
   n, tokens = t.shape[:2]
   out = np.zeros((n, tokens, inner))
@@ -94,15 +95,27 @@ def mlp_block(t: np.ndarray, sd: dict, prefix: str) -> np.ndarray:
   return bcos_linear(y, sd[f"{prefix}.ff.net.linear2.linear.weight"])
 
 
-def forward(sd: dict, images_nhwc: np.ndarray, *, patch: int, depth: int, heads: int,
-            conv_stem: tuple[int, ...] = (), logit_bias: float = 0.0) -> np.ndarray:
+def forward(
+    sd: dict,
+    images_nhwc: np.ndarray,
+    *,
+    patch: int,
+    depth: int,
+    heads: int,
+    conv_stem: tuple[int, ...] = (),
+    logit_bias: float = 0.0,
+) -> np.ndarray:
   """Logits ``(N, K)`` of the B-cos ViT with released-name parameters ``sd`` (float64)."""
   sd = {k: np.asarray(v, np.float64) for k, v in sd.items()}
   x = encode(images_nhwc)
   in_c = x.shape[1]
   for j, width in enumerate(conv_stem):
-    x = bcos_conv(x, sd[f"to_patch_embedding.conv_stem.{3 * j}.linear.weight"],
-                  stride=2 if width > in_c else 1, padding=1)
+    x = bcos_conv(
+        x,
+        sd[f"to_patch_embedding.conv_stem.{3 * j}.linear.weight"],
+        stride=2 if width > in_c else 1,
+        padding=1,
+    )
     x = layer_norm_2d(x, sd[f"to_patch_embedding.conv_stem.{3 * j + 1}.weight"])
     in_c = width
   n, c, h, w = x.shape
@@ -110,8 +123,8 @@ def forward(sd: dict, images_nhwc: np.ndarray, *, patch: int, depth: int, heads:
   patches = np.zeros((n, gh * gw, patch * patch * c))
   for r in range(gh):
     for col in range(gw):
-      block = x[:, :, r * patch:(r + 1) * patch, col * patch:(col + 1) * patch]   # (n, c, p, p)
-      patches[:, r * gw + col] = block.transpose(0, 2, 3, 1).reshape(n, -1)      # (p1 p2 c)
+      block = x[:, :, r * patch : (r + 1) * patch, col * patch : (col + 1) * patch]  # (n, c, p, p)
+      patches[:, r * gw + col] = block.transpose(0, 2, 3, 1).reshape(n, -1)  # (p1 p2 c)
   t = bcos_linear(patches, sd["to_patch_embedding.linear.linear.weight"])
   t = t + position_embedding(gh, gw, t.shape[-1])[None]
   for i in range(depth):

@@ -54,10 +54,19 @@ def running_emulator(bucket: str):
   """Yields the emulator's URL with ``bucket`` created and the variables above set."""
   port = _free_port()
   url = f"http://127.0.0.1:{port}"
-  proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), str(port), bucket],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  saved = {k: os.environ.get(k) for k in ("STORAGE_EMULATOR_HOST", "TENSORSTORE_GCS_HTTP_URL",
-                                           "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT")}
+  proc = subprocess.Popen(
+      [sys.executable, os.path.abspath(__file__), str(port), bucket],
+      stdout=subprocess.DEVNULL,
+      stderr=subprocess.DEVNULL,
+  )
+  saved = {
+      k: os.environ.get(k)
+      for k in (
+          "STORAGE_EMULATOR_HOST",
+          "TENSORSTORE_GCS_HTTP_URL",
+          "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT",
+      )
+  }
   try:
     deadline = time.monotonic() + START_TIMEOUT_S
     while True:
@@ -68,11 +77,15 @@ def running_emulator(bucket: str):
         break
       except OSError:
         if time.monotonic() > deadline:
-          raise RuntimeError(f"gcp-storage-emulator did not answer on {url} within "
-                             f"{START_TIMEOUT_S} s") from None
+          raise RuntimeError(
+              f"gcp-storage-emulator did not answer on {url} within " f"{START_TIMEOUT_S} s"
+          ) from None
         time.sleep(0.1)
-    os.environ.update(STORAGE_EMULATOR_HOST=url, TENSORSTORE_GCS_HTTP_URL=url,
-                      GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT="false")
+    os.environ.update(
+        STORAGE_EMULATOR_HOST=url,
+        TENSORSTORE_GCS_HTTP_URL=url,
+        GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT="false",
+    )
     yield url
   finally:
     for key, value in saved.items():
@@ -130,9 +143,13 @@ def _with_generations(handler):
         response.status = HTTPStatus.NOT_MODIFIED if reading else HTTPStatus.PRECONDITION_FAILED
         return None
     result = handler(request, response, storage, *args, **kwargs)
-    if (request.method == "GET" and name is not None and bucket is not None
+    if (
+        request.method == "GET"
+        and name is not None
+        and bucket is not None
         and response.status.value in (200, 206)
-        and (request.query.get("alt") == ["media"] or "/download/" in request.path)):
+        and (request.query.get("alt") == ["media"] or "/download/" in request.path)
+    ):
       obj = storage.get_file_obj(bucket, name)
       response["x-goog-generation"] = str(obj["generation"])
       response["x-goog-metageneration"] = str(obj["metageneration"])
@@ -145,8 +162,10 @@ def serve(port: int, bucket: str) -> None:
   """The in-memory emulator on 127.0.0.1:``port`` with ``bucket``, generations added."""
   from gcp_storage_emulator import server
 
-  server.HANDLERS = tuple((regex, {method: _with_generations(fn) for method, fn in table.items()})
-                         for regex, table in server.HANDLERS)
+  server.HANDLERS = tuple(
+      (regex, {method: _with_generations(fn) for method, fn in table.items()})
+      for regex, table in server.HANDLERS
+  )
   server.create_server("127.0.0.1", port, in_memory=True, default_bucket=bucket).run()
 
 

@@ -15,19 +15,19 @@ def unfold(x, k, s, p):
   out = np.zeros((bsz, c, k, k, ho, wo), x.dtype)
   for ki in range(k):
     for kj in range(k):
-      out[:, :, ki, kj] = xp[:, :, ki:ki + s * ho:s, kj:kj + s * wo:s]
+      out[:, :, ki, kj] = xp[:, :, ki : ki + s * ho : s, kj : kj + s * wo : s]
   return out.reshape(bsz, c * k * k, ho, wo)
 
 
 def coda_layer(x, b_mat, a_mat, beta, k, s, p, norm="squash"):
   """One reference CoDA layer: x (B, C, H, W), Bmat (r, C, k, k), Amat (P·D, r, 1, 1), beta (P·D,)."""
-  patches = unfold(x, k, s, p)                                     # (B, P, H', W')
+  patches = unfold(x, k, s, p)  # (B, P, H', W')
   bsz, patch, ho, wo = patches.shape
   z = np.einsum("rp,bphw->brhw", b_mat.reshape(b_mat.shape[0], -1), patches)
   v = np.einsum("qr,brhw->bqhw", a_mat[:, :, 0, 0], z) + beta[None, :, None, None]
   d = a_mat.shape[0] // patch
-  w = v.reshape(bsz, patch, d, ho, wo)                             # q = p·D + d
-  u = np.sum(patches[:, :, None] * w, axis=1)                      # (B, D, H', W')
+  w = v.reshape(bsz, patch, d, ho, wo)  # q = p·D + d
+  u = np.sum(patches[:, :, None] * w, axis=1)  # (B, D, H', W')
   n = np.sqrt(np.sum(w * w, axis=1))
   big_n = (1 + n**2) / n if norm == "squash" else n
   return u / big_n
@@ -43,7 +43,10 @@ def coda_net(images_nhwc, state_dict, specs, temperature, logit_bias, norm="squa
         state_dict[f"{i}.weight_mod.weighting_f.0.weight"],
         state_dict[f"{i}.weight_mod.weighting_f.1.weight"],
         state_dict[f"{i}.weight_mod.weighting_f.1.bias"],
-        k, s, p, norm,
+        k,
+        s,
+        p,
+        norm,
     )
   return x.mean(axis=(2, 3)) * (x.shape[2] * x.shape[3]) / temperature + logit_bias
 
@@ -53,8 +56,12 @@ def random_state_dict(rng, specs_full, in_channels):
   state, c = {}, in_channels
   for i, (d, r, k) in enumerate(specs_full):
     patch = c * k * k
-    state[f"{i}.weight_mod.weighting_f.0.weight"] = rng.uniform(-1, 1, (r, c, k, k)) / np.sqrt(patch)
-    state[f"{i}.weight_mod.weighting_f.1.weight"] = rng.uniform(-1, 1, (patch * d, r, 1, 1)) / np.sqrt(r)
+    state[f"{i}.weight_mod.weighting_f.0.weight"] = rng.uniform(-1, 1, (r, c, k, k)) / np.sqrt(
+        patch
+    )
+    state[f"{i}.weight_mod.weighting_f.1.weight"] = rng.uniform(
+        -1, 1, (patch * d, r, 1, 1)
+    ) / np.sqrt(r)
     state[f"{i}.weight_mod.weighting_f.1.bias"] = rng.uniform(-1, 1, (patch * d,)) / np.sqrt(r)
     c = d
   return state
@@ -71,14 +78,14 @@ def coda_layer_matrix(x, b_mat, a_mat, beta, k, s, p, norm="squash"):
   x = np.asarray(x, np.float64)
   c, h, w = x.shape
   basis = np.eye(c * h * w).reshape(c * h * w, c, h, w)
-  unfolded = unfold(basis, k, s, p)                                # (CHW, P, H', W')
-  patches = unfold(x[None], k, s, p)[0]                            # (P, H', W')
+  unfolded = unfold(basis, k, s, p)  # (CHW, P, H', W')
+  patches = unfold(x[None], k, s, p)[0]  # (P, H', W')
   patch, ho, wo = patches.shape
   z = np.einsum("rp,phw->rhw", b_mat.reshape(b_mat.shape[0], -1), patches)
   v = np.einsum("qr,rhw->qhw", a_mat[:, :, 0, 0], z) + beta[:, None, None]
   d = a_mat.shape[0] // patch
-  weights = v.reshape(patch, d, ho, wo)                            # q = p·D + d
-  n = np.sqrt(np.sum(weights * weights, axis=0))                   # (D, H', W')
+  weights = v.reshape(patch, d, ho, wo)  # q = p·D + d
+  n = np.sqrt(np.sum(weights * weights, axis=0))  # (D, H', W')
   factor = n / (1 + n**2) if norm == "squash" else 1 / n
   matrix = np.einsum("pdhw,ipdhw->dhwi", weights * factor, unfolded[:, :, None])
   matrix = matrix.reshape(d * ho * wo, c * h * w)

@@ -37,12 +37,13 @@ def test_every_variant_validates_and_builds(name):
     channels, size = (1, 16) if "digits" in name else (3, 32)
     model = build_model(config, 10, channels)
     assert isinstance(model, BcosResNet)
-    assert model.norm == "ln"     # statistics-free: train.py carries no batch statistics
-    logits = jax.eval_shape(lambda x: model.init_with_output(jax.random.key(0), x)[0],
-                            jnp.zeros((2, size, size, channels)))
+    assert model.norm == "ln"  # statistics-free: train.py carries no batch statistics
+    logits = jax.eval_shape(
+        lambda x: model.init_with_output(jax.random.key(0), x)[0],
+        jnp.zeros((2, size, size, channels)),
+    )
     assert logits.shape == (2, 10), (name, arg)
-  assert module.get_config("original" if "shapes" in name else None).dataset in (
-      "shapes", "digits")
+  assert module.get_config("original" if "shapes" in name else None).dataset in ("shapes", "digits")
   assert "light" in module.get_config(None).dataset or name == "bcos_digits"
 
 

@@ -19,8 +19,9 @@ from tests import bcos_numpy_reference as ref
 
 
 def _count(model, size=32, channels=3):
-  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size,
-                                                                             channels))))
+  shapes = jax.eval_shape(
+      lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, channels)))
+  )
   return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes))
 
 
@@ -33,8 +34,13 @@ def test_parameter_counts_equal_the_released_models():
   assert _count(get_model("bcos-resnet50")) == 25_557_032 + 7 * 7 * 3 * 64 - 1_000 - 26_560
   assert round(_count(get_model("bcos-vgg11")) / 1e6, 2) == 132.86
   # CIFAR ResNet-20 with MaxOut 2: every kernel doubled, no norms.
-  convs = 6 * 16 * 9 + 6 * (16 * 16 * 9) + (16 * 32 * 9 + 32 * 32 * 9 * 5 + 16 * 32) + (
-      32 * 64 * 9 + 64 * 64 * 9 * 5 + 32 * 64) + 64 * 10
+  convs = (
+      6 * 16 * 9
+      + 6 * (16 * 16 * 9)
+      + (16 * 32 * 9 + 32 * 32 * 9 * 5 + 16 * 32)
+      + (32 * 64 * 9 + 64 * 64 * 9 * 5 + 32 * 64)
+      + 64 * 10
+  )
   assert _count(get_model("bcos-cifar10-resnet20")) == 2 * convs
 
 
@@ -62,12 +68,17 @@ def _released_resnet_names(stage_sizes, block, width, in_channels, num_classes, 
     for i in range(count):
       p = f"layer{s + 1}.{i}"
       if block == "basic":
-        conv(p + ".conv1", planes, inplanes, 3); bn(p + ".bn1", planes)
-        conv(p + ".conv2", planes, planes, 3); bn(p + ".bn2", planes)
+        conv(p + ".conv1", planes, inplanes, 3)
+        bn(p + ".bn1", planes)
+        conv(p + ".conv2", planes, planes, 3)
+        bn(p + ".bn2", planes)
       else:
-        conv(p + ".conv1", planes, inplanes, 1); bn(p + ".bn1", planes)
-        conv(p + ".conv2", planes, planes, 3); bn(p + ".bn2", planes)
-        conv(p + ".conv3", planes * 4, planes, 1); bn(p + ".bn3", planes * 4)
+        conv(p + ".conv1", planes, inplanes, 1)
+        bn(p + ".bn1", planes)
+        conv(p + ".conv2", planes, planes, 3)
+        bn(p + ".bn2", planes)
+        conv(p + ".conv3", planes * 4, planes, 1)
+        bn(p + ".bn3", planes * 4)
       if i == 0 and (s > 0 or inplanes != planes * expansion):
         conv(p + ".downsample.0", planes * expansion, inplanes, 1)
         bn(p + ".downsample.1", planes * expansion)
@@ -81,12 +92,20 @@ def test_resnet_matches_the_numpy_port_through_the_converter(block, small_inputs
   rng = np.random.default_rng(0)
   stages = (2, 1)
   sd = _released_resnet_names(stages, block, 4, (3, small_inputs), 5, rng)
-  model = BcosResNet(stage_sizes=stages, block=block, num_classes=5, width=4,
-                     small_inputs=small_inputs, norm="bn", logit_bias=-np.log(4))
+  model = BcosResNet(
+      stage_sizes=stages,
+      block=block,
+      num_classes=5,
+      width=4,
+      small_inputs=small_inputs,
+      norm="bn",
+      logit_bias=-np.log(4),
+  )
   variables = from_bcos_state_dict(sd, model)
   images = rng.uniform(size=(2, size, size, 3)).astype(np.float32)
-  expect = ref.resnet_forward(images, sd, stages, block=block, small_inputs=small_inputs,
-                              num_classes=5)
+  expect = ref.resnet_forward(
+      images, sd, stages, block=block, small_inputs=small_inputs, num_classes=5
+  )
   got = model.apply(variables, jnp.asarray(images))
   np.testing.assert_allclose(got, expect, rtol=1e-4, atol=1e-5)
 
@@ -97,8 +116,15 @@ def test_explanation_mode_is_the_network_with_its_dynamic_factors_frozen():
   rng = np.random.default_rng(4)
   stages = (1, 1)
   sd = _released_resnet_names(stages, "basic", 4, (3, True), 5, rng)
-  model = BcosResNet(stage_sizes=stages, block="basic", num_classes=5, width=4,
-                     small_inputs=True, norm="bn", logit_bias=-np.log(4))
+  model = BcosResNet(
+      stage_sizes=stages,
+      block="basic",
+      num_classes=5,
+      width=4,
+      small_inputs=True,
+      norm="bn",
+      logit_bias=-np.log(4),
+  )
   variables = from_bcos_state_dict(sd, model)
   images = rng.uniform(size=(2, 8, 8, 3)).astype(np.float32)
   h = model.apply(variables, jnp.asarray(images), 0, method="layer_input")
@@ -117,13 +143,19 @@ def test_converter_round_trip_with_the_released_names(tmp_path):
   sd = _released_resnet_names((2, 2, 2, 2), "basic", 64, (3, False), 1000, rng)
   variables = from_bcos_state_dict({"module." + k: v for k, v in sd.items()}, "bcos-resnet18")
   params = variables["params"]
-  np.testing.assert_array_equal(params["layer_3"]["block_0"]["downsample_conv"]["kernel"],
-                                sd["layer3.0.downsample.0.linear.weight"].transpose(2, 3, 1, 0))
-  np.testing.assert_allclose(params["layer_0"]["bn1"]["scale"],
-                             sd["bn1.weight"] / np.sqrt(sd["bn1.running_var"] + 1e-5), rtol=1e-6)
+  np.testing.assert_array_equal(
+      params["layer_3"]["block_0"]["downsample_conv"]["kernel"],
+      sd["layer3.0.downsample.0.linear.weight"].transpose(2, 3, 1, 0),
+  )
+  np.testing.assert_allclose(
+      params["layer_0"]["bn1"]["scale"],
+      sd["bn1.weight"] / np.sqrt(sd["bn1.running_var"] + 1e-5),
+      rtol=1e-6,
+  )
   back = to_bcos_state_dict(variables, "bcos-resnet18")
   assert {k for k in back if not k.endswith("running_mean")} == {
-      k for k in sd if not k.endswith(("running_mean", "num_batches_tracked"))}
+      k for k in sd if not k.endswith(("running_mean", "num_batches_tracked"))
+  }
   for key in sd:
     if key.endswith(".linear.weight"):
       np.testing.assert_array_equal(back[key], sd[key])
@@ -155,8 +187,11 @@ def test_vgg_names_round_trip():
     sd[f"classifier.{k}.linear.weight"] = rng.normal(size=(o, i, size, size))
   model = get_model("bcos-vgg11", num_classes=3, hidden=8)
   variables = from_bcos_state_dict(sd, model)
-  np.testing.assert_allclose(variables["params"]["layer_3"]["features_11"]["kernel"],
-                             sd["features.11.linear.weight"].transpose(2, 3, 1, 0), rtol=1e-7)
+  np.testing.assert_allclose(
+      variables["params"]["layer_3"]["features_11"]["kernel"],
+      sd["features.11.linear.weight"].transpose(2, 3, 1, 0),
+      rtol=1e-7,
+  )
   images = jnp.asarray(rng.uniform(size=(1, 32, 32, 3)), jnp.float32)
   e = explain_jit(model, variables, images, layer=2)
   assert float(completeness_error(e).max()) < 1e-6
@@ -173,8 +208,15 @@ def tiny():
 def _bn_model():
   rng = np.random.default_rng(3)
   sd = _released_resnet_names((1, 1), "bottleneck", 4, (3, False), 6, rng)
-  model = BcosResNet(stage_sizes=(1, 1), block="bottleneck", num_classes=6, width=4,
-                     small_inputs=False, norm="bn", logit_bias=-np.log(5))
+  model = BcosResNet(
+      stage_sizes=(1, 1),
+      block="bottleneck",
+      num_classes=6,
+      width=4,
+      small_inputs=False,
+      norm="bn",
+      logit_bias=-np.log(5),
+  )
   return model, from_bcos_state_dict(sd, model)
 
 
@@ -203,11 +245,13 @@ def test_explanation_at_the_input_is_the_explain_mode_gradient(tiny):
   np.testing.assert_allclose(linear(h), evidence, rtol=1e-5, atol=1e-6)
   a, b = 0.3, -1.7
   u = jax.random.normal(jax.random.key(5), h.shape)
-  np.testing.assert_allclose(linear(a * h + b * u), a * linear(h) + b * linear(u), rtol=1e-4,
-                             atol=1e-5)
-  _, plain = jax.jvp(lambda h: model.apply(variables, h, 0, False, False, method="forward_from"),
-                     (h,), (h,))
-  assert np.max(np.abs(plain - evidence)) > 1e-3   # B = 2: the plain derivative is not W(x)
+  np.testing.assert_allclose(
+      linear(a * h + b * u), a * linear(h) + b * linear(u), rtol=1e-4, atol=1e-5
+  )
+  _, plain = jax.jvp(
+      lambda h: model.apply(variables, h, 0, False, False, method="forward_from"), (h,), (h,)
+  )
+  assert np.max(np.abs(plain - evidence)) > 1e-3  # B = 2: the plain derivative is not W(x)
 
 
 def test_posthoc_baselines_run_on_a_bcos_model(tiny):
@@ -217,7 +261,8 @@ def test_posthoc_baselines_run_on_a_bcos_model(tiny):
   targets = jnp.array([0, 1, 3])
   ixg = eval_methods.posthoc_attribution(model, info, "IxG", variables, images, targets)
   grad = jax.jit(jax.vmap(jax.grad(lambda x, t: model.apply(variables, x[None])[0, t])))(
-      images, targets)
+      images, targets
+  )
   np.testing.assert_allclose(ixg, grad * images, rtol=1e-5, atol=1e-7)
   cam = eval_methods.posthoc_attribution(model, info, "GCam", variables, images, targets)
   assert cam.shape[:3] == images.shape[:3] and bool(jnp.all(jnp.isfinite(cam)))
@@ -236,9 +281,16 @@ def test_an_evaluator_runs_on_a_converted_workdir(tmp_path):
   model = get_model("bcos-resnet-tiny", num_classes=10, image_channels=1)
   variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 16, 16, 1)))
   data_dir = str(tmp_path / "tfds")
-  workdir = write_workdir(variables, "bcos-resnet-tiny", str(tmp_path / "run"), dataset="digits",
-                          num_classes=10, image_size=16, image_channels=1,
-                          data_dir=data_dir)
+  workdir = write_workdir(
+      variables,
+      "bcos-resnet-tiny",
+      str(tmp_path / "run"),
+      dataset="digits",
+      num_classes=10,
+      image_size=16,
+      image_channels=1,
+      data_dir=data_dir,
+  )
   workdir = str(workdir)
   config = quick_config.get_config()
   config.methods, config.out, config.progress = "Ours,IxG", str(tmp_path / "out"), False
@@ -248,7 +300,8 @@ def test_an_evaluator_runs_on_a_converted_workdir(tmp_path):
   logits = model.apply(variables, jnp.asarray(test["image"], jnp.float32) / 255)
   assert report["accuracy"]["count"] == len(test["label"])
   assert report["accuracy"]["top1"] == pytest.approx(
-      float(np.mean(np.argmax(logits, -1) == test["label"])))
+      float(np.mean(np.argmax(logits, -1) == test["label"]))
+  )
   assert report["completeness"]["max"] <= 1e-6
   assert report["explainable_layers"] == model.num_explainable_layers
 
@@ -272,37 +325,61 @@ def test_the_cli_writes_a_restorable_work_directory(tmp_path, capsys):
   sd = {k: v for k, v in sd.items() if ".bn" not in k and not k.startswith("bn")}
   for key in [k for k in sd if "downsample.1" in k]:
     del sd[key]
-  np.savez(tmp_path / "tiny.npz", **sd)   # no norm weights: unit scales (authors' Unaffine)
-  convert_bcos.main(["--checkpoint", str(tmp_path / "tiny.npz"), "--name", "bcos-resnet-tiny",
-                     "--workdir", str(tmp_path / "run"), "--num_classes", "10",
-                     "--image_size", "32", "--dataset", "shapes"])
+  np.savez(tmp_path / "tiny.npz", **sd)  # no norm weights: unit scales (authors' Unaffine)
+  convert_bcos.main(
+      [
+          "--checkpoint",
+          str(tmp_path / "tiny.npz"),
+          "--name",
+          "bcos-resnet-tiny",
+          "--workdir",
+          str(tmp_path / "run"),
+          "--num_classes",
+          "10",
+          "--image_size",
+          "32",
+          "--dataset",
+          "shapes",
+      ]
+  )
   assert "eval.py --workdir" in capsys.readouterr().out
   run = restore(str(tmp_path / "run"))
   assert run.config.model.name == "bcos-resnet-tiny" and run.config.dataset == "shapes"
-  np.testing.assert_array_equal(run.params["layer_1"]["block_0"]["conv2"]["kernel"],
-                                sd["layer1.0.conv2.linear.weight"].transpose(2, 3, 1, 0))
+  np.testing.assert_array_equal(
+      run.params["layer_1"]["block_0"]["conv2"]["kernel"],
+      sd["layer1.0.conv2.linear.weight"].transpose(2, 3, 1, 0),
+  )
 
 
 def test_bfloat16_compute_is_explained_in_float32(tiny):
   model, variables, images = tiny
   half = get_model("bcos-resnet-tiny", num_classes=4, compute_dtype=jnp.bfloat16)
-  np.testing.assert_allclose(half.apply(variables, images), model.apply(variables, images),
-                             rtol=0.1, atol=0.05)
+  np.testing.assert_allclose(
+      half.apply(variables, images), model.apply(variables, images), rtol=0.1, atol=0.05
+  )
   e = explain(half, variables, images, layer=1)
   assert e.contribution_map.dtype == jnp.float32
   assert float(completeness_error(e).max()) <= 1e-6
 
 
-@pytest.mark.parametrize("block,small_inputs,norm", [("basic", True, "ln"),
-                                                     ("bottleneck", False, "bn")])
+@pytest.mark.parametrize(
+    "block,small_inputs,norm", [("basic", True, "ln"), ("bottleneck", False, "bn")]
+)
 def test_nnx_and_linen_resnets_agree(block, small_inputs, norm):
   from flax import nnx
 
   from codajax.bcos.nnx_models import NNXBcosResNet, load_linen_params
   from codajax.explain import explain_nnx
 
-  args = dict(stage_sizes=(1, 1), block=block, num_classes=5, width=4,
-              small_inputs=small_inputs, norm=norm, max_out=2)
+  args = dict(
+      stage_sizes=(1, 1),
+      block=block,
+      num_classes=5,
+      width=4,
+      small_inputs=small_inputs,
+      norm=norm,
+      max_out=2,
+  )
   linen = BcosResNet(**args, logit_bias=-np.log(4))
   images = jax.random.uniform(jax.random.key(3), (2, 16, 16, 3))
   variables = jax.jit(linen.init)(jax.random.key(4), images)
@@ -311,6 +388,5 @@ def test_nnx_and_linen_resnets_agree(block, small_inputs, norm):
   np.testing.assert_allclose(model(images), linen.apply(variables, images), rtol=1e-6)
   e_nnx = explain_nnx(model, images, layer=2)
   e_linen = explain(linen, variables, images, layer=2)
-  np.testing.assert_allclose(e_nnx.contribution_map, e_linen.contribution_map, rtol=1e-5,
-                             atol=1e-8)
+  np.testing.assert_allclose(e_nnx.contribution_map, e_linen.contribution_map, rtol=1e-5, atol=1e-8)
   assert float(completeness_error(e_nnx).max()) <= 1e-6

@@ -41,7 +41,7 @@ def test_b1_is_a_unit_norm_linear_layer(data):
   expect = np.zeros((2, 4, 4, 6))
   for i in range(4):
     for j in range(4):
-      expect[:, i, j] = np.einsum("nhwc,hwco->no", xp[:, 2 * i:2 * i + 3, 2 * j:2 * j + 3], w)
+      expect[:, i, j] = np.einsum("nhwc,hwco->no", xp[:, 2 * i : 2 * i + 3, 2 * j : 2 * j + 3], w)
   np.testing.assert_allclose(out, expect, rtol=1e-5, atol=1e-5)
   v = np.random.default_rng(1).normal(size=(5, 4))
   dense = ops.bcos_dense(jnp.asarray(v, jnp.float32), jnp.asarray(kernel[0, 0]), b=1)
@@ -49,12 +49,14 @@ def test_b1_is_a_unit_norm_linear_layer(data):
   np.testing.assert_allclose(dense, v @ (wd / np.linalg.norm(wd, axis=0)), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("b,max_out,stride,pad", [(2, 1, 1, 1), (2, 2, 2, 1), (2.5, 3, 1, 0),
-                                                  (1, 2, 2, 1)])
+@pytest.mark.parametrize(
+    "b,max_out,stride,pad", [(2, 1, 1, 1), (2, 2, 2, 1), (2.5, 3, 1, 0), (1, 2, 2, 1)]
+)
 def test_conv_matches_numpy_port(data, b, max_out, stride, pad):
   x, kernel = data
-  out = ops.bcos_conv(jnp.asarray(x), jnp.asarray(kernel), b=b, max_out=max_out,
-                      strides=stride, padding=pad)
+  out = ops.bcos_conv(
+      jnp.asarray(x), jnp.asarray(kernel), b=b, max_out=max_out, strides=stride, padding=pad
+  )
   expect = _nhwc(ref.bcos_conv2d(_nchw(x), _torch_weight(kernel), b, max_out, stride, pad))
   np.testing.assert_allclose(out, expect, rtol=2e-5, atol=1e-6)
 
@@ -99,10 +101,15 @@ def test_gradients():
   with jax.enable_x64():
     x = jnp.asarray(rng.normal(size=(1, 4, 4, 2)))
     k = jnp.asarray(rng.normal(size=(3, 3, 2, 4)))
-    check_grads(lambda x, k: ops.bcos_conv(x, k, b=2, max_out=2, padding=1), (x, k), order=2,
-                modes=("fwd", "rev"))
-    check_grads(lambda x, k: ops.bcos_conv(x, k, b=2.5, strides=2), (x, k), order=1,
-                modes=("fwd", "rev"))
+    check_grads(
+        lambda x, k: ops.bcos_conv(x, k, b=2, max_out=2, padding=1),
+        (x, k),
+        order=2,
+        modes=("fwd", "rev"),
+    )
+    check_grads(
+        lambda x, k: ops.bcos_conv(x, k, b=2.5, strides=2), (x, k), order=1, modes=("fwd", "rev")
+    )
     v = jnp.asarray(rng.normal(size=(3, 5)))
     kd = jnp.asarray(rng.normal(size=(5, 4)))
     check_grads(lambda v, k: ops.bcos_dense(v, k, b=2), (v, kd), order=2, modes=("fwd", "rev"))
@@ -121,7 +128,7 @@ def test_explanation_mode_is_exactly_linear(data, b):
   f = lambda z: ops.bcos_conv(z, jnp.asarray(kernel), b=b, padding=1, explain=True)
   lin0 = ref.bcos_conv2d(_nchw(x), _torch_weight(kernel), 1, 1, 1, 1)
   norm0 = np.sqrt((ref.unfold(_nchw(x), 3, 3, 1, 1) ** 2).sum(axis=(1, 2, 3)) + 1e-6)[:, None]
-  factor0 = (np.abs(lin0) / norm0 if b == 2 else (np.abs(lin0 / norm0) + 1e-6) ** (b - 1))
+  factor0 = np.abs(lin0) / norm0 if b == 2 else (np.abs(lin0 / norm0) + 1e-6) ** (b - 1)
 
   def frozen(z):
     return _nhwc(factor0 * ref.bcos_conv2d(_nchw(z), _torch_weight(kernel), 1, 1, 1, 1))
@@ -131,8 +138,9 @@ def test_explanation_mode_is_exactly_linear(data, b):
   np.testing.assert_allclose(tangent, frozen(np.asarray(direction)), rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(f(x0), frozen(x), rtol=1e-5, atol=1e-6)
   # without explanation mode the derivative also moves the factor
-  _, plain = jax.jvp(lambda z: ops.bcos_conv(z, jnp.asarray(kernel), b=b, padding=1),
-                     (x0,), (direction,))
+  _, plain = jax.jvp(
+      lambda z: ops.bcos_conv(z, jnp.asarray(kernel), b=b, padding=1), (x0,), (direction,)
+  )
   assert np.max(np.abs(plain - tangent)) > 1e-2
 
 
@@ -153,12 +161,13 @@ def test_norms_match_numpy_and_detach():
   batch = norms.batch_norm_uncentered(jnp.asarray(x))
   np.testing.assert_allclose(batch, xb / np.sqrt(xb.var(axis=(0, 1, 2)) + 1e-5), rtol=1e-5)
   pn = norms.position_norm_uncentered(jnp.asarray(x))
-  np.testing.assert_allclose(pn, xb / np.sqrt(xb.var(axis=-1, keepdims=True) + 1e-5),
-                             rtol=1e-5)
+  np.testing.assert_allclose(pn, xb / np.sqrt(xb.var(axis=-1, keepdims=True) + 1e-5), rtol=1e-5)
   # explanation mode: the statistics are constants, so J(x0) x0 = f(x0)
-  for fn in (lambda z, e: norms.group_norm_uncentered(z, 4, explain=e),
-             lambda z, e: norms.position_norm_uncentered(z, explain=e),
-             lambda z, e: norms.batch_norm_uncentered(z, explain=e)):
+  for fn in (
+      lambda z, e: norms.group_norm_uncentered(z, 4, explain=e),
+      lambda z, e: norms.position_norm_uncentered(z, explain=e),
+      lambda z, e: norms.batch_norm_uncentered(z, explain=e),
+  ):
     x0 = jnp.asarray(x)
     out, tangent = jax.jvp(lambda z: fn(z, True), (x0,), (x0,))
     np.testing.assert_allclose(tangent, out, rtol=1e-5, atol=1e-6)

@@ -7,8 +7,13 @@ import numpy as np
 import pytest
 
 from codajax.bcos.ops import add_inverse
-from codajax.bcos.vit import (VIT_SIZES, BcosViT, bcos_vit, encoding_ones,
-                              sincos_position_embedding)
+from codajax.bcos.vit import (
+    VIT_SIZES,
+    BcosViT,
+    bcos_vit,
+    encoding_ones,
+    sincos_position_embedding,
+)
 from codajax.convert import from_bcos_state_dict, to_bcos_state_dict
 from codajax.evaluators import methods as eval_methods
 from codajax.explain import completeness_error, explain, explain_jit
@@ -24,9 +29,9 @@ def _closed_form_count(dim, depth, mlp, patch, stem, classes=1000, channels=6):
   """Parameters of a B-cos simple ViT / ViT-C counted by hand (no biases anywhere)."""
   total, c = 0, channels
   for width in stem:
-    total += 9 * c * width + width       # 3x3 conv + layer-norm weight
+    total += 9 * c * width + width  # 3x3 conv + layer-norm weight
     c = width
-  total += patch * patch * c * dim        # patch embedding
+  total += patch * patch * c * dim  # patch embedding
   block = dim + 3 * dim * dim + dim * dim + dim + 2 * dim * mlp
   return total + depth * block + dim + dim * classes
 
@@ -36,11 +41,19 @@ def _closed_form_count(dim, depth, mlp, patch, stem, classes=1000, channels=6):
 # same code's standard (non-B-cos) counts, 21.96M and 81.39M, are reproduced exactly by
 # this hand count plus biases and minus the 3 extra input channels; the B-cos counts
 # are 22.22M and 81.33M.
-README = {"bcos-vit-ti": 5.80, "bcos-vit-b": 86.90, "bcos-vit-l": 178.79, "bcos-vitc-ti": 5.32,
-          "bcos-vitc-s": 20.88, "bcos-vitc-l": 167.44}
+README = {
+    "bcos-vit-ti": 5.80,
+    "bcos-vit-b": 86.90,
+    "bcos-vit-l": 178.79,
+    "bcos-vitc-ti": 5.32,
+    "bcos-vitc-s": 20.88,
+    "bcos-vitc-l": 167.44,
+}
 HAND = {
-    "bcos-vit-ti": (192, 12, 768, 16, ()), "bcos-vit-s": (384, 12, 1536, 16, ()),
-    "bcos-vit-b": (768, 12, 3072, 16, ()), "bcos-vit-l": (1024, 14, 4096, 16, ()),
+    "bcos-vit-ti": (192, 12, 768, 16, ()),
+    "bcos-vit-s": (384, 12, 1536, 16, ()),
+    "bcos-vit-b": (768, 12, 3072, 16, ()),
+    "bcos-vit-l": (1024, 14, 4096, 16, ()),
     "bcos-vitc-ti": (192, 11, 768, 1, (24, 48, 96, 192)),
     "bcos-vitc-s": (384, 11, 1536, 1, (48, 96, 192, 384)),
     "bcos-vitc-b": (768, 11, 3072, 1, (64, 128, 128, 256, 256, 512)),
@@ -100,16 +113,27 @@ def small(request):
 def test_forward_matches_the_numpy_port_through_the_converter(small):
   name, model, variables, images, sd = small
   dim, depth, mlp, patch, stem = SMALL[name]
-  expected = ref.forward({k[2:]: v for k, v in sd.items()}, np.asarray(images), patch=patch,
-                         depth=depth, heads=2, conv_stem=stem, logit_bias=np.log(1 / 6))
+  expected = ref.forward(
+      {k[2:]: v for k, v in sd.items()},
+      np.asarray(images),
+      patch=patch,
+      depth=depth,
+      heads=2,
+      conv_stem=stem,
+      logit_bias=np.log(1 / 6),
+  )
   logits = model.apply(variables, images)
   np.testing.assert_allclose(logits, expected, rtol=2e-5, atol=2e-5)
-  assert np.ptp(expected) > 1e-2   # the classes differ: the comparison is not trivial
+  assert np.ptp(expected) > 1e-2  # the classes differ: the comparison is not trivial
 
 
 def test_positional_embedding_matches_the_numpy_port():
-  np.testing.assert_allclose(sincos_position_embedding(3, 5, 16).reshape(15, 16),
-                             ref.position_embedding(3, 5, 16), rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(
+      sincos_position_embedding(3, 5, 16).reshape(15, 16),
+      ref.position_embedding(3, 5, 16),
+      rtol=1e-6,
+      atol=1e-6,
+  )
 
 
 def test_explanations_are_complete_at_the_input_and_inside(small):
@@ -134,10 +158,12 @@ def test_explain_mode_is_linear_and_differs_from_the_plain_derivative(small):
     evidence, linear = jax.linearize(f, h)
     np.testing.assert_allclose(linear(h), evidence, rtol=1e-4, atol=1e-5)
     u = jax.random.normal(jax.random.key(5), h.shape)
-    np.testing.assert_allclose(linear(0.3 * h - 1.7 * u), 0.3 * linear(h) - 1.7 * linear(u),
-                               rtol=1e-4, atol=1e-4)
-    _, plain = jax.jvp(lambda h: model.apply(variables, h, layer, False, False,
-                                             method="forward_from"), (h,), (h,))
+    np.testing.assert_allclose(
+        linear(0.3 * h - 1.7 * u), 0.3 * linear(h) - 1.7 * linear(u), rtol=1e-4, atol=1e-4
+    )
+    _, plain = jax.jvp(
+        lambda h: model.apply(variables, h, layer, False, False, method="forward_from"), (h,), (h,)
+    )
     assert np.max(np.abs(plain - evidence)) > 1e-3
 
 
@@ -148,10 +174,13 @@ def test_the_positional_term_is_linear_in_the_encoded_image():
   h = add_inverse(images)
   np.testing.assert_allclose(encoding_ones(h, (2, 3)), np.ones((2, 2, 3, 1)), atol=1e-6)
   u, v = jax.random.normal(jax.random.key(4), (2, *h.shape))
-  np.testing.assert_allclose(encoding_ones(0.5 * u - 2 * v, (2, 3)),
-                             0.5 * encoding_ones(u, (2, 3)) - 2 * encoding_ones(v, (2, 3)),
-                             rtol=1e-5, atol=1e-5)
-  bumped = h.at[0, 5, 9, 1].add(1.0)     # row block 1 (rows 4..7), column block 2 (cols 8..11)
+  np.testing.assert_allclose(
+      encoding_ones(0.5 * u - 2 * v, (2, 3)),
+      0.5 * encoding_ones(u, (2, 3)) - 2 * encoding_ones(v, (2, 3)),
+      rtol=1e-5,
+      atol=1e-5,
+  )
+  bumped = h.at[0, 5, 9, 1].add(1.0)  # row block 1 (rows 4..7), column block 2 (cols 8..11)
   delta = np.asarray(encoding_ones(bumped, (2, 3)) - encoding_ones(h, (2, 3)))[..., 0]
   expected = np.zeros((2, 2, 3))
   expected[0, 1, 2] = 1.0 / (4 * 4 * 3)
@@ -172,14 +201,18 @@ def test_converter_round_trip_and_errors():
   with_zero_bias = dict(sd, **{"0.linear_head.norm.bias": np.zeros(dim, np.float32)})
   from_bcos_state_dict(with_zero_bias, "bcos-vitc-tiny", num_classes=5)
   with pytest.raises(ValueError, match="non-zero"):
-    from_bcos_state_dict(dict(sd, **{"0.linear_head.norm.bias": np.ones(dim, np.float32)}),
-                         "bcos-vitc-tiny", num_classes=5)
+    from_bcos_state_dict(
+        dict(sd, **{"0.linear_head.norm.bias": np.ones(dim, np.float32)}),
+        "bcos-vitc-tiny",
+        num_classes=5,
+    )
   missing = {k: v for k, v in sd.items() if "encoder_1.ff.net.norm" not in k}
   with pytest.raises(ValueError, match="lacks 'transformer.encoder_1.ff.net.norm.weight'"):
     from_bcos_state_dict(missing, "bcos-vitc-tiny", num_classes=5)
   with pytest.raises(ValueError, match="fit no parameter"):
-    from_bcos_state_dict(dict(sd, **{"0.extra.weight": np.zeros(3)}), "bcos-vitc-tiny",
-                         num_classes=5)
+    from_bcos_state_dict(
+        dict(sd, **{"0.extra.weight": np.zeros(3)}), "bcos-vitc-tiny", num_classes=5
+    )
   with pytest.raises(ValueError, match="does not fit"):
     from_bcos_state_dict(sd, "bcos-vitc-tiny", num_classes=6)
 
@@ -195,9 +228,16 @@ def test_posthoc_baselines_and_ours_run_on_a_vit(small):
   ours = eval_methods.coda_contributions(model, info, variables, images, targets)
   assert ours.shape == (2, 32, 32, 6)
   methods = ("GCam", "Occ5", "RISE", "IntGrad", "SmoothGrad") if "vitc" in name else ("GCam",)
-  for method in methods:   # Grad-CAM reads the last token map
-    attr = eval_methods.posthoc_attribution(model, info, method, variables, images, targets,
-                                            settings={"RISE": {"n_masks": 50}}.get(method))
+  for method in methods:  # Grad-CAM reads the last token map
+    attr = eval_methods.posthoc_attribution(
+        model,
+        info,
+        method,
+        variables,
+        images,
+        targets,
+        settings={"RISE": {"n_masks": 50}}.get(method),
+    )
     assert attr.shape[:3] == images.shape[:3] and bool(jnp.all(jnp.isfinite(attr))), method
     assert float(jnp.abs(attr).sum()) > 0, method
 
@@ -233,9 +273,18 @@ def test_an_evaluator_runs_on_a_converted_vit_workdir(tmp_path):
   model = get_model("bcos-vit-tiny", num_classes=10, image_channels=1)
   variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 16, 16, 1)))
   data_dir = str(tmp_path / "tfds")
-  workdir = str(write_workdir(variables, "bcos-vit-tiny", str(tmp_path / "run"), dataset="digits",
-                              num_classes=10, image_size=16, image_channels=1,
-                              data_dir=data_dir))
+  workdir = str(
+      write_workdir(
+          variables,
+          "bcos-vit-tiny",
+          str(tmp_path / "run"),
+          dataset="digits",
+          num_classes=10,
+          image_size=16,
+          image_channels=1,
+          data_dir=data_dir,
+      )
+  )
   config = quick_config.get_config()
   config.methods, config.out, config.progress = "Ours,IxG", str(tmp_path / "out"), False
   config.evals = {"accuracy": {}, "completeness": {"n_images": 8}}
@@ -243,7 +292,8 @@ def test_an_evaluator_runs_on_a_converted_vit_workdir(tmp_path):
   test = data.load_examples("digits", "test", data_dir=data_dir)
   logits = model.apply(variables, jnp.asarray(test["image"], jnp.float32) / 255)
   assert report["accuracy"]["top1"] == pytest.approx(
-      float(np.mean(np.argmax(logits, -1) == test["label"])))
+      float(np.mean(np.argmax(logits, -1) == test["label"]))
+  )
   # The evaluator compares with the plain forward pass's logit − bias: |bias| = ln 9 rounds the
   # logit at ~2e-7 absolute, against Σ|c| ≈ 0.02 of this untrained model at the input, so the
   # bound here is 1e-5; the exact identity (≤ 1e-6) is tested against explain's own evidence above.
@@ -262,10 +312,10 @@ def test_nnx_and_linen_agree(small):
   assert _count(nnx.state(twin, nnx.Param)) == _count(variables)
   np.testing.assert_allclose(twin(images), model.apply(variables, images), rtol=1e-6, atol=1e-6)
   for layer in (0, 3):
-    ours, theirs = explain_nnx(twin, images, layer=layer), explain(model, variables, images,
-                                                                     layer=layer)
-    np.testing.assert_allclose(ours.contribution_map, theirs.contribution_map, rtol=1e-5,
-                               atol=1e-7)
+    ours, theirs = explain_nnx(twin, images, layer=layer), explain(
+        model, variables, images, layer=layer
+    )
+    np.testing.assert_allclose(ours.contribution_map, theirs.contribution_map, rtol=1e-5, atol=1e-7)
     assert float(completeness_error(ours).max()) <= 1e-6
   fresh = NNXBcosViT(32, 4, 32, 2, 2, 64, num_classes=3, rngs=nnx.Rngs(0))
   assert fresh(images).shape == (2, 3) and fresh.logit_bias == pytest.approx(-np.log(2))

@@ -16,18 +16,35 @@ from codajax.nn.modules import CoDAConv
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.mark.parametrize("script,schema", [("train.py", "codajax/train/config.py"),
-                                           ("eval.py", "configs/eval/eval_base.py")])
+@pytest.mark.parametrize(
+    "script,schema",
+    [("train.py", "codajax/train/config.py"), ("eval.py", "configs/eval/eval_base.py")],
+)
 def test_help_exits_0_and_points_to_the_config_schema(script, schema):
-  result = subprocess.run([sys.executable, script, "--help"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
+  result = subprocess.run(
+      [sys.executable, script, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
+  )
   assert result.returncode == 0, result.stderr[-2000:]
-  assert schema in result.stdout and "--print_config" in result.stdout and "--workdir" in result.stdout
+  assert (
+      schema in result.stdout and "--print_config" in result.stdout and "--workdir" in result.stdout
+  )
 
 
 def test_print_config_prints_the_resolved_config():
-  result = subprocess.run([sys.executable, "train.py", "--print_config", "--config", "configs/digits.py:smoke",
-                           "--config.batch_size=24"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+  result = subprocess.run(
+      [
+          sys.executable,
+          "train.py",
+          "--print_config",
+          "--config",
+          "configs/digits.py:smoke",
+          "--config.batch_size=24",
+      ],
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      timeout=120,
+  )
   assert result.returncode == 0, result.stderr[-2000:]
   lines = result.stdout.splitlines()
   assert "batch_size: 24" in lines and "max_steps: 4" in lines and "dataset: digits" in lines
@@ -43,8 +60,11 @@ def test_one_padding_default_for_dau_conv_codaconv_and_layerspec(k, expected):
   params = variables["params"]
   by_function = dau.dau_conv(params, x)
   explicit = dau.dau_conv(params, x, padding=expected)
-  assert by_module.shape == by_function.shape == (2, 9, 9, 4)   # (k − 1) // 2 keeps 9 x 9 at stride 1
+  assert (
+      by_module.shape == by_function.shape == (2, 9, 9, 4)
+  )  # (k − 1) // 2 keeps 9 x 9 at stride 1
   np.testing.assert_array_equal(np.asarray(by_function), np.asarray(explicit))
   np.testing.assert_array_equal(np.asarray(by_module), np.asarray(by_function))
-  assert not np.array_equal(np.asarray(dau.dau_conv(params, x, padding=expected + 1))[:, :9, :9],
-                            np.asarray(explicit))
+  assert not np.array_equal(
+      np.asarray(dau.dau_conv(params, x, padding=expected + 1))[:, :9, :9], np.asarray(explicit)
+  )

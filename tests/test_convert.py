@@ -13,11 +13,15 @@ from numpy_reference import coda_net, random_state_dict
 
 def _reference_specs(arch):
   layers = ARCHITECTURES[arch].layers
-  return ([(s.features, s.rank, s.kernel_size) for s in layers],
-          [(s.kernel_size, s.stride, s.padding) for s in layers])
+  return (
+      [(s.features, s.rank, s.kernel_size) for s in layers],
+      [(s.kernel_size, s.stride, s.padding) for s in layers],
+  )
 
 
-@pytest.mark.parametrize("arch,norm", [("tiny-3L", "squash"), ("tiny-3L", "l2"), ("9L-S", "squash")])
+@pytest.mark.parametrize(
+    "arch,norm", [("tiny-3L", "squash"), ("tiny-3L", "l2"), ("9L-S", "squash")]
+)
 def test_converted_model_matches_numpy_reference(arch, norm):
   full, geometry = _reference_specs(arch)
   rng = np.random.default_rng(0)

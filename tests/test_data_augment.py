@@ -26,14 +26,16 @@ def test_random_pad_crop_equals_crop_of_zero_padded_image():
   image = _rng().integers(1, 256, (8, 8, 2), dtype=np.uint8)
   for seed in range(40):
     top, left = _rng(seed).integers(0, 7, size=2)
-    expected = np.pad(image, ((3, 3), (3, 3), (0, 0)))[top:top + 8, left:left + 8]
+    expected = np.pad(image, ((3, 3), (3, 3), (0, 0)))[top : top + 8, left : left + 8]
     np.testing.assert_array_equal(augment.random_pad_crop(image, 3, _rng(seed)), expected)
 
 
 def test_random_pad_crop_reaches_every_offset():
   image = np.ones((4, 4, 1), np.uint8)
-  zero_rows_cols = {(int((crop[:, :, 0] == 0).all(axis=1).sum()), int((crop[:, :, 0] == 0).all(axis=0).sum()))
-                    for crop in (augment.random_pad_crop(image, 2, _rng(seed)) for seed in range(400))}
+  zero_rows_cols = {
+      (int((crop[:, :, 0] == 0).all(axis=1).sum()), int((crop[:, :, 0] == 0).all(axis=0).sum()))
+      for crop in (augment.random_pad_crop(image, 2, _rng(seed)) for seed in range(400))
+  }
   assert zero_rows_cols == {(rows, cols) for rows in range(3) for cols in range(3)}
 
 
@@ -46,7 +48,9 @@ def test_random_flip_mirrors_about_half_the_time():
   assert 150 < mirrored < 250
 
 
-@pytest.mark.parametrize("shape, flip", [((32, 32, 3), True), ((16, 16, 1), False), ((64, 64, 3), True)])
+@pytest.mark.parametrize(
+    "shape, flip", [((32, 32, 3), True), ((16, 16, 1), False), ((64, 64, 3), True)]
+)
 def test_small_train_image_keeps_shape_dtype_and_pixels(shape, flip):
   prep = augment.small_preprocessing(shape, flip=flip)
   assert prep.crop_padding == shape[0] // 8
@@ -83,24 +87,42 @@ def test_imagenet_transforms_give_240_crops_from_jpeg_bytes_and_arrays():
     assert train.shape == test.shape == (240, 240, 3)
     assert train.dtype == test.dtype == np.uint8
   decoded = Image.open(io.BytesIO(encoded)).convert("RGB")
-  expected = np.asarray(augment.center_crop(decoded.resize((341, 256), Image.Resampling.BILINEAR), 240))
+  expected = np.asarray(
+      augment.center_crop(decoded.resize((341, 256), Image.Resampling.BILINEAR), 240)
+  )
   np.testing.assert_array_equal(augment.eval_image(encoded, prep), expected)
 
 
 def test_imagenet_train_crop_is_random_but_reproducible():
   prep = augment.imagenet_preprocessing(randaugment=None)
   encoded = _jpeg(400, 300)
-  first, again = augment.train_image(encoded, prep, _rng(3)), augment.train_image(encoded, prep, _rng(3))
+  first, again = augment.train_image(encoded, prep, _rng(3)), augment.train_image(
+      encoded, prep, _rng(3)
+  )
   np.testing.assert_array_equal(first, again)
-  assert any(not np.array_equal(first, augment.train_image(encoded, prep, _rng(seed))) for seed in range(4, 8))
+  assert any(
+      not np.array_equal(first, augment.train_image(encoded, prep, _rng(seed)))
+      for seed in range(4, 8)
+  )
 
 
 def test_randaugment_values_at_magnitude_10_match_the_reference():
   values = {name: randaugment.op_value(low, high, 10) for name, _, low, high in randaugment.OPS}
   assert len(randaugment.OPS) == 16
-  expected = {"Rotate": 10, "Solarize": 256 / 3, "SolarizeAdd": 110 / 3, "Color": 0.7, "Contrast": 0.7,
-              "Brightness": 0.7, "Sharpness": 0.7, "ShearX": 0.1, "ShearY": 0.1, "Cutout": 40 / 3,
-              "TranslateX": 100 / 3, "TranslateY": 100 / 3}
+  expected = {
+      "Rotate": 10,
+      "Solarize": 256 / 3,
+      "SolarizeAdd": 110 / 3,
+      "Color": 0.7,
+      "Contrast": 0.7,
+      "Brightness": 0.7,
+      "Sharpness": 0.7,
+      "ShearX": 0.1,
+      "ShearY": 0.1,
+      "Cutout": 40 / 3,
+      "TranslateX": 100 / 3,
+      "TranslateY": 100 / 3,
+  }
   for name, value in expected.items():
     assert values[name] == pytest.approx(value), name
   assert max(1, int(values["Posterize"])) == 1
@@ -120,13 +142,18 @@ def test_randaugment_ops_do_what_they_say():
   np.testing.assert_array_equal(np.asarray(randaugment.invert(image, 0, _rng())), 255 - array)
   assert set(np.unique(np.asarray(randaugment.posterize(image, 1.33, _rng())))) <= {0, 128}
   shifted = np.asarray(randaugment.translate_x(image, 10.0, _rng()))
-  assert (np.array_equal(shifted[:, :30], array[:, 10:]) and not shifted[:, 30:].any()) or \
-         (np.array_equal(shifted[:, 10:], array[:, :30]) and not shifted[:, :10].any())
+  assert (np.array_equal(shifted[:, :30], array[:, 10:]) and not shifted[:, 30:].any()) or (
+      np.array_equal(shifted[:, 10:], array[:, :30]) and not shifted[:, :10].any()
+  )
   cut = np.asarray(randaugment.cutout(Image.new("RGB", (40, 40)), 40 / 3, _rng()))
   filled = (cut == randaugment.CUTOUT_FILL).all(axis=-1)
   assert 7 * 7 <= filled.sum() <= 15 * 15
-  solar = np.asarray(randaugment.solarize_add(Image.fromarray(np.full((2, 2, 3), 100, np.uint8)), 110 / 3, _rng()))
-  np.testing.assert_array_equal(solar, np.full((2, 2, 3), 255 - 136, np.uint8))  # 100 + 36 >= 128 -> inverted
+  solar = np.asarray(
+      randaugment.solarize_add(Image.fromarray(np.full((2, 2, 3), 100, np.uint8)), 110 / 3, _rng())
+  )
+  np.testing.assert_array_equal(
+      solar, np.full((2, 2, 3), 255 - 136, np.uint8)
+  )  # 100 + 36 >= 128 -> inverted
 
 
 def test_rand_augment_is_reproducible_and_random():

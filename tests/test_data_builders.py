@@ -32,6 +32,7 @@ def _reference_upsample_x2(image):
 
 def test_digits_are_upsampled_bilinearly_to_16x16():
   from sklearn.datasets import load_digits
+
   images, labels = digits.upsampled_digits()
   raw = load_digits()
   assert images.shape == (1797, 16, 16, 1) and images.dtype == np.uint8
@@ -57,11 +58,20 @@ def test_digits_builder_keeps_the_fixed_split_in_order(data_dir):
 
 def test_generate_shapes_is_deterministic_balanced_and_masked():
   first = shapes.generate_shapes(500, seed=3, split="train")
-  np.testing.assert_array_equal(first["image"], shapes.generate_shapes(500, seed=3, split="train")["image"])
-  assert not np.array_equal(first["image"], shapes.generate_shapes(500, seed=4, split="train")["image"])
-  assert not np.array_equal(first["image"], shapes.generate_shapes(500, seed=3, split="test")["image"])
+  np.testing.assert_array_equal(
+      first["image"], shapes.generate_shapes(500, seed=3, split="train")["image"]
+  )
+  assert not np.array_equal(
+      first["image"], shapes.generate_shapes(500, seed=4, split="train")["image"]
+  )
+  assert not np.array_equal(
+      first["image"], shapes.generate_shapes(500, seed=3, split="test")["image"]
+  )
   assert first["image"].shape == (500, 32, 32, 3) and first["image"].dtype == np.uint8
-  assert first["object_mask"].shape == (500, 32, 32) and set(np.unique(first["object_mask"])) == {0, 1}
+  assert first["object_mask"].shape == (500, 32, 32) and set(np.unique(first["object_mask"])) == {
+      0,
+      1,
+  }
   assert np.bincount(first["label"], minlength=10).tolist() == [50] * 10
   area = first["object_mask"].sum(axis=(1, 2))
   assert area.min() >= 20 and area.max() <= 0.35 * 32 * 32
@@ -111,11 +121,18 @@ def test_shapes_builder_stores_the_generated_examples_in_order(data_dir):
 
 def write_cifar_archive(directory, per_batch=4, num_test=3):
   """A CIFAR-10 archive of 5 * per_batch train and num_test test images: example k has R=k, G=100+k%50, B=200."""
+
   def split(keys):
-    pixels = np.stack([keys % 256, 100 + keys % 50, np.full_like(keys, 200)], axis=-1).astype(np.uint8)
+    pixels = np.stack([keys % 256, 100 + keys % 50, np.full_like(keys, 200)], axis=-1).astype(
+        np.uint8
+    )
     return np.broadcast_to(pixels[:, None, None], (len(keys), 32, 32, 3)), keys % 10
-  cifar10.write_archive(os.path.join(directory, cifar10.ARCHIVE_NAME), split(np.arange(5 * per_batch)),
-                        split(np.arange(5 * per_batch, 5 * per_batch + num_test)))
+
+  cifar10.write_archive(
+      os.path.join(directory, cifar10.ARCHIVE_NAME),
+      split(np.arange(5 * per_batch)),
+      split(np.arange(5 * per_batch, 5 * per_batch + num_test)),
+  )
 
 
 def test_cifar10_builder_reads_the_python_archive_in_order(tmp_path, data_dir):
@@ -124,13 +141,23 @@ def test_cifar10_builder_reads_the_python_archive_in_order(tmp_path, data_dir):
   assert spec.split_sizes == {"train": 20, "test": 3}
   assert (spec.num_classes, spec.image_shape) == (10, (32, 32, 3))
   train = load_examples("cifar10", "train", data_dir=data_dir)
-  np.testing.assert_array_equal(train["image"][:, 5, 7], np.stack([np.arange(20), 100 + np.arange(20),
-                                                                  np.full(20, 200)], axis=1))
+  np.testing.assert_array_equal(
+      train["image"][:, 5, 7],
+      np.stack([np.arange(20), 100 + np.arange(20), np.full(20, 200)], axis=1),
+  )
   np.testing.assert_array_equal(train["label"], np.arange(20) % 10)
   test = load_examples("cifar10", "test", data_dir=data_dir)
   np.testing.assert_array_equal(test["image"][:, 0, 0, 0], [20, 21, 22])
-  batch = next(train_loader("cifar10", global_batch_size=8, seed=0, data_dir=data_dir, process_index=0,
-                            process_count=1))
+  batch = next(
+      train_loader(
+          "cifar10",
+          global_batch_size=8,
+          seed=0,
+          data_dir=data_dir,
+          process_index=0,
+          process_count=1,
+      )
+  )
   assert batch["image"].shape == (8, 32, 32, 3)
 
 
@@ -156,7 +183,9 @@ def imagenet_root(tmp_path_factory):
   for label, wnid in enumerate(["n03000000", "n01000000", "n04000000", "n02000000"]):
     for index in range(3):
       size = (300, 260) if index % 2 else (260, 300)
-      _write_jpeg(str(root / "train" / wnid / f"{wnid}_{index}.JPEG"), *size, value=10 * index + 50 * label)
+      _write_jpeg(
+          str(root / "train" / wnid / f"{wnid}_{index}.JPEG"), *size, value=10 * index + 50 * label
+      )
     for index in range(2):
       _write_jpeg(str(root / "val" / wnid / f"val_{index}.JPEG"), 280, 280, value=5 + 50 * label)
   (root / "train" / "n01000000" / "notes.txt").write_text("not an image")
@@ -166,11 +195,23 @@ def imagenet_root(tmp_path_factory):
 def test_imagenet_folder_keeps_imagefolder_order_and_decodes_at_read_time(imagenet_root, data_dir):
   spec = prepare_dataset("imagenet_folder", data_dir=data_dir, manual_dir=imagenet_root)
   assert spec.name == "imagenet_folder/all"
-  assert (spec.num_classes, spec.image_shape, spec.split_sizes) == (4, (240, 240, 3), {"train": 12, "validation": 8})
+  assert (spec.num_classes, spec.image_shape, spec.split_sizes) == (
+      4,
+      (240, 240, 3),
+      {"train": 12, "validation": 8},
+  )
   builder = tfds.builder("codajax_imagenet_folder/all", data_dir=data_dir)
-  assert builder.info.features["label"].names == ["n01000000", "n02000000", "n03000000", "n04000000"]
+  assert builder.info.features["label"].names == [
+      "n01000000",
+      "n02000000",
+      "n03000000",
+      "n04000000",
+  ]
   record = builder.as_data_source("train")[0]
-  assert isinstance(record["image"], bytes) and record["file_name"] == b"train/n01000000/n01000000_0.JPEG"
+  assert (
+      isinstance(record["image"], bytes)
+      and record["file_name"] == b"train/n01000000/n01000000_0.JPEG"
+  )
   train = load_examples("imagenet_folder", "train", data_dir=data_dir)
   assert train["image"].shape == (12, 240, 240, 3)
   np.testing.assert_array_equal(train["label"], np.repeat(np.arange(4), 3))
@@ -200,8 +241,15 @@ def test_imagenet_folder_class_subset_relabels_the_first_k_wnids(imagenet_root, 
   assert spec.name == "imagenet_folder/first2"
   assert (spec.num_classes, spec.split_sizes) == (2, {"train": 6, "validation": 4})
   assert dataset_info("imagenet_folder/first2", data_dir=data_dir).num_classes == 2
-  batches = list(eval_loader("imagenet_folder/first2", global_batch_size=4, data_dir=data_dir, process_index=0,
-                             process_count=1))
+  batches = list(
+      eval_loader(
+          "imagenet_folder/first2",
+          global_batch_size=4,
+          data_dir=data_dir,
+          process_index=0,
+          process_count=1,
+      )
+  )
   assert [batch["label"].tolist() for batch in batches] == [[0, 0, 1, 1]]
   assert batches[0]["image"].shape == (4, 240, 240, 3)
 
@@ -214,8 +262,11 @@ def test_imagenet100_is_the_first_100_sorted_wnids(tmp_path, data_dir):
     _write_jpeg(str(root / "val" / wnid / "b.JPEG"), 16, 20, value=index)
   own_dir = str(tmp_path / "tfds")
   spec = prepare_dataset("imagenet100", data_dir=own_dir, manual_dir=str(root))
-  assert (spec.name, spec.num_classes, spec.split_sizes) == ("imagenet_folder/first100", 100,
-                                                             {"train": 100, "validation": 100})
+  assert (spec.name, spec.num_classes, spec.split_sizes) == (
+      "imagenet_folder/first100",
+      100,
+      {"train": 100, "validation": 100},
+  )
   assert dataset_info("imagenet100", data_dir=own_dir) == spec
 
 
@@ -228,11 +279,15 @@ def test_flat_val_labels_from_kaggle_csv(tmp_path):
   _write_jpeg(str(root / "val" / "ILSVRC2012_val_00000003.JPEG"), 32, 32, 200)
   (root / image_folder.KAGGLE_VAL_LABELS).write_text(
       "ImageId,PredictionString\nILSVRC2012_val_00000001,n01000000 1 2 3 4\n"
-      "ILSVRC2012_val_00000002,n02000000 1 2 3 4 n02000000 5 6 7 8\nILSVRC2012_val_00000003,n02000000 0 0 1 1\n")
+      "ILSVRC2012_val_00000002,n02000000 1 2 3 4 n02000000 5 6 7 8\nILSVRC2012_val_00000003,n02000000 0 0 1 1\n"
+  )
   wnids, files = image_folder.imagenet_split_files(str(root), None)
   assert wnids == ["n01000000", "n02000000"]
   assert [(os.path.basename(path), label) for path, label in files["validation"]] == [
-      ("ILSVRC2012_val_00000001.JPEG", 0), ("ILSVRC2012_val_00000002.JPEG", 1), ("ILSVRC2012_val_00000003.JPEG", 1)]
+      ("ILSVRC2012_val_00000001.JPEG", 0),
+      ("ILSVRC2012_val_00000002.JPEG", 1),
+      ("ILSVRC2012_val_00000003.JPEG", 1),
+  ]
 
 
 def test_flat_val_with_official_names_uses_the_shipped_ilsvrc2012_labels(tmp_path, data_dir):
@@ -264,13 +319,23 @@ def test_tiny_imagenet_from_its_released_layout(tmp_path, data_dir):
   (root / "wnids.txt").write_text("\n".join(wnids) + "\n")
   for label, wnid in enumerate(sorted(wnids)):
     for index in range(2):
-      _write_jpeg(str(root / "train" / wnid / "images" / f"{wnid}_{index}.JPEG"), 64, 64, 100 * label + index)
+      _write_jpeg(
+          str(root / "train" / wnid / "images" / f"{wnid}_{index}.JPEG"),
+          64,
+          64,
+          100 * label + index,
+      )
   Image.new("L", (64, 64), 90).save(root / "train" / "n05000000" / "images" / "n05000000_2.JPEG")
-  annotations = [("val_1.JPEG", "n09000000"), ("val_0.JPEG", "n01000000"), ("val_2.JPEG", "n01000000")]
+  annotations = [
+      ("val_1.JPEG", "n09000000"),
+      ("val_0.JPEG", "n01000000"),
+      ("val_2.JPEG", "n01000000"),
+  ]
   for file_name, wnid in annotations:
     _write_jpeg(str(root / "val" / "images" / file_name), 64, 64, 30)
   (root / "val" / "val_annotations.txt").write_text(
-      "".join(f"{file_name}\t{wnid}\t0\t0\t10\t10\n" for file_name, wnid in annotations))
+      "".join(f"{file_name}\t{wnid}\t0\t0\t10\t10\n" for file_name, wnid in annotations)
+  )
   spec = prepare_dataset("tiny_imagenet", data_dir=data_dir, manual_dir=str(tmp_path / "manual"))
   assert (spec.num_classes, spec.image_shape, spec.test_split) == (3, (64, 64, 3), "validation")
   assert spec.split_sizes == {"train": 7, "validation": 3}
@@ -278,7 +343,9 @@ def test_tiny_imagenet_from_its_released_layout(tmp_path, data_dir):
   np.testing.assert_array_equal(train["label"], [0, 0, 1, 1, 1, 2, 2])
   grey = train["image"][4]
   assert grey.shape == (64, 64, 3) and np.all(np.abs(grey.astype(int) - 90) <= 2)
-  np.testing.assert_array_equal(load_examples("tiny_imagenet", "validation", data_dir=data_dir)["label"], [0, 0, 2])
+  np.testing.assert_array_equal(
+      load_examples("tiny_imagenet", "validation", data_dir=data_dir)["label"], [0, 0, 2]
+  )
 
 
 # ---------------------------------------------------------------------------------------------- any TFDS dataset
@@ -290,10 +357,17 @@ class CodajaxTestToyDigits(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
   VERSION = tfds.core.Version("1.0.0")
 
   def _info(self):
-    return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
-        "pixels": tfds.features.Tensor(shape=(8, 8, 1), dtype=np.uint8),
-        "digit": tfds.features.ClassLabel(num_classes=3)}), supervised_keys=("pixels", "digit"),
-        disable_shuffling=True)
+    return tfds.core.DatasetInfo(
+        builder=self,
+        features=tfds.features.FeaturesDict(
+            {
+                "pixels": tfds.features.Tensor(shape=(8, 8, 1), dtype=np.uint8),
+                "digit": tfds.features.ClassLabel(num_classes=3),
+            }
+        ),
+        supervised_keys=("pixels", "digit"),
+        disable_shuffling=True,
+    )
 
   def _split_generators(self, dl_manager):
     return {"train": self._generate_examples(12), "validation": self._generate_examples(5)}
@@ -309,21 +383,40 @@ def test_any_tfds_dataset_prepared_in_array_record_loads_by_name(tmp_path):
   spec = dataset_info("codajax_test_toy_digits", data_dir=data_dir)
   assert (spec.num_classes, spec.image_shape, spec.test_split) == (3, (8, 8, 1), "validation")
   assert spec.split_sizes == {"train": 12, "validation": 5}
-  batches = list(eval_loader("codajax_test_toy_digits", global_batch_size=4, data_dir=data_dir, process_index=0,
-                             process_count=1))
-  np.testing.assert_array_equal(np.concatenate([b["image"][b["valid"], 0, 0, 0] for b in batches]), np.arange(5))
-  batch = next(train_loader("codajax_test_toy_digits", global_batch_size=6, seed=0, data_dir=data_dir,
-                            process_index=0, process_count=1))
+  batches = list(
+      eval_loader(
+          "codajax_test_toy_digits",
+          global_batch_size=4,
+          data_dir=data_dir,
+          process_index=0,
+          process_count=1,
+      )
+  )
+  np.testing.assert_array_equal(
+      np.concatenate([b["image"][b["valid"], 0, 0, 0] for b in batches]), np.arange(5)
+  )
+  batch = next(
+      train_loader(
+          "codajax_test_toy_digits",
+          global_batch_size=6,
+          seed=0,
+          data_dir=data_dir,
+          process_index=0,
+          process_count=1,
+      )
+  )
   assert batch["image"].shape == (6, 8, 8, 1) and batch["label"].dtype == np.int32
 
 
 def test_generic_preprocessing_by_image_size():
-  assert catalog._generic_preprocessing(_FakeBuilder((28, 28, 1)), "image") == augment.small_preprocessing(
-      (28, 28, 1), flip=False)
+  assert catalog._generic_preprocessing(
+      _FakeBuilder((28, 28, 1)), "image"
+  ) == augment.small_preprocessing((28, 28, 1), flip=False)
   assert catalog._generic_preprocessing(_FakeBuilder((None, None, 3)), "image").kind == "imagenet"
 
 
 class _FakeBuilder:
+
   def __init__(self, shape):
     self.info = type("Info", (), {"features": {"image": type("Feature", (), {"shape": shape})()}})()
 
@@ -332,7 +425,9 @@ def test_imagenet_folder_skips_and_counts_files_that_do_not_decode(tmp_path, cap
   root = tmp_path / "imagenet"
   for label, wnid in enumerate(["n01000000", "n02000000"]):
     for index in range(2):
-      _write_jpeg(str(root / "train" / wnid / f"{wnid}_{index}.JPEG"), 40, 40, value=60 * label + 10)
+      _write_jpeg(
+          str(root / "train" / wnid / f"{wnid}_{index}.JPEG"), 40, 40, value=60 * label + 10
+      )
       _write_jpeg(str(root / "val" / wnid / f"val_{index}.JPEG"), 40, 40, value=60 * label + 10)
   bad = root / "train" / "n01000000"
   (bad / "zero.JPEG").write_bytes(b"")
@@ -346,5 +441,5 @@ def test_imagenet_folder_skips_and_counts_files_that_do_not_decode(tmp_path, cap
   assert "train: skipped 3 of 7 image files (2 not decodable, 1 zero-byte)" in err
   for name in ("zero.JPEG", "random.JPEG", "truncated.JPEG"):
     assert name in err
-  train = load_examples("imagenet_folder", "train", data_dir=data_dir)   # every stored file decodes
+  train = load_examples("imagenet_folder", "train", data_dir=data_dir)  # every stored file decodes
   np.testing.assert_array_equal(train["label"], [0, 0, 1, 1])

@@ -10,8 +10,16 @@ import urllib.request
 import numpy as np
 import pytest
 
-from codajax.data import (DatasetNotPreparedError, ManualDataNotFoundError, UnknownDatasetError, catalog,
-                          dataset_info, eval_loader, prepare_dataset, train_loader)
+from codajax.data import (
+    DatasetNotPreparedError,
+    ManualDataNotFoundError,
+    UnknownDatasetError,
+    catalog,
+    dataset_info,
+    eval_loader,
+    prepare_dataset,
+    train_loader,
+)
 from codajax.data import prepare as prepare_cli
 from codajax.data.builders import cifar10
 
@@ -19,8 +27,10 @@ from codajax.data.builders import cifar10
 @pytest.fixture
 def no_network(monkeypatch):
   """Fails the test on any attempt to open a URL."""
+
   def refuse(*args, **kwargs):
     raise AssertionError(f"network access attempted: {args}")
+
   monkeypatch.setattr(urllib.request, "urlopen", refuse)
 
 
@@ -32,20 +42,41 @@ def test_unknown_name_lists_the_known_datasets(tmp_path):
     assert name in str(error.value)
   assert "(found there: shapes)" in str(error.value)
   with pytest.raises(UnknownDatasetError, match="digits"):
-    train_loader("no_such_dataset", global_batch_size=8, seed=0, data_dir=str(tmp_path), process_index=0,
-                 process_count=1)
+    train_loader(
+        "no_such_dataset",
+        global_batch_size=8,
+        seed=0,
+        data_dir=str(tmp_path),
+        process_index=0,
+        process_count=1,
+    )
 
 
-@pytest.mark.parametrize("name, command", [
-    ("cifar10", "python -m codajax.data.prepare cifar10 --manual_dir {}/downloads/manual/cifar10 --data_dir {}"),
-    ("imagenet100", "python -m codajax.data.prepare imagenet100 --manual_dir IMAGENET_ROOT_WITH_train_AND_val "
-                    "--data_dir {}"),
-    ("imagenet_folder/first10", "python -m codajax.data.prepare imagenet_folder --manual_dir "
-                                "IMAGENET_ROOT_WITH_train_AND_val --data_dir {} --classes 10"),
-    ("tiny_imagenet", "python -m codajax.data.prepare tiny_imagenet --manual_dir {}/downloads/manual/tiny_imagenet "
-                      "--data_dir {}"),
-    ("imagenet2012", "python -m codajax.data.prepare imagenet2012 --data_dir {} --download"),
-])
+@pytest.mark.parametrize(
+    "name, command",
+    [
+        (
+            "cifar10",
+            "python -m codajax.data.prepare cifar10 --manual_dir {}/downloads/manual/cifar10 --data_dir {}",
+        ),
+        (
+            "imagenet100",
+            "python -m codajax.data.prepare imagenet100 --manual_dir IMAGENET_ROOT_WITH_train_AND_val "
+            "--data_dir {}",
+        ),
+        (
+            "imagenet_folder/first10",
+            "python -m codajax.data.prepare imagenet_folder --manual_dir "
+            "IMAGENET_ROOT_WITH_train_AND_val --data_dir {} --classes 10",
+        ),
+        (
+            "tiny_imagenet",
+            "python -m codajax.data.prepare tiny_imagenet --manual_dir {}/downloads/manual/tiny_imagenet "
+            "--data_dir {}",
+        ),
+        ("imagenet2012", "python -m codajax.data.prepare imagenet2012 --data_dir {} --download"),
+    ],
+)
 def test_an_unprepared_dataset_names_the_exact_prepare_command(tmp_path, no_network, name, command):
   with pytest.raises(DatasetNotPreparedError) as error:
     eval_loader(name, global_batch_size=8, data_dir=str(tmp_path), process_index=0, process_count=1)
@@ -58,16 +89,24 @@ def test_a_missing_archive_names_the_command_and_downloads_nothing(tmp_path, no_
   manual.mkdir()
   with pytest.raises(ManualDataNotFoundError) as error:
     prepare_dataset("cifar10", data_dir=str(tmp_path / "data"), manual_dir=str(manual))
-  assert (f"cifar-10-python.tar.gz not found in manual directory {manual}" in str(error.value))
-  assert (f"python -m codajax.data.prepare cifar10 --manual_dir {manual} --data_dir {tmp_path / 'data'}"
-          in str(error.value))
+  assert f"cifar-10-python.tar.gz not found in manual directory {manual}" in str(error.value)
+  assert (
+      f"python -m codajax.data.prepare cifar10 --manual_dir {manual} --data_dir {tmp_path / 'data'}"
+      in str(error.value)
+  )
   with pytest.raises(ManualDataNotFoundError, match="train/<wnid>") as error:
     prepare_dataset("imagenet100", data_dir=str(tmp_path / "data"), manual_dir=str(manual))
-  assert f"python -m codajax.data.prepare imagenet100 --manual_dir {manual} --data_dir" in str(error.value)
+  assert f"python -m codajax.data.prepare imagenet100 --manual_dir {manual} --data_dir" in str(
+      error.value
+  )
   with pytest.raises(ManualDataNotFoundError) as error:
-    prepare_dataset("imagenet_folder", data_dir=str(tmp_path / "data"), manual_dir=str(manual), classes=7)
-  assert (f"python -m codajax.data.prepare imagenet_folder --manual_dir {manual} --data_dir {tmp_path / 'data'} "
-          "--classes 7") in str(error.value)
+    prepare_dataset(
+        "imagenet_folder", data_dir=str(tmp_path / "data"), manual_dir=str(manual), classes=7
+    )
+  assert (
+      f"python -m codajax.data.prepare imagenet_folder --manual_dir {manual} --data_dir {tmp_path / 'data'} "
+      "--classes 7"
+  ) in str(error.value)
   with pytest.raises(ManualDataNotFoundError, match="tiny-imagenet-200"):
     prepare_dataset("tiny_imagenet", data_dir=str(tmp_path / "data"))
 
@@ -89,12 +128,19 @@ def test_conflicting_or_misplaced_flags_are_errors(tmp_path):
 
 
 def test_cli_prepares_and_reports_errors(tmp_path, capsys, no_network):
-  assert prepare_cli.main(["shapes", "--num_train", "12", "--num_test", "4", "--data_dir", str(tmp_path)]) == 0
+  assert (
+      prepare_cli.main(
+          ["shapes", "--num_train", "12", "--num_test", "4", "--data_dir", str(tmp_path)]
+      )
+      == 0
+  )
   assert '"name": "shapes/train12_test4_seed0"' in capsys.readouterr().out
   assert prepare_cli.main(["cifar10", "--data_dir", str(tmp_path)]) == 2
-  message = capsys.readouterr().err   # a real folder (where --download puts it), not a placeholder
-  assert (f"put it in {tmp_path}/downloads/manual/cifar10, then run:\n  python -m codajax.data.prepare cifar10 "
-          f"--manual_dir {tmp_path}/downloads/manual/cifar10 --data_dir {tmp_path}") in message
+  message = capsys.readouterr().err  # a real folder (where --download puts it), not a placeholder
+  assert (
+      f"put it in {tmp_path}/downloads/manual/cifar10, then run:\n  python -m codajax.data.prepare cifar10 "
+      f"--manual_dir {tmp_path}/downloads/manual/cifar10 --data_dir {tmp_path}"
+  ) in message
   assert prepare_cli.main(["cifar11", "--data_dir", str(tmp_path)]) == 2
   assert "Known datasets: digits, shapes, cifar10" in capsys.readouterr().err
 
@@ -103,13 +149,17 @@ def test_download_fetches_the_archive_only_when_asked(tmp_path, monkeypatch):
   served = tmp_path / "server"
   served.mkdir()
   images = np.zeros((10, 32, 32, 3), np.uint8)
-  cifar10.write_archive(str(served / cifar10.ARCHIVE_NAME), (images, np.arange(10) % 10), (images[:3], [0, 1, 2]))
+  cifar10.write_archive(
+      str(served / cifar10.ARCHIVE_NAME), (images, np.arange(10) % 10), (images[:3], [0, 1, 2])
+  )
   handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
   handler.log_message = lambda *args: None
   server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
   threading.Thread(target=server.serve_forever, daemon=True).start()
   url = f"http://127.0.0.1:{server.server_address[1]}/cifar-10-python.tar.gz"
-  monkeypatch.setitem(catalog._FAMILIES, "cifar10", dataclasses.replace(catalog._FAMILIES["cifar10"], url=url))
+  monkeypatch.setitem(
+      catalog._FAMILIES, "cifar10", dataclasses.replace(catalog._FAMILIES["cifar10"], url=url)
+  )
   try:
     data_dir = str(tmp_path / "data")
     with pytest.raises(ManualDataNotFoundError):
@@ -118,7 +168,9 @@ def test_download_fetches_the_archive_only_when_asked(tmp_path, monkeypatch):
   finally:
     server.shutdown()
   assert spec.split_sizes == {"train": 10, "test": 3}
-  assert (tmp_path / "data" / "downloads" / "manual" / "cifar10" / "cifar-10-python.tar.gz").is_file()
+  assert (
+      tmp_path / "data" / "downloads" / "manual" / "cifar10" / "cifar-10-python.tar.gz"
+  ).is_file()
 
 
 # ---- damaged inputs: one error naming the file and the command -----------------------------
@@ -157,7 +209,7 @@ def test_prepare_cifar10_with_a_bad_archive_is_one_error_line(tmp_path, capsys, 
   lines = err.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith("error: cifar10: "), err
   assert str(manual / cifar10.ARCHIVE_NAME) in lines[0] and cifar10.ARCHIVE_URL in lines[0]
-  assert not data_dir.exists()   # no empty dataset folder is left behind
+  assert not data_dir.exists()  # no empty dataset folder is left behind
 
 
 def _prepared_digits(tmp_path):

@@ -18,7 +18,10 @@ def data_dir(tmp_path_factory):
 
 
 def _train(data_dir, **kwargs):
-  options = dict(global_batch_size=48, seed=0, data_dir=data_dir, process_index=0, process_count=1) | kwargs
+  options = (
+      dict(global_batch_size=48, seed=0, data_dir=data_dir, process_index=0, process_count=1)
+      | kwargs
+  )
   return train_loader(NAME, **options)
 
 
@@ -44,7 +47,10 @@ def test_train_batches_have_the_contracted_types_and_ranges(data_dir):
   assert batch.keys() == {"image", "label"}
   assert batch["image"].shape == (48, 32, 32, 3) and batch["image"].dtype == np.uint8
   assert batch["label"].shape == (48,) and batch["label"].dtype == np.int32
-  assert 0 <= batch["label"].min() and batch["label"].max() < dataset_info(NAME, data_dir=data_dir).num_classes
+  assert (
+      0 <= batch["label"].min()
+      and batch["label"].max() < dataset_info(NAME, data_dir=data_dir).num_classes
+  )
 
 
 def test_same_seed_same_batches_other_seed_other_batches(data_dir):
@@ -54,7 +60,9 @@ def test_same_seed_same_batches_other_seed_other_batches(data_dir):
 
 
 def test_every_epoch_is_a_new_permutation_without_the_last_partial_batch(data_dir):
-  loader = _train(data_dir, augment=False, split="train")   # (the default is "train.fit", without validation)
+  loader = _train(
+      data_dir, augment=False, split="train"
+  )  # (the default is "train.fit", without validation)
   assert loader.batches_per_epoch == 256 // 48 == 5
   all_images = set(_keys(load_examples(NAME, "train", data_dir=data_dir)["image"]))
   epochs = [[key for batch in _take(loader, 5) for key in _keys(batch["image"])] for _ in range(3)]
@@ -69,7 +77,7 @@ def test_augmentation_is_a_padded_crop_or_flip_of_the_same_examples(data_dir):
   changed = 0
   for original, out in zip(plain["image"], augmented["image"]):
     padded = np.pad(original, ((4, 4), (4, 4), (0, 0)))
-    candidates = [padded[top:top + 32, left:left + 32] for top in range(9) for left in range(9)]
+    candidates = [padded[top : top + 32, left : left + 32] for top in range(9) for left in range(9)]
     assert any(np.array_equal(out, c) or np.array_equal(out, c[:, ::-1]) for c in candidates)
     changed += not np.array_equal(out, original)
   assert changed > 24
@@ -78,14 +86,26 @@ def test_augmentation_is_a_padded_crop_or_flip_of_the_same_examples(data_dir):
 @pytest.mark.parametrize("process_count", [2, 4])
 def test_process_shards_are_disjoint_cover_and_rebuild_the_global_batch(data_dir, process_count):
   single = _take(_train(data_dir), 6)
-  shards = [_take(_train(data_dir, process_index=p, process_count=process_count), 6) for p in range(process_count)]
+  shards = [
+      _take(_train(data_dir, process_index=p, process_count=process_count), 6)
+      for p in range(process_count)
+  ]
   for step, global_batch in enumerate(single):
     parts = [shard[step] for shard in shards]
     assert all(part["image"].shape[0] == 48 // process_count for part in parts)
     for key in ("image", "label"):
-      np.testing.assert_array_equal(np.concatenate([part[key] for part in parts]), global_batch[key])
-  plain = [_take(_train(data_dir, augment=False, split="train", process_index=p, process_count=process_count), 5)
-           for p in range(process_count)]
+      np.testing.assert_array_equal(
+          np.concatenate([part[key] for part in parts]), global_batch[key]
+      )
+  plain = [
+      _take(
+          _train(
+              data_dir, augment=False, split="train", process_index=p, process_count=process_count
+          ),
+          5,
+      )
+      for p in range(process_count)
+  ]
   per_process = [{key for batch in shard for key in _keys(batch["image"])} for shard in plain]
   assert sum(len(keys) for keys in per_process) == len(set().union(*per_process)) == 240
 
@@ -109,8 +129,12 @@ def test_resume_on_another_number_of_processes(data_dir):
   _take(original, 4)
   state = original.get_state()
   expected = next(original)
-  halves = [next(_train(data_dir, process_index=p, process_count=2, start_state=state)) for p in range(2)]
-  np.testing.assert_array_equal(np.concatenate([half["image"] for half in halves]), expected["image"])
+  halves = [
+      next(_train(data_dir, process_index=p, process_count=2, start_state=state)) for p in range(2)
+  ]
+  np.testing.assert_array_equal(
+      np.concatenate([half["image"] for half in halves]), expected["image"]
+  )
 
 
 def test_a_state_from_another_loader_is_rejected(data_dir):
@@ -133,14 +157,30 @@ def test_bad_batch_sizes_are_errors(data_dir):
 
 
 @pytest.mark.parametrize("global_batch_size, process_count", [(48, 2), (100, 4), (16, 1)])
-def test_eval_sees_every_example_once_in_order_with_masks(data_dir, global_batch_size, process_count):
+def test_eval_sees_every_example_once_in_order_with_masks(
+    data_dir, global_batch_size, process_count
+):
   reference = load_examples(NAME, "test", data_dir=data_dir)
-  shards = [list(eval_loader(NAME, global_batch_size=global_batch_size, data_dir=data_dir, process_index=p,
-                             process_count=process_count)) for p in range(process_count)]
+  shards = [
+      list(
+          eval_loader(
+              NAME,
+              global_batch_size=global_batch_size,
+              data_dir=data_dir,
+              process_index=p,
+              process_count=process_count,
+          )
+      )
+      for p in range(process_count)
+  ]
   num_batches = -(-64 // global_batch_size)
   assert [len(shard) for shard in shards] == [num_batches] * process_count
-  merged = {key: np.concatenate([part[key] for step in range(num_batches) for part in (s[step] for s in shards)])
-            for key in ("image", "label", "object_mask", "valid")}
+  merged = {
+      key: np.concatenate(
+          [part[key] for step in range(num_batches) for part in (s[step] for s in shards)]
+      )
+      for key in ("image", "label", "object_mask", "valid")
+  }
   assert merged["valid"].dtype == bool and merged["valid"].sum() == 64
   np.testing.assert_array_equal(merged["valid"], np.arange(num_batches * global_batch_size) < 64)
   for key in ("image", "label", "object_mask"):
@@ -149,12 +189,16 @@ def test_eval_sees_every_example_once_in_order_with_masks(data_dir, global_batch
 
 
 def test_eval_state_resumes_the_pass(data_dir):
-  loader = eval_loader(NAME, global_batch_size=16, data_dir=data_dir, process_index=0, process_count=1)
+  loader = eval_loader(
+      NAME, global_batch_size=16, data_dir=data_dir, process_index=0, process_count=1
+  )
   assert loader.batches_per_epoch == 4
   next(loader)
   state = loader.get_state()
   rest = list(loader)
-  resumed = eval_loader(NAME, global_batch_size=16, data_dir=data_dir, process_index=0, process_count=1)
+  resumed = eval_loader(
+      NAME, global_batch_size=16, data_dir=data_dir, process_index=0, process_count=1
+  )
   resumed.set_state(state)
   _assert_same_batches(list(resumed), rest)
   assert len(rest) == 3
@@ -168,10 +212,22 @@ def test_worker_processes_give_the_same_batches_and_states(data_dir):
     got += _take(loader, 3)
   _assert_same_batches(got, expected)
   _assert_same_batches(_take(_train(data_dir, start_state=state), 3), expected[4:])
-  with eval_loader(NAME, global_batch_size=24, data_dir=data_dir, worker_count=2, process_index=0,
-                   process_count=1) as loader:
-    _assert_same_batches(list(loader), list(eval_loader(NAME, global_batch_size=24, data_dir=data_dir,
-                                                        process_index=0, process_count=1)))
+  with eval_loader(
+      NAME,
+      global_batch_size=24,
+      data_dir=data_dir,
+      worker_count=2,
+      process_index=0,
+      process_count=1,
+  ) as loader:
+    _assert_same_batches(
+        list(loader),
+        list(
+            eval_loader(
+                NAME, global_batch_size=24, data_dir=data_dir, process_index=0, process_count=1
+            )
+        ),
+    )
 
 
 def test_load_examples_by_index(data_dir):
@@ -199,13 +255,30 @@ def test_embedded_datasets_prepare_themselves_in_the_default_data_dir(tmp_path, 
 
 def test_digits_train_augmentation_shifts_without_flipping(tmp_path):
   spec = dataset_info("digits", data_dir=str(tmp_path))
-  plain = next(train_loader("digits", global_batch_size=32, seed=0, data_dir=str(tmp_path), augment=False,
-                            process_index=0, process_count=1))
-  out = next(train_loader("digits", global_batch_size=32, seed=0, data_dir=str(tmp_path), process_index=0,
-                          process_count=1))
+  plain = next(
+      train_loader(
+          "digits",
+          global_batch_size=32,
+          seed=0,
+          data_dir=str(tmp_path),
+          augment=False,
+          process_index=0,
+          process_count=1,
+      )
+  )
+  out = next(
+      train_loader(
+          "digits",
+          global_batch_size=32,
+          seed=0,
+          data_dir=str(tmp_path),
+          process_index=0,
+          process_count=1,
+      )
+  )
   assert out["image"].shape == (32, *spec.image_shape)
   prep = augment.small_preprocessing(spec.image_shape, flip=False)
   for original, augmented in zip(plain["image"], out["image"]):
     padded = np.pad(original, ((prep.crop_padding,) * 2, (prep.crop_padding,) * 2, (0, 0)))
-    shifts = [padded[t:t + 16, l:l + 16] for t in range(5) for l in range(5)]
+    shifts = [padded[t : t + 16, l : l + 16] for t in range(5) for l in range(5)]
     assert any(np.array_equal(augmented, shift) for shift in shifts)

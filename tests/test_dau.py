@@ -28,8 +28,14 @@ def test_extract_patches_matches_torch_unfold_order():
 
 @pytest.mark.parametrize(
     "k,stride,padding,norm",
-    [(1, 1, 0, "squash"), (3, 1, 1, "squash"), (3, 2, 1, "l2"), (7, 3, 3, "squash"),
-     (3, 2, 0, "squash"), (7, 1, 2, "l2")],
+    [
+        (1, 1, 0, "squash"),
+        (3, 1, 1, "squash"),
+        (3, 2, 1, "l2"),
+        (7, 3, 3, "squash"),
+        (3, 2, 0, "squash"),
+        (7, 1, 2, "l2"),
+    ],
 )
 def test_explicit_and_implicit_forms_agree_with_numpy_reference(k, stride, padding, norm):
   params, x = _layer(jax.random.key(k * 10 + stride), k=k, size=11)
@@ -43,18 +49,22 @@ def test_explicit_and_implicit_forms_agree_with_numpy_reference(k, stride, paddi
   b_mat = np.asarray(params["B"]).transpose(3, 2, 0, 1)
   a_mat = np.asarray(params["A"]).transpose(2, 0, 1, 3, 4).reshape(c * k * k * d, r, 1, 1)
   beta = np.asarray(params["w0"]).transpose(2, 0, 1, 3).reshape(-1)
-  want = reference_layer(np.asarray(x, np.float64).transpose(0, 3, 1, 2), b_mat, a_mat, beta,
-                         k, stride, padding, norm).transpose(0, 2, 3, 1)
+  want = reference_layer(
+      np.asarray(x, np.float64).transpose(0, 3, 1, 2), b_mat, a_mat, beta, k, stride, padding, norm
+  ).transpose(0, 2, 3, 1)
   assert implicit.shape == want.shape
   np.testing.assert_allclose(implicit, want, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("k,stride,padding,explain", [(3, 1, 1, False), (3, 2, 1, False),
-                                                       (1, 1, 0, False), (3, 2, 1, True)])
+@pytest.mark.parametrize(
+    "k,stride,padding,explain",
+    [(3, 1, 1, False), (3, 2, 1, False), (1, 1, 0, False), (3, 2, 1, True)],
+)
 def test_explicit_and_implicit_gradients_agree(k, stride, padding, explain):
   params, x = _layer(jax.random.key(3), k=k, size=8)
-  cot = jax.random.normal(jax.random.key(4), dau.dau_conv(params, x, stride=stride,
-                                                         padding=padding).shape)
+  cot = jax.random.normal(
+      jax.random.key(4), dau.dau_conv(params, x, stride=stride, padding=padding).shape
+  )
 
   def loss(params, x, form):
     out = dau.dau_conv(params, x, stride=stride, padding=padding, form=form, explain=explain)
@@ -97,7 +107,7 @@ def test_zero_weights_give_no_nan_in_value_or_gradient(form, norm):
 def test_explain_mode_is_exactly_linear_in_the_input(form):
   params, x = _layer(jax.random.key(6))
   f = lambda x: dau.dau_conv(params, x, stride=2, padding=1, form=form, explain=True)
-  out, tangent_out = jax.jvp(f, (x,), (x,))      # W(x)·x, with W(x) frozen
+  out, tangent_out = jax.jvp(f, (x,), (x,))  # W(x)·x, with W(x) frozen
   np.testing.assert_allclose(tangent_out, out, rtol=1e-5, atol=1e-7)
   # The same layer without explain mode is not linear: the check can fail.
   g = lambda x: dau.dau_conv(params, x, stride=2, padding=1, form=form)
@@ -109,11 +119,11 @@ def test_explain_mode_is_exactly_linear_in_the_input(form):
 
 def test_explain_gradient_is_the_dynamic_weight():
   params, x = _layer(jax.random.key(7), n=1)
-  w = dau.dynamic_weights(params, x, padding=1)                    # (1, H, W, P, D)
+  w = dau.dynamic_weights(params, x, padding=1)  # (1, H, W, P, D)
   n2 = jnp.sum(w**2, axis=-2)
   i, j, d = 4, 3, 2
   grad = jax.grad(lambda x: dau.dau_conv(params, x, padding=1, explain=True)[0, i, j, d])(x)
-  patch_grad = dau.extract_patches(grad, 3, 1, 0)                  # unpadded window at (i-1, j-1)
+  patch_grad = dau.extract_patches(grad, 3, 1, 0)  # unpadded window at (i-1, j-1)
   want = w[0, i, j, :, d] * dau.norm_factor(n2[0, i, j, d], "squash")
   np.testing.assert_allclose(patch_grad[0, i - 1, j - 1], want, rtol=1e-5, atol=1e-7)
 

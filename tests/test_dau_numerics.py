@@ -45,14 +45,14 @@ def _reference(params, x, norm, g):
   b_mat, a, bias = (params[k][0, 0].astype(_EXT) for k in ("B", "A", _BIAS))
   x, g = x.astype(_EXT), np.asarray(g, _EXT)
   z = x @ b_mat
-  w = np.einsum("cdr,r->cd", a, z) + bias                       # (C, D)
+  w = np.einsum("cdr,r->cd", a, z) + bias  # (C, D)
   n2 = np.sum(w**2, axis=0)
   if norm == "squash":
     s, ds = np.sqrt(n2) / (1 + n2), (1 - n2) / (2 * np.sqrt(n2) * (1 + n2) ** 2)
   else:
     s, ds = 1 / np.sqrt(n2), -0.5 / (n2 * np.sqrt(n2))
   u = x @ w
-  gs, gu = g * s, g * u * ds * 2                                # cotangents of u and of ‖w‖²
+  gs, gu = g * s, g * u * ds * 2  # cotangents of u and of ‖w‖²
   grad_z = np.einsum("d,cdr,c->r", gs, a, x) + np.einsum("d,cdr,cd->r", gu, a, w)
   grads = {
       "x": w @ gs + b_mat @ grad_z,
@@ -60,8 +60,7 @@ def _reference(params, x, norm, g):
       _BIAS: np.einsum("d,c->cd", gs, x) + w * gu,
       "B": np.outer(x, grad_z),
   }
-  kappa = np.max(np.sqrt((np.sum(a**2, axis=(0, 2)) + np.sum(bias**2, axis=0)) * (1 + z @ z)
-                         / n2))
+  kappa = np.max(np.sqrt((np.sum(a**2, axis=(0, 2)) + np.sum(bias**2, axis=0)) * (1 + z @ z) / n2))
   return u * s, grads, float(kappa)
 
 
@@ -125,9 +124,10 @@ def test_exactly_zero_weight_with_nonzero_parameters_reaches_the_guard(form, nor
   x0 = np.eye(c, dtype=np.float32)[1]
   x1 = _dyadic(rng, (c,))
   bias = -np.einsum("cdr,r->cd", a, x0 @ b_mat)
-  params = jax.tree.map(jnp.asarray, {"B": b_mat[None, None], "A": a[None, None],
-                                      _BIAS: bias[None, None]})
-  x = jnp.asarray(np.stack([x0, x1])[:, None, None])          # (2, 1, 1, C)
+  params = jax.tree.map(
+      jnp.asarray, {"B": b_mat[None, None], "A": a[None, None], _BIAS: bias[None, None]}
+  )
+  x = jnp.asarray(np.stack([x0, x1])[:, None, None])  # (2, 1, 1, C)
   g = jnp.asarray([1.0, -2.0, 0.5])
 
   @jax.jit
@@ -158,8 +158,11 @@ def test_float64_gradients_match_finite_differences(form, norm, k, stride, paddi
   with jax.enable_x64(True):
     params = dau.init_dau_params(jax.random.key(11), c, 3, r, k, dtype=jnp.float64)
     x = jax.random.uniform(jax.random.key(12), (1, 4, 4, c), jnp.float64)
-    f = jax.jit(lambda params, x: dau.dau_conv(params, x, stride=stride, padding=padding,
-                                               norm=norm, form=form))
+    f = jax.jit(
+        lambda params, x: dau.dau_conv(
+            params, x, stride=stride, padding=padding, norm=norm, form=form
+        )
+    )
     assert f(params, x).dtype == jnp.float64
     check_grads(f, (params, x), order=2, modes=("fwd", "rev"))
 
@@ -187,15 +190,18 @@ def test_bfloat16_compute_convolves_in_bfloat16_and_accumulates_in_float32(form)
   forward = list(_equations(jax.make_jaxpr(loss)(params, x).jaxpr))
   convs = [e for e in forward if e.primitive.name == "conv_general_dilated"]
   assert convs
-  for eqn in convs:      # the forward convolutions: bfloat16 operands, float32 sums
+  for eqn in convs:  # the forward convolutions: bfloat16 operands, float32 sums
     assert {v.aval.dtype for v in eqn.invars} == {jnp.dtype(jnp.bfloat16)}, eqn
     if eqn.params["feature_group_count"] == 1:
       assert eqn.outvars[0].aval.dtype == jnp.float32, eqn
-    else:                # the explicit form's patch extraction (a grouped 0/1 kernel): exact
+    else:  # the explicit form's patch extraction (a grouped 0/1 kernel): exact
       assert eqn.params["feature_group_count"] == x.shape[-1] and form == "explicit", eqn
   equations = list(_equations(jax.make_jaxpr(jax.grad(loss, argnums=(0, 1)))(params, x).jaxpr))
-  products = [e for e in equations if e.primitive.name in ("dot_general", "sqrt", "rsqrt",
-                                                           "div", "geqrf", "householder_product")]
+  products = [
+      e
+      for e in equations
+      if e.primitive.name in ("dot_general", "sqrt", "rsqrt", "div", "geqrf", "householder_product")
+  ]
   assert any(e.primitive.name == "dot_general" for e in products)
-  for eqn in products:   # every contraction and the norm factor, forward and backward: float32
+  for eqn in products:  # every contraction and the norm factor, forward and backward: float32
     assert all(v.aval.dtype == jnp.float32 for v in eqn.invars), eqn

@@ -63,9 +63,14 @@ def shapes_run(data_dir, tmp_path_factory):
 
 
 def _eval_cli(*args, timeout=300, env=None):
-  return subprocess.run([sys.executable, os.path.join(ROOT, "eval.py"), *args], cwd=ROOT,
-                        capture_output=True, text=True, timeout=timeout,
-                        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+  return subprocess.run(
+      [sys.executable, os.path.join(ROOT, "eval.py"), *args],
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      timeout=timeout,
+      env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+  )
 
 
 def _quick(out, methods="Ours", **evals):
@@ -95,26 +100,36 @@ def _assert_provenance(record):
   import codajax
 
   assert (record["codajax"], record["jax"]) == (codajax.__version__, jax.__version__)
-  assert (record["device_kind"], record["device_count"]) == (jax.devices()[0].device_kind,
-                                                             jax.device_count())
-  head = subprocess.run(["git", "-C", ROOT, "rev-parse", "HEAD"], capture_output=True,
-                        text=True).stdout.strip()
+  assert (record["device_kind"], record["device_count"]) == (
+      jax.devices()[0].device_kind,
+      jax.device_count(),
+  )
+  head = subprocess.run(
+      ["git", "-C", ROOT, "rev-parse", "HEAD"], capture_output=True, text=True
+  ).stdout.strip()
   assert record["git_commit"].split("+")[0] == head and len(head) == 40
-  age = datetime.datetime.now(datetime.timezone.utc) - datetime.datetime.fromisoformat(record["date"])
+  age = datetime.datetime.now(datetime.timezone.utc) - datetime.datetime.fromisoformat(
+      record["date"]
+  )
   assert datetime.timedelta(0) <= age < datetime.timedelta(hours=1)
 
 
 def _grid_images(run, indices, grid):
   """Column-major grid images (G, nH, nW, C) in [0, 1], built here from the test images."""
-  tiles = data.load_examples("digits", "test", data_dir=run.config.data_dir,
-                             indices=indices.reshape(-1))["image"].astype(np.float32) / 255
+  tiles = (
+      data.load_examples(
+          "digits", "test", data_dir=run.config.data_dir, indices=indices.reshape(-1)
+      )["image"].astype(np.float32)
+      / 255
+  )
   height, width = tiles.shape[1:3]
   out = np.zeros((len(indices), grid * height, grid * width, tiles.shape[-1]), np.float32)
   for g in range(len(indices)):
     for k in range(grid * grid):
       row, col = k % grid, k // grid
-      out[g, row * height:(row + 1) * height, col * width:(col + 1) * width] = \
-          tiles[g * grid * grid + k]
+      out[g, row * height : (row + 1) * height, col * width : (col + 1) * width] = tiles[
+          g * grid * grid + k
+      ]
   return out
 
 
@@ -124,7 +139,7 @@ def _localisation_numpy(maps, grid):
   scores = []
   for k, m in enumerate(np.maximum(np.asarray(maps, np.float64), 0)):
     row, col = k % grid, k // grid
-    inside = m[row * height:(row + 1) * height, col * width:(col + 1) * width].sum()
+    inside = m[row * height : (row + 1) * height, col * width : (col + 1) * width].sum()
     scores.append(inside / m.sum())
   return np.array(scores)
 
@@ -132,9 +147,25 @@ def _localisation_numpy(maps, grid):
 def test_eval_cli_end_to_end_on_digits(digits_run, tmp_path):
   methods = ["Ours", "Grad", "GCam"]
   out = str(tmp_path / "eval")
-  result = _eval_cli("--workdir", digits_run, "--methods", ",".join(methods), "--n_grids", "2",
-                     "--n_removal", "8", "--batch_size", "9", "--n_figure", "3", "--out", out,
-                     "--method_setting", "Grad.abs=True", "--config.evals.completeness.n_images=8")
+  result = _eval_cli(
+      "--workdir",
+      digits_run,
+      "--methods",
+      ",".join(methods),
+      "--n_grids",
+      "2",
+      "--n_removal",
+      "8",
+      "--batch_size",
+      "9",
+      "--n_figure",
+      "3",
+      "--out",
+      out,
+      "--method_setting",
+      "Grad.abs=True",
+      "--config.evals.completeness.n_images=8",
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   assert "report:" in result.stdout and "Ours" in result.stdout
 
@@ -152,13 +183,15 @@ def test_eval_cli_end_to_end_on_digits(digits_run, tmp_path):
   np.testing.assert_allclose(acc["per_class"], per_class, atol=1e-6)
 
   protocol = report["protocol"]
-  assert protocol["method_settings"] == {"Grad": {"abs": True}, "GCam": {
-      "relu_attributions": True, "upsample": True}}
+  assert protocol["method_settings"] == {
+      "Grad": {"abs": True},
+      "GCam": {"relu_attributions": True, "upsample": True},
+  }
   assert protocol["localisation"]["n_grids"] == 2 and protocol["localisation"]["grid"] == 3
   removal = protocol["pixel_removal"]
   assert removal["mode"] == "zero_encoded" and removal["n_images"] == 8
   assert removal["n_points"] == 64 and len(removal["fractions"]) == 65  # 25 % of 16x16 = 64 px
-  assert "ground_truth" not in protocol   # digits has no masks; "auto" skips it
+  assert "ground_truth" not in protocol  # digits has no masks; "auto" skips it
 
   assert list(report["methods"]) == methods
   scores = np.load(os.path.join(out, "scores.npz"))
@@ -172,8 +205,11 @@ def test_eval_cli_end_to_end_on_digits(digits_run, tmp_path):
     assert curve.shape == (65,) and np.all((curve >= 0) & (curve <= 1))
     assert result_m["pixel_removal"]["mean"] == pytest.approx(curve.mean(), abs=1e-5)
     assert "ground_truth" not in result_m
-    assert set(report["timings_s"]["methods"][method]) == {"localisation", "attribution",
-                                                           "pixel_removal"}
+    assert set(report["timings_s"]["methods"][method]) == {
+        "localisation",
+        "attribution",
+        "pixel_removal",
+    }
   # Every curve starts from the same unperturbed images: the sigmoid of the true-class logit.
   first8 = {k: v[:8] for k, v in test.items()}
   p0 = float(jax.nn.sigmoid(logits[np.arange(8), first8["label"]]).mean())
@@ -184,41 +220,65 @@ def test_eval_cli_end_to_end_on_digits(digits_run, tmp_path):
   grids = _grid_images(run, indices, 3)
   labels = test["label"][indices]
   for g in range(2):
-    x = jnp.asarray(grids[g:g + 1])
-    ours = np.stack([np.asarray(explain(run.model, run.variables, x, targets=int(t))[
-        "contribution_map"][0].sum(-1)) for t in labels[g]])
-    grad = np.stack([np.abs(np.asarray(jax.grad(
-        lambda image, t=t: run.model.apply(run.variables, image)[0, t])(x)[0])).sum(-1)
-        for t in labels[g]])
-    np.testing.assert_allclose(scores["localisation/Ours"][g], _localisation_numpy(ours, 3),
-                               rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(scores["localisation/Grad"][g], _localisation_numpy(grad, 3),
-                               rtol=1e-3, atol=1e-5)
+    x = jnp.asarray(grids[g : g + 1])
+    ours = np.stack(
+        [
+            np.asarray(
+                explain(run.model, run.variables, x, targets=int(t))["contribution_map"][0].sum(-1)
+            )
+            for t in labels[g]
+        ]
+    )
+    grad = np.stack(
+        [
+            np.abs(
+                np.asarray(
+                    jax.grad(lambda image, t=t: run.model.apply(run.variables, image)[0, t])(x)[0]
+                )
+            ).sum(-1)
+            for t in labels[g]
+        ]
+    )
+    np.testing.assert_allclose(
+        scores["localisation/Ours"][g], _localisation_numpy(ours, 3), rtol=1e-4, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        scores["localisation/Grad"][g], _localisation_numpy(grad, 3), rtol=1e-3, atol=1e-5
+    )
   assert report["methods"]["Ours"]["localisation"]["mean"] == pytest.approx(
-      scores["localisation/Ours"].mean(), abs=1e-6)
+      scores["localisation/Ours"].mean(), abs=1e-6
+  )
   assert report["methods"]["Ours"]["localisation"]["median"] == pytest.approx(
-      np.median(scores["localisation/Ours"]), abs=1e-6)
+      np.median(scores["localisation/Ours"]), abs=1e-6
+  )
 
   # Pixel removal of "Ours", last point: the 64 least important pixels zeroed in [x, 1 - x].
   x = jnp.asarray(first8["image"].astype(np.float32) / 255)
-  importance = np.asarray(explain(run.model, run.variables, x, targets=first8["label"])[
-      "contribution_map_sum"]).reshape(8, -1)
+  importance = np.asarray(
+      explain(run.model, run.variables, x, targets=first8["label"])["contribution_map_sum"]
+  ).reshape(8, -1)
   encoded = np.asarray(run.model.apply(run.variables, x, method="explanation_inputs")[0])
   keep = np.ones((8, 256), np.float32)
   for i in range(8):
     keep[i, np.argsort(importance[i], kind="stable")[:64]] = 0
   removed = encoded * keep.reshape(8, 16, 16, 1)
-  last = jax.nn.sigmoid(np.asarray(run.model.apply(run.variables, jnp.asarray(removed),
-                                                   method="forward_from"))[np.arange(8),
-                                                                            first8["label"]])
+  last = jax.nn.sigmoid(
+      np.asarray(run.model.apply(run.variables, jnp.asarray(removed), method="forward_from"))[
+          np.arange(8), first8["label"]
+      ]
+  )
   np.testing.assert_allclose(scores["pixel_removal/Ours"][:, -1], last, rtol=1e-4, atol=1e-6)
 
   # Completeness: every layer's contributions against the plain forward pass, in float64.
   errors = scores["completeness_errors"]
   assert errors.shape == (5, 8)
   for layer in (0, 3):
-    maps = np.asarray(explain(run.model, run.variables, x, targets=first8["label"],
-                              layer=layer)["contribution_map"], np.float64).reshape(8, -1)
+    maps = np.asarray(
+        explain(run.model, run.variables, x, targets=first8["label"], layer=layer)[
+            "contribution_map"
+        ],
+        np.float64,
+    ).reshape(8, -1)
     target = logits[np.arange(8), first8["label"]] - float(run.model.logit_bias)
     expected = np.abs(maps.sum(1) - target) / np.abs(maps).sum(1)
     np.testing.assert_allclose(errors[layer], expected, rtol=0.2, atol=2e-7)
@@ -232,20 +292,28 @@ def test_eval_cli_end_to_end_on_digits(digits_run, tmp_path):
   # Layer 0 is "Ours"; the last layer's contributions (a 1x1 CoDA layer) sum to the class map
   # o^L_c / T, whose positive part is Grad-CAM's map: the same localisation scores.
   assert depths[0]["localisation"]["mean"] == pytest.approx(
-      report["methods"]["Ours"]["localisation"]["mean"], abs=1e-5)
+      report["methods"]["Ours"]["localisation"]["mean"], abs=1e-5
+  )
   assert depths[4]["localisation"]["mean"] == pytest.approx(
-      report["methods"]["GCam"]["localisation"]["mean"], abs=1e-4)
+      report["methods"]["GCam"]["localisation"]["mean"], abs=1e-4
+  )
 
   assert scores["localisation/Ours"].shape == (2, 9)
   assert scores["localisation_depths"].shape == (5, 2, 9)
   assert scores["pixel_removal/GCam"].shape == (8, 65)
   assert np.mean(scores["localisation/Grad"]) == pytest.approx(
-      report["methods"]["Grad"]["localisation"]["mean"], abs=1e-6)
+      report["methods"]["Grad"]["localisation"]["mean"], abs=1e-6
+  )
   # Each program compiles once (fixed, padded batch shapes).
   assert set(report["compiles"].values()) == {1}
 
-  expected = {"contributions.png", "localisation_grid.png", "localisation.png",
-              "localisation_depths.png", "pixel_removal.png"}
+  expected = {
+      "contributions.png",
+      "localisation_grid.png",
+      "localisation.png",
+      "localisation_depths.png",
+      "pixel_removal.png",
+  }
   assert set(report["figures"]) == expected
   for name in expected:
     _assert_png(os.path.join(out, name))
@@ -253,9 +321,16 @@ def test_eval_cli_end_to_end_on_digits(digits_run, tmp_path):
 
 def test_ground_truth_scores_on_shapes_and_too_few_grids(shapes_run, tmp_path, capsys):
   out = str(tmp_path / "eval")
-  config = _quick(out, "Ours,IxG,Occ5", localisation=dict(n_grids=2), depths=None,
-                  pixel_removal=dict(n_images=8), ground_truth=dict(n_images=8),
-                  completeness=None, figures=dict(n_images=2))
+  config = _quick(
+      out,
+      "Ours,IxG,Occ5",
+      localisation=dict(n_grids=2),
+      depths=None,
+      pixel_removal=dict(n_images=8),
+      ground_truth=dict(n_images=8),
+      completeness=None,
+      figures=dict(n_images=2),
+  )
   config.batch_size = 8
   report = evaluators.evaluate_run(shapes_run, config)
   # An untrained model classifies nothing confidently: localisation is skipped with a message.
@@ -264,22 +339,34 @@ def test_ground_truth_scores_on_shapes_and_too_few_grids(shapes_run, tmp_path, c
   gt = report["protocol"]["ground_truth"]
   assert gt["n_images"] == 8 and gt["targets"] == "true class"
   run = restore(shapes_run)
-  shown = data.load_examples(run.config.dataset, "test", data_dir=run.config.data_dir,
-                             indices=np.arange(8))
+  shown = data.load_examples(
+      run.config.dataset, "test", data_dir=run.config.data_dir, indices=np.arange(8)
+  )
   masks = shown["object_mask"].astype(bool)
   assert gt["mask_fraction"] == pytest.approx(masks.mean())
   assert 0.0 < gt["mask_fraction"] < 0.5
   scores = np.load(os.path.join(out, "scores.npz"))
   x = jnp.asarray(shown["image"].astype(np.float32) / 255)
-  maps = {"Ours": explain(run.model, run.variables, x, targets=shown["label"])[
-              "contribution_map_sum"],
-          "IxG": np.stack([np.asarray(x[i] * jax.grad(
-              lambda image, i=i: run.model.apply(run.variables, image[None])[0, shown["label"][i]])(
-                  x[i])).sum(-1) for i in range(8)])}
+  maps = {
+      "Ours": explain(run.model, run.variables, x, targets=shown["label"])["contribution_map_sum"],
+      "IxG": np.stack(
+          [
+              np.asarray(
+                  x[i]
+                  * jax.grad(
+                      lambda image, i=i: run.model.apply(run.variables, image[None])[
+                          0, shown["label"][i]
+                      ]
+                  )(x[i])
+              ).sum(-1)
+              for i in range(8)
+          ]
+      ),
+  }
   for method in ("Ours", "IxG", "Occ5"):
     result = report["methods"][method]
     assert "localisation" not in result
-    assert len(result["pixel_removal"]["curve"]) == 129   # 32x32: the papers' 129 points
+    assert len(result["pixel_removal"]["curve"]) == 129  # 32x32: the papers' 129 points
     if method not in maps:
       continue
     m = np.asarray(maps[method], np.float64)
@@ -297,10 +384,16 @@ def test_ground_truth_scores_on_shapes_and_too_few_grids(shapes_run, tmp_path, c
 
 def test_estimate_reuses_the_timed_first_batches(digits_run, tmp_path, capsys):
   """A run with the estimate (first batch of each unit timed, then reused) gives the same numbers."""
-  entries = dict(localisation=dict(n_grids=3), depths=None, completeness=None, accuracy=None,
-                 pixel_removal=dict(n_images=20), figures=None)
+  entries = dict(
+      localisation=dict(n_grids=3),
+      depths=None,
+      completeness=None,
+      accuracy=None,
+      pixel_removal=dict(n_images=20),
+      figures=None,
+  )
   plain = _quick(tmp_path / "plain", "Ours,GCam", **entries)
-  plain.batch_size = 9       # 1 grid or 9 images per call: several batches per unit
+  plain.batch_size = 9  # 1 grid or 9 images per call: several batches per unit
   estimated = _quick(tmp_path / "estimated", "Ours,GCam", **entries)
   estimated.batch_size, estimated.estimate = 9, True
   a = evaluators.evaluate_run(digits_run, plain)
@@ -311,7 +404,9 @@ def test_estimate_reuses_the_timed_first_batches(digits_run, tmp_path, capsys):
   assert "estimate: 18 batches" in printed
   for key in ("methods", "protocol"):
     assert a[key] == b[key]
-  sa, sb = np.load(tmp_path / "plain" / "scores.npz"), np.load(tmp_path / "estimated" / "scores.npz")
+  sa, sb = np.load(tmp_path / "plain" / "scores.npz"), np.load(
+      tmp_path / "estimated" / "scores.npz"
+  )
   assert set(sa) == set(sb)
   for name in sa:
     np.testing.assert_array_equal(sa[name], sb[name])
@@ -322,10 +417,17 @@ def test_presets_build_and_validate(digits_run):
   run = restore(digits_run)
   spec = data.dataset_info("digits", data_dir=run.config.data_dir)
   ctx = evaluators.make_context(run.model, run.params, spec, data_dir=run.config.data_dir)
-  for config, expected in ((quick_config.get_config(), None), (paper_config.get_config(), 500),
-                           (paper_config.get_config("2x2"), 500)):
-    shared = {"methods": config.methods, "batch_size": config.batch_size,
-              "chunk": config.chunk, "method_settings": config.method_settings}
+  for config, expected in (
+      (quick_config.get_config(), None),
+      (paper_config.get_config(), 500),
+      (paper_config.get_config("2x2"), 500),
+  ):
+    shared = {
+        "methods": config.methods,
+        "batch_size": config.batch_size,
+        "chunk": config.chunk,
+        "method_settings": config.method_settings,
+    }
     entries = evaluators.from_config(config.evals, shared)
     assert [e.name for e in entries][-1] == "figures"
     assert {e.name for e in entries} == set(evaluators.EVALUATORS)
@@ -337,8 +439,12 @@ def test_presets_build_and_validate(digits_run):
       assert byname["localisation"].n_grids == 500 and byname["pixel_removal"].n_images == 1024
       assert byname["localisation"].methods == evaluators.known_methods()
       assert byname["localisation"].method_settings == {} and config.estimate
-  quick = {e.name: e.evaluator for e in evaluators.from_config(quick_config.get_config().evals, {
-      "methods": quick_config.get_config().methods})}
+  quick = {
+      e.name: e.evaluator
+      for e in evaluators.from_config(
+          quick_config.get_config().evals, {"methods": quick_config.get_config().methods}
+      )
+  }
   assert {"Ours", "Grad", "IxG", "GCam", "Occ5"} <= set(quick["localisation"].methods)
   assert paper_config.get_config("2x2").evals.localisation.grid == 2
   with pytest.raises(evaluators.EvaluationError, match="unknown setting n_grid;"):
@@ -358,11 +464,23 @@ def test_eval_during_training_is_logged(data_dir, tmp_path):
   assert [r["step"] for r in records] == [2, 4]
   assert "evals/completeness/max" in records[-1] and "evals/completeness/max" not in records[0]
   # The logged value at step 4 is what an evaluation of the step-4 checkpoint gives.
-  offline = evaluators.evaluate_run(workdir, _quick(
-      tmp_path / "eval", "Ours", accuracy=None, localisation=None, depths=None,
-      ground_truth=None, completeness=None, figures=None, pixel_removal=dict(n_images=4)))
+  offline = evaluators.evaluate_run(
+      workdir,
+      _quick(
+          tmp_path / "eval",
+          "Ours",
+          accuracy=None,
+          localisation=None,
+          depths=None,
+          ground_truth=None,
+          completeness=None,
+          figures=None,
+          pixel_removal=dict(n_images=4),
+      ),
+  )
   assert records[-1]["evals/methods/Ours/pixel_removal/mean"] == pytest.approx(
-      offline["methods"]["Ours"]["pixel_removal"]["mean"], abs=1e-6)
+      offline["methods"]["Ours"]["pixel_removal"]["mean"], abs=1e-6
+  )
   assert os.listdir(os.path.join(workdir, "tensorboard"))
 
 
@@ -373,21 +491,53 @@ def _free_port():
 
 
 def test_two_processes_give_the_report_of_one(digits_run, tmp_path):
-  args = ["--workdir", digits_run, "--methods", "Ours,GCam", "--n_grids", "2", "--n_removal", "6",
-          "--batch_size", "9", "--n_figure", "2", "--config.evals.completeness.n_images=6",
-          "--config.progress=False"]
-  one = _eval_cli(*args, "--out", str(tmp_path / "one"),
-                  env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+  args = [
+      "--workdir",
+      digits_run,
+      "--methods",
+      "Ours,GCam",
+      "--n_grids",
+      "2",
+      "--n_removal",
+      "6",
+      "--batch_size",
+      "9",
+      "--n_figure",
+      "2",
+      "--config.evals.completeness.n_images=6",
+      "--config.progress=False",
+  ]
+  one = _eval_cli(
+      *args,
+      "--out",
+      str(tmp_path / "one"),
+      env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"},
+  )
   assert one.returncode == 0, one.stderr[-3000:]
   port = _free_port()
-  env = dict(os.environ, PYTHONUNBUFFERED="1",
-             XLA_FLAGS="--xla_force_host_platform_device_count=2")
-  procs = [subprocess.Popen(
-      [sys.executable, "eval.py", *args, "--out", str(tmp_path / "two"), "--multihost",
-       f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}",
-       "--init_timeout=60"],
-      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-      for i in range(2)]
+  env = dict(os.environ, PYTHONUNBUFFERED="1", XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  procs = [
+      subprocess.Popen(
+          [
+              sys.executable,
+              "eval.py",
+              *args,
+              "--out",
+              str(tmp_path / "two"),
+              "--multihost",
+              f"--coordinator_address=127.0.0.1:{port}",
+              "--num_processes=2",
+              f"--process_id={i}",
+              "--init_timeout=60",
+          ],
+          cwd=ROOT,
+          env=env,
+          stdout=subprocess.PIPE,
+          stderr=subprocess.STDOUT,
+          text=True,
+      )
+      for i in range(2)
+  ]
   try:
     outputs = [p.communicate(timeout=300)[0] for p in procs]
   finally:
@@ -395,7 +545,7 @@ def test_two_processes_give_the_report_of_one(digits_run, tmp_path):
       p.kill()
   for p, out in zip(procs, outputs):
     assert p.returncode == 0, out[-3000:]
-  assert "report:" in outputs[0] and "report:" not in outputs[1]   # process 0 writes
+  assert "report:" in outputs[0] and "report:" not in outputs[1]  # process 0 writes
   reports = []
   for name in ("one", "two"):
     with open(tmp_path / name / "report.json") as f:
@@ -427,16 +577,18 @@ def test_unknown_method_lists_the_known_ones(tmp_path):
   result = _eval_cli("--workdir", str(tmp_path), "--methods", "Ours,LIME", timeout=120)
   assert result.returncode != 0 and "Traceback" not in result.stderr
   assert "unknown method 'LIME'" in result.stderr
-  assert "known methods: Ours, Grad, IxG, IntGrad, SmoothGrad, GCam, Occ5, Occ9, RISE" \
-      in result.stderr
+  assert (
+      "known methods: Ours, Grad, IxG, IntGrad, SmoothGrad, GCam, Occ5, Occ9, RISE" in result.stderr
+  )
 
 
 def test_a_bad_method_setting_is_refused_at_parse_time(tmp_path):
-  result = _eval_cli("--workdir", str(tmp_path / "none"), "--method_setting", "RISE.n_masks=abc",
-                     timeout=120)
+  result = _eval_cli(
+      "--workdir", str(tmp_path / "none"), "--method_setting", "RISE.n_masks=abc", timeout=120
+  )
   assert result.returncode != 0 and "Traceback" not in result.stderr
   assert "RISE.n_masks='abc': must be an integer" in result.stderr
-  assert "not a codajax run" not in result.stderr   # refused before looking for the run
+  assert "not a codajax run" not in result.stderr  # refused before looking for the run
 
 
 def test_method_settings_reach_the_attributions():
@@ -446,35 +598,39 @@ def test_method_settings_reach_the_attributions():
   info = eval_methods.inspect_model(model, variables, (8, 8, 3))
   targets = jnp.array([1, 4])
   signed = jax.jit(eval_methods.attribution_function(model, info, "Grad"))(
-      variables, images, targets)
-  absolute = jax.jit(eval_methods.attribution_function(model, info, "Grad",
-                                                       settings={"abs": True}))(
-      variables, images, targets)
+      variables, images, targets
+  )
+  absolute = jax.jit(
+      eval_methods.attribution_function(model, info, "Grad", settings={"abs": True})
+  )(variables, images, targets)
   assert float(signed.min()) < 0.0
   np.testing.assert_allclose(absolute, jnp.abs(signed), rtol=1e-6)
 
 
 def test_method_settings_are_parsed_and_checked():
   assert evaluators.parse_method_settings(
-      ["RISE.n_masks=1000", "RISE.p1=0.2", "Occ5.reference_window_quirk=False"]) == {
-          "RISE": {"n_masks": 1000, "p1": 0.2}, "Occ5": {"reference_window_quirk": False}}
+      ["RISE.n_masks=1000", "RISE.p1=0.2", "Occ5.reference_window_quirk=False"]
+  ) == {"RISE": {"n_masks": 1000, "p1": 0.2}, "Occ5": {"reference_window_quirk": False}}
   with pytest.raises(evaluators.EvaluationError, match="not METHOD.key=value"):
     evaluators.parse_method_settings(["RISE:n_masks=10"])
   with pytest.raises(evaluators.EvaluationError, match="'Ours' is not a post-hoc method"):
     evaluators.parse_method_settings(["Ours.n_masks=10"])
   with pytest.raises(evaluators.EvaluationError, match=r"RISE \(rise\) takes .*n_masks"):
     evaluators.parse_method_settings(["RISE.masks=10"])
-  for bad, message in (("RISE.n_masks=abc", "must be an integer"),
-                       ("RISE.n_masks=0", "must be an integer >= 1"),
-                       ("RISE.n_masks=1.5", "must be an integer"),
-                       ("IntGrad.n_steps=True", "must be an integer"),
-                       ("Grad.abs=1", "must be True or False"),
-                       ("RISE.p1=high", "must be a number")):
+  for bad, message in (
+      ("RISE.n_masks=abc", "must be an integer"),
+      ("RISE.n_masks=0", "must be an integer >= 1"),
+      ("RISE.n_masks=1.5", "must be an integer"),
+      ("IntGrad.n_steps=True", "must be an integer"),
+      ("Grad.abs=1", "must be True or False"),
+      ("RISE.p1=high", "must be a number"),
+  ):
     with pytest.raises(evaluators.EvaluationError, match=message):
       evaluators.parse_method_settings([bad])
   with pytest.raises(evaluators.EvaluationError, match="settings given for RISE, which is not"):
-    evaluators.from_config({"localisation": {}}, {"methods": "Ours",
-                                                  "method_settings": {"RISE": {"n_masks": 10}}})
+    evaluators.from_config(
+        {"localisation": {}}, {"methods": "Ours", "method_settings": {"RISE": {"n_masks": 10}}}
+    )
 
 
 def test_missing_checkpoint_names_train_py(tmp_path):
@@ -492,13 +648,20 @@ def test_ground_truth_on_a_dataset_without_masks_is_refused(digits_run, tmp_path
   config = _quick(tmp_path, ground_truth=dict(n_images=8, when="on"))
   with pytest.raises(evaluators.EvaluationError, match="'digits' has no object masks"):
     evaluators.evaluate_run(digits_run, config)
-  assert not os.listdir(tmp_path)   # refused before any work
+  assert not os.listdir(tmp_path)  # refused before any work
 
 
 @pytest.mark.slow
 def test_every_method_runs_on_a_tiny_evaluation(digits_run, tmp_path):
-  config = _quick(tmp_path, "", localisation=dict(n_grids=1), depths=None, completeness=None,
-                  pixel_removal=dict(n_images=2), figures=dict(n_images=1))
+  config = _quick(
+      tmp_path,
+      "",
+      localisation=dict(n_grids=1),
+      depths=None,
+      completeness=None,
+      pixel_removal=dict(n_images=2),
+      figures=dict(n_images=1),
+  )
   config.batch_size = 9
   config.method_settings = {"RISE": {"n_masks": 300}, "SmoothGrad": {"nt_samples": 8}}
   report = evaluators.evaluate_run(digits_run, config)
@@ -516,26 +679,35 @@ def test_every_method_runs_on_a_tiny_evaluation(digits_run, tmp_path):
 
 
 def test_hybrid_with_a_cnn_embedding_is_explained_over_the_image():
-  model = get_model("hybrid-shapes-s2", num_classes=10, temperature=10.0,
-                    backbone_widths=(4, 8, 8), coda_layers=((8, 4, 3, 1, 1), (10, 4, 1, 1, 0)))
+  model = get_model(
+      "hybrid-shapes-s2",
+      num_classes=10,
+      temperature=10.0,
+      backbone_widths=(4, 8, 8),
+      coda_layers=((8, 4, 3, 1, 1), (10, 4, 1, 1, 0)),
+  )
   images = jax.random.randint(jax.random.key(1), (2, 16, 16, 3), 0, 256).astype(jnp.uint8)
   variables = jax.jit(model.init)(jax.random.key(0), images.astype(jnp.float32) / 255)
   info = eval_methods.inspect_model(model, variables, (16, 16, 3))
   assert info == eval_methods.ModelInfo(num_layers=2, encoded_input=False)
 
   targets = jnp.array([[1, 4, 9], [0, 2, 5]])
-  ours = jax.jit(eval_methods.attribution_function(model, info, "Ours"))(variables, images,
-                                                                        targets)
+  ours = jax.jit(eval_methods.attribution_function(model, info, "Ours"))(variables, images, targets)
   assert ours.shape == (2, 3, 16, 16, 1)
   evidence = explain(model, variables, images.astype(jnp.float32) / 255, "all")["evidence"]
-  np.testing.assert_allclose(ours.sum(axis=(2, 3, 4)), jnp.take_along_axis(evidence, targets, 1),
-                             rtol=1e-4, atol=1e-6)   # upsampling keeps every map's total
-  gcam = jax.jit(eval_methods.attribution_function(model, info, "GCam"))(variables, images,
-                                                                        targets[:, 0])
+  np.testing.assert_allclose(
+      ours.sum(axis=(2, 3, 4)), jnp.take_along_axis(evidence, targets, 1), rtol=1e-4, atol=1e-6
+  )  # upsampling keeps every map's total
+  gcam = jax.jit(eval_methods.attribution_function(model, info, "GCam"))(
+      variables, images, targets[:, 0]
+  )
   assert gcam.shape == (2, 16, 16, 1) and float(gcam.min()) >= 0.0
 
   removal = jax.jit(pixel_removal.removal_step(model, info, pixel_removal.removal_points((16, 16))))
   probabilities = removal(variables, images, targets[:, 0], ours[:, 0, ..., 0])
   assert probabilities.shape == (2, 65)
-  np.testing.assert_allclose(probabilities[:, 0], jax.nn.sigmoid(
-      jnp.take_along_axis(evidence + model.logit_bias, targets[:, :1], 1)[:, 0]), rtol=1e-5)
+  np.testing.assert_allclose(
+      probabilities[:, 0],
+      jax.nn.sigmoid(jnp.take_along_axis(evidence + model.logit_bias, targets[:, :1], 1)[:, 0]),
+      rtol=1e-5,
+  )

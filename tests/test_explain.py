@@ -66,13 +66,16 @@ def test_result_shapes_and_fields(tiny):
   np.testing.assert_array_equal(e["explained_class_idx"], jnp.argmax(e["logits"], -1))
   np.testing.assert_allclose(
       e["contribution_map"],
-      e["dynamic_linear_weights"] * jnp.concatenate([images, 1 - images], -1), rtol=1e-6)
-  all_classes = explain(model, variables, images, "all", form="model")   # same form as `e`
+      e["dynamic_linear_weights"] * jnp.concatenate([images, 1 - images], -1),
+      rtol=1e-6,
+  )
+  all_classes = explain(model, variables, images, "all", form="model")  # same form as `e`
   assert all_classes["contribution_map"].shape == (3, 10, 8, 8, 6)
   for n in range(3):
     c = int(e["explained_class_idx"][n])
-    np.testing.assert_allclose(all_classes["contribution_map"][n, c], e["contribution_map"][n],
-                               rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(
+        all_classes["contribution_map"][n, c], e["contribution_map"][n], rtol=1e-5, atol=1e-9
+    )
   np.testing.assert_allclose(e["evidence"] + model.logit_bias, e["logits"], rtol=1e-6)
 
 
@@ -80,9 +83,13 @@ def test_dynamic_weights_are_the_gradient_in_explanation_mode_only(tiny):
   model, variables, images = tiny
   e = explain(model, variables, images, 2)
   encoded = jnp.concatenate([images, 1 - images], -1)
-  grad_explain = jax.grad(lambda h: model.apply(variables, h, 0, True, method="forward_from")[:, 2].sum())(encoded)
+  grad_explain = jax.grad(
+      lambda h: model.apply(variables, h, 0, True, method="forward_from")[:, 2].sum()
+  )(encoded)
   np.testing.assert_allclose(e["dynamic_linear_weights"], grad_explain, rtol=1e-5, atol=1e-9)
-  grad_plain = jax.grad(lambda h: model.apply(variables, h, 0, False, method="forward_from")[:, 2].sum())(encoded)
+  grad_plain = jax.grad(
+      lambda h: model.apply(variables, h, 0, False, method="forward_from")[:, 2].sum()
+  )(encoded)
   assert not np.allclose(grad_plain, grad_explain, rtol=1e-3)
 
 
@@ -98,8 +105,9 @@ def test_explain_jits_and_vmaps(tiny):
   model, variables, images = tiny
   eager = explain(model, variables, images, "all")
   jitted = jax.jit(explain, static_argnums=(0, 3))(model, variables, images, "all")
-  np.testing.assert_allclose(jitted["contribution_map"], eager["contribution_map"], rtol=1e-5,
-                             atol=1e-9)
+  np.testing.assert_allclose(
+      jitted["contribution_map"], eager["contribution_map"], rtol=1e-5, atol=1e-9
+  )
   targets = jnp.array([0, 5, 9])
   traced = jax.jit(functools.partial(explain, model))(variables, images, targets)
   np.testing.assert_array_equal(traced["explained_class_idx"], targets)
@@ -135,9 +143,11 @@ def _reference_layout(params, k):
   """codajax HWIO parameters -> the reference's B (r, C, k, k), A (P·D, r, 1, 1), beta (P·D,)."""
   a = np.asarray(params["A"], np.float64)
   _, _, c, d, r = a.shape
-  return (np.asarray(params["B"], np.float64).transpose(3, 2, 0, 1),
-          a.transpose(2, 0, 1, 3, 4).reshape(c * k * k * d, r, 1, 1),
-          np.asarray(params["w0"], np.float64).transpose(2, 0, 1, 3).reshape(-1))
+  return (
+      np.asarray(params["B"], np.float64).transpose(3, 2, 0, 1),
+      a.transpose(2, 0, 1, 3, 4).reshape(c * k * k * d, r, 1, 1),
+      np.asarray(params["w0"], np.float64).transpose(2, 0, 1, 3).reshape(-1),
+  )
 
 
 def _float64_dynamic_map(model, variables, image):
@@ -147,37 +157,39 @@ def _float64_dynamic_map(model, variables, image):
   for i, spec in enumerate(model.layers):
     inputs.append(x)
     b_mat, a_mat, beta = _reference_layout(variables["params"][f"layer_{i}"], spec.kernel_size)
-    matrix, x = coda_layer_matrix(x, b_mat, a_mat, beta, spec.kernel_size, spec.stride,
-                                  spec.padding, model.norm)
+    matrix, x = coda_layer_matrix(
+        x, b_mat, a_mat, beta, spec.kernel_size, spec.stride, spec.padding, model.norm
+    )
     matrices.append(matrix)
   k, ho, wo = x.shape
-  head = np.kron(np.eye(k), np.ones((1, ho * wo))) / model.temperature    # sum pool, 1/T
+  head = np.kron(np.eye(k), np.ones((1, ho * wo))) / model.temperature  # sum pool, 1/T
   rows, maps = head, [None] * len(matrices)
   for i in reversed(range(len(matrices))):
     rows = rows @ matrices[i]
-    maps[i] = rows                       # head @ M_{L-1} ... M_i: acts on the input of layer i
+    maps[i] = rows  # head @ M_{L-1} ... M_i: acts on the input of layer i
   return inputs, maps, head @ x.ravel()
 
 
 @pytest.mark.parametrize("layer", [0, 1, 2])
-def test_weights_and_contributions_match_an_independent_float64_product_of_layer_maps(
-    tiny, layer):
+def test_weights_and_contributions_match_an_independent_float64_product_of_layer_maps(tiny, layer):
   """``W_c`` against ``(1/T)·pool·M_{L−1}···M_l`` built in numpy float64 from the parameters."""
   model, variables, images = tiny
   e = explain(model, variables, images, "all", layer=layer)
   for n in range(images.shape[0]):
     inputs, maps, evidence = _float64_dynamic_map(model, variables, np.asarray(images[n]))
-    h = inputs[layer]                                            # (C, H, W)
+    h = inputs[layer]  # (C, H, W)
     want_w = maps[layer].reshape(model.num_classes, *h.shape).transpose(0, 2, 3, 1)
     got_w = np.asarray(e["dynamic_linear_weights"][n], np.float64)
     scale = np.abs(want_w).max()
     np.testing.assert_allclose(got_w, want_w, rtol=1e-4, atol=1e-5 * scale)
     want_c = want_w * h.transpose(1, 2, 0)[None]
-    np.testing.assert_allclose(e["contribution_map"][n], want_c, rtol=1e-4,
-                               atol=1e-5 * np.abs(want_c).max())
+    np.testing.assert_allclose(
+        e["contribution_map"][n], want_c, rtol=1e-4, atol=1e-5 * np.abs(want_c).max()
+    )
     np.testing.assert_allclose(e["evidence"][n], evidence, rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(want_c.reshape(model.num_classes, -1).sum(-1), evidence,
-                               rtol=1e-9, atol=1e-12)   # the reference itself is complete
+    np.testing.assert_allclose(
+        want_c.reshape(model.num_classes, -1).sum(-1), evidence, rtol=1e-9, atol=1e-12
+    )  # the reference itself is complete
 
 
 def test_bfloat16_model_is_explained_in_float32_exactly():
@@ -188,8 +200,13 @@ def test_bfloat16_model_is_explained_in_float32_exactly():
   for layer in (0, 1, 2):
     for targets in (None, "all"):
       e = explain(model, variables, images, targets, layer=layer)
-      for field in ("logits", "evidence", "dynamic_linear_weights", "contribution_map",
-                    "contribution_map_sum"):
+      for field in (
+          "logits",
+          "evidence",
+          "dynamic_linear_weights",
+          "contribution_map",
+          "contribution_map_sum",
+      ):
         assert e[field].dtype == jnp.float32, field
       assert float(completeness_error(e).max()) <= 1e-6, (layer, targets)
       # Same model: the float32 logits differ from the bfloat16 forward by bf16 rounding only.
@@ -204,19 +221,26 @@ def test_explain_jit_and_documented_static_argnames_with_a_later_layer(tiny):
   eager = explain(model, variables, images, "all", layer=1)
   jitted = explain_jit(model, variables, images, "all", layer=1)
   assert isinstance(jitted, Explanation)
-  np.testing.assert_allclose(jitted.contribution_map, eager.contribution_map, rtol=1e-5,
-                             atol=1e-9)
+  np.testing.assert_allclose(jitted.contribution_map, eager.contribution_map, rtol=1e-5, atol=1e-9)
   documented = jax.jit(explain, static_argnames=("model", "targets", "layer"))(
-      model, variables, images, targets="all", layer=2)
-  np.testing.assert_allclose(documented.contribution_map,
-                             explain(model, variables, images, "all", layer=2).contribution_map,
-                             rtol=1e-5, atol=1e-9)
+      model, variables, images, targets="all", layer=2
+  )
+  np.testing.assert_allclose(
+      documented.contribution_map,
+      explain(model, variables, images, "all", layer=2).contribution_map,
+      rtol=1e-5,
+      atol=1e-9,
+  )
   targets = jnp.array([0, 5, 9])
   given = jax.jit(explain, static_argnames=("model", "layer"))(
-      model, variables, images, targets, layer=1)
-  np.testing.assert_allclose(given.contribution_map,   # "all" ran the explicit form ("auto")
-                             eager.contribution_map[jnp.arange(3), targets], rtol=1e-4,
-                             atol=1e-8)
+      model, variables, images, targets, layer=1
+  )
+  np.testing.assert_allclose(
+      given.contribution_map,  # "all" ran the explicit form ("auto")
+      eager.contribution_map[jnp.arange(3), targets],
+      rtol=1e-4,
+      atol=1e-8,
+  )
   by_entry = explain_jit(model, variables, images, targets, layer=1)
   np.testing.assert_allclose(by_entry.contribution_map, given.contribution_map, rtol=1e-6)
   # Out-of-range targets under jit are flagged, not silently zero.
@@ -246,9 +270,15 @@ def test_result_is_a_typed_pytree_with_dict_access(tiny):
   model, variables, images = tiny
   e = explain(model, variables, images)
   assert isinstance(model, ExplainableModel) and not isinstance(object(), ExplainableModel)
-  assert set(e.keys()) == {"logits", "evidence", "prediction", "explained_class_idx",
-                           "dynamic_linear_weights", "contribution_map",
-                           "contribution_map_sum"}
+  assert set(e.keys()) == {
+      "logits",
+      "evidence",
+      "prediction",
+      "explained_class_idx",
+      "dynamic_linear_weights",
+      "contribution_map",
+      "contribution_map_sum",
+  }
   assert e["contribution_map"] is e.contribution_map and "evidence" in e
   with pytest.raises(KeyError, match="fields"):
     e["contributions"]
@@ -265,8 +295,9 @@ def test_functional_core_on_a_plain_linear_function():
   matrix = rng.normal(size=(4, 12)).astype(np.float32)
   h = jnp.asarray(rng.normal(size=(2, 3, 4)).astype(np.float32))
   e = explain_linear(lambda h: h.reshape(2, 12) @ matrix.T, h, "all", logit_bias=1.5)
-  np.testing.assert_allclose(e.dynamic_linear_weights,
-                             np.broadcast_to(matrix.reshape(4, 3, 4), (2, 4, 3, 4)))
+  np.testing.assert_allclose(
+      e.dynamic_linear_weights, np.broadcast_to(matrix.reshape(4, 3, 4), (2, 4, 3, 4))
+  )
   want = np.asarray(h, np.float64).reshape(2, 12) @ matrix.T.astype(np.float64)
   np.testing.assert_allclose(e.logits, want + 1.5, rtol=1e-5, atol=1e-5)
 
@@ -290,11 +321,13 @@ def test_bad_images_and_model_settings_raise_clear_errors(tiny):
   # Under jit NaN propagates (documented) instead of a silent finite map.
   nan_maps = explain_jit(model, variables, images.at[0, 0, 0, 0].set(jnp.nan))
   assert np.isnan(nan_maps.logits[0]).all()
-  for kwargs, message in ((dict(num_classes=0), "num_classes must be a positive"),
-                          (dict(temperature=0.0), "temperature must be finite and > 0"),
-                          (dict(temperature=float("inf")), "temperature must be finite"),
-                          (dict(compute_dtype=jnp.int32), "compute_dtype must be a float"),
-                          (dict(image_channels=0), "image_channels must be a positive")):
+  for kwargs, message in (
+      (dict(num_classes=0), "num_classes must be a positive"),
+      (dict(temperature=0.0), "temperature must be finite and > 0"),
+      (dict(temperature=float("inf")), "temperature must be finite"),
+      (dict(compute_dtype=jnp.int32), "compute_dtype must be a float"),
+      (dict(image_channels=0), "image_channels must be a positive"),
+  ):
     with pytest.raises(ValueError, match=message):
       get_model("tiny-3L", **kwargs)
     with pytest.raises(ValueError, match=message):

@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.join(ROOT, "configs"))
 import digits as digits_config  # noqa: E402  (configs/ is not a package)
 
 BUCKET = "codajax-test"
-LEASE_TTL_S = "4"   # seconds; the default (60) would make the resume after SIGKILL wait
+LEASE_TTL_S = "4"  # seconds; the default (60) would make the resume after SIGKILL wait
 
 
 @pytest.fixture(scope="module")
@@ -55,16 +55,27 @@ def _env(**extra):
 
 def _train_cmd(workdir, data_dir, *extra):
   """train.py on digits, toy model, 12 steps, checkpoints every 3 (as tests/test_train.py)."""
-  return [sys.executable, "train.py", "--config", "configs/digits.py", f"--workdir={workdir}",
-          f"--config.data_dir={data_dir}", "--config.model.name=tiny-3L",
-          "--config.model.temperature=10", "--config.max_steps=12",
-          "--config.checkpoint_every_steps=3", "--config.eval_every_epochs=100",
-          "--config.log_every_steps=3", *extra]
+  return [
+      sys.executable,
+      "train.py",
+      "--config",
+      "configs/digits.py",
+      f"--workdir={workdir}",
+      f"--config.data_dir={data_dir}",
+      "--config.model.name=tiny-3L",
+      "--config.model.temperature=10",
+      "--config.max_steps=12",
+      "--config.checkpoint_every_steps=3",
+      "--config.eval_every_epochs=100",
+      "--config.log_every_steps=3",
+      *extra,
+  ]
 
 
 def _run(cmd, timeout=300, **env):
-  return subprocess.run(cmd, cwd=ROOT, env=_env(**env), capture_output=True, text=True,
-                        timeout=timeout)
+  return subprocess.run(
+      cmd, cwd=ROOT, env=_env(**env), capture_output=True, text=True, timeout=timeout
+  )
 
 
 def _params_equal(a, b):
@@ -84,18 +95,23 @@ def local_run(data_dir, tmp_path_factory):
 def gs_run(emulator, data_dir, local_run):
   """train.py on gs://BUCKET/run, SIGKILLed after its step-6 checkpoint, then resumed."""
   workdir = f"gs://{BUCKET}/run"
-  proc = subprocess.Popen(_train_cmd(workdir, data_dir), cwd=ROOT,
-                          env=_env(CODAJAX_LOCK_TTL_S=LEASE_TTL_S),
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  done = storage.join(workdir, "checkpoints", "6", "commit_success.txt")   # orbax on gs://
+  proc = subprocess.Popen(
+      _train_cmd(workdir, data_dir),
+      cwd=ROOT,
+      env=_env(CODAJAX_LOCK_TTL_S=LEASE_TTL_S),
+      stdout=subprocess.DEVNULL,
+      stderr=subprocess.DEVNULL,
+  )
+  done = storage.join(workdir, "checkpoints", "6", "commit_success.txt")  # orbax on gs://
   deadline = time.time() + 240
   while not storage.exists(done) and proc.poll() is None and time.time() < deadline:
     time.sleep(0.2)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   assert proc.returncode == -signal.SIGKILL
-  steps = sorted(int(s) for s in storage.listdir(storage.join(workdir, "checkpoints"))
-                 if s.isdigit())
+  steps = sorted(
+      int(s) for s in storage.listdir(storage.join(workdir, "checkpoints")) if s.isdigit()
+  )
   assert steps and 6 <= max(steps) < 12, f"the run was not killed mid-way: {steps}"
   # The killed run's lease is left behind: the resume takes it over once it is LEASE_TTL_S old.
   assert storage.exists(storage.join(workdir, "train.lock.0"))
@@ -112,9 +128,9 @@ def test_train_on_gs_resumes_bit_identically_after_sigkill(gs_run, local_run):
   b, step_b = restore_params(workdir)
   assert step_a == step_b == 12
   assert _params_equal(a, b)
-  assert not storage.exists(storage.join(workdir, "corrupt"))   # resumed, nothing moved
-  assert not storage.exists(storage.join(workdir, "train.lock.0"))   # released at the end
-  run = restore(workdir)   # codajax.train.restore("gs://...")
+  assert not storage.exists(storage.join(workdir, "corrupt"))  # resumed, nothing moved
+  assert not storage.exists(storage.join(workdir, "train.lock.0"))  # released at the end
+  run = restore(workdir)  # codajax.train.restore("gs://...")
   assert run.step == 12 and _params_equal(run.params, a)
   assert run.config.model.name == "tiny-3L"
   # The logs: the resumed run's records follow the killed run's (metrics.jsonl rewritten whole).
@@ -122,15 +138,19 @@ def test_train_on_gs_resumes_bit_identically_after_sigkill(gs_run, local_run):
   gs_steps = [r["step"] for r in read_metrics(workdir) if "train/loss" in r]
   assert local_steps == [3, 6, 9, 12]
   assert sorted(set(gs_steps)) == local_steps and gs_steps[-1] == 12
-  events = [e for name in storage.listdir(storage.join(workdir, "tensorboard"))
-            for e in _events(storage.read_bytes(storage.join(workdir, "tensorboard", name)))]
+  events = [
+      e
+      for name in storage.listdir(storage.join(workdir, "tensorboard"))
+      for e in _events(storage.read_bytes(storage.join(workdir, "tensorboard", name)))
+  ]
   logged = {e.step for e in events for v in e.summary.value if v.tag == "train/loss"}
-  assert {9, 12} <= logged   # the resumed run's TensorBoard file, readable record by record
+  assert {9, 12} <= logged  # the resumed run's TensorBoard file, readable record by record
   assert storage.read_json(storage.join(workdir, "run.json"))["num_classes"] == 10
 
 
-def test_gs_lease_refuses_a_second_run_and_is_taken_over_when_abandoned(emulator, data_dir,
-                                                                       monkeypatch, capsys):
+def test_gs_lease_refuses_a_second_run_and_is_taken_over_when_abandoned(
+    emulator, data_dir, monkeypatch, capsys
+):
   workdir = f"gs://{BUCKET}/leased"
   monkeypatch.setenv("CODAJAX_LOCK_TTL_S", "2")
   with storage.workdir_lock(workdir, "train.lock.0"):
@@ -138,16 +158,16 @@ def test_gs_lease_refuses_a_second_run_and_is_taken_over_when_abandoned(emulator
     assert record["owner"] == f"{os.getpid()}@{os.uname().nodename}"
     with pytest.raises(TrainingError, match="is in use by another train.py"):
       train_and_evaluate(_smoke(data_dir), workdir)
-  assert not storage.exists(storage.join(workdir, "train.lock.0"))   # released
+  assert not storage.exists(storage.join(workdir, "train.lock.0"))  # released
   # An abandoned lease (its owner died: never renewed) is taken over after the TTL.
   storage.write_json(storage.join(workdir, "train.lock.0"), {"owner": "1@lost-host"})
-  with pytest.raises(storage.LockHeld, match="1@lost-host"):   # fresh: a live owner
+  with pytest.raises(storage.LockHeld, match="1@lost-host"):  # fresh: a live owner
     with storage.workdir_lock(workdir, "train.lock.0"):
       pass
-  time.sleep(1.2)   # older than TTL / 2: its owner looks dead; wait until the TTL, take over
+  time.sleep(1.2)  # older than TTL / 2: its owner looks dead; wait until the TTL, take over
   started = time.monotonic()
   with storage.workdir_lock(workdir, "train.lock.0"):
-    assert time.monotonic() - started >= 0.5   # waited for the lease to expire
+    assert time.monotonic() - started >= 0.5  # waited for the lease to expire
     assert storage.read_json(storage.join(workdir, "train.lock.0"))["owner"] != "1@lost-host"
   assert "held by 1@lost-host" in capsys.readouterr().out
 
@@ -161,11 +181,13 @@ def _events(data: bytes):
 
   events, offset = [], 0
   while offset < len(data):
-    header = data[offset:offset + 8]
+    header = data[offset : offset + 8]
     (length,) = struct.unpack("Q", header)
-    assert struct.unpack("I", data[offset + 8:offset + 12])[0] == masked_crc32c(header)
-    body = data[offset + 12:offset + 12 + length]
-    assert struct.unpack("I", data[offset + 12 + length:offset + 16 + length])[0] == masked_crc32c(body)
+    assert struct.unpack("I", data[offset + 8 : offset + 12])[0] == masked_crc32c(header)
+    body = data[offset + 12 : offset + 12 + length]
+    assert struct.unpack("I", data[offset + 12 + length : offset + 16 + length])[
+        0
+    ] == masked_crc32c(body)
     events.append(event_pb2.Event.FromString(body))
     offset += 16 + length
   return events
@@ -214,9 +236,20 @@ def test_eval_on_gs_writes_report_and_figures_to_the_bucket(gs_run, data_dir):
 
   workdir = gs_run[0]
   out = storage.join(workdir, "eval")
-  result = _run([sys.executable, "eval.py", f"--workdir={workdir}", "--methods=Ours",
-                 "--n_grids=1", "--n_removal=4", "--n_figure=2", "--batch_size=4",
-                 "--depths=off", "--config.evals.completeness.n_images=4"])
+  result = _run(
+      [
+          sys.executable,
+          "eval.py",
+          f"--workdir={workdir}",
+          "--methods=Ours",
+          "--n_grids=1",
+          "--n_removal=4",
+          "--n_figure=2",
+          "--batch_size=4",
+          "--depths=off",
+          "--config.evals.completeness.n_images=4",
+      ]
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   assert f"report: {out}/report.json" in result.stdout
   report = storage.read_json(storage.join(out, "report.json"))
@@ -225,8 +258,9 @@ def test_eval_on_gs_writes_report_and_figures_to_the_bucket(gs_run, data_dir):
   run = restore(workdir)
   test = data.load_examples("digits", "test", data_dir=data_dir)
   logits = np.asarray(run.model.apply(run.variables, test["image"].astype(np.float32) / 255))
-  assert report["accuracy"]["top1"] == pytest.approx(np.mean(logits.argmax(1) == test["label"]),
-                                                     abs=1e-9)
+  assert report["accuracy"]["top1"] == pytest.approx(
+      np.mean(logits.argmax(1) == test["label"]), abs=1e-9
+  )
   import io
 
   with np.load(io.BytesIO(storage.read_bytes(storage.join(out, "scores.npz")))) as scores:
@@ -244,20 +278,36 @@ def test_prepare_and_two_processes_on_gs_match_one_local_process(emulator, data_
   assert prepared.returncode == 0, prepared.stderr[-3000:]
   assert storage.exists(storage.join(gs_data, "codajax_digits", "1.0.0", "dataset_info.json"))
 
-  single = _run(_train_cmd(tmp_path / "one", data_dir, *args),
-                XLA_FLAGS="--xla_force_host_platform_device_count=4")
+  single = _run(
+      _train_cmd(tmp_path / "one", data_dir, *args),
+      XLA_FLAGS="--xla_force_host_platform_device_count=4",
+  )
   assert single.returncode == 0, single.stderr[-3000:]
 
   port = _free_port()
   workdir = f"gs://{BUCKET}/two"
-  env = _env(XLA_FLAGS="--xla_force_host_platform_device_count=2",
-             CODAJAX_CACHE_DIR=str(tmp_path / "cache"))   # both processes mirror into it
-  procs = [subprocess.Popen(
-      [*_train_cmd(workdir, gs_data, *args), "--multihost",
-       f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}",
-       "--init_timeout=60"],
-      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-      for i in range(2)]
+  env = _env(
+      XLA_FLAGS="--xla_force_host_platform_device_count=2",
+      CODAJAX_CACHE_DIR=str(tmp_path / "cache"),
+  )  # both processes mirror into it
+  procs = [
+      subprocess.Popen(
+          [
+              *_train_cmd(workdir, gs_data, *args),
+              "--multihost",
+              f"--coordinator_address=127.0.0.1:{port}",
+              "--num_processes=2",
+              f"--process_id={i}",
+              "--init_timeout=60",
+          ],
+          cwd=ROOT,
+          env=env,
+          stdout=subprocess.PIPE,
+          stderr=subprocess.STDOUT,
+          text=True,
+      )
+      for i in range(2)
+  ]
   try:
     outputs = [p.communicate(timeout=300)[0] for p in procs]
   finally:
@@ -271,7 +321,7 @@ def test_prepare_and_two_processes_on_gs_match_one_local_process(emulator, data_
   for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(two)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
   assert (tmp_path / "cache" / "datasets" / "gs" / BUCKET / "tfds" / "codajax_digits").is_dir()
-  assert storage.listdir(workdir).count("train.lock.0") == 0   # both leases released
+  assert storage.listdir(workdir).count("train.lock.0") == 0  # both leases released
   assert "train.lock.1" not in storage.listdir(workdir)
 
 
@@ -286,7 +336,7 @@ def _free_port():
 def test_a_damaged_gs_checkpoint_is_moved_aside_and_the_previous_one_resumed(emulator, data_dir):
   """On gs:// the move to corrupt/ is a copy and a delete: the damaged step leaves checkpoints/."""
   workdir = f"gs://{BUCKET}/damaged"
-  train_and_evaluate(_smoke(data_dir), workdir)   # 4 steps, checkpoints at 2 and 4
+  train_and_evaluate(_smoke(data_dir), workdir)  # 4 steps, checkpoints at 2 and 4
   storage.write_atomic(storage.join(workdir, "checkpoints", "4", "data", "metadata"), "{}")
   metrics = train_and_evaluate(_smoke(data_dir, max_steps=6), workdir)
   assert metrics["step"] == 6

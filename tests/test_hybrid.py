@@ -33,23 +33,36 @@ def _random_variables(model, images, seed=0):
   shapes = jax.eval_shape(model.init, jax.random.key(0), images)
   rng = np.random.default_rng(seed)
   leaves, treedef = jax.tree_util.tree_flatten_with_path(shapes)
-  values = [(1.0 if path[-1].key == "scale" else 0.0)
-            + rng.uniform(-0.5, 0.5, leaf.shape).astype(np.float32) for path, leaf in leaves]
+  values = [
+      (1.0 if path[-1].key == "scale" else 0.0)
+      + rng.uniform(-0.5, 0.5, leaf.shape).astype(np.float32)
+      for path, leaf in leaves
+  ]
   return jax.tree.unflatten(treedef, [jnp.asarray(v) for v in values])
 
 
 TINY_HYBRIDS = {
     # A basic-block ResNet (CIFAR stem) cut after stage 2.
-    "resnet": dict(family="shapes", embedding_stage=2, backbone_widths=(4, 8, 8),
-                   coda_layers=TINY_CODA),
+    "resnet": dict(
+        family="shapes", embedding_stage=2, backbone_widths=(4, 8, 8), coda_layers=TINY_CODA
+    ),
     # A bottleneck ResNet with the ImageNet stem cut after stage 1.
-    "bottleneck": dict(family="resnet50-imagenet", embedding_stage=1,
-                       backbone_widths=(2, 4, 4, 4), coda_layers=TINY_CODA),
+    "bottleneck": dict(
+        family="resnet50-imagenet",
+        embedding_stage=1,
+        backbone_widths=(2, 4, 4, 4),
+        coda_layers=TINY_CODA,
+    ),
     # VGG cut after stage 2, the explicit DAU form.
-    "vgg": dict(family="vgg11-cifar", embedding_stage=2, backbone_widths=(4, 4, 4, 4, 4),
-                coda_layers=TINY_CODA, form="explicit"),
+    "vgg": dict(
+        family="vgg11-cifar",
+        embedding_stage=2,
+        backbone_widths=(4, 4, 4, 4, 4),
+        coda_layers=TINY_CODA,
+        form="explicit",
+    ),
 }
-COMPLETENESS_KINDS = ("bottleneck", "vgg")   # "resnet": test_explain_at_depths_...
+COMPLETENESS_KINDS = ("bottleneck", "vgg")  # "resnet": test_explain_at_depths_...
 
 
 @functools.cache
@@ -71,16 +84,17 @@ def test_every_registered_hybrid_builds_with_the_expected_shapes():
       model = get_model(name)
       logits, variables = jax.eval_shape(model.init_with_output, jax.random.key(0), images)
       assert logits.shape == (2, spec.num_classes), name
-      assert set(variables) == {"params"}, name                 # GroupNorm: no batch_stats
+      assert set(variables) == {"params"}, name  # GroupNorm: no batch_stats
       first = variables["params"]["coda"]["layer_0"]["B"]
-      assert first.shape[2] == model.embedding_channels, name   # the embedding feeds layer 0
+      assert first.shape[2] == model.embedding_channels, name  # the embedding feeds layer 0
       if stage == 0:
         assert model.layers == with_num_classes(spec.pure_layers, spec.num_classes), name
         assert model.temperature == spec.pure_temperature
         assert "features" not in variables["params"]
       else:
         assert model.layers == mirrored_coda_layers(
-            spec.backbone.num_stages - stage, spec.num_classes, spec.coda_width, spec.coda_rank)
+            spec.backbone.num_stages - stage, spec.num_classes, spec.coda_width, spec.coda_rank
+        )
 
 
 def test_embedding_resolution_and_channels_across_depths():
@@ -90,10 +104,11 @@ def test_embedding_resolution_and_channels_across_depths():
     images = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
     variables = jax.eval_shape(model.init, jax.random.key(0), images)
     inputs = jax.eval_shape(
-        lambda v, x: model.apply(v, x, method="explanation_inputs"), variables, images)
+        lambda v, x: model.apply(v, x, method="explanation_inputs"), variables, images
+    )
     assert inputs[0].shape == (1, size, size, channels)
     assert len(inputs) == len(model.layers) == 2 + 2 * (4 - stage)
-    assert inputs[-1].shape == (1, 4, 4, 64)                    # the class map is 4×4
+    assert inputs[-1].shape == (1, 4, 4, 64)  # the class map is 4×4
   imagenet = get_model("hybrid-resnet50-imagenet-s3")
   images = jax.ShapeDtypeStruct((1, 224, 224, 3), jnp.float32)
   variables = jax.eval_shape(imagenet.init, jax.random.key(0), images)
@@ -106,10 +121,12 @@ def test_stage_zero_is_the_pure_coda_net():
   pure = CoDANet(tuple(LayerSpec(*spec) for spec in TINY_CODA), temperature=5.0)
   pure_variables = _random_variables(pure, IMAGES)
   variables = {"params": {"coda": pure_variables["params"]}}
-  assert jax.tree.map(jnp.shape, jax.eval_shape(model.init, jax.random.key(0), IMAGES)) == \
-      jax.tree.map(jnp.shape, variables)
-  logits, embedding = jax.jit(lambda v: (model.apply(v, IMAGES),
-                                          model.apply(v, IMAGES, method="embed")))(variables)
+  assert jax.tree.map(
+      jnp.shape, jax.eval_shape(model.init, jax.random.key(0), IMAGES)
+  ) == jax.tree.map(jnp.shape, variables)
+  logits, embedding = jax.jit(
+      lambda v: (model.apply(v, IMAGES), model.apply(v, IMAGES, method="embed"))
+  )(variables)
   np.testing.assert_allclose(logits, jax.jit(pure.apply)(pure_variables, IMAGES), rtol=1e-6)
   np.testing.assert_array_equal(embedding, add_inverse(IMAGES))
   s0 = get_model("hybrid-resnet18-cifar-s0")
@@ -142,8 +159,9 @@ def test_upsample_nearest_keeps_every_cells_mass_on_the_pixels_it_covers():
   up = upsample_to_image(maps, (8, 6))
   assert up.shape == (2, 8, 6)
   np.testing.assert_allclose(up[:, :2, :2].sum(axis=(1, 2)), maps[:, 0, 0], rtol=1e-6)
-  np.testing.assert_allclose(up[:, 6:, 4:], jnp.broadcast_to(maps[:, 3:, 2:] / 4, (2, 2, 2)),
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+      up[:, 6:, 4:], jnp.broadcast_to(maps[:, 3:, 2:] / 4, (2, 2, 2)), rtol=1e-6
+  )
   # Sizes that do not divide: cells cover 2 or 3 pixels, every total is still exact.
   odd = upsample_to_image(maps, (11, 7))
   np.testing.assert_allclose(odd.sum(axis=(1, 2)), maps.sum(axis=(1, 2)), rtol=1e-5, atol=1e-6)
@@ -160,8 +178,9 @@ def test_upsample_bilinear_and_errors():
   smooth = upsample_to_image(maps, (16, 16), "bilinear")
   np.testing.assert_allclose(smooth, np.full((1, 16, 16), 1 / 16), rtol=1e-6)
   ramp = upsample_to_image(jnp.arange(4.0).reshape(1, 2, 2), (8, 8), "bilinear")
-  assert float(jnp.abs(jnp.diff(ramp, axis=2)).max()) < float(jnp.abs(jnp.diff(
-      upsample_to_image(jnp.arange(4.0).reshape(1, 2, 2), (8, 8)), axis=2)).max())
+  assert float(jnp.abs(jnp.diff(ramp, axis=2)).max()) < float(
+      jnp.abs(jnp.diff(upsample_to_image(jnp.arange(4.0).reshape(1, 2, 2), (8, 8)), axis=2)).max()
+  )
   with pytest.raises(ValueError, match=r"\(N, h, w\)"):
     upsample_to_image(jnp.ones((4, 4)), (8, 8))
   with pytest.raises(ValueError, match="Unknown upsampling"):
@@ -213,4 +232,4 @@ def test_parameter_counts_follow_the_specs():
   model = get_model("hybrid-shapes-s3")
   variables = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
   coda = sum(math.prod(x.shape) for x in jax.tree.leaves(variables["params"]["coda"]))
-  assert coda == count_params(model.layers, image_channels=64 // 2)   # 64 embedding channels
+  assert coda == count_params(model.layers, image_channels=64 // 2)  # 64 embedding channels

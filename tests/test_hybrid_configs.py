@@ -36,12 +36,15 @@ def test_every_variant_validates_and_builds(name):
     assert (config.max_steps > 0 and config.batch_size <= 8) == smoke, arg
     size = 32 if smoke or "imagenet" not in name else 64
     model = build_model(config, 10, 3)
-    logits = jax.eval_shape(lambda x: model.init_with_output(jax.random.key(0), x)[0],
-                            jnp.zeros((2, size, size, 3)))
+    logits = jax.eval_shape(
+        lambda x: model.init_with_output(jax.random.key(0), x)[0], jnp.zeros((2, size, size, 3))
+    )
     assert logits.shape == (2, 10), (name, arg)
     if "hybrid" in name:
-      stage = int((arg or "").replace("smoke", "").strip(",")[1:] or
-                  {"cifar10_hybrid": 2, "imagenet_hybrid": 3}[name])
+      stage = int(
+          (arg or "").replace("smoke", "").strip(",")[1:]
+          or {"cifar10_hybrid": 2, "imagenet_hybrid": 3}[name]
+      )
       assert model.embedding_stage == stage == config.model.kwargs.embedding_stage
 
 
@@ -50,8 +53,11 @@ def test_lambda_values_and_paper_setting():
   for text in ("0", "0.1", "0.25", "0.5", "1"):
     config = module.get_config(text)
     assert config.l1_matrix_weight == float(text)
-    assert (config.model.name, config.model.temperature, config.model.norm) == ("9L-S", 64.0,
-                                                                               "squash")
+    assert (config.model.name, config.model.temperature, config.model.norm) == (
+        "9L-S",
+        64.0,
+        "squash",
+    )
   assert module.get_config(None).l1_matrix_weight == 0.1
   with pytest.raises(ValueError, match="must be a number"):
     module.get_config("big")

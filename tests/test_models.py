@@ -38,12 +38,17 @@ def test_output_shapes_of_the_papers_models():
     logits = jax.eval_shape(model.apply, variables, jnp.zeros((2, size, size, 3)))
     assert logits.shape == (2, classes)
     inputs = jax.eval_shape(
-        lambda v, x: model.apply(v, x, method="explanation_inputs"), variables,
-        jnp.zeros((2, size, size, 3)))
+        lambda v, x: model.apply(v, x, method="explanation_inputs"),
+        variables,
+        jnp.zeros((2, size, size, 3)),
+    )
     assert len(inputs) == 9 and inputs[0].shape == (2, size, size, 6)
-  last = jax.eval_shape(lambda v, x: model.apply(v, x, method="explanation_inputs"),
-                        variables, jnp.zeros((1, 240, 240, 3)))[-1]
-  assert last.shape == (1, 20, 20, 64)     # 9L-L's class map is 20×20 (spec §2.4)
+  last = jax.eval_shape(
+      lambda v, x: model.apply(v, x, method="explanation_inputs"),
+      variables,
+      jnp.zeros((1, 240, 240, 3)),
+  )[-1]
+  assert last.shape == (1, 20, 20, 64)  # 9L-L's class map is 20×20 (spec §2.4)
 
 
 def test_unknown_architecture_lists_known_names():
@@ -82,6 +87,7 @@ def test_9l_s_train_step_runs_and_changes_params():
     def loss_fn(params):
       logits = model.apply({"params": params}, images)
       return optax.sigmoid_binary_cross_entropy(logits, jax.nn.one_hot(labels, 10)).mean()
+
     loss, grads = jax.value_and_grad(loss_fn)(params)
     updates, opt_state = tx.update(grads, opt_state)
     return optax.apply_updates(params, updates), opt_state, loss

@@ -23,13 +23,15 @@ def test_nnx_net_computes_the_linen_net_with_the_same_parameters():
   params = {f"layer_{i}": layer.params() for i, layer in enumerate(nnx_model.coda_layers)}
   linen = CoDANet(LAYERS, temperature=3.0)
   assert jax.tree.structure(params) == jax.tree.structure(
-      jax.eval_shape(linen.init, jax.random.key(0), IMAGES)["params"])
-  np.testing.assert_allclose(nnx_model(IMAGES), linen.apply({"params": params}, IMAGES),
-                             rtol=1e-6)
+      jax.eval_shape(linen.init, jax.random.key(0), IMAGES)["params"]
+  )
+  np.testing.assert_allclose(nnx_model(IMAGES), linen.apply({"params": params}, IMAGES), rtol=1e-6)
   for layer in (0, 2):
     np.testing.assert_allclose(
         nnx_model.layer_input(IMAGES, layer),
-        linen.apply({"params": params}, IMAGES, layer, method="layer_input"), rtol=1e-6)
+        linen.apply({"params": params}, IMAGES, layer, method="layer_input"),
+        rtol=1e-6,
+    )
 
 
 def test_nnx_layer_checks_its_settings_and_uses_the_dau_initialisers():
@@ -60,8 +62,9 @@ def test_nnx_net_trains_with_nnx_optimizer_and_explains_exactly():
   before = jax.tree.map(jnp.copy, nnx.state(model, nnx.Param))
   losses = [float(train_step(model, optimizer)) for _ in range(4)]
   assert losses[-1] < losses[0]
-  moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), before,
-                       nnx.state(model, nnx.Param))
+  moved = jax.tree.map(
+      lambda a, b: float(jnp.abs(a - b).max()), before, nnx.state(model, nnx.Param)
+  )
   assert all(d > 0 for d in jax.tree.leaves(moved))
 
   logits = model(IMAGES)
@@ -72,7 +75,8 @@ def test_nnx_net_trains_with_nnx_optimizer_and_explains_exactly():
       np.testing.assert_allclose(e.logits, logits, rtol=1e-5, atol=1e-6)
   # Compiled with nnx.jit (layer and "all" static).
   jitted = nnx.jit(explain_nnx, static_argnames=("targets", "layer"))(
-      model, IMAGES, targets="all", layer=1)
+      model, IMAGES, targets="all", layer=1
+  )
   assert jitted.contribution_map.shape == (4, 4, 6, 6, 6)
   assert float(completeness_error(jitted).max()) <= 1e-6
 
@@ -89,7 +93,7 @@ def test_readme_snippets_run_as_written():
   for code in snippets:
     assert len(code.strip().splitlines()) <= 20
     namespace = {}
-    exec(compile(code, "README.md", "exec"), namespace)     # noqa: S102
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102
     e = namespace["e"]
     assert e["contribution_map"].dtype == jnp.float32
     assert float(completeness_error(e).max()) <= 1e-6

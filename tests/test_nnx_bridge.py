@@ -13,8 +13,7 @@ class NNXClassifier(nnx.Module):
 
   def __init__(self, rngs: nnx.Rngs):
     self.first = nnx.bridge.ToNNX(CoDAConv(features=8, rank=4), rngs=rngs)
-    self.last = nnx.bridge.ToNNX(CoDAConv(features=10, rank=4, kernel_size=1, padding=0),
-                                 rngs=rngs)
+    self.last = nnx.bridge.ToNNX(CoDAConv(features=10, rank=4, kernel_size=1, padding=0), rngs=rngs)
 
   def __call__(self, x):
     return coda_head(self.last(self.first(x)), temperature=10.0, logit_bias=0.0)
@@ -32,8 +31,9 @@ def test_coda_layer_inside_an_nnx_model():
   first = {"params": jax.tree.map(lambda v: v, nnx.to_pure_dict(params)["first"])}
   last = {"params": nnx.to_pure_dict(params)["last"]}
   h = CoDAConv(features=8, rank=4).apply(first, x)
-  want = coda_head(CoDAConv(features=10, rank=4, kernel_size=1, padding=0).apply(last, h),
-                   10.0, 0.0)
+  want = coda_head(
+      CoDAConv(features=10, rank=4, kernel_size=1, padding=0).apply(last, h), 10.0, 0.0
+  )
   np.testing.assert_allclose(logits, want, rtol=1e-6)
 
   # The bridged layer trains with NNX's transforms.

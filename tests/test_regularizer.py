@@ -25,8 +25,11 @@ def _random_variables(model, images, seed=0):
   shapes = jax.eval_shape(model.init, jax.random.key(0), images)
   rng = np.random.default_rng(seed)
   leaves, treedef = jax.tree_util.tree_flatten_with_path(shapes)
-  values = [(1.0 if path[-1].key == "scale" else 0.0)
-            + rng.uniform(-0.5, 0.5, leaf.shape).astype(np.float32) for path, leaf in leaves]
+  values = [
+      (1.0 if path[-1].key == "scale" else 0.0)
+      + rng.uniform(-0.5, 0.5, leaf.shape).astype(np.float32)
+      for path, leaf in leaves
+  ]
   return jax.tree.unflatten(treedef, [jnp.asarray(v) for v in values])
 
 
@@ -41,9 +44,12 @@ def _tiny_coda():
 
 @functools.cache
 def _tiny_hybrid():
-  model = HybridNet(BackboneSpec("resnet", (1, 1), (4, 8)), 1,
-                    (LayerSpec(5, 3, 1, 1, 0), LayerSpec(6, 3, 3, 2, 1), LayerSpec(4, 2, 1, 1, 0)),
-                    temperature=3.0)
+  model = HybridNet(
+      BackboneSpec("resnet", (1, 1), (4, 8)),
+      1,
+      (LayerSpec(5, 3, 1, 1, 0), LayerSpec(6, 3, 3, 2, 1), LayerSpec(4, 2, 1, 1, 0)),
+      temperature=3.0,
+  )
   return model, _random_variables(model, IMAGES), jnp.asarray(IMAGES)
 
 
@@ -55,12 +61,14 @@ def _direct_rows(model, params, images, classes, layer=0):
   """``W_c(x)`` from the full Jacobian of the explanation-mode evidence (independent path)."""
   variables = {"params": params}
   h = model.apply(variables, images, method="explanation_inputs")[layer]
-  jac = jax.jacrev(
-      lambda h: model.apply(variables, h, layer, True, False, method="forward_from"))(h)
+  jac = jax.jacrev(lambda h: model.apply(variables, h, layer, True, False, method="forward_from"))(
+      h
+  )
   n = images.shape[0]
-  per_image = jac[jnp.arange(n), :, jnp.arange(n)]                     # (N, K, ...)
-  return jnp.take_along_axis(per_image, classes.reshape(*classes.shape, *(1,) * (h.ndim - 1)),
-                             axis=1)
+  per_image = jac[jnp.arange(n), :, jnp.arange(n)]  # (N, K, ...)
+  return jnp.take_along_axis(
+      per_image, classes.reshape(*classes.shape, *(1,) * (h.ndim - 1)), axis=1
+  )
 
 
 def test_regularised_classes_are_the_label_and_distinct_others():
@@ -76,8 +84,10 @@ def test_regularised_classes_are_the_label_and_distinct_others():
   many = regularised_classes(jnp.zeros(9000, jnp.int32), 10, jax.random.key(2))[:, 1]
   counts = np.bincount(np.asarray(many), minlength=10)
   assert counts[0] == 0 and counts[1:].min() > 850 and counts[1:].max() < 1150
-  assert not np.array_equal(regularised_classes(labels, 10, jax.random.key(3)),
-                            regularised_classes(labels, 10, jax.random.key(4)))
+  assert not np.array_equal(
+      regularised_classes(labels, 10, jax.random.key(3)),
+      regularised_classes(labels, 10, jax.random.key(4)),
+  )
 
 
 def test_regularised_classes_errors():
@@ -95,8 +105,10 @@ def test_rows_are_the_exact_dynamic_linear_map_at_a_later_layer(kind):
 
   @jax.jit
   def rows_and_direct(variables):
-    return (differentiable_dynamic_map(model, variables, images, classes, layer=1),
-            _direct_rows(model, variables["params"], images, classes, 1))
+    return (
+        differentiable_dynamic_map(model, variables, images, classes, layer=1),
+        _direct_rows(model, variables["params"], images, classes, 1),
+    )
 
   rows, direct = rows_and_direct(variables)
   assert rows.shape == direct.shape == (2, 3, 6, 6, 5)
@@ -122,6 +134,7 @@ def _random_like(tree, seed):
 
 def _directional(f, x, direction, eps):
   """Central difference of ``f`` at ``x`` along ``direction`` (the shifts in numpy)."""
+
   def shifted(step):
     return jax.tree.map(lambda a, d: np.asarray(a) + np.float32(step) * d, x, direction)
 
@@ -147,9 +160,10 @@ def test_parameter_gradient_matches_finite_differences():
   labels, key = jnp.array([2, 0]), jax.random.key(3)
   classes = regularised_classes(labels, model.num_classes, key)
   smooth = _sign_fixed_l1(model, params, images, classes)
-  value, grad = jax.jit(jax.value_and_grad(
-      lambda p: dynamic_matrix_l1(model, p, images, labels, key)))(params)
-  np.testing.assert_allclose(value, smooth(params), rtol=1e-6)   # = mean |W_c| from the Jacobian
+  value, grad = jax.jit(
+      jax.value_and_grad(lambda p: dynamic_matrix_l1(model, p, images, labels, key))
+  )(params)
+  np.testing.assert_allclose(value, smooth(params), rtol=1e-6)  # = mean |W_c| from the Jacobian
   assert float(value) > 0
   direction = _random_like(params, 11)
   zeros = jax.tree.map(np.zeros_like, direction)
@@ -157,8 +171,10 @@ def test_parameter_gradient_matches_finite_differences():
   assert len(groups) == 4
   for group in groups:
     step = jax.tree_util.tree_map_with_path(
-        lambda path, d, z: d if tuple(k.key for k in path[:len(group)]) == group else z,
-        direction, zeros)
+        lambda path, d, z: d if tuple(k.key for k in path[: len(group)]) == group else z,
+        direction,
+        zeros,
+    )
     eps, rtol = (1e-4, 5e-2) if group == ("features",) else (1e-3, 1e-2)
     finite = _directional(smooth, params, step, eps)
     assert abs(finite) > 1e-5, group
@@ -177,8 +193,9 @@ def test_gradient_with_respect_to_the_embedding_matches_finite_differences():
   grad = jax.jit(jax.grad(lambda e: dynamic_matrix_l1(coda, params, e, labels, key)))(embedding)
   for seed in (0, 1):
     direction = _random_like(embedding, seed)
-    np.testing.assert_allclose(_dot(grad, direction),
-                               _directional(smooth, embedding, direction, 3e-3), rtol=1e-2)
+    np.testing.assert_allclose(
+        _dot(grad, direction), _directional(smooth, embedding, direction, 3e-3), rtol=1e-2
+    )
 
 
 def test_adam_steps_with_the_regulariser_decrease_the_total_loss():
@@ -202,8 +219,12 @@ def test_adam_steps_with_the_regulariser_decrease_the_total_loss():
 
   params, opt_state = variables["params"], tx.init(variables["params"])
   fixed_key = jax.random.key(0)
-  evaluate = jax.jit(lambda p: (total_loss(p, fixed_key)[0],
-                                dynamic_matrix_l1(model, p, images, labels, fixed_key)))
+  evaluate = jax.jit(
+      lambda p: (
+          total_loss(p, fixed_key)[0],
+          dynamic_matrix_l1(model, p, images, labels, fixed_key),
+      )
+  )
   start, l1_start = evaluate(params)
   for i in range(6):
     params, opt_state, loss = step(params, opt_state, jax.random.key(i))
@@ -216,7 +237,8 @@ def test_regulariser_jits_with_more_classes_and_rejects_other_models():
   model, variables, images = _tiny_coda()
   labels, key = jnp.array([1, 2]), jax.random.key(0)
   jitted = jax.jit(dynamic_matrix_l1, static_argnums=0, static_argnames="num_other")(
-      model, variables, images, labels, key, num_other=3)
+      model, variables, images, labels, key, num_other=3
+  )
   classes = regularised_classes(labels, model.num_classes, key, num_other=3)
   want = jnp.mean(jnp.abs(_direct_rows(model, variables["params"], images, classes)))
   np.testing.assert_allclose(jitted, want, rtol=1e-6)
@@ -241,14 +263,22 @@ def test_dau_weights_input_gives_a_linear_layer_with_parameter_gradients(form):
     linear = lambda a: conv(params, a, weights_input=x)  # noqa: E731
     grad = jax.grad(lambda p: conv(p, y, weights_input=x).sum())(params)
     detached = jax.grad(lambda p: conv(p, y, weights_input=x, explain=True).sum())(params)
-    return (linear(x), conv(params, x), linear(y), conv(params, y, weights_input=x, explain=True),
-            linear(2 * y - 3 * z), 2 * linear(y) - 3 * linear(z), grad, detached)
+    return (
+        linear(x),
+        conv(params, x),
+        linear(y),
+        conv(params, y, weights_input=x, explain=True),
+        linear(2 * y - 3 * z),
+        2 * linear(y) - 3 * linear(z),
+        grad,
+        detached,
+    )
 
   same, plain, linear_y, explained, combined, combination, grad, detached = outputs(params)
-  np.testing.assert_allclose(same, plain, rtol=1e-6)          # weights_input = x: the layer
+  np.testing.assert_allclose(same, plain, rtol=1e-6)  # weights_input = x: the layer
   np.testing.assert_allclose(linear_y, explained, rtol=1e-6)  # the value of explanation mode
-  np.testing.assert_allclose(combined, combination, rtol=1e-4, atol=1e-6)   # exactly linear
-  assert all(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(grad))     # reaches params
+  np.testing.assert_allclose(combined, combination, rtol=1e-4, atol=1e-6)  # exactly linear
+  assert all(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(grad))  # reaches params
   assert all(float(jnp.abs(g).max()) == 0 for g in jax.tree.leaves(detached))
   with pytest.raises(ValueError, match="weights_input has shape"):
     conv(params, y, weights_input=x[:1])
@@ -266,15 +296,17 @@ def test_logits_come_from_the_same_pass_with_the_forward_gradient(kind):
   @jax.jit
   def both(params):
     logits, penalty = logits_and_dynamic_matrix_l1(model, params, images, labels, key)
-    grad_shared = jax.grad(lambda p: jnp.sum(cot * logits_and_dynamic_matrix_l1(
-        model, p, images, labels, key)[0]))(params)
+    grad_shared = jax.grad(
+        lambda p: jnp.sum(cot * logits_and_dynamic_matrix_l1(model, p, images, labels, key)[0])
+    )(params)
     grad_plain = jax.grad(lambda p: jnp.sum(cot * model.apply({"params": p}, images)))(params)
     return logits, penalty, grad_shared, grad_plain, model.apply({"params": params}, images)
 
   logits, penalty, grad_shared, grad_plain, plain = both(variables["params"])
   np.testing.assert_allclose(logits, plain, rtol=1e-6, atol=1e-7)
-  np.testing.assert_allclose(penalty, dynamic_matrix_l1(model, variables, images, labels, key),
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+      penalty, dynamic_matrix_l1(model, variables, images, labels, key), rtol=1e-6
+  )
   for shared, direct in zip(jax.tree.leaves(grad_shared), jax.tree.leaves(grad_plain)):
     np.testing.assert_allclose(shared, direct, rtol=1e-4, atol=1e-6 * float(jnp.abs(direct).max()))
 
@@ -290,12 +322,17 @@ def test_train_step_with_the_regulariser_equals_the_two_pass_gradient():
   tx = optax.sgd(0.1)
   mesh = parallel.make_mesh(jax.devices()[:1])
   key = jax.random.key(7)
-  state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                     rng=jax.random.key_data(key))
+  state = TrainState(
+      step=jnp.zeros((), jnp.int32),
+      params=params,
+      opt_state=tx.init(params),
+      rng=jax.random.key_data(key),
+  )
   batch = {"image": jnp.asarray(np.asarray(images) * 255, jnp.uint8), "label": labels}
   step = make_train_step(model, tx, l1_matrix_weight=weight, mesh=mesh)
-  new_state, metrics = step(jax.tree.map(jnp.copy, state), parallel.shard_batch(
-      jax.tree.map(np.asarray, batch), mesh))
+  new_state, metrics = step(
+      jax.tree.map(jnp.copy, state), parallel.shard_batch(jax.tree.map(np.asarray, batch), mesh)
+  )
 
   floats = batch["image"].astype(jnp.float32) / 255.0
   rng = jax.random.fold_in(key, 0)

@@ -33,7 +33,7 @@ def data_dir(tmp_path_factory):
 def _smoke(data_dir, **overrides):
   config = digits_config.get_config("smoke")
   config.data_dir = data_dir
-  config.model.name = "tiny-3L"   # toy layers; the model adapts to digits' 1 channel
+  config.model.name = "tiny-3L"  # toy layers; the model adapts to digits' 1 channel
   config.model.temperature = 10.0
   return _override(config, **overrides)
 
@@ -55,8 +55,15 @@ def _run(args, env_devices=None, timeout=240, **kwargs):
   env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, env.get("PYTHONPATH")]))
   if env_devices:
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={env_devices}"
-  return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
-                        text=True, timeout=timeout, **kwargs)
+  return subprocess.run(
+      [sys.executable, *args],
+      cwd=ROOT,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=timeout,
+      **kwargs,
+  )
 
 
 def _params_equal(a, b):
@@ -70,8 +77,9 @@ def _numpy_eval(run, data_dir, loss, split="train.validation"):
   from codajax.data import load_examples
 
   examples = load_examples("digits", split, data_dir=data_dir)
-  logits = np.asarray(run.model.apply(run.variables, examples["image"] / np.float32(255)),
-                      np.float64)
+  logits = np.asarray(
+      run.model.apply(run.variables, examples["image"] / np.float32(255)), np.float64
+  )
   labels = examples["label"]
   top1 = logits.argmax(-1) == labels
   rank = (logits > logits[np.arange(len(labels)), labels][:, None]).sum(-1)
@@ -108,7 +116,11 @@ def test_smoke_training_writes_logs_checkpoints_and_evaluates(data_dir, straight
   assert run.step == 4
   with open(os.path.join(workdir, "run.json")) as f:
     record = json.load(f)
-  assert record["splits"] == {"train": "train.fit", "validation": "train.validation", "test": "test"}
+  assert record["splits"] == {
+      "train": "train.fit",
+      "validation": "train.validation",
+      "test": "test",
+  }
   assert record["provenance"]["jax"] == jax.__version__
   assert record["provenance"]["device_count"] == jax.device_count()
   assert record["provenance"]["date"].startswith(time.strftime("%Y-", time.gmtime()))
@@ -133,12 +145,17 @@ def test_jit_mesh_pmap_and_single_device_give_the_same_parameters(tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   saved = np.load(out)
   assert int(saved["num_devices"]) == 8
-  keys = [k[len("jit/"):] for k in saved.files if k.startswith("jit/")]
+  keys = [k[len("jit/") :] for k in saved.files if k.startswith("jit/")]
   assert keys
   for other in ("pmap", "single"):
     for key in keys:
-      np.testing.assert_allclose(saved[f"{other}/{key}"], saved[f"jit/{key}"], rtol=1e-4,
-                                 atol=1e-5, err_msg=f"{other} vs jit at {key}")
+      np.testing.assert_allclose(
+          saved[f"{other}/{key}"],
+          saved[f"jit/{key}"],
+          rtol=1e-4,
+          atol=1e-5,
+          err_msg=f"{other} vs jit at {key}",
+      )
 
 
 def test_gradient_accumulation_equals_one_large_batch():
@@ -154,6 +171,7 @@ def test_gradient_accumulation_equals_one_large_batch():
     def loss(p):
       logits = model.apply({"params": p}, x)
       return optax.sigmoid_binary_cross_entropy(logits, jax.nn.one_hot(y, 10)).mean()
+
     return jax.grad(loss)(p)
 
   # SGD shows the averaged gradient itself (Adam would amplify round-off where |g| ~ eps).
@@ -179,11 +197,20 @@ def test_virtual_batch_config_runs_with_multisteps(data_dir, tmp_path):
 
 def _train_cmd(workdir, data_dir, *extra):
   """train.py on digits with a toy model (fast steps) for 24 steps, checkpoints every 3."""
-  return ["train.py", "--config", "configs/digits.py", f"--workdir={workdir}",
-          f"--config.data_dir={data_dir}", "--config.model.name=tiny-3L",
-          "--config.model.temperature=10", "--config.max_steps=24",
-          "--config.checkpoint_every_steps=3", "--config.eval_every_epochs=100",
-          "--config.log_every_steps=3", *extra]
+  return [
+      "train.py",
+      "--config",
+      "configs/digits.py",
+      f"--workdir={workdir}",
+      f"--config.data_dir={data_dir}",
+      "--config.model.name=tiny-3L",
+      "--config.model.temperature=10",
+      "--config.max_steps=24",
+      "--config.checkpoint_every_steps=3",
+      "--config.eval_every_epochs=100",
+      "--config.log_every_steps=3",
+      *extra,
+  ]
 
 
 def test_resume_after_sigkill_is_bit_identical(data_dir, tmp_path):
@@ -192,8 +219,13 @@ def test_resume_after_sigkill_is_bit_identical(data_dir, tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
 
   env = dict(os.environ, PYTHONUNBUFFERED="1")
-  proc = subprocess.Popen([sys.executable, *_train_cmd(killed, data_dir)], cwd=ROOT, env=env,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  proc = subprocess.Popen(
+      [sys.executable, *_train_cmd(killed, data_dir)],
+      cwd=ROOT,
+      env=env,
+      stdout=subprocess.DEVNULL,
+      stderr=subprocess.DEVNULL,
+  )
   checkpoint = killed / "checkpoints" / "6"
   deadline = time.time() + 180
   while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
@@ -210,7 +242,7 @@ def test_resume_after_sigkill_is_bit_identical(data_dir, tmp_path):
   b, step_b = restore_params(str(killed))
   assert step_a == step_b == 24
   assert _params_equal(a, b)
-  assert not (killed / "corrupt").exists()   # resumed, not restarted over moved checkpoints
+  assert not (killed / "corrupt").exists()  # resumed, not restarted over moved checkpoints
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -219,9 +251,21 @@ def test_sigterm_saves_and_exits_cleanly(data_dir, tmp_path, signum):
   workdir = tmp_path / "run"
   env = dict(os.environ, PYTHONUNBUFFERED="1")
   proc = subprocess.Popen(
-      [sys.executable, *_train_cmd(workdir, data_dir, "--config.max_steps=100000",
-                                   "--config.checkpoint_every_steps=100000")],
-      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+      [
+          sys.executable,
+          *_train_cmd(
+              workdir,
+              data_dir,
+              "--config.max_steps=100000",
+              "--config.checkpoint_every_steps=100000",
+          ),
+      ],
+      cwd=ROOT,
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+  )
   deadline = time.time() + 180
   while not (workdir / "metrics.jsonl").exists() and time.time() < deadline:
     time.sleep(0.05)
@@ -246,14 +290,26 @@ def test_two_processes_match_one_process_with_four_devices(data_dir, tmp_path):
   assert single.returncode == 0, single.stderr[-3000:]
 
   port = _free_port()
-  env = dict(os.environ, PYTHONUNBUFFERED="1",
-             XLA_FLAGS="--xla_force_host_platform_device_count=2")
-  procs = [subprocess.Popen(
-      [sys.executable, *_train_cmd(tmp_path / "two", data_dir, *args), "--multihost",
-       f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}",
-       "--init_timeout=60"],
-      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-      for i in range(2)]
+  env = dict(os.environ, PYTHONUNBUFFERED="1", XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  procs = [
+      subprocess.Popen(
+          [
+              sys.executable,
+              *_train_cmd(tmp_path / "two", data_dir, *args),
+              "--multihost",
+              f"--coordinator_address=127.0.0.1:{port}",
+              "--num_processes=2",
+              f"--process_id={i}",
+              "--init_timeout=60",
+          ],
+          cwd=ROOT,
+          env=env,
+          stdout=subprocess.PIPE,
+          stderr=subprocess.STDOUT,
+          text=True,
+      )
+      for i in range(2)
+  ]
   try:
     outputs = [p.communicate(timeout=240)[0] for p in procs]
   finally:
@@ -270,9 +326,17 @@ def test_two_processes_match_one_process_with_four_devices(data_dir, tmp_path):
 
 def test_a_missing_peer_ends_the_run_within_the_timeout(data_dir, tmp_path):
   start = time.time()
-  result = _run([*_train_cmd(tmp_path / "run", data_dir), "--multihost",
-                 f"--coordinator_address=127.0.0.1:{_free_port()}", "--num_processes=2",
-                 "--process_id=0", "--init_timeout=3"], timeout=90)
+  result = _run(
+      [
+          *_train_cmd(tmp_path / "run", data_dir),
+          "--multihost",
+          f"--coordinator_address=127.0.0.1:{_free_port()}",
+          "--num_processes=2",
+          "--process_id=0",
+          "--init_timeout=3",
+      ],
+      timeout=90,
+  )
   assert result.returncode != 0
   assert "waiting up to 3 s for 2 processes" in result.stdout
   assert time.time() - start < 60
@@ -282,10 +346,16 @@ def test_restore_onto_another_device_count(data_dir, tmp_path):
   workdir = tmp_path / "run"
   first = _run(_train_cmd(workdir, data_dir, "--config.max_steps=3"), env_devices=2)
   assert first.returncode == 0, first.stderr[-3000:]
-  config = _override(digits_config.get_config(), data_dir=data_dir, max_steps=6,
-                     checkpoint_every_steps=3, eval_every_epochs=100, log_every_steps=3,
-                     **{"model.name": "tiny-3L", "model.temperature": 10.0})
-  metrics = train_and_evaluate(config, str(workdir))   # this process has one device
+  config = _override(
+      digits_config.get_config(),
+      data_dir=data_dir,
+      max_steps=6,
+      checkpoint_every_steps=3,
+      eval_every_epochs=100,
+      log_every_steps=3,
+      **{"model.name": "tiny-3L", "model.temperature": 10.0},
+  )
+  metrics = train_and_evaluate(config, str(workdir))  # this process has one device
   assert metrics["step"] == 6
   assert not (workdir / "corrupt").exists()
   # Resumed from step 3, not restarted: the parameters match an uninterrupted 6-step run
@@ -328,15 +398,15 @@ def test_bad_configs_and_workdirs_fail_clearly(data_dir, tmp_path):
     train_and_evaluate(_smoke(data_dir, **{"model.temperature": 5.0}), workdir)
 
 
-def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(data_dir, tmp_path,
-                                                                   monkeypatch):
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(data_dir, tmp_path, monkeypatch):
   from codajax.train import step as step_module
 
   workdir = str(tmp_path / "run")
   train_and_evaluate(_smoke(data_dir, max_steps=2), workdir)
   finite_loss = step_module.classification_loss
-  monkeypatch.setattr(step_module, "classification_loss",
-                      lambda *args: finite_loss(*args) * jnp.nan)
+  monkeypatch.setattr(
+      step_module, "classification_loss", lambda *args: finite_loss(*args) * jnp.nan
+  )
   with pytest.raises(TrainingError, match="Non-finite training metrics"):
     train_and_evaluate(_smoke(data_dir, max_steps=8), workdir)
   params, step = restore_params(workdir)
@@ -351,24 +421,22 @@ def _damage(checkpoint_dir):
         f.write(b"garbage")
 
 
-def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(data_dir, straight_run,
-                                                                  tmp_path):
+def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(data_dir, straight_run, tmp_path):
   from pathlib import Path
 
-  workdir = Path(_copy_run(straight_run[0], tmp_path))        # checkpoints at 2 and 4
+  workdir = Path(_copy_run(straight_run[0], tmp_path))  # checkpoints at 2 and 4
   _damage(workdir / "checkpoints" / "4" / "state")
   # eval's loader (restore) falls back too, read-only: nothing is moved.
   params, step = restore_params(str(workdir))
   assert step == 2 and not (workdir / "corrupt").exists()
   assert restore(str(workdir)).step == 2
   metrics = train_and_evaluate(_smoke(data_dir), str(workdir))
-  assert metrics["step"] == 4                                   # redone from step 2
+  assert metrics["step"] == 4  # redone from step 2
   assert [name.split("-")[0] for name in os.listdir(workdir / "corrupt")] == ["4"]
   assert _params_equal(restore_params(str(workdir))[0], restore_params(straight_run[0])[0])
 
 
-def test_empty_data_metadata_falls_back_like_a_damaged_checkpoint(data_dir, straight_run,
-                                                                   tmp_path):
+def test_empty_data_metadata_falls_back_like_a_damaged_checkpoint(data_dir, straight_run, tmp_path):
   from pathlib import Path
 
   workdir = Path(_copy_run(straight_run[0], tmp_path))
@@ -386,8 +454,9 @@ def test_paper_schedules():
   opt.schedule = "cifar_step"
   schedule = learning_rate_schedule(opt, updates_per_epoch=10, total_updates=2000, batch_size=16)
   lrs = [float(schedule(epoch * 10)) for epoch in (0, 29, 30, 60, 199)]
-  np.testing.assert_allclose(lrs, [2.5e-4, 2.5e-4, 2.5e-4 / 1.5, 2.5e-4 / 1.5**2,
-                                   2.5e-4 / 1.5**6], rtol=1e-6)
+  np.testing.assert_allclose(
+      lrs, [2.5e-4, 2.5e-4, 2.5e-4 / 1.5, 2.5e-4 / 1.5**2, 2.5e-4 / 1.5**6], rtol=1e-6
+  )
   opt.schedule, opt.warmup_epochs = "imagenet_warmup_halving", 15
   schedule = learning_rate_schedule(opt, updates_per_epoch=10, total_updates=600, batch_size=64)
   lrs = [float(schedule(epoch * 10)) for epoch in (0, 7, 14, 15, 19, 20, 40, 59)]
@@ -448,9 +517,9 @@ def _rename_coda_key(tree, old, new):
     return tree
   if isinstance(tree, (list, tuple)) and not hasattr(tree, "_fields"):
     return type(tree)(rename(v) for v in tree)
-  if hasattr(tree, "_fields"):   # optax namedtuple states
+  if hasattr(tree, "_fields"):  # optax namedtuple states
     return type(tree)(*(rename(v) for v in tree))
-  if hasattr(tree, "replace") and hasattr(tree, "params"):   # TrainState
+  if hasattr(tree, "replace") and hasattr(tree, "params"):  # TrainState
     return tree.replace(params=rename(tree.params), opt_state=rename(tree.opt_state))
   return tree
 
@@ -494,8 +563,10 @@ def test_checkpoints_with_the_legacy_b_name_restore_into_w0(legacy_run, straight
   like = _rename_b_to_w0(jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), saved))
   renamed, step_renamed = restore_params(workdir, like=like)
   assert step_renamed == step
-  want = {path[:-1] + ("w0",) if path[-1] == "b" else path: np.asarray(leaf)
-          for path, leaf in tree_paths(saved).items()}
+  want = {
+      path[:-1] + ("w0",) if path[-1] == "b" else path: np.asarray(leaf)
+      for path, leaf in tree_paths(saved).items()
+  }
   got = tree_paths(renamed)
   assert set(got) == set(want) and any(path[-1] == "w0" for path in got)
   for path, leaf in got.items():
@@ -513,7 +584,7 @@ def test_checkpoints_with_the_legacy_b_name_restore_into_w0(legacy_run, straight
   paths = tree_paths(restored_state)
   mu_w0 = [p for p in paths if "mu" in p and p[-1] == "w0"]
   assert mu_w0 and not any(p[-1] == "b" for p in paths)
-  original = Checkpointer(straight_run[0])   # the same state, saved under the new names
+  original = Checkpointer(straight_run[0])  # the same state, saved under the new names
   try:
     plain, _, _ = original.restore_latest(state)
   finally:
@@ -530,8 +601,9 @@ def test_checkpoints_with_the_legacy_b_name_restore_into_w0(legacy_run, straight
     restore_params(workdir, like=wrong)
 
 
-def test_transient_io_errors_are_retried_and_never_taken_for_damage(straight_run, tmp_path,
-                                                                    monkeypatch):
+def test_transient_io_errors_are_retried_and_never_taken_for_damage(
+    straight_run, tmp_path, monkeypatch
+):
   import errno
 
   from codajax.train import CheckpointIOError, Checkpointer
@@ -547,7 +619,7 @@ def test_transient_io_errors_are_retried_and_never_taken_for_damage(straight_run
     return "ok"
 
   assert checkpoint_module.with_retries(flaky, "x") == "ok" and len(calls) == 3
-  with pytest.raises(ValueError):   # not transient: raised at once, not retried
+  with pytest.raises(ValueError):  # not transient: raised at once, not retried
     checkpoint_module.with_retries(lambda: (_ for _ in ()).throw(ValueError("bad")), "x")
 
   workdir = _copy_run(straight_run[0], tmp_path)
@@ -559,7 +631,9 @@ def test_transient_io_errors_are_retried_and_never_taken_for_damage(straight_run
 
   monkeypatch.setattr(checkpointer.latest, "restore", failing_restore)
   try:
-    with pytest.raises(CheckpointIOError, match="failed 4 times with I/O errors.*nothing was moved"):
+    with pytest.raises(
+        CheckpointIOError, match="failed 4 times with I/O errors.*nothing was moved"
+    ):
       checkpointer.restore_latest(_state_like(workdir))
   finally:
     checkpointer.close()
@@ -594,9 +668,9 @@ def test_a_failing_run_waits_for_its_saves(data_dir, tmp_path, where):
   assert not [n for n in names if "tmp" in n], names
   _, step = restore_params(str(workdir))
   assert step == (2 if where == "summarise" else 4)
-  if where == "eval":   # re-running the finished run does the final eval it missed
+  if where == "eval":  # re-running the finished run does the final eval it missed
     metrics = train_and_evaluate(_smoke(data_dir), str(workdir))
-    assert metrics["step"] == 4 and metrics["eval/count"] == 200   # the validation split
+    assert metrics["step"] == 4 and metrics["eval/count"] == 200  # the validation split
 
 
 def test_a_second_process_on_one_workdir_is_refused(data_dir, tmp_path):
@@ -607,24 +681,28 @@ def test_a_second_process_on_one_workdir_is_refused(data_dir, tmp_path):
     with pytest.raises(TrainingError, match=f"{workdir} is in use by another train.py"):
       train_and_evaluate(_smoke(data_dir), workdir)
   assert not os.path.exists(os.path.join(workdir, "checkpoints"))
-  assert train_and_evaluate(_smoke(data_dir, max_steps=1), workdir)["step"] == 1   # released
+  assert train_and_evaluate(_smoke(data_dir, max_steps=1), workdir)["step"] == 1  # released
 
 
 def test_train_py_errors_are_one_line_with_exit_status_2(data_dir, tmp_path):
-  args = _train_cmd(tmp_path / "run", data_dir, "--config.batch_size=9",
-                    "--config.eval_batch_size=10")
+  args = _train_cmd(
+      tmp_path / "run", data_dir, "--config.batch_size=9", "--config.eval_batch_size=10"
+  )
   result = _run(args, env_devices=2, timeout=120)
   assert result.returncode == 2, result.stderr[-3000:]
   assert result.stderr.strip().splitlines() == [
-      "train.py: error: batch_size 9 is not divisible by the 2 devices; use a multiple of 2."]
+      "train.py: error: batch_size 9 is not divisible by the 2 devices; use a multiple of 2."
+  ]
   result = _run([*args, "--verbosity=1"], env_devices=2, timeout=120)
   assert result.returncode == 2 and "Traceback" in result.stderr
-  result = _run(["train.py", "--config.model.kwargs.foo=1", f"--workdir={tmp_path / 'x'}"],
-                timeout=60)
+  result = _run(
+      ["train.py", "--config.model.kwargs.foo=1", f"--workdir={tmp_path / 'x'}"], timeout=60
+  )
   assert result.returncode == 2
   assert result.stderr.strip().splitlines() == [
       "train.py: error: unknown config key config.model.kwargs.foo (model.kwargs takes no new "
-      "keys on the command line; add them to the config file's config.model.kwargs)."]
+      "keys on the command line; add them to the config file's config.model.kwargs)."
+  ]
 
 
 # ---- untested paths --------------------------------------------------------------------------
@@ -639,12 +717,18 @@ def test_eval_step_on_padded_batches_matches_numpy(loss):
   rng = np.random.default_rng(0)
   images = rng.integers(0, 256, (12, 8, 8, 3), dtype=np.uint8)
   labels = rng.integers(0, 7, (12,), dtype=np.int32)
-  valid = np.arange(12) < 9                      # the last 3 rows are padding
-  images[9:], labels[9:] = images[0], 6          # padding copies a real row, another label
+  valid = np.arange(12) < 9  # the last 3 rows are padding
+  images[9:], labels[9:] = images[0], 6  # padding copies a real row, another label
   params = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))["params"]
   step = make_eval_step(model, loss=loss, mesh=parallel.make_mesh())
-  sums = jax.device_get(step(params, parallel.shard_batch(
-      {"image": images, "label": labels, "valid": valid}, parallel.make_mesh())))
+  sums = jax.device_get(
+      step(
+          params,
+          parallel.shard_batch(
+              {"image": images, "label": labels, "valid": valid}, parallel.make_mesh()
+          ),
+      )
+  )
 
   logits = np.asarray(model.apply({"params": params}, images / np.float32(255)), np.float64)
   logits, y = logits[valid], labels[valid]
@@ -687,8 +771,9 @@ def test_warmup_cosine_and_lr_batch_scaling_follow_their_closed_forms():
     return peak * 0.5 * (1 + math.cos(math.pi * min(t - warmup, total - warmup) / (total - warmup)))
 
   for t in (0, 5, 19, 20, 21, 50, 99, 100, 150):
-    np.testing.assert_allclose(float(schedule(t)), closed_form(t), rtol=1e-5, atol=1e-9,
-                               err_msg=f"update {t}")
+    np.testing.assert_allclose(
+        float(schedule(t)), closed_form(t), rtol=1e-5, atol=1e-9, err_msg=f"update {t}"
+    )
   opt.lr_batch_scaling, opt.reference_batch_size = True, 16
   scaled = learning_rate_schedule(opt, updates_per_epoch=10, total_updates=100, batch_size=256)
   for t in (5, 20, 60):
@@ -715,19 +800,21 @@ def test_best_checkpoint_is_kept_when_later_evals_are_worse(straight_run, tmp_pa
     checkpointer.wait()
     run = restore(workdir, which="best")
     assert run.step == 4 and _params_equal(run.params, best_before.params)
-    checkpointer.save_best(6, {"params": better, "step": np.int32(6)}, {},
-                           {"eval/accuracy": accuracy + 0.05})
+    checkpointer.save_best(
+        6, {"params": better, "step": np.int32(6)}, {}, {"eval/accuracy": accuracy + 0.05}
+    )
   finally:
     checkpointer.close()
   run = restore(workdir, which="best")
   assert run.step == 6 and _params_equal(run.params, better)
-  assert restore(workdir).step == 4          # latest is unaffected
+  assert restore(workdir).step == 4  # latest is unaffected
 
 
 def test_l1_matrix_regulariser_trains_end_to_end(data_dir, straight_run, tmp_path):
   workdir = str(tmp_path / "run")
-  metrics = train_and_evaluate(_smoke(data_dir, l1_matrix_weight=0.5, max_steps=2,
-                                      checkpoint_every_steps=1), workdir)
+  metrics = train_and_evaluate(
+      _smoke(data_dir, l1_matrix_weight=0.5, max_steps=2, checkpoint_every_steps=1), workdir
+  )
   assert metrics["step"] == 2
   assert np.isfinite(metrics["train/l1_matrix"]) and metrics["train/l1_matrix"] > 0
   # Step 2 differs from the unregularised run's step 2 (same data, same seed).
@@ -753,8 +840,9 @@ def test_preemption_is_exchanged_only_at_sync_steps(monkeypatch):
 
   calls = []
   monkeypatch.setattr(loop.jax, "process_count", lambda: 2)
-  monkeypatch.setattr(loop.multihost_utils, "process_allgather",
-                      lambda x: (calls.append(1), np.array([x, True]))[1])
+  monkeypatch.setattr(
+      loop.multihost_utils, "process_allgather", lambda x: (calls.append(1), np.array([x, True]))[1]
+  )
   preemption = loop._Preemption()
-  assert preemption.poll(sync=False) is False and not calls        # no per-step collective
-  assert preemption.poll(sync=True) is True and len(calls) == 1    # a peer was preempted
+  assert preemption.poll(sync=False) is False and not calls  # no per-step collective
+  assert preemption.poll(sync=True) is True and len(calls) == 1  # a peer was preempted

@@ -32,107 +32,122 @@ ForwardFn = Callable[[Array], Array]
 
 
 def check_images(inputs: Array) -> Array:
-    """Returns ``inputs`` as an array after checking it is a batch ``(N, H, W, C)``."""
-    inputs = jnp.asarray(inputs)
-    if inputs.ndim != 4:
-        raise ValueError(f"inputs must be a batch of images (N, H, W, C); got shape {inputs.shape}")
-    if not jnp.issubdtype(inputs.dtype, jnp.floating):
-        raise ValueError(f"inputs must be floating point images; got dtype {inputs.dtype}")
-    if inputs.shape[0] == 0:
-        raise ValueError(f"inputs is an empty batch (shape {inputs.shape}); attribution needs at least one image")
-    return inputs
+  """Returns ``inputs`` as an array after checking it is a batch ``(N, H, W, C)``."""
+  inputs = jnp.asarray(inputs)
+  if inputs.ndim != 4:
+    raise ValueError(f"inputs must be a batch of images (N, H, W, C); got shape {inputs.shape}")
+  if not jnp.issubdtype(inputs.dtype, jnp.floating):
+    raise ValueError(f"inputs must be floating point images; got dtype {inputs.dtype}")
+  if inputs.shape[0] == 0:
+    raise ValueError(
+        f"inputs is an empty batch (shape {inputs.shape}); attribution needs at least one image"
+    )
+  return inputs
 
 
 def as_target(target: int | Array, num_images: int) -> Array:
-    """Class indices as int32 ``(N,)`` (from an int or ``(N,)``) or ``(N, T)`` (from ``(N, T)``).
+  """Class indices as int32 ``(N,)`` (from an int or ``(N,)``) or ``(N, T)`` (from ``(N, T)``).
 
-    A concrete target (an int, a numpy or a concrete JAX array) comes back as a numpy array, so it
-    stays concrete, and range-checked by :func:`select`, when a method closes over it inside a
-    traced loop (``vmap``/``scan``); a tracer comes back as a tracer.
-    """
-    xp = jnp if isinstance(target, jax.core.Tracer) else np
-    target = xp.asarray(target)
-    if not jnp.issubdtype(target.dtype, jnp.integer):
-        raise ValueError(f"target must be integer class indices; got dtype {target.dtype}")
-    if target.ndim > 2 or (target.ndim >= 1 and target.shape[0] != num_images):
-        raise ValueError(f"target must be an int or an array of shape ({num_images},) or ({num_images}, T); got shape {target.shape}")
-    return xp.broadcast_to(target, (num_images,) + target.shape[1:]).astype(xp.int32)
+  A concrete target (an int, a numpy or a concrete JAX array) comes back as a numpy array, so it
+  stays concrete, and range-checked by :func:`select`, when a method closes over it inside a
+  traced loop (``vmap``/``scan``); a tracer comes back as a tracer.
+  """
+  xp = jnp if isinstance(target, jax.core.Tracer) else np
+  target = xp.asarray(target)
+  if not jnp.issubdtype(target.dtype, jnp.integer):
+    raise ValueError(f"target must be integer class indices; got dtype {target.dtype}")
+  if target.ndim > 2 or (target.ndim >= 1 and target.shape[0] != num_images):
+    raise ValueError(
+        f"target must be an int or an array of shape ({num_images},) or ({num_images}, T); got shape {target.shape}"
+    )
+  return xp.broadcast_to(target, (num_images,) + target.shape[1:]).astype(xp.int32)
 
 
 def check_target_range(target: Array, num_classes: int) -> None:
-    """Raises ``ValueError`` if a concrete ``target`` (N,) or (N, T) lies outside ``[0, num_classes)``."""
-    if isinstance(target, jax.core.Tracer):
-        return
-    values = np.asarray(target)
-    if values.size and (values.min() < 0 or values.max() >= num_classes):
-        raise ValueError(f"target must lie in [0, {num_classes}); got values {np.unique(values).tolist()}")
+  """Raises ``ValueError`` if a concrete ``target`` (N,) or (N, T) lies outside ``[0, num_classes)``."""
+  if isinstance(target, jax.core.Tracer):
+    return
+  values = np.asarray(target)
+  if values.size and (values.min() < 0 or values.max() >= num_classes):
+    raise ValueError(
+        f"target must lie in [0, {num_classes}); got values {np.unique(values).tolist()}"
+    )
 
 
 def select(logits: Array, target: Array) -> Array:
-    """``logits[n, target[n]]``: (N, K), (N,) or (N, T) -> (N,) or (N, T), shape- and range-checked."""
-    if logits.ndim != 2 or logits.shape[0] != target.shape[0]:
-        raise ValueError(f"fn must return logits of shape (N={target.shape[0]}, K); got {logits.shape}")
-    check_target_range(target, logits.shape[1])
-    return jnp.take_along_axis(logits, target.reshape(target.shape[0], -1), axis=1).reshape(target.shape)
+  """``logits[n, target[n]]``: (N, K), (N,) or (N, T) -> (N,) or (N, T), shape- and range-checked."""
+  if logits.ndim != 2 or logits.shape[0] != target.shape[0]:
+    raise ValueError(f"fn must return logits of shape (N={target.shape[0]}, K); got {logits.shape}")
+  check_target_range(target, logits.shape[1])
+  return jnp.take_along_axis(logits, target.reshape(target.shape[0], -1), axis=1).reshape(
+      target.shape
+  )
 
 
-def per_target(attribute: Callable[[Array], Array], target: Array, fn: ForwardFn, inputs: Array) -> Array:
-    """``attribute(target)`` for (N,) targets; for (N, T) targets vmapped over T -> (N, T, ...).
+def per_target(
+    attribute: Callable[[Array], Array], target: Array, fn: ForwardFn, inputs: Array
+) -> Array:
+  """``attribute(target)`` for (N,) targets; for (N, T) targets vmapped over T -> (N, T, ...).
 
-    ``fn`` and ``inputs`` serve the range check of concrete (N, T) targets, which the vmap hides.
-    """
-    if target.ndim == 1:
-        return attribute(target)
-    if not isinstance(target, jax.core.Tracer):
-        check_target_range(target, jax.eval_shape(fn, inputs).shape[-1])
-    return jax.vmap(attribute, in_axes=1, out_axes=1)(target)
+  ``fn`` and ``inputs`` serve the range check of concrete (N, T) targets, which the vmap hides.
+  """
+  if target.ndim == 1:
+    return attribute(target)
+  if not isinstance(target, jax.core.Tracer):
+    check_target_range(target, jax.eval_shape(fn, inputs).shape[-1])
+  return jax.vmap(attribute, in_axes=1, out_axes=1)(target)
 
 
 def target_gradient(fn: ForwardFn, inputs: Array, target: Array) -> Array:
-    """Gradient of each image's target logit w.r.t. that image: target (N,) -> (N, H, W, C)."""
-    return jax.grad(lambda x: jnp.sum(select(fn(x), target)))(inputs)
+  """Gradient of each image's target logit w.r.t. that image: target (N,) -> (N, H, W, C)."""
+  return jax.grad(lambda x: jnp.sum(select(fn(x), target)))(inputs)
 
 
 def as_key(key: Array | int) -> Array:
-    """A ``jax.random`` key from a key or an integer seed."""
-    return jax.random.key(key) if isinstance(key, (int, np.integer)) else key
+  """A ``jax.random`` key from a key or an integer seed."""
+  return jax.random.key(key) if isinstance(key, (int, np.integer)) else key
 
 
 def weighted_sum(f: Callable[[Any], Any], xs: Any, weights: Array, batch_size: int | None) -> Any:
-    """``sum_i weights[i] * f(xs[i])`` for a pytree ``xs`` with a leading axis of length M.
+  """``sum_i weights[i] * f(xs[i])`` for a pytree ``xs`` with a leading axis of length M.
 
-    Items are evaluated ``batch_size`` at a time (``vmap`` inside a chunk, ``lax.scan`` across
-    chunks, None = all at once); the last chunk is padded with repeats of the last item at
-    weight 0. ``f`` may return a pytree; the result has its structure, summed over items.
-    """
-    num_items = weights.shape[0]
-    if num_items < 1:
-        raise ValueError("weighted_sum needs at least one item (got 0)")
-    batch_size = num_items if batch_size is None else max(1, min(int(batch_size), num_items))
-    num_chunks = -(-num_items // batch_size)
-    padded = num_chunks * batch_size
-    gather = jnp.minimum(jnp.arange(padded), num_items - 1)
-    chunk = lambda a: a[gather].reshape((num_chunks, batch_size) + a.shape[1:])
-    xs = jax.tree.map(chunk, xs)
-    weights = jnp.pad(weights, (0, padded - num_items)).reshape(num_chunks, batch_size)
+  Items are evaluated ``batch_size`` at a time (``vmap`` inside a chunk, ``lax.scan`` across
+  chunks, None = all at once); the last chunk is padded with repeats of the last item at
+  weight 0. ``f`` may return a pytree; the result has its structure, summed over items.
+  """
+  num_items = weights.shape[0]
+  if num_items < 1:
+    raise ValueError("weighted_sum needs at least one item (got 0)")
+  batch_size = num_items if batch_size is None else max(1, min(int(batch_size), num_items))
+  num_chunks = -(-num_items // batch_size)
+  padded = num_chunks * batch_size
+  gather = jnp.minimum(jnp.arange(padded), num_items - 1)
+  chunk = lambda a: a[gather].reshape((num_chunks, batch_size) + a.shape[1:])
+  xs = jax.tree.map(chunk, xs)
+  weights = jnp.pad(weights, (0, padded - num_items)).reshape(num_chunks, batch_size)
 
-    def step(total, chunk_items):
-        items, chunk_weights = chunk_items
-        values = jax.vmap(f)(items)
-        return jax.tree.map(lambda t, v: t + jnp.tensordot(chunk_weights.astype(v.dtype), v, axes=1), total, values), None
+  def step(total, chunk_items):
+    items, chunk_weights = chunk_items
+    values = jax.vmap(f)(items)
+    return (
+        jax.tree.map(
+            lambda t, v: t + jnp.tensordot(chunk_weights.astype(v.dtype), v, axes=1), total, values
+        ),
+        None,
+    )
 
-    first = jax.tree.map(lambda a: a[0, 0], xs)
-    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(f, first))
-    total, _ = jax.lax.scan(step, zeros, (xs, weights))
-    return total
+  first = jax.tree.map(lambda a: a[0, 0], xs)
+  zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(f, first))
+  total, _ = jax.lax.scan(step, zeros, (xs, weights))
+  return total
 
 
 def upsample_nearest(maps: Array, height: int, width: int) -> Array:
-    """Nearest-neighbour resize (N, h, w, C) -> (N, height, width, C), PyTorch's "nearest" rule.
+  """Nearest-neighbour resize (N, h, w, C) -> (N, height, width, C), PyTorch's "nearest" rule.
 
-    Output pixel ``i`` reads input pixel ``floor(i * h / height)``, as ``F.interpolate`` (used by
-    Captum's ``LayerAttribution.interpolate``) does; for integer factors this is plain repetition.
-    """
-    rows = (np.arange(height) * maps.shape[1]) // height
-    cols = (np.arange(width) * maps.shape[2]) // width
-    return maps[:, rows][:, :, cols]
+  Output pixel ``i`` reads input pixel ``floor(i * h / height)``, as ``F.interpolate`` (used by
+  Captum's ``LayerAttribution.interpolate``) does; for integer factors this is plain repetition.
+  """
+  rows = (np.arange(height) * maps.shape[1]) // height
+  cols = (np.arange(width) * maps.shape[2]) // width
+  return maps[:, rows][:, :, cols]

@@ -36,87 +36,107 @@ def grad_cam(
     relu_attributions: bool = True,
     upsample: bool = True,
 ) -> Array:
-    """Grad-CAM from a feature function.
+  """Grad-CAM from a feature function.
 
-    Args:
-      fn: ``(images (N,H,W,C), delta) -> (logits (N,K), features (N,h,w,D))`` where the logits are
-        computed from ``features + delta``; a scalar ``delta = 0`` must work too (used to infer
-        the feature shape).
-      inputs: (N,H,W,C); target: int, (N,) or (N,T).
-      relu_attributions: clamp the map at 0 (the reference's setting).
-      upsample: resize to (H, W) with nearest interpolation (PyTorch rule) as the reference.
+  Args:
+    fn: ``(images (N,H,W,C), delta) -> (logits (N,K), features (N,h,w,D))`` where the logits are
+      computed from ``features + delta``; a scalar ``delta = 0`` must work too (used to infer
+      the feature shape).
+    inputs: (N,H,W,C); target: int, (N,) or (N,T).
+    relu_attributions: clamp the map at 0 (the reference's setting).
+    upsample: resize to (H, W) with nearest interpolation (PyTorch rule) as the reference.
 
-    Returns: (N,H,W,1), or (N,h,w,1) without ``upsample`` (with a T axis after N for (N,T) targets):
-    ``sum_d mean_ij(d logit_t / d A_ijd) * A_ijd``.
-    """
-    inputs = check_images(inputs)
-    target = as_target(target, inputs.shape[0])
-    feature_shape = jax.eval_shape(lambda x: fn(x, jnp.zeros((), x.dtype))[1], inputs)
-    if len(feature_shape.shape) != 4 or feature_shape.shape[0] != inputs.shape[0]:
-        raise ValueError(f"the feature map must have shape (N, h, w, D); got {feature_shape.shape}")
+  Returns: (N,H,W,1), or (N,h,w,1) without ``upsample`` (with a T axis after N for (N,T) targets):
+  ``sum_d mean_ij(d logit_t / d A_ijd) * A_ijd``.
+  """
+  inputs = check_images(inputs)
+  target = as_target(target, inputs.shape[0])
+  feature_shape = jax.eval_shape(lambda x: fn(x, jnp.zeros((), x.dtype))[1], inputs)
+  if len(feature_shape.shape) != 4 or feature_shape.shape[0] != inputs.shape[0]:
+    raise ValueError(f"the feature map must have shape (N, h, w, D); got {feature_shape.shape}")
 
-    delta = jnp.zeros(feature_shape.shape, feature_shape.dtype)
+  delta = jnp.zeros(feature_shape.shape, feature_shape.dtype)
 
-    def attribute(t):
-        def target_logit(delta):
-            logits, features = fn(inputs, delta)
-            return jnp.sum(select(logits, t)), features
+  def attribute(t):
+    def target_logit(delta):
+      logits, features = fn(inputs, delta)
+      return jnp.sum(select(logits, t)), features
 
-        grads, features = jax.grad(target_logit, has_aux=True)(delta)
-        channel_weights = jnp.mean(grads, axis=(1, 2), keepdims=True)
-        cam = jnp.sum(channel_weights * features, axis=-1, keepdims=True)
-        if relu_attributions:
-            cam = jax.nn.relu(cam)
-        return upsample_nearest(cam, inputs.shape[1], inputs.shape[2]) if upsample else cam
+    grads, features = jax.grad(target_logit, has_aux=True)(delta)
+    channel_weights = jnp.mean(grads, axis=(1, 2), keepdims=True)
+    cam = jnp.sum(channel_weights * features, axis=-1, keepdims=True)
+    if relu_attributions:
+      cam = jax.nn.relu(cam)
+    return upsample_nearest(cam, inputs.shape[1], inputs.shape[2]) if upsample else cam
 
-    return per_target(attribute, target, lambda x: fn(x, jnp.zeros((), x.dtype))[0], inputs)
+  return per_target(attribute, target, lambda x: fn(x, jnp.zeros((), x.dtype))[0], inputs)
 
 
 def _as_filter(layer: LayerFilter) -> Callable[[nn.Module, str], bool]:
-    """A ``capture_intermediates``-style filter from a module path ("a/b") or a filter."""
-    if callable(layer):
-        return layer
-    return lambda module, method_name: method_name == "__call__" and "/".join(module.path) == layer
+  """A ``capture_intermediates``-style filter from a module path ("a/b") or a filter."""
+  if callable(layer):
+    return layer
+  return lambda module, method_name: method_name == "__call__" and "/".join(module.path) == layer
 
 
-def _module_paths(model: nn.Module, variables: Any, inputs: Array, method: Any, apply_kwargs: dict) -> list[str]:
-    """The paths of all submodules called when applying ``model`` (for error messages)."""
-    _, state = jax.eval_shape(
-        lambda x: model.apply(variables, x, method=method, capture_intermediates=True, mutable=["intermediates"], **apply_kwargs),
-        inputs,
-    )
-    paths = jax.tree_util.tree_flatten_with_path(state["intermediates"])[0]
-    return sorted({"/".join(str(getattr(k, "key", k)) for k in path[:-2]) for path, _ in paths} - {""})
+def _module_paths(
+    model: nn.Module, variables: Any, inputs: Array, method: Any, apply_kwargs: dict
+) -> list[str]:
+  """The paths of all submodules called when applying ``model`` (for error messages)."""
+  _, state = jax.eval_shape(
+      lambda x: model.apply(
+          variables,
+          x,
+          method=method,
+          capture_intermediates=True,
+          mutable=["intermediates"],
+          **apply_kwargs,
+      ),
+      inputs,
+  )
+  paths = jax.tree_util.tree_flatten_with_path(state["intermediates"])[0]
+  return sorted(
+      {"/".join(str(getattr(k, "key", k)) for k in path[:-2]) for path, _ in paths} - {""}
+  )
 
 
-def layer_function(model: nn.Module, variables: Any, layer: LayerFilter, *, method: Any = None, **apply_kwargs) -> FeatureFn:
-    """Feature function ``(images, delta) -> (logits, features)`` of a Linen module's layer.
+def layer_function(
+    model: nn.Module, variables: Any, layer: LayerFilter, *, method: Any = None, **apply_kwargs
+) -> FeatureFn:
+  """Feature function ``(images, delta) -> (logits, features)`` of a Linen module's layer.
 
-    Args:
-      model, variables: the module and its variables (``model.apply(variables, images)`` -> logits).
-      layer: a submodule path such as ``"layers_8"`` or ``"backbone/CodaLayer_8"`` (its
-        ``__call__`` output is used), or a filter ``(module, method_name) -> bool`` as accepted by
-        Flax's ``capture_intermediates``. It must match exactly one call.
-      method, apply_kwargs: passed on to ``model.apply``.
-    """
-    matches = _as_filter(layer)
+  Args:
+    model, variables: the module and its variables (``model.apply(variables, images)`` -> logits).
+    layer: a submodule path such as ``"layers_8"`` or ``"backbone/CodaLayer_8"`` (its
+      ``__call__`` output is used), or a filter ``(module, method_name) -> bool`` as accepted by
+      Flax's ``capture_intermediates``. It must match exactly one call.
+    method, apply_kwargs: passed on to ``model.apply``.
+  """
+  matches = _as_filter(layer)
 
-    def fn(images: Array, delta: Array) -> tuple[Array, Array]:
-        def add_delta(next_fun, args, kwargs, context):
-            output = next_fun(*args, **kwargs)
-            return output + delta if matches(context.module, context.method_name) else output
+  def fn(images: Array, delta: Array) -> tuple[Array, Array]:
+    def add_delta(next_fun, args, kwargs, context):
+      output = next_fun(*args, **kwargs)
+      return output + delta if matches(context.module, context.method_name) else output
 
-        with nn.intercept_methods(add_delta):
-            logits, state = model.apply(
-                variables, images, method=method, capture_intermediates=matches, mutable=["intermediates"], **apply_kwargs
-            )
-        captured = jax.tree.leaves(state.get("intermediates", {}))
-        if len(captured) != 1:
-            known = _module_paths(model, variables, images, method, apply_kwargs)
-            raise ValueError(f"layer {layer!r} matched {len(captured)} module calls, expected 1; module paths: {known}")
-        return logits, captured[0]
+    with nn.intercept_methods(add_delta):
+      logits, state = model.apply(
+          variables,
+          images,
+          method=method,
+          capture_intermediates=matches,
+          mutable=["intermediates"],
+          **apply_kwargs,
+      )
+    captured = jax.tree.leaves(state.get("intermediates", {}))
+    if len(captured) != 1:
+      known = _module_paths(model, variables, images, method, apply_kwargs)
+      raise ValueError(
+          f"layer {layer!r} matched {len(captured)} module calls, expected 1; module paths: {known}"
+      )
+    return logits, captured[0]
 
-    return fn
+  return fn
 
 
 def layer_grad_cam(
@@ -131,9 +151,9 @@ def layer_grad_cam(
     method: Any = None,
     **apply_kwargs,
 ) -> Array:
-    """Grad-CAM on the output of ``layer`` of a Linen module: (N,H,W,C) -> (N,H,W,1).
+  """Grad-CAM on the output of ``layer`` of a Linen module: (N,H,W,C) -> (N,H,W,1).
 
-    See :func:`layer_function` for ``layer`` and :func:`grad_cam` for the computation.
-    """
-    fn = layer_function(model, variables, layer, method=method, **apply_kwargs)
-    return grad_cam(fn, inputs, target, relu_attributions=relu_attributions, upsample=upsample)
+  See :func:`layer_function` for ``layer`` and :func:`grad_cam` for the computation.
+  """
+  fn = layer_function(model, variables, layer, method=method, **apply_kwargs)
+  return grad_cam(fn, inputs, target, relu_attributions=relu_attributions, upsample=upsample)

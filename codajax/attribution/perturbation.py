@@ -17,32 +17,38 @@ from codajax.attribution._common import Array, ForwardFn, as_key, as_target, che
 
 
 def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
-    return (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
+  return (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
 
 
-def occlusion_window_bounds(size: int, window: int, stride: int, *, reference_window_quirk: bool = True) -> np.ndarray:
-    """Pixel ranges ``[start, stop)`` along one axis of the ``size // stride`` windows: (size//stride, 2).
+def occlusion_window_bounds(
+    size: int, window: int, stride: int, *, reference_window_quirk: bool = True
+) -> np.ndarray:
+  """Pixel ranges ``[start, stop)`` along one axis of the ``size // stride`` windows: (size//stride, 2).
 
-    Window ``a`` is centred on pixel ``a * stride`` and clipped to ``[0, size)``.
-    With ``reference_window_quirk`` (the reference's code, spec 4.3): odd ``window`` k covers
-    ``[a·s − (k−1)/2, a·s + (k−1)/2)``, i.e. only k − 1 pixels (Occ5 -> 4, Occ9 -> 8), so the first
-    windows are cut at the top/left border; even k covers ``[(a+1)·s − k, a·s + k)``.
-    Without it every window covers the k pixels ``[a·s − (k−1)//2, a·s − (k−1)//2 + k)``.
-    """
-    if window < 1 or stride < 1 or size // stride < 1:
-        raise ValueError(f"need window >= 1 and 1 <= stride <= size; got window={window}, stride={stride}, size={size}")
-    centres = np.arange(size // stride) * stride
-    if not reference_window_quirk:
-        start = centres - (window - 1) // 2
-        stop = start + window
-    elif window % 2:
-        start, stop = centres - (window - 1) // 2, centres + (window - 1) // 2
-    else:
-        start, stop = centres + stride - window, centres + window
-    bounds = np.clip(np.stack([start, stop], axis=1), 0, size)
-    if np.any(bounds[:, 1] <= bounds[:, 0]):
-        raise ValueError(f"occlusion window {window} with stride {stride} gives empty masks (the quirk makes k=1 windows empty)")
-    return bounds
+  Window ``a`` is centred on pixel ``a * stride`` and clipped to ``[0, size)``.
+  With ``reference_window_quirk`` (the reference's code, spec 4.3): odd ``window`` k covers
+  ``[a·s − (k−1)/2, a·s + (k−1)/2)``, i.e. only k − 1 pixels (Occ5 -> 4, Occ9 -> 8), so the first
+  windows are cut at the top/left border; even k covers ``[(a+1)·s − k, a·s + k)``.
+  Without it every window covers the k pixels ``[a·s − (k−1)//2, a·s − (k−1)//2 + k)``.
+  """
+  if window < 1 or stride < 1 or size // stride < 1:
+    raise ValueError(
+        f"need window >= 1 and 1 <= stride <= size; got window={window}, stride={stride}, size={size}"
+    )
+  centres = np.arange(size // stride) * stride
+  if not reference_window_quirk:
+    start = centres - (window - 1) // 2
+    stop = start + window
+  elif window % 2:
+    start, stop = centres - (window - 1) // 2, centres + (window - 1) // 2
+  else:
+    start, stop = centres + stride - window, centres + window
+  bounds = np.clip(np.stack([start, stop], axis=1), 0, size)
+  if np.any(bounds[:, 1] <= bounds[:, 0]):
+    raise ValueError(
+        f"occlusion window {window} with stride {stride} gives empty masks (the quirk makes k=1 windows empty)"
+    )
+  return bounds
 
 
 def occlusion(
@@ -56,88 +62,100 @@ def occlusion(
     reference_window_quirk: bool = True,
     perturbations_per_eval: int | None = 8,
 ) -> Array:
-    """Occlusion as in the reference: every pixel of window m gets diff_m / |m|, summed over windows.
+  """Occlusion as in the reference: every pixel of window m gets diff_m / |m|, summed over windows.
 
-    ``diff_m = logit_t(x) - logit_t(x occluded by m)`` (logits, signed), so for a linear model
-    ``x -> x.reshape(N, -1) @ W`` and baseline 0, diff_m = sum over m of W_t * x (the occluded
-    logit changes by minus that). Windows lie on a (H//s_h) x (W//s_w) grid, see
-    :func:`occlusion_window_bounds`. Unlike Captum's ``Occlusion`` (windows fully inside the image,
-    averaged over the windows covering a pixel), each window's diff is spread over its own pixels.
+  ``diff_m = logit_t(x) - logit_t(x occluded by m)`` (logits, signed), so for a linear model
+  ``x -> x.reshape(N, -1) @ W`` and baseline 0, diff_m = sum over m of W_t * x (the occluded
+  logit changes by minus that). Windows lie on a (H//s_h) x (W//s_w) grid, see
+  :func:`occlusion_window_bounds`. Unlike Captum's ``Occlusion`` (windows fully inside the image,
+  averaged over the windows covering a pixel), each window's diff is spread over its own pixels.
 
-    Args:
-      fn: (N,H,W,C) -> (N,K) logits; inputs: (N,H,W,C); target: int, (N,) or (N,T) (the T
-        classes share the occluded forward passes).
-      sliding_window_shapes, strides: window size k and stride, an int or (rows, columns)
-        (reference: Occ5 = 5, 2; Occ9 = 9, 2).
-      baselines: value of occluded pixels, a scalar or an array broadcastable to the inputs.
-      reference_window_quirk: reproduce the reference's k - 1 windows for odd k.
-      perturbations_per_eval: occluded copies per forward pass (None = all at once).
+  Args:
+    fn: (N,H,W,C) -> (N,K) logits; inputs: (N,H,W,C); target: int, (N,) or (N,T) (the T
+      classes share the occluded forward passes).
+    sliding_window_shapes, strides: window size k and stride, an int or (rows, columns)
+      (reference: Occ5 = 5, 2; Occ9 = 9, 2).
+    baselines: value of occluded pixels, a scalar or an array broadcastable to the inputs.
+    reference_window_quirk: reproduce the reference's k - 1 windows for odd k.
+    perturbations_per_eval: occluded copies per forward pass (None = all at once).
 
-    Returns: (N,H,W,1), or (N,T,H,W,1) for (N,T) targets.
-    """
-    inputs = check_images(inputs)
-    target = as_target(target, inputs.shape[0])
-    height, width = inputs.shape[1:3]
-    (window_h, window_w), (stride_h, stride_w) = _pair(sliding_window_shapes), _pair(strides)
-    rows = occlusion_window_bounds(height, window_h, stride_h, reference_window_quirk=reference_window_quirk)
-    cols = occlusion_window_bounds(width, window_w, stride_w, reference_window_quirk=reference_window_quirk)
-    bounds = np.concatenate([np.repeat(rows, len(cols), axis=0), np.tile(cols, (len(rows), 1))], axis=1)
-    reference = select(fn(inputs), target)
-    row_index, col_index = jnp.arange(height), jnp.arange(width)
+  Returns: (N,H,W,1), or (N,T,H,W,1) for (N,T) targets.
+  """
+  inputs = check_images(inputs)
+  target = as_target(target, inputs.shape[0])
+  height, width = inputs.shape[1:3]
+  (window_h, window_w), (stride_h, stride_w) = _pair(sliding_window_shapes), _pair(strides)
+  rows = occlusion_window_bounds(
+      height, window_h, stride_h, reference_window_quirk=reference_window_quirk
+  )
+  cols = occlusion_window_bounds(
+      width, window_w, stride_w, reference_window_quirk=reference_window_quirk
+  )
+  bounds = np.concatenate(
+      [np.repeat(rows, len(cols), axis=0), np.tile(cols, (len(rows), 1))], axis=1
+  )
+  reference = select(fn(inputs), target)
+  row_index, col_index = jnp.arange(height), jnp.arange(width)
 
-    def spread_diff(window):
-        top, bottom, left, right = window[0], window[1], window[2], window[3]
-        mask = (((row_index >= top) & (row_index < bottom))[:, None] & ((col_index >= left) & (col_index < right))[None, :])
-        mask = mask.astype(inputs.dtype)
-        occluded = inputs * (1 - mask[..., None]) + baselines * mask[..., None]
-        diff = reference - select(fn(occluded), target)
-        return diff[..., None, None] * mask / jnp.sum(mask)
+  def spread_diff(window):
+    top, bottom, left, right = window[0], window[1], window[2], window[3]
+    mask = ((row_index >= top) & (row_index < bottom))[:, None] & (
+        (col_index >= left) & (col_index < right)
+    )[None, :]
+    mask = mask.astype(inputs.dtype)
+    occluded = inputs * (1 - mask[..., None]) + baselines * mask[..., None]
+    diff = reference - select(fn(occluded), target)
+    return diff[..., None, None] * mask / jnp.sum(mask)
 
-    weights = jnp.ones(len(bounds), inputs.dtype)
-    return weighted_sum(spread_diff, jnp.asarray(bounds), weights, perturbations_per_eval)[..., None]
+  weights = jnp.ones(len(bounds), inputs.dtype)
+  return weighted_sum(spread_diff, jnp.asarray(bounds), weights, perturbations_per_eval)[..., None]
 
 
 def _bilinear_matrix(size_in: int, size_out: int) -> np.ndarray:
-    """(size_out, size_in) linear-interpolation matrix of skimage ``resize(order=1, mode="reflect")``.
+  """(size_out, size_in) linear-interpolation matrix of skimage ``resize(order=1, mode="reflect")``.
 
-    Half-pixel centres (input coordinate (o + 0.5) * size_in / size_out - 0.5), no anti-aliasing,
-    "reflect" = mirror about the edge pixels (d c b | a b c d | c b a).
-    """
-    coords = (np.arange(size_out) + 0.5) * size_in / size_out - 0.5
-    low = np.floor(coords).astype(int)
-    frac = coords - low
-    period = max(2 * (size_in - 1), 1)
+  Half-pixel centres (input coordinate (o + 0.5) * size_in / size_out - 0.5), no anti-aliasing,
+  "reflect" = mirror about the edge pixels (d c b | a b c d | c b a).
+  """
+  coords = (np.arange(size_out) + 0.5) * size_in / size_out - 0.5
+  low = np.floor(coords).astype(int)
+  frac = coords - low
+  period = max(2 * (size_in - 1), 1)
 
-    def mirror(index):
-        index = np.abs(index) % period
-        return np.where(index > size_in - 1, period - index, index)
+  def mirror(index):
+    index = np.abs(index) % period
+    return np.where(index > size_in - 1, period - index, index)
 
-    matrix = np.zeros((size_out, size_in))
-    np.add.at(matrix, (np.arange(size_out), mirror(low)), 1 - frac)
-    np.add.at(matrix, (np.arange(size_out), mirror(low + 1)), frac)
-    return matrix
+  matrix = np.zeros((size_out, size_in))
+  np.add.at(matrix, (np.arange(size_out), mirror(low)), 1 - frac)
+  np.add.at(matrix, (np.arange(size_out), mirror(low + 1)), frac)
+  return matrix
 
 
-def rise_masks(key: Array | int, n_masks: int, height: int, width: int, *, s: int = 6, p1: float = 0.1) -> Array:
-    """RISE masks (n_masks, H, W) in [0, 1], as the public RISE code with ``jax.random`` draws.
+def rise_masks(
+    key: Array | int, n_masks: int, height: int, width: int, *, s: int = 6, p1: float = 0.1
+) -> Array:
+  """RISE masks (n_masks, H, W) in [0, 1], as the public RISE code with ``jax.random`` draws.
 
-    Each mask: an s x s grid of Bernoulli(p1) cells, bilinearly upsampled (skimage rule, see
-    :func:`_bilinear_matrix`) to (s+1)·cell with cell = ceil(size/s), then cropped to H x W at an
-    offset drawn uniformly from [0, cell) per axis.
-    """
-    return jax.vmap(lambda k: _rise_mask(k, height, width, s, p1))(jax.random.split(as_key(key), n_masks))
+  Each mask: an s x s grid of Bernoulli(p1) cells, bilinearly upsampled (skimage rule, see
+  :func:`_bilinear_matrix`) to (s+1)·cell with cell = ceil(size/s), then cropped to H x W at an
+  offset drawn uniformly from [0, cell) per axis.
+  """
+  return jax.vmap(lambda k: _rise_mask(k, height, width, s, p1))(
+      jax.random.split(as_key(key), n_masks)
+  )
 
 
 def _rise_mask(key: Array, height: int, width: int, s: int, p1: float) -> Array:
-    """One RISE mask (H, W) from one key."""
-    cell_h, cell_w = math.ceil(height / s), math.ceil(width / s)
-    up_rows = jnp.asarray(_bilinear_matrix(s, (s + 1) * cell_h), jnp.float32)
-    up_cols = jnp.asarray(_bilinear_matrix(s, (s + 1) * cell_w), jnp.float32)
-    grid_key, shift_key = jax.random.split(key)
-    grid = jax.random.bernoulli(grid_key, p1, (s, s)).astype(jnp.float32)
-    upsampled = up_rows @ grid @ up_cols.T
-    shift = jax.random.randint(shift_key, (2,), 0, jnp.array([cell_h, cell_w]))
-    return jax.lax.dynamic_slice(upsampled, (shift[0], shift[1]), (height, width))
+  """One RISE mask (H, W) from one key."""
+  cell_h, cell_w = math.ceil(height / s), math.ceil(width / s)
+  up_rows = jnp.asarray(_bilinear_matrix(s, (s + 1) * cell_h), jnp.float32)
+  up_cols = jnp.asarray(_bilinear_matrix(s, (s + 1) * cell_w), jnp.float32)
+  grid_key, shift_key = jax.random.split(key)
+  grid = jax.random.bernoulli(grid_key, p1, (s, s)).astype(jnp.float32)
+  upsampled = up_rows @ grid @ up_cols.T
+  shift = jax.random.randint(shift_key, (2,), 0, jnp.array([cell_h, cell_w]))
+  return jax.lax.dynamic_slice(upsampled, (shift[0], shift[1]), (height, width))
 
 
 def rise(
@@ -152,30 +170,30 @@ def rise(
     perturbations_per_eval: int | None = 32,
     probabilities=jax.nn.sigmoid,
 ) -> Array:
-    """RISE saliency: sum_i p_i(target) * mask_i / (n_masks * p1), (N,H,W,C) -> (N,H,W,1).
+  """RISE saliency: sum_i p_i(target) * mask_i / (n_masks * p1), (N,H,W,C) -> (N,H,W,1).
 
-    ``target``: int, (N,) or (N,T); (N,T) targets share the masked forward passes and give
-    (N,T,H,W,1). ``n_masks`` and ``s`` must be positive ints and ``p1`` in (0, 1] (ValueError).
+  ``target``: int, (N,) or (N,T); (N,T) targets share the masked forward passes and give
+  (N,T,H,W,1). ``n_masks`` and ``s`` must be positive ints and ``p1`` in (0, 1] (ValueError).
 
-    ``p_i`` = ``probabilities(fn(inputs * mask_i))`` (sigmoid of the logits, as the reference's
-    BCE-trained models). The same masks (drawn from ``key``, see :func:`rise_masks`) serve every
-    image of the batch, as the reference caches them per image size.
-    """
-    if isinstance(n_masks, bool) or not isinstance(n_masks, (int, np.integer)) or n_masks < 1:
-        raise ValueError(f"n_masks must be a positive int; got {n_masks!r}")
-    if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1:
-        raise ValueError(f"s (cells per side) must be a positive int; got {s!r}")
-    if not 0 < p1 <= 1:
-        raise ValueError(f"p1 (probability of keeping a cell) must lie in (0, 1]; got {p1!r}")
-    inputs = check_images(inputs)
-    target = as_target(target, inputs.shape[0])
-    height, width = inputs.shape[1:3]
+  ``p_i`` = ``probabilities(fn(inputs * mask_i))`` (sigmoid of the logits, as the reference's
+  BCE-trained models). The same masks (drawn from ``key``, see :func:`rise_masks`) serve every
+  image of the batch, as the reference caches them per image size.
+  """
+  if isinstance(n_masks, bool) or not isinstance(n_masks, (int, np.integer)) or n_masks < 1:
+    raise ValueError(f"n_masks must be a positive int; got {n_masks!r}")
+  if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1:
+    raise ValueError(f"s (cells per side) must be a positive int; got {s!r}")
+  if not 0 < p1 <= 1:
+    raise ValueError(f"p1 (probability of keeping a cell) must lie in (0, 1]; got {p1!r}")
+  inputs = check_images(inputs)
+  target = as_target(target, inputs.shape[0])
+  height, width = inputs.shape[1:3]
 
-    def weighted_mask(mask_key):
-        mask = _rise_mask(mask_key, height, width, s, p1).astype(inputs.dtype)
-        score = probabilities(select(fn(inputs * mask[:, :, None]), target))
-        return score[..., None, None] * mask
+  def weighted_mask(mask_key):
+    mask = _rise_mask(mask_key, height, width, s, p1).astype(inputs.dtype)
+    score = probabilities(select(fn(inputs * mask[:, :, None]), target))
+    return score[..., None, None] * mask
 
-    keys = jax.random.split(as_key(key), n_masks)
-    weights = jnp.full(n_masks, 1.0 / (n_masks * p1), inputs.dtype)
-    return weighted_sum(weighted_mask, keys, weights, perturbations_per_eval)[..., None]
+  keys = jax.random.split(as_key(key), n_masks)
+  weights = jnp.full(n_masks, 1.0 / (n_masks * p1), inputs.dtype)
+  return weighted_sum(weighted_mask, keys, weights, perturbations_per_eval)[..., None]

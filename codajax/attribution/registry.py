@@ -19,34 +19,52 @@ AttributionMethod = Callable[..., object]
 
 
 def _preset(name: str, method: Callable, /, **settings) -> AttributionMethod:
-    """``method`` with default keyword ``settings``; call as ``(fn, inputs, target, **overrides)``."""
+  """``method`` with default keyword ``settings``; call as ``(fn, inputs, target, **overrides)``."""
 
-    def configured(fn, inputs, target, **overrides):
-        return method(fn, inputs, target, **{**settings, **overrides})
+  def configured(fn, inputs, target, **overrides):
+    return method(fn, inputs, target, **{**settings, **overrides})
 
-    shown = ", ".join(f"{key}={value!r}" for key, value in settings.items())
-    configured.__name__ = configured.__qualname__ = name
-    configured.__doc__ = f"{name}: {method.__name__}({shown or 'defaults'}). Returns (N, H, W, C or 1).\n\n{method.__doc__}"
-    configured.settings = dict(settings)
-    configured.method = method
-    return configured
+  shown = ", ".join(f"{key}={value!r}" for key, value in settings.items())
+  configured.__name__ = configured.__qualname__ = name
+  configured.__doc__ = f"{name}: {method.__name__}({shown or 'defaults'}). Returns (N, H, W, C or 1).\n\n{method.__doc__}"
+  configured.settings = dict(settings)
+  configured.method = method
+  return configured
 
 
 METHODS: dict[str, AttributionMethod] = {
     "Grad": _preset("Grad", gradient, abs=False),
     "IxG": _preset("IxG", input_x_gradient),
-    "IntGrad": _preset("IntGrad", integrated_gradients, n_steps=20, method="gausslegendre", baselines=None),
+    "IntGrad": _preset(
+        "IntGrad", integrated_gradients, n_steps=20, method="gausslegendre", baselines=None
+    ),
     "SmoothGrad": _preset("SmoothGrad", smooth_grad, key=0, nt_samples=50, stdevs=0.15),
     "GCam": _preset("GCam", grad_cam, relu_attributions=True, upsample=True),
-    "Occ5": _preset("Occ5", occlusion, sliding_window_shapes=5, strides=2, baselines=0.0, reference_window_quirk=True),
-    "Occ9": _preset("Occ9", occlusion, sliding_window_shapes=9, strides=2, baselines=0.0, reference_window_quirk=True),
+    "Occ5": _preset(
+        "Occ5",
+        occlusion,
+        sliding_window_shapes=5,
+        strides=2,
+        baselines=0.0,
+        reference_window_quirk=True,
+    ),
+    "Occ9": _preset(
+        "Occ9",
+        occlusion,
+        sliding_window_shapes=9,
+        strides=2,
+        baselines=0.0,
+        reference_window_quirk=True,
+    ),
     "RISE": _preset("RISE", rise, key=0, n_masks=6000, s=6, p1=0.1),
 }
 
 
 def get_method(name: str) -> AttributionMethod:
-    """The preset ``METHODS[name]``; raises ``KeyError`` naming the known methods otherwise."""
-    try:
-        return METHODS[name]
-    except KeyError:
-        raise KeyError(f"unknown attribution method {name!r}; known methods: {', '.join(METHODS)}") from None
+  """The preset ``METHODS[name]``; raises ``KeyError`` naming the known methods otherwise."""
+  try:
+    return METHODS[name]
+  except KeyError:
+    raise KeyError(
+        f"unknown attribution method {name!r}; known methods: {', '.join(METHODS)}"
+    ) from None

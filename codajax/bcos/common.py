@@ -45,16 +45,21 @@ class SegmentedModel:
     if images.shape[-1] != self.image_channels:
       raise ValueError(
           f"{name} was built for {self.image_channels}-channel images, got {images.shape[-1]} "
-          f"channels (shape {tuple(images.shape)}).")
+          f"channels (shape {tuple(images.shape)})."
+      )
     return add_inverse(images)
 
   def _check_layer(self, layer: int) -> None:
     count = self.num_explainable_layers
-    if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or not (
-        0 <= layer < count):
+    if (
+        isinstance(layer, bool)
+        or not isinstance(layer, (int, np.integer))
+        or not (0 <= layer < count)
+    ):
       raise ValueError(
           f"layer must be in 0..{count - 1} (the model has {count} explainable layers), got "
-          f"{layer!r}; it must be a Python int (static under jit).")
+          f"{layer!r}; it must be a Python int (static under jit)."
+      )
 
   def _pool(self, class_map: Array, add_bias: bool) -> Array:
     logits = jnp.mean(class_map.astype(jnp.float32), axis=(1, 2))
@@ -100,8 +105,9 @@ class SegmentedModel:
       inputs.append(h)
     return tuple(inputs)
 
-  def forward_and_inputs(self, images: Array, add_bias: bool = True
-                         ) -> tuple[Array, tuple[Array, ...]]:
+  def forward_and_inputs(
+      self, images: Array, add_bias: bool = True
+  ) -> tuple[Array, tuple[Array, ...]]:
     """One forward pass: logits ``(N, K)`` and the input of every segment."""
     inputs = self.explanation_inputs(images)
     return self.forward_from(inputs[-1], len(inputs) - 1, add_bias=add_bias), inputs

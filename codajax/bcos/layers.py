@@ -61,12 +61,25 @@ class BcosConv(nn.Module):
   @nn.compact
   def __call__(self, x: Array, explain: bool = False) -> Array:
     """``(N, H, W, C) -> (N, H', W', features)``."""
-    shape = (self.kernel_size, self.kernel_size, x.shape[-1] // self.groups,
-             self.features * self.max_out)
+    shape = (
+        self.kernel_size,
+        self.kernel_size,
+        x.shape[-1] // self.groups,
+        self.features * self.max_out,
+    )
     kernel = self.param("kernel", self.kernel_init, shape, self.param_dtype)
-    return ops.bcos_conv(x, kernel, b=self.b, max_out=self.max_out, strides=self.strides,
-                         padding=self.padding, groups=self.groups, scale=self.scale,
-                         explain=explain, compute_dtype=_dtype(self.dtype, explain))
+    return ops.bcos_conv(
+        x,
+        kernel,
+        b=self.b,
+        max_out=self.max_out,
+        strides=self.strides,
+        padding=self.padding,
+        groups=self.groups,
+        scale=self.scale,
+        explain=explain,
+        compute_dtype=_dtype(self.dtype, explain),
+    )
 
 
 class BcosDense(nn.Module):
@@ -83,10 +96,18 @@ class BcosDense(nn.Module):
   @nn.compact
   def __call__(self, x: Array, explain: bool = False) -> Array:
     """``(..., C) -> (..., features)``."""
-    kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features * self.max_out),
-                        self.param_dtype)
-    return ops.bcos_dense(x, kernel, b=self.b, max_out=self.max_out, scale=self.scale,
-                          explain=explain, compute_dtype=_dtype(self.dtype, explain))
+    kernel = self.param(
+        "kernel", self.kernel_init, (x.shape[-1], self.features * self.max_out), self.param_dtype
+    )
+    return ops.bcos_dense(
+        x,
+        kernel,
+        b=self.b,
+        max_out=self.max_out,
+        scale=self.scale,
+        explain=explain,
+        compute_dtype=_dtype(self.dtype, explain),
+    )
 
 
 class FrozenBatchNormUncentered(nn.Module):
@@ -122,10 +143,12 @@ class GroupNormUncentered(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array, explain: bool = False) -> Array:
-    weight = (self.param("scale", nn.initializers.ones, (x.shape[-1],), self.param_dtype)
-              if self.use_scale else None)
-    return norm_ops.group_norm_uncentered(x, self.num_groups, weight, eps=self.eps,
-                                          explain=explain)
+    weight = (
+        self.param("scale", nn.initializers.ones, (x.shape[-1],), self.param_dtype)
+        if self.use_scale
+        else None
+    )
+    return norm_ops.group_norm_uncentered(x, self.num_groups, weight, eps=self.eps, explain=explain)
 
 
 class PositionNormUncentered(nn.Module):
@@ -140,8 +163,11 @@ class PositionNormUncentered(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array, explain: bool = False) -> Array:
-    weight = (self.param("scale", nn.initializers.ones, (x.shape[-1],), self.param_dtype)
-              if self.use_scale else None)
+    weight = (
+        self.param("scale", nn.initializers.ones, (x.shape[-1],), self.param_dtype)
+        if self.use_scale
+        else None
+    )
     return norm_ops.position_norm_uncentered(x, weight, eps=self.eps, explain=explain)
 
 
@@ -153,8 +179,9 @@ class Identity(nn.Module):
     return x
 
 
-def make_norm(kind: str, channels: int, *, name: str | None = None,
-              param_dtype: Any = jnp.float32) -> nn.Module:
+def make_norm(
+    kind: str, channels: int, *, name: str | None = None, param_dtype: Any = jnp.float32
+) -> nn.Module:
   """The norm layer of ``kind`` for ``channels`` channels.
 
   ``"bn"``: :class:`FrozenBatchNormUncentered` (imported models);
@@ -166,7 +193,9 @@ def make_norm(kind: str, channels: int, *, name: str | None = None,
   if kind == "bn":
     return FrozenBatchNormUncentered(param_dtype, name=name)
   if kind == "gn":
-    return GroupNormUncentered(math.gcd(norm_ops.GN_GROUPS, channels), param_dtype=param_dtype, name=name)
+    return GroupNormUncentered(
+        math.gcd(norm_ops.GN_GROUPS, channels), param_dtype=param_dtype, name=name
+    )
   if kind == "ln":
     return GroupNormUncentered(1, param_dtype=param_dtype, name=name)
   if kind == "pn":

@@ -46,22 +46,30 @@ def _factory(build: Callable[..., Any], default_norm: str) -> Callable[..., Any]
 
 def _register() -> None:
   for depth_name in resnet.IMAGENET_RESNETS:
-    register_model(f"bcos-{depth_name}", _factory(
-        lambda depth_name=depth_name, **kw: resnet.imagenet_resnet(depth_name, **kw), "bn"))
+    register_model(
+        f"bcos-{depth_name}",
+        _factory(
+            lambda depth_name=depth_name, **kw: resnet.imagenet_resnet(depth_name, **kw), "bn"
+        ),
+    )
   for depth_name in resnet.CIFAR_RESNETS:
-    register_model(f"bcos-cifar10-{depth_name}", _factory(
-        lambda depth_name=depth_name, **kw: resnet.cifar_resnet(depth_name, **kw), "none"))
+    register_model(
+        f"bcos-cifar10-{depth_name}",
+        _factory(lambda depth_name=depth_name, **kw: resnet.cifar_resnet(depth_name, **kw), "none"),
+    )
   for name in vgg.CONFIGS:
-    register_model(f"bcos-{name}", _factory(
-        lambda name=name, **kw: vgg.vgg(name, **kw), "bn"))
+    register_model(f"bcos-{name}", _factory(lambda name=name, **kw: vgg.vgg(name, **kw), "bn"))
   register_model("bcos-resnet-tiny", _factory(resnet.tiny_resnet, "ln"))
 
 
 def bcos_model_names() -> list[str]:
   """Every registered B-cos model name."""
-  return ([f"bcos-{d}" for d in resnet.IMAGENET_RESNETS]
-          + [f"bcos-cifar10-{d}" for d in resnet.CIFAR_RESNETS]
-          + [f"bcos-{n}" for n in vgg.CONFIGS] + ["bcos-resnet-tiny"])
+  return (
+      [f"bcos-{d}" for d in resnet.IMAGENET_RESNETS]
+      + [f"bcos-cifar10-{d}" for d in resnet.CIFAR_RESNETS]
+      + [f"bcos-{n}" for n in vgg.CONFIGS]
+      + ["bcos-resnet-tiny"]
+  )
 
 
 _register()

@@ -27,10 +27,23 @@ class NNXBcosConv(nnx.Module):
   Args: ``in_features`` ``C``, then as :class:`codajax.bcos.layers.BcosConv`; ``rngs``.
   """
 
-  def __init__(self, in_features: int, features: int, kernel_size: int = 3, strides: int = 1,
-               padding: int | None = None, groups: int = 1, b: float = 2.0, max_out: int = 1,
-               scale: float = 1.0, dtype: Any = None, param_dtype: Any = jnp.float32,
-               kernel_init: Callable[..., Array] = default_kernel_init, *, rngs: nnx.Rngs):
+  def __init__(
+      self,
+      in_features: int,
+      features: int,
+      kernel_size: int = 3,
+      strides: int = 1,
+      padding: int | None = None,
+      groups: int = 1,
+      b: float = 2.0,
+      max_out: int = 1,
+      scale: float = 1.0,
+      dtype: Any = None,
+      param_dtype: Any = jnp.float32,
+      kernel_init: Callable[..., Array] = default_kernel_init,
+      *,
+      rngs: nnx.Rngs,
+  ):
     if in_features % groups:
       raise ValueError(f"{in_features} input channels cannot be split into {groups} groups.")
     self.features, self.kernel_size, self.strides = features, kernel_size, strides
@@ -41,35 +54,66 @@ class NNXBcosConv(nnx.Module):
 
   def __call__(self, x: Array, explain: bool = False) -> Array:
     """``(N, H, W, C) -> (N, H', W', features)``."""
-    return ops.bcos_conv(x, self.kernel[...], b=self.b, max_out=self.max_out,
-                         strides=self.strides, padding=self.padding, groups=self.groups,
-                         scale=self.scale, explain=explain,
-                         compute_dtype=_dtype(self.dtype, explain))
+    return ops.bcos_conv(
+        x,
+        self.kernel[...],
+        b=self.b,
+        max_out=self.max_out,
+        strides=self.strides,
+        padding=self.padding,
+        groups=self.groups,
+        scale=self.scale,
+        explain=explain,
+        compute_dtype=_dtype(self.dtype, explain),
+    )
 
 
 class NNXBcosDense(nnx.Module):
   """A B-cos dense layer (NNX); ``kernel`` ``(C, O·max_out)``."""
 
-  def __init__(self, in_features: int, features: int, b: float = 2.0, max_out: int = 1,
-               scale: float = 1.0, dtype: Any = None, param_dtype: Any = jnp.float32,
-               kernel_init: Callable[..., Array] = default_kernel_init, *, rngs: nnx.Rngs):
+  def __init__(
+      self,
+      in_features: int,
+      features: int,
+      b: float = 2.0,
+      max_out: int = 1,
+      scale: float = 1.0,
+      dtype: Any = None,
+      param_dtype: Any = jnp.float32,
+      kernel_init: Callable[..., Array] = default_kernel_init,
+      *,
+      rngs: nnx.Rngs,
+  ):
     self.features, self.b, self.max_out, self.scale, self.dtype = (
-        features, b, max_out, scale, dtype)
+        features,
+        b,
+        max_out,
+        scale,
+        dtype,
+    )
     self.kernel = nnx.Param(
-        kernel_init(rngs.params(), (in_features, features * max_out), param_dtype))
+        kernel_init(rngs.params(), (in_features, features * max_out), param_dtype)
+    )
 
   def __call__(self, x: Array, explain: bool = False) -> Array:
     """``(..., C) -> (..., features)``."""
-    return ops.bcos_dense(x, self.kernel[...], b=self.b, max_out=self.max_out,
-                          scale=self.scale, explain=explain,
-                          compute_dtype=_dtype(self.dtype, explain))
+    return ops.bcos_dense(
+        x,
+        self.kernel[...],
+        b=self.b,
+        max_out=self.max_out,
+        scale=self.scale,
+        explain=explain,
+        compute_dtype=_dtype(self.dtype, explain),
+    )
 
 
 class NNXFrozenBatchNormUncentered(nnx.Module):
   """``x · scale`` (the authors' batch norm in eval mode, running variance folded in)."""
 
-  def __init__(self, num_features: int, param_dtype: Any = jnp.float32, *,
-               rngs: nnx.Rngs | None = None):
+  def __init__(
+      self, num_features: int, param_dtype: Any = jnp.float32, *, rngs: nnx.Rngs | None = None
+  ):
     self.scale = nnx.Param(jnp.ones((num_features,), param_dtype))
 
   def __call__(self, x: Array, explain: bool = False) -> Array:
@@ -79,9 +123,16 @@ class NNXFrozenBatchNormUncentered(nnx.Module):
 class NNXGroupNormUncentered(nnx.Module):
   """Uncentred group norm (NNX); ``num_groups=1``: the uncentred layer norm."""
 
-  def __init__(self, num_features: int, num_groups: int = 1,
-               eps: float = norm_ops.DEFAULT_EPS, use_scale: bool = True,
-               param_dtype: Any = jnp.float32, *, rngs: nnx.Rngs | None = None):
+  def __init__(
+      self,
+      num_features: int,
+      num_groups: int = 1,
+      eps: float = norm_ops.DEFAULT_EPS,
+      use_scale: bool = True,
+      param_dtype: Any = jnp.float32,
+      *,
+      rngs: nnx.Rngs | None = None,
+  ):
     if num_features % num_groups:
       raise ValueError(f"{num_features} channels cannot be split into {num_groups} groups.")
     self.num_groups, self.eps = num_groups, eps
@@ -89,16 +140,21 @@ class NNXGroupNormUncentered(nnx.Module):
 
   def __call__(self, x: Array, explain: bool = False) -> Array:
     weight = None if self.scale is None else self.scale[...]
-    return norm_ops.group_norm_uncentered(x, self.num_groups, weight, eps=self.eps,
-                                          explain=explain)
+    return norm_ops.group_norm_uncentered(x, self.num_groups, weight, eps=self.eps, explain=explain)
 
 
 class NNXPositionNormUncentered(nnx.Module):
   """Uncentred position norm (statistics over the last axis) (NNX)."""
 
-  def __init__(self, num_features: int, eps: float = norm_ops.DEFAULT_EPS,
-               use_scale: bool = True, param_dtype: Any = jnp.float32, *,
-               rngs: nnx.Rngs | None = None):
+  def __init__(
+      self,
+      num_features: int,
+      eps: float = norm_ops.DEFAULT_EPS,
+      use_scale: bool = True,
+      param_dtype: Any = jnp.float32,
+      *,
+      rngs: nnx.Rngs | None = None,
+  ):
     self.eps = eps
     self.scale = nnx.Param(jnp.ones((num_features,), param_dtype)) if use_scale else None
 
@@ -122,7 +178,9 @@ def make_nnx_norm(kind: str, channels: int, param_dtype: Any = jnp.float32) -> n
   if kind == "bn":
     return NNXFrozenBatchNormUncentered(channels, param_dtype)
   if kind == "gn":
-    return NNXGroupNormUncentered(channels, math.gcd(norm_ops.GN_GROUPS, channels), param_dtype=param_dtype)
+    return NNXGroupNormUncentered(
+        channels, math.gcd(norm_ops.GN_GROUPS, channels), param_dtype=param_dtype
+    )
   if kind == "ln":
     return NNXGroupNormUncentered(channels, 1, param_dtype=param_dtype)
   if kind == "pn":

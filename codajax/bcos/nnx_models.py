@@ -25,12 +25,22 @@ Array = jax.Array
 class NNXStem(nnx.Module):
   """``conv1`` and ``bn1`` (then the 3×3/2 average pool for the ImageNet stem)."""
 
-  def __init__(self, in_channels: int, width: int, small_inputs: bool, norm: str, b: float,
-               max_out: int, dtype: Any, rngs: nnx.Rngs):
+  def __init__(
+      self,
+      in_channels: int,
+      width: int,
+      small_inputs: bool,
+      norm: str,
+      b: float,
+      max_out: int,
+      dtype: Any,
+      rngs: nnx.Rngs,
+  ):
     k, s, p = (3, 1, 1) if small_inputs else (7, 2, 3)
     self.small_inputs = small_inputs
-    self.conv1 = NNXBcosConv(in_channels, width, k, s, p, b=b, max_out=max_out, dtype=dtype,
-                             rngs=rngs)
+    self.conv1 = NNXBcosConv(
+        in_channels, width, k, s, p, b=b, max_out=max_out, dtype=dtype, rngs=rngs
+    )
     self.bn1 = make_nnx_norm(norm, width)
 
   def __call__(self, x: Array, explain: bool = False) -> Array:
@@ -41,14 +51,25 @@ class NNXStem(nnx.Module):
 class NNXBlock(nnx.Module):
   """A basic or bottleneck B-cos residual block (no ReLU)."""
 
-  def __init__(self, in_channels: int, width: int, stride: int, kind: str, norm: str, b: float,
-               max_out: int, dtype: Any, rngs: nnx.Rngs):
+  def __init__(
+      self,
+      in_channels: int,
+      width: int,
+      stride: int,
+      kind: str,
+      norm: str,
+      b: float,
+      max_out: int,
+      dtype: Any,
+      rngs: nnx.Rngs,
+  ):
     out = width * EXPANSION[kind]
     self.kind = kind
 
     def conv(cin, cout, k, s):
-      return NNXBcosConv(cin, cout, k, s, (k - 1) // 2, b=b, max_out=max_out, dtype=dtype,
-                         rngs=rngs)
+      return NNXBcosConv(
+          cin, cout, k, s, (k - 1) // 2, b=b, max_out=max_out, dtype=dtype, rngs=rngs
+      )
 
     if kind == "basic":
       self.conv1, self.bn1 = conv(in_channels, width, 3, stride), make_nnx_norm(norm, width)
@@ -87,10 +108,12 @@ class NNXStage(nnx.Module):
 class NNXClassHead(nnx.Module):
   """``fc``: the 1×1 B-cos classifier, the class map ``(N, h, w, K)``."""
 
-  def __init__(self, in_channels: int, num_classes: int, b: float, max_out: int, dtype: Any,
-               rngs: nnx.Rngs):
-    self.fc = NNXBcosConv(in_channels, num_classes, 1, 1, 0, b=b, max_out=max_out, dtype=dtype,
-                          rngs=rngs)
+  def __init__(
+      self, in_channels: int, num_classes: int, b: float, max_out: int, dtype: Any, rngs: nnx.Rngs
+  ):
+    self.fc = NNXBcosConv(
+        in_channels, num_classes, 1, 1, 0, b=b, max_out=max_out, dtype=dtype, rngs=rngs
+    )
 
   def __call__(self, x: Array, explain: bool = False) -> Array:
     return self.fc(x, explain)
@@ -104,27 +127,42 @@ class NNXBcosResNet(nnx.Module):
   ``logit_bias=None``: the authors' ``−ln(K − 1)``.
   """
 
-  def __init__(self, stage_sizes: Sequence[int], block: str, num_classes: int, *,
-               width: int = 64, small_inputs: bool = False, norm: str = "bn", b: float = 2.0,
-               max_out: int = 1, temperature: float | None = None,
-               logit_bias: float | None = None, compute_dtype: Any = None,
-               image_channels: int = 3, rngs: nnx.Rngs):
+  def __init__(
+      self,
+      stage_sizes: Sequence[int],
+      block: str,
+      num_classes: int,
+      *,
+      width: int = 64,
+      small_inputs: bool = False,
+      norm: str = "bn",
+      b: float = 2.0,
+      max_out: int = 1,
+      temperature: float | None = None,
+      logit_bias: float | None = None,
+      compute_dtype: Any = None,
+      image_channels: int = 3,
+      rngs: nnx.Rngs,
+  ):
     if block not in EXPANSION:
       raise ValueError(f"Unknown block {block!r}; known: {', '.join(EXPANSION)}.")
     if norm not in NORM_KINDS:
       raise ValueError(f"Unknown B-cos norm {norm!r}; known: {', '.join(NORM_KINDS)}.")
-    self.num_classes, self.image_channels, self.temperature = num_classes, image_channels, (
-        temperature)
-    self.logit_bias = default_logit_bias(num_classes) if logit_bias is None else float(
-        logit_bias)
+    self.num_classes, self.image_channels, self.temperature = (
+        num_classes,
+        image_channels,
+        (temperature),
+    )
+    self.logit_bias = default_logit_bias(num_classes) if logit_bias is None else float(logit_bias)
     args = dict(norm=norm, b=b, max_out=max_out, dtype=compute_dtype, rngs=rngs)
     segments: list[nnx.Module] = [NNXStem(2 * image_channels, width, small_inputs, **args)]
     channels = width
     for s, count in enumerate(stage_sizes):
       blocks = []
       for i in range(count):
-        blocks.append(NNXBlock(channels, width * 2**s, 2 if (s > 0 and i == 0) else 1, block,
-                               **args))
+        blocks.append(
+            NNXBlock(channels, width * 2**s, 2 if (s > 0 and i == 0) else 1, block, **args)
+        )
         channels = width * 2**s * EXPANSION[block]
       segments.append(NNXStage(blocks))
     segments.append(NNXClassHead(channels, num_classes, b, max_out, compute_dtype, rngs))
@@ -137,8 +175,10 @@ class NNXBcosResNet(nnx.Module):
   def encode(self, images: Array) -> Array:
     """``(N, H, W, C)`` in [0, 1] -> ``(N, H, W, 2C)``."""
     if images.ndim != 4 or images.shape[-1] != self.image_channels:
-      raise ValueError(f"NNXBcosResNet expects NHWC images with {self.image_channels} "
-                       f"channels, got shape {tuple(images.shape)}.")
+      raise ValueError(
+          f"NNXBcosResNet expects NHWC images with {self.image_channels} "
+          f"channels, got shape {tuple(images.shape)}."
+      )
     return add_inverse(images)
 
   def _check_layer(self, layer: int) -> None:
@@ -153,9 +193,14 @@ class NNXBcosResNet(nnx.Module):
       h = self.segments[i](h)
     return h
 
-  def forward_from(self, h: Array, layer: int = 0, explain: bool = False,
-                   add_bias: bool = True, weights_inputs: Sequence[Array] | None = None
-                   ) -> Array:
+  def forward_from(
+      self,
+      h: Array,
+      layer: int = 0,
+      explain: bool = False,
+      add_bias: bool = True,
+      weights_inputs: Sequence[Array] | None = None,
+  ) -> Array:
     """Logits ``(N, K)`` from the input of segment ``layer`` on (``explain``: exactly linear)."""
     if weights_inputs is not None:
       raise NotImplementedError("B-cos models do not take weights_inputs.")

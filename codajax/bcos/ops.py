@@ -61,8 +61,9 @@ def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
   return value
 
 
-def _padding(padding: int | Sequence[int] | None, kernel_hw: tuple[int, int]
-             ) -> tuple[tuple[int, int], tuple[int, int]]:
+def _padding(
+    padding: int | Sequence[int] | None, kernel_hw: tuple[int, int]
+) -> tuple[tuple[int, int], tuple[int, int]]:
   """Explicit symmetric zero padding; ``None``: ``(k − 1) // 2`` per spatial axis."""
   if padding is None:
     return tuple(((k - 1) // 2, (k - 1) // 2) for k in kernel_hw)
@@ -135,8 +136,14 @@ def patch_norms(
   squares = jnp.square(x.astype(_accumulation_dtype(x.dtype)))
   squares = jnp.sum(squares.reshape(n, h, w, groups, c // groups), axis=-1)
   pads = _padding(padding, (kh, kw))
-  sums = lax.reduce_window(squares, np.zeros((), squares.dtype), lax.add, (1, kh, kw, 1),
-                           (1, sh, sw, 1), ((0, 0), *pads, (0, 0)))
+  sums = lax.reduce_window(
+      squares,
+      np.zeros((), squares.dtype),
+      lax.add,
+      (1, kh, kw, 1),
+      (1, sh, sw, 1),
+      ((0, 0), *pads, (0, 0)),
+  )
   return jnp.sqrt(sums + eps)
 
 
@@ -196,29 +203,39 @@ def bcos_conv(
   """
   _check_b_and_max_out(b, max_out)
   if x.ndim != 4 or kernel.ndim != 4:
-    raise ValueError(f"bcos_conv expects x (N, H, W, C) and an HWIO kernel, got shapes "
-                     f"{tuple(x.shape)} and {tuple(kernel.shape)}.")
+    raise ValueError(
+        f"bcos_conv expects x (N, H, W, C) and an HWIO kernel, got shapes "
+        f"{tuple(x.shape)} and {tuple(kernel.shape)}."
+    )
   kh, kw, cin, cout = kernel.shape
   if cin * groups != x.shape[-1]:
-    raise ValueError(f"kernel {tuple(kernel.shape)} with groups={groups} expects "
-                     f"{cin * groups} input channels, x has {x.shape[-1]}.")
+    raise ValueError(
+        f"kernel {tuple(kernel.shape)} with groups={groups} expects "
+        f"{cin * groups} input channels, x has {x.shape[-1]}."
+    )
   if cout % max_out or (cout // max_out) % groups:
-    raise ValueError(f"kernel output channels {cout} must be max_out ({max_out}) x a "
-                     f"multiple of groups ({groups}).")
+    raise ValueError(
+        f"kernel output channels {cout} must be max_out ({max_out}) x a "
+        f"multiple of groups ({groups})."
+    )
   dtype = compute_dtype or x.dtype
   acc = _accumulation_dtype(dtype)
   w_hat = unit_norm(kernel.astype(acc), (0, 1, 2)).astype(dtype)
   pads = _padding(padding, (kh, kw))
   lin = lax.conv_general_dilated(
-      x.astype(dtype), w_hat, window_strides=_pair(strides, "strides"), padding=pads,
-      dimension_numbers=_DIMENSION_NUMBERS, feature_group_count=groups,
-      preferred_element_type=acc)
+      x.astype(dtype),
+      w_hat,
+      window_strides=_pair(strides, "strides"),
+      padding=pads,
+      dimension_numbers=_DIMENSION_NUMBERS,
+      feature_group_count=groups,
+      preferred_element_type=acc,
+  )
   lin = maxout(lin, max_out)
   out_channels = lin.shape[-1]
 
   def norm_fn():
-    norms = patch_norms(x.astype(dtype), (kh, kw), strides=strides, padding=padding,
-                        groups=groups)
+    norms = patch_norms(x.astype(dtype), (kh, kw), strides=strides, padding=padding, groups=groups)
     return jnp.repeat(norms, out_channels // groups, axis=-1) if groups > 1 else norms
 
   return _bcos_finish(lin, norm_fn, b, scale, explain)
@@ -249,11 +266,14 @@ def bcos_dense(
   """
   _check_b_and_max_out(b, max_out)
   if kernel.ndim != 2 or kernel.shape[0] != x.shape[-1]:
-    raise ValueError(f"bcos_dense expects a (C, O) kernel for x (..., C), got kernel "
-                     f"{tuple(kernel.shape)} and x {tuple(x.shape)}.")
+    raise ValueError(
+        f"bcos_dense expects a (C, O) kernel for x (..., C), got kernel "
+        f"{tuple(kernel.shape)} and x {tuple(x.shape)}."
+    )
   if kernel.shape[1] % max_out:
-    raise ValueError(f"kernel output units {kernel.shape[1]} are not a multiple of "
-                     f"max_out={max_out}.")
+    raise ValueError(
+        f"kernel output units {kernel.shape[1]} are not a multiple of " f"max_out={max_out}."
+    )
   dtype = compute_dtype or x.dtype
   acc = _accumulation_dtype(dtype)
   w_hat = unit_norm(kernel.astype(acc), (0,)).astype(dtype)

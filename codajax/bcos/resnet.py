@@ -42,10 +42,15 @@ EXPANSION = {"basic": 1, "bottleneck": 4}
 
 def avg_pool_3x3_s2(x: Array) -> Array:
   """``nn.AvgPool2d(3, 2, padding=1)`` (padding counted in the divisor): ``(N, H, W, C)``."""
-  sums = lax.reduce_window(x, np.zeros((), x.dtype), lax.add, (1, 3, 3, 1), (1, 2, 2, 1),
-                           ((0, 0), (1, 1), (1, 1), (0, 0)))
+  sums = lax.reduce_window(
+      x,
+      np.zeros((), x.dtype),
+      lax.add,
+      (1, 3, 3, 1),
+      (1, 2, 2, 1),
+      ((0, 0), (1, 1), (1, 1), (0, 0)),
+  )
   return sums / 9.0
-
 
 
 class Stem(nn.Module):
@@ -61,11 +66,13 @@ class Stem(nn.Module):
   @nn.compact
   def __call__(self, x: Array, explain: bool = False) -> Array:
     if self.small_inputs:
-      conv = BcosConv(self.width, 3, 1, 1, b=self.b, max_out=self.max_out, dtype=self.dtype,
-                      name="conv1")
+      conv = BcosConv(
+          self.width, 3, 1, 1, b=self.b, max_out=self.max_out, dtype=self.dtype, name="conv1"
+      )
     else:
-      conv = BcosConv(self.width, 7, 2, 3, b=self.b, max_out=self.max_out, dtype=self.dtype,
-                      name="conv1")
+      conv = BcosConv(
+          self.width, 7, 2, 3, b=self.b, max_out=self.max_out, dtype=self.dtype, name="conv1"
+      )
     x = make_norm(self.norm, self.width, name="bn1")(conv(x, explain), explain)
     return x if self.small_inputs else avg_pool_3x3_s2(x)
 
@@ -86,8 +93,16 @@ class Block(nn.Module):
     out_channels = self.width * EXPANSION[self.kind]
 
     def conv(features, k, stride, name):
-      return BcosConv(features, k, stride, (k - 1) // 2, b=self.b, max_out=self.max_out,
-                      dtype=self.dtype, name=name)
+      return BcosConv(
+          features,
+          k,
+          stride,
+          (k - 1) // 2,
+          b=self.b,
+          max_out=self.max_out,
+          dtype=self.dtype,
+          name=name,
+      )
 
     def norm(channels, name):
       return make_norm(self.norm, channels, name=name)
@@ -102,7 +117,8 @@ class Block(nn.Module):
     shortcut = x
     if self.stride != 1 or x.shape[-1] != out_channels:
       shortcut = norm(out_channels, "downsample_bn")(
-          conv(out_channels, 1, self.stride, "downsample_conv")(x, explain), explain)
+          conv(out_channels, 1, self.stride, "downsample_conv")(x, explain), explain
+      )
     return y + shortcut
 
 
@@ -121,8 +137,16 @@ class Stage(nn.Module):
   @nn.compact
   def __call__(self, x: Array, explain: bool = False) -> Array:
     for i in range(self.num_blocks):
-      x = Block(self.width, self.stride if i == 0 else 1, self.kind, self.norm, self.b,
-                self.max_out, self.dtype, name=f"block_{i}")(x, explain)
+      x = Block(
+          self.width,
+          self.stride if i == 0 else 1,
+          self.kind,
+          self.norm,
+          self.b,
+          self.max_out,
+          self.dtype,
+          name=f"block_{i}",
+      )(x, explain)
     return x
 
 
@@ -136,8 +160,9 @@ class ClassHead(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array, explain: bool = False) -> Array:
-    return BcosConv(self.num_classes, 1, 1, 0, b=self.b, max_out=self.max_out, dtype=self.dtype,
-                    name="fc")(x, explain)
+    return BcosConv(
+        self.num_classes, 1, 1, 0, b=self.b, max_out=self.max_out, dtype=self.dtype, name="fc"
+    )(x, explain)
 
 
 class BcosResNet(SegmentedModel, nn.Module):
@@ -190,10 +215,25 @@ class BcosResNet(SegmentedModel, nn.Module):
     args = dict(norm=self.norm, b=self.b, max_out=self.max_out, dtype=self.compute_dtype)
     segments = [Stem(self.width, self.small_inputs, name="layer_0", **args)]
     for s, count in enumerate(self.stage_sizes):
-      segments.append(Stage(self.width * 2**s, count, 1 if s == 0 else 2, self.block,
-                            name=f"layer_{s + 1}", **args))
-    segments.append(ClassHead(self.num_classes, self.b, self.max_out, self.compute_dtype,
-                              name=f"layer_{len(self.stage_sizes) + 1}"))
+      segments.append(
+          Stage(
+              self.width * 2**s,
+              count,
+              1 if s == 0 else 2,
+              self.block,
+              name=f"layer_{s + 1}",
+              **args,
+          )
+      )
+    segments.append(
+        ClassHead(
+            self.num_classes,
+            self.b,
+            self.max_out,
+            self.compute_dtype,
+            name=f"layer_{len(self.stage_sizes) + 1}",
+        )
+    )
     self.segments = segments
 
 
@@ -207,33 +247,61 @@ IMAGENET_RESNETS: dict[str, tuple[tuple[int, ...], str]] = {
     "resnet152": ((3, 8, 36, 3), "bottleneck"),
 }
 
-CIFAR_RESNETS: dict[str, int] = {"resnet20": 3, "resnet32": 5, "resnet44": 7, "resnet56": 9,
-                                 "resnet110": 18}
+CIFAR_RESNETS: dict[str, int] = {
+    "resnet20": 3,
+    "resnet32": 5,
+    "resnet44": 7,
+    "resnet56": 9,
+    "resnet110": 18,
+}
 
 
-def imagenet_resnet(depth_name: str, *, num_classes: int = 1000, norm: str = "bn",
-                    **kwargs: Any) -> BcosResNet:
+def imagenet_resnet(
+    depth_name: str, *, num_classes: int = 1000, norm: str = "bn", **kwargs: Any
+) -> BcosResNet:
   """The released ImageNet B-cos ResNet ``depth_name`` (``"resnet50"``, ...): B = 2, no MaxOut,
   frozen uncentred BN, logit bias ``−ln(K − 1)``."""
   sizes, block = IMAGENET_RESNETS[depth_name]
   kwargs.setdefault("logit_bias", default_logit_bias(num_classes))
-  return BcosResNet(stage_sizes=sizes, block=block, num_classes=num_classes, width=64,
-                    small_inputs=False, norm=norm, **kwargs)
+  return BcosResNet(
+      stage_sizes=sizes,
+      block=block,
+      num_classes=num_classes,
+      width=64,
+      small_inputs=False,
+      norm=norm,
+      **kwargs,
+  )
 
 
-def cifar_resnet(depth_name: str, *, num_classes: int = 10, norm: str = "none",
-                 max_out: int = 2, **kwargs: Any) -> BcosResNet:
+def cifar_resnet(
+    depth_name: str, *, num_classes: int = 10, norm: str = "none", max_out: int = 2, **kwargs: Any
+) -> BcosResNet:
   """B-cos v2's CIFAR-10 ResNet ``depth_name`` (``"resnet20"``, ...): widths 16/32/64, the
   3×3 stem, B = 2, MaxOut 2 and no norm (their ``resnet_20`` config)."""
   kwargs.setdefault("logit_bias", default_logit_bias(num_classes))
-  return BcosResNet(stage_sizes=(CIFAR_RESNETS[depth_name],) * 3, block="basic",
-                    num_classes=num_classes, width=16, small_inputs=True, norm=norm,
-                    max_out=max_out, **kwargs)
+  return BcosResNet(
+      stage_sizes=(CIFAR_RESNETS[depth_name],) * 3,
+      block="basic",
+      num_classes=num_classes,
+      width=16,
+      small_inputs=True,
+      norm=norm,
+      max_out=max_out,
+      **kwargs,
+  )
 
 
 def tiny_resnet(*, num_classes: int = 10, norm: str = "ln", **kwargs: Any) -> BcosResNet:
   """A CPU-sized B-cos ResNet for 32 px images (digits, shapes): three one-block stages of
   widths 16/32/64, the CIFAR stem, the statistics-free uncentred layer norm, B = 2."""
   kwargs.setdefault("logit_bias", default_logit_bias(num_classes))
-  return BcosResNet(stage_sizes=(1, 1, 1), block="basic", num_classes=num_classes, width=16,
-                    small_inputs=True, norm=norm, **kwargs)
+  return BcosResNet(
+      stage_sizes=(1, 1, 1),
+      block="basic",
+      num_classes=num_classes,
+      width=16,
+      small_inputs=True,
+      norm=norm,
+      **kwargs,
+  )

@@ -33,10 +33,49 @@ Array = jax.Array
 CONFIGS: dict[str, tuple[Any, ...]] = {
     "vgg11": (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
     "vgg13": (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
-    "vgg16": (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512,
-              "M"),
-    "vgg19": (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512,
-              512, 512, 512, "M"),
+    "vgg16": (
+        64,
+        64,
+        "M",
+        128,
+        128,
+        "M",
+        256,
+        256,
+        256,
+        "M",
+        512,
+        512,
+        512,
+        "M",
+        512,
+        512,
+        512,
+        "M",
+    ),
+    "vgg19": (
+        64,
+        64,
+        "M",
+        128,
+        128,
+        "M",
+        256,
+        256,
+        256,
+        256,
+        "M",
+        512,
+        512,
+        512,
+        512,
+        "M",
+        512,
+        512,
+        512,
+        512,
+        "M",
+    ),
 }
 
 
@@ -63,8 +102,10 @@ def stage_layout(config: Sequence[Any], with_norm: bool) -> list[list[tuple[str,
 
 def avg_pool_2x2(x: Array) -> Array:
   """``nn.AvgPool2d(2, 2)``: ``(N, H, W, C) -> (N, H/2, W/2, C)`` (odd sizes floored)."""
-  return lax.reduce_window(x, np.zeros((), x.dtype), lax.add, (1, 2, 2, 1), (1, 2, 2, 1),
-                           "VALID") / 4.0
+  return (
+      lax.reduce_window(x, np.zeros((), x.dtype), lax.add, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+      / 4.0
+  )
 
 
 class VGGStage(nn.Module):
@@ -80,8 +121,16 @@ class VGGStage(nn.Module):
   def __call__(self, x: Array, explain: bool = False) -> Array:
     for kind, index, channels in self.layout:
       if kind == "conv":
-        x = BcosConv(channels, 3, 1, 1, b=self.b, max_out=self.max_out, dtype=self.dtype,
-                     name=f"features_{index}")(x, explain)
+        x = BcosConv(
+            channels,
+            3,
+            1,
+            1,
+            b=self.b,
+            max_out=self.max_out,
+            dtype=self.dtype,
+            name=f"features_{index}",
+        )(x, explain)
       elif kind == "norm":
         x = make_norm(self.norm, channels, name=f"features_{index}")(x, explain)
       else:
@@ -148,10 +197,22 @@ class BcosVGG(SegmentedModel, nn.Module):
   def setup(self):
     config = CONFIGS[self.config] if isinstance(self.config, str) else tuple(self.config)
     layout = stage_layout(config, self.norm != "none")
-    segments = [VGGStage(tuple(stage), self.norm, self.b, self.max_out, self.compute_dtype,
-                         name=f"layer_{s}") for s, stage in enumerate(layout)]
-    segments.append(VGGHead(self.num_classes, self.hidden, self.b, self.max_out,
-                            self.compute_dtype, name=f"layer_{len(layout)}"))
+    segments = [
+        VGGStage(
+            tuple(stage), self.norm, self.b, self.max_out, self.compute_dtype, name=f"layer_{s}"
+        )
+        for s, stage in enumerate(layout)
+    ]
+    segments.append(
+        VGGHead(
+            self.num_classes,
+            self.hidden,
+            self.b,
+            self.max_out,
+            self.compute_dtype,
+            name=f"layer_{len(layout)}",
+        )
+    )
     self.segments = segments
 
 

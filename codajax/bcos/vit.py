@@ -75,8 +75,14 @@ POS_TEMPERATURE = 10_000.0
 # --------------------------------------------------------------------------- functional pieces
 
 
-def centered_layer_norm(x: Array, weight: Array | None, axes: Sequence[int], *,
-                        eps: float = LN_EPS, explain: bool = False) -> Array:
+def centered_layer_norm(
+    x: Array,
+    weight: Array | None,
+    axes: Sequence[int],
+    *,
+    eps: float = LN_EPS,
+    explain: bool = False,
+) -> Array:
   """``γ (x − μ) / √(σ² + eps)`` with ``μ, σ²`` over ``axes`` (biased variance), no bias.
 
   Linear in ``x`` once ``σ`` is fixed: ``explain=True`` detaches ``σ`` (the mean
@@ -93,8 +99,9 @@ def centered_layer_norm(x: Array, weight: Array | None, axes: Sequence[int], *,
   return y if weight is None else y * weight
 
 
-def sincos_position_embedding(height: int, width: int, dim: int,
-                              temperature: float = POS_TEMPERATURE) -> np.ndarray:
+def sincos_position_embedding(
+    height: int, width: int, dim: int, temperature: float = POS_TEMPERATURE
+) -> np.ndarray:
   """The fixed 2-d sine-cosine embedding, ``(height, width, dim)`` float32.
 
   For the token at row ``y``, column ``x``: ``[sin(x ω), cos(x ω), sin(y ω), cos(y ω)]``
@@ -120,8 +127,10 @@ def encoding_ones(h: Array, grid: tuple[int, int]) -> Array:
   n, height, width, channels = h.shape
   gh, gw = grid
   if channels % 2 or height % gh or width % gw:
-    raise ValueError(f"encoded input {tuple(h.shape)} does not tile into a {gh}x{gw} token grid "
-                     "with paired channels.")
+    raise ValueError(
+        f"encoded input {tuple(h.shape)} does not tile into a {gh}x{gw} token grid "
+        "with paired channels."
+    )
   c = channels // 2
   pair_sum = h[..., :c] + h[..., c:]
   blocks = pair_sum.reshape(n, gh, height // gh, gw, width // gw, c)
@@ -134,8 +143,9 @@ def patchify(x: Array, patch: int) -> Array:
   if height % patch or width % patch:
     raise ValueError(f"image {height}x{width} is not divisible into {patch}x{patch} patches.")
   x = x.reshape(n, height // patch, patch, width // patch, patch, c)
-  return x.transpose(0, 1, 3, 2, 4, 5).reshape(n, height // patch, width // patch,
-                                               patch * patch * c)
+  return x.transpose(0, 1, 3, 2, 4, 5).reshape(
+      n, height // patch, width // patch, patch * patch * c
+  )
 
 
 def attention(q: Array, k: Array, v: Array, heads: int, *, explain: bool = False) -> Array:
@@ -151,7 +161,7 @@ def attention(q: Array, k: Array, v: Array, heads: int, *, explain: bool = False
   if explain:
     q, k = lax.stop_gradient(q), lax.stop_gradient(k)
   split = lambda a: a.reshape(n, t, heads, d)
-  logits = jnp.einsum("nqhd,nkhd->nhqk", split(q), split(k)) * (d ** -0.5)
+  logits = jnp.einsum("nqhd,nkhd->nhqk", split(q), split(k)) * (d**-0.5)
   weights = jax.nn.softmax(logits, axis=-1)
   out = jnp.einsum("nhqk,nkhd->nqhd", weights, split(v))
   return out.reshape(n, t, inner)
@@ -208,8 +218,12 @@ class EncoderBlock(nn.Module):
     y = CenteredLayerNorm(name="attn_norm", param_dtype=self.param_dtype)(t, explain)
     kernel = self.param("qkv", default_kernel_init, (self.dim, 3 * inner), self.param_dtype)
     cdt = dtype or y.dtype
-    qkv = jnp.einsum("ntc,co->nto", y.astype(cdt), kernel.astype(cdt),
-                     preferred_element_type=jnp.promote_types(cdt, jnp.float32))
+    qkv = jnp.einsum(
+        "ntc,co->nto",
+        y.astype(cdt),
+        kernel.astype(cdt),
+        preferred_element_type=jnp.promote_types(cdt, jnp.float32),
+    )
     q, k, v = jnp.split(qkv, 3, axis=-1)
     y = attention(q, k, v, self.heads, explain=explain)
     t = t + BcosDense(self.dim, name="attn_out", **dense)(y, explain)
@@ -256,12 +270,16 @@ class ViTForward:
 
   def _check(self, images: Array) -> Array:
     if images.ndim != 4 or images.shape[-1] != self.image_channels:
-      raise ValueError(f"BcosViT expects (N, H, W, {self.image_channels}) images, got shape "
-                       f"{tuple(images.shape)}.")
+      raise ValueError(
+          f"BcosViT expects (N, H, W, {self.image_channels}) images, got shape "
+          f"{tuple(images.shape)}."
+      )
     step = self.stem_stride * self.patch_size
     if images.shape[1] % step or images.shape[2] % step:
-      raise ValueError(f"image sides must be multiples of {step} (stem stride x patch size), "
-                       f"got {images.shape[1]}x{images.shape[2]}.")
+      raise ValueError(
+          f"image sides must be multiples of {step} (stem stride x patch size), "
+          f"got {images.shape[1]}x{images.shape[2]}."
+      )
     return images
 
   def _dtype(self, explain: bool) -> Any:
@@ -306,8 +324,9 @@ class ViTForward:
     """The input of every explainable layer, in one forward pass."""
     return self.forward_and_inputs(images)[1]
 
-  def forward_and_inputs(self, images: Array, add_bias: bool = True
-                         ) -> tuple[Array, tuple[Array, ...]]:
+  def forward_and_inputs(
+      self, images: Array, add_bias: bool = True
+  ) -> tuple[Array, tuple[Array, ...]]:
     """One forward pass: logits ``(N, K)`` and the inputs of the explainable layers."""
     h0 = self.encode(images)
     inputs = [h0]
@@ -329,9 +348,14 @@ class ViTForward:
       t = self._block(index, t, False)
     return t
 
-  def forward_from(self, h: Array, layer: int = 0, explain: bool = False,
-                   add_bias: bool = True, weights_inputs: Sequence[Array] | None = None
-                   ) -> Array:
+  def forward_from(
+      self,
+      h: Array,
+      layer: int = 0,
+      explain: bool = False,
+      add_bias: bool = True,
+      weights_inputs: Sequence[Array] | None = None,
+  ) -> Array:
     """Logits ``(N, K)`` from the input ``h`` of explainable layer ``layer`` onwards.
 
     ``weights_inputs`` is not supported (B-cos factors depend on ``h`` itself).
@@ -394,22 +418,27 @@ class BcosViT(ViTForward, nn.Module):
       object.__setattr__(self, "logit_bias", default_logit_bias(self.num_classes))
     stride = self.stem_stride
     if self.image_size % (stride * self.patch_size):
-      raise ValueError(f"image_size {self.image_size} is not divisible by the stem stride "
-                       f"{stride} times patch_size {self.patch_size}.")
+      raise ValueError(
+          f"image_size {self.image_size} is not divisible by the stem stride "
+          f"{stride} times patch_size {self.patch_size}."
+      )
     super().__post_init__()
 
   def setup(self):
     dense = dict(b=self.b, max_out=self.max_out, dtype=self.compute_dtype)
-    self.stem_convs = [BcosConv(width, 3, stride, 1, **dense)
-                       for width, stride in zip(self.conv_stem, self.stem_strides)]
+    self.stem_convs = [
+        BcosConv(width, 3, stride, 1, **dense)
+        for width, stride in zip(self.conv_stem, self.stem_strides)
+    ]
     self.stem_norms = [CenteredLayerNorm(axes=(1, 2, 3)) for _ in self.conv_stem]
     self.patch_embed = BcosDense(self.dim, **dense)
-    self.blocks = [EncoderBlock(self.dim, self.heads, self.mlp_dim, self.b, self.max_out,
-                                self.compute_dtype) for _ in range(self.depth)]
+    self.blocks = [
+        EncoderBlock(self.dim, self.heads, self.mlp_dim, self.b, self.max_out, self.compute_dtype)
+        for _ in range(self.depth)
+    ]
     self.head_norm = CenteredLayerNorm()
     self.head = BcosDense(self.num_classes, **dense)
     setattr(self, f"layer_{self.depth + 1}", FeatureMap())
-
 
 
 # --------------------------------------------------------------------------- NNX
@@ -418,8 +447,13 @@ class BcosViT(ViTForward, nn.Module):
 class NNXCenteredLayerNorm(nnx.Module):
   """NNX :class:`CenteredLayerNorm`; parameter ``scale`` ``(C,)``."""
 
-  def __init__(self, num_features: int, axes: tuple[int, ...] = (-1,), eps: float = LN_EPS,
-               param_dtype: Any = jnp.float32):
+  def __init__(
+      self,
+      num_features: int,
+      axes: tuple[int, ...] = (-1,),
+      eps: float = LN_EPS,
+      param_dtype: Any = jnp.float32,
+  ):
     self.axes, self.eps = tuple(axes), eps
     self.scale = nnx.Param(jnp.ones((num_features,), param_dtype))
 
@@ -437,8 +471,18 @@ class NNXFeatureMap(nnx.Module):
 class NNXEncoderBlock(nnx.Module):
   """NNX :class:`EncoderBlock` (same parameter names)."""
 
-  def __init__(self, dim: int, heads: int, mlp_dim: int, b: float = 2.0, max_out: int = 1,
-               compute_dtype: Any = None, param_dtype: Any = jnp.float32, *, rngs: nnx.Rngs):
+  def __init__(
+      self,
+      dim: int,
+      heads: int,
+      mlp_dim: int,
+      b: float = 2.0,
+      max_out: int = 1,
+      compute_dtype: Any = None,
+      param_dtype: Any = jnp.float32,
+      *,
+      rngs: nnx.Rngs,
+  ):
     self.heads, self.compute_dtype = heads, compute_dtype
     dense = dict(b=b, max_out=max_out, dtype=compute_dtype, param_dtype=param_dtype, rngs=rngs)
     self.attn_norm = NNXCenteredLayerNorm(dim, param_dtype=param_dtype)
@@ -452,8 +496,12 @@ class NNXEncoderBlock(nnx.Module):
     dtype = explanation_dtype(self.compute_dtype) if explain else self.compute_dtype
     y = self.attn_norm(t, explain)
     cdt = dtype or y.dtype
-    qkv = jnp.einsum("ntc,co->nto", y.astype(cdt), self.qkv[...].astype(cdt),
-                     preferred_element_type=jnp.promote_types(cdt, jnp.float32))
+    qkv = jnp.einsum(
+        "ntc,co->nto",
+        y.astype(cdt),
+        self.qkv[...].astype(cdt),
+        preferred_element_type=jnp.promote_types(cdt, jnp.float32),
+    )
     q, k, v = jnp.split(qkv, 3, axis=-1)
     t = t + self.attn_out(attention(q, k, v, self.heads, explain=explain), explain)
     y = self.mlp_in(self.mlp_norm(t, explain), explain)
@@ -467,11 +515,25 @@ class NNXBcosViT(ViTForward, nnx.Module):
   released weights).
   """
 
-  def __init__(self, image_size: int, patch_size: int, dim: int, depth: int, heads: int,
-               mlp_dim: int, conv_stem: Sequence[int] = (), num_classes: int = 1000,
-               image_channels: int = 3, logit_bias: float | None = None,
-               logit_temperature: float | None = None, b: float = 2.0, max_out: int = 1,
-               compute_dtype: Any = None, *, rngs: nnx.Rngs):
+  def __init__(
+      self,
+      image_size: int,
+      patch_size: int,
+      dim: int,
+      depth: int,
+      heads: int,
+      mlp_dim: int,
+      conv_stem: Sequence[int] = (),
+      num_classes: int = 1000,
+      image_channels: int = 3,
+      logit_bias: float | None = None,
+      logit_temperature: float | None = None,
+      b: float = 2.0,
+      max_out: int = 1,
+      compute_dtype: Any = None,
+      *,
+      rngs: nnx.Rngs,
+  ):
     if dim % heads:
       raise ValueError(f"dim {dim} is not divisible by heads {heads}.")
     self.image_size, self.patch_size, self.dim, self.depth = image_size, patch_size, dim, depth
@@ -488,8 +550,12 @@ class NNXBcosViT(ViTForward, nnx.Module):
       channels = width
     self.stem_convs, self.stem_norms = nnx.List(convs), nnx.List(norms)
     self.patch_embed = NNXBcosDense(patch_size * patch_size * channels, dim, **dense)
-    self.blocks = nnx.List([NNXEncoderBlock(dim, heads, mlp_dim, b, max_out, compute_dtype,
-                                            rngs=rngs) for _ in range(depth)])
+    self.blocks = nnx.List(
+        [
+            NNXEncoderBlock(dim, heads, mlp_dim, b, max_out, compute_dtype, rngs=rngs)
+            for _ in range(depth)
+        ]
+    )
     self.head_norm = NNXCenteredLayerNorm(dim)
     self.head = NNXBcosDense(dim, num_classes, **dense)
     setattr(self, f"layer_{depth + 1}", NNXFeatureMap())
@@ -497,18 +563,35 @@ class NNXBcosViT(ViTForward, nnx.Module):
   @classmethod
   def from_linen(cls, model: BcosViT, variables: Any) -> NNXBcosViT:
     """The NNX twin of a Linen :class:`BcosViT` holding ``variables["params"]``."""
-    fields = {f: getattr(model, f) for f in (
-        "image_size", "patch_size", "dim", "depth", "heads", "mlp_dim", "conv_stem",
-        "num_classes", "image_channels", "logit_bias", "logit_temperature", "b", "max_out",
-        "compute_dtype")}
+    fields = {
+        f: getattr(model, f)
+        for f in (
+            "image_size",
+            "patch_size",
+            "dim",
+            "depth",
+            "heads",
+            "mlp_dim",
+            "conv_stem",
+            "num_classes",
+            "image_channels",
+            "logit_bias",
+            "logit_temperature",
+            "b",
+            "max_out",
+            "compute_dtype",
+        )
+    }
     twin = cls(**fields, rngs=nnx.Rngs(0))
     params = variables["params"] if "params" in variables else variables
 
     def put(param: nnx.Param, value: Any) -> None:
       current = param[...]
       if tuple(current.shape) != tuple(np.shape(value)):
-        raise ValueError(f"a Linen parameter of shape {np.shape(value)} does not fit the NNX "
-                         f"parameter {tuple(current.shape)}.")
+        raise ValueError(
+            f"a Linen parameter of shape {np.shape(value)} does not fit the NNX "
+            f"parameter {tuple(current.shape)}."
+        )
       param[...] = jnp.asarray(value, current.dtype)
 
     for j, (conv, norm) in enumerate(zip(twin.stem_convs, twin.stem_norms)):
@@ -546,31 +629,51 @@ class ViTSize:
 
 
 VIT_SIZES: dict[str, ViTSize] = {
-    "bcos-vit-ti": ViTSize(224, 16, 192, 12, 3, 768, (), "bcos_simple_vit_ti_patch16_224",
-                           "5.80M"),
-    "bcos-vit-s": ViTSize(224, 16, 384, 12, 6, 1536, (), "bcos_simple_vit_s_patch16_224",
-                          "22.28M"),
-    "bcos-vit-b": ViTSize(224, 16, 768, 12, 12, 3072, (), "bcos_simple_vit_b_patch16_224",
-                          "86.90M"),
-    "bcos-vit-l": ViTSize(224, 16, 1024, 14, 16, 4096, (), "bcos_simple_vit_l_patch16_224",
-                          "178.79M"),
-    "bcos-vitc-ti": ViTSize(224, 1, 192, 11, 3, 768, (24, 48, 96, 192), "bcos_vitc_ti_patch1_14",
-                            "5.32M"),
-    "bcos-vitc-s": ViTSize(224, 1, 384, 11, 6, 1536, (48, 96, 192, 384), "bcos_vitc_s_patch1_14",
-                           "20.88M"),
-    "bcos-vitc-b": ViTSize(224, 1, 768, 11, 12, 3072, (64, 128, 128, 256, 256, 512),
-                           "bcos_vitc_b_patch1_14", "81.37M"),
-    "bcos-vitc-l": ViTSize(224, 1, 1024, 13, 16, 4096, (64, 128, 128, 256, 256, 512),
-                           "bcos_vitc_l_patch1_14", "167.44M"),
+    "bcos-vit-ti": ViTSize(224, 16, 192, 12, 3, 768, (), "bcos_simple_vit_ti_patch16_224", "5.80M"),
+    "bcos-vit-s": ViTSize(224, 16, 384, 12, 6, 1536, (), "bcos_simple_vit_s_patch16_224", "22.28M"),
+    "bcos-vit-b": ViTSize(
+        224, 16, 768, 12, 12, 3072, (), "bcos_simple_vit_b_patch16_224", "86.90M"
+    ),
+    "bcos-vit-l": ViTSize(
+        224, 16, 1024, 14, 16, 4096, (), "bcos_simple_vit_l_patch16_224", "178.79M"
+    ),
+    "bcos-vitc-ti": ViTSize(
+        224, 1, 192, 11, 3, 768, (24, 48, 96, 192), "bcos_vitc_ti_patch1_14", "5.32M"
+    ),
+    "bcos-vitc-s": ViTSize(
+        224, 1, 384, 11, 6, 1536, (48, 96, 192, 384), "bcos_vitc_s_patch1_14", "20.88M"
+    ),
+    "bcos-vitc-b": ViTSize(
+        224, 1, 768, 11, 12, 3072, (64, 128, 128, 256, 256, 512), "bcos_vitc_b_patch1_14", "81.37M"
+    ),
+    "bcos-vitc-l": ViTSize(
+        224,
+        1,
+        1024,
+        13,
+        16,
+        4096,
+        (64, 128, 128, 256, 256, 512),
+        "bcos_vitc_l_patch1_14",
+        "167.44M",
+    ),
     # CPU-sized, not released: 32 px, 4x4 patches (8x8 tokens), for tests and the embedded data.
     "bcos-vit-tiny": ViTSize(32, 4, 32, 2, 2, 64, (), None, None),
     "bcos-vitc-tiny": ViTSize(32, 1, 32, 2, 2, 64, (8, 16, 32), None, None),
 }
 
 
-def bcos_vit(name: str, *, num_classes: int | None = None, image_channels: int | None = None,
-             temperature: float | None = None, compute_dtype: Any = None, norm: str = "squash",
-             form: str = "implicit", **overrides: Any) -> BcosViT:
+def bcos_vit(
+    name: str,
+    *,
+    num_classes: int | None = None,
+    image_channels: int | None = None,
+    temperature: float | None = None,
+    compute_dtype: Any = None,
+    norm: str = "squash",
+    form: str = "implicit",
+    **overrides: Any,
+) -> BcosViT:
   """The :class:`BcosViT` of a named size (``get_model`` factory).
 
   ``temperature`` is the logit layer's ``T``; ``norm``/``form`` are CoDA settings
@@ -580,12 +683,21 @@ def bcos_vit(name: str, *, num_classes: int | None = None, image_channels: int |
   if name not in VIT_SIZES:
     raise ValueError(f"Unknown B-cos ViT {name!r}; known: {', '.join(VIT_SIZES)}.")
   if norm != "squash" or form != "implicit":
-    raise ValueError(f"{name} is a B-cos model: the CoDA settings norm/form do not apply "
-                     f"(got norm={norm!r}, form={form!r}).")
+    raise ValueError(
+        f"{name} is a B-cos model: the CoDA settings norm/form do not apply "
+        f"(got norm={norm!r}, form={form!r})."
+    )
   size = VIT_SIZES[name]
-  fields = dict(image_size=size.image_size, patch_size=size.patch_size, dim=size.dim,
-                depth=size.depth, heads=size.heads, mlp_dim=size.mlp_dim,
-                conv_stem=size.conv_stem, compute_dtype=compute_dtype)
+  fields = dict(
+      image_size=size.image_size,
+      patch_size=size.patch_size,
+      dim=size.dim,
+      depth=size.depth,
+      heads=size.heads,
+      mlp_dim=size.mlp_dim,
+      conv_stem=size.conv_stem,
+      compute_dtype=compute_dtype,
+  )
   if num_classes is not None:
     fields["num_classes"] = num_classes
   elif size.released_name is None:

@@ -18,5 +18,11 @@ def __getattr__(name):
   raise AttributeError(f"module 'codajax.convert' has no attribute {name!r}")
 
 
-__all__ = ["convert_layer", "from_bcos_state_dict", "from_reference_state_dict",
-           "load_bcos_checkpoint", "load_reference_checkpoint", "to_bcos_state_dict"]
+__all__ = [
+    "convert_layer",
+    "from_bcos_state_dict",
+    "from_reference_state_dict",
+    "load_bcos_checkpoint",
+    "load_reference_checkpoint",
+    "to_bcos_state_dict",
+]

@@ -67,12 +67,12 @@ def _strip(key: str) -> str:
     changed = False
     for prefix in _PREFIXES:
       if key.startswith(prefix):
-        key, changed = key[len(prefix):], True
+        key, changed = key[len(prefix) :], True
   return key
 
 
 def _as_numpy(value: Any) -> np.ndarray:
-  if hasattr(value, "detach"):            # a torch tensor
+  if hasattr(value, "detach"):  # a torch tensor
     value = value.detach().cpu().numpy()
   return np.asarray(value)
 
@@ -93,9 +93,9 @@ def torch_prefix(model: Any, path: tuple[str, ...]) -> str:
   if isinstance(model, BcosResNet):
     stage = int(head.split("_")[1])
     if stage == 0:
-      return rest[0]                                                  # conv1, bn1
+      return rest[0]  # conv1, bn1
     if stage == len(model.stage_sizes) + 1:
-      return rest[0]                                                  # fc
+      return rest[0]  # fc
     block = int(rest[0].split("_")[1])
     sub = {"downsample_conv": "downsample.0", "downsample_bn": "downsample.1"}.get(rest[1], rest[1])
     return f"layer{stage}.{block}.{sub}"
@@ -125,8 +125,9 @@ def _set(tree: dict, path: tuple[str, ...], value: Any) -> None:
   tree[path[-1]] = value
 
 
-def from_bcos_state_dict(state_dict: Mapping[str, Any], name: Any, **model_overrides: Any
-                         ) -> dict[str, Any]:
+def from_bcos_state_dict(
+    state_dict: Mapping[str, Any], name: Any, **model_overrides: Any
+) -> dict[str, Any]:
   """Variables ``{"params": ...}`` for a codajax B-cos model from a released state dict.
 
   Args:
@@ -143,7 +144,8 @@ def from_bcos_state_dict(state_dict: Mapping[str, Any], name: Any, **model_overr
     ValueError: a missing or unused key, a shape mismatch, or a non-zero norm bias.
   """
   model = _model(name, model_overrides)
-  if isinstance(model, BcosViT): return from_bcos_vit_state_dict(state_dict, model)  # ViTs
+  if isinstance(model, BcosViT):
+    return from_bcos_vit_state_dict(state_dict, model)  # ViTs
   sd = {_strip(k): _as_numpy(v) for k, v in state_dict.items()}
   used: set[str] = set()
   params: dict = {}
@@ -176,26 +178,32 @@ def from_bcos_state_dict(state_dict: Mapping[str, Any], name: Any, **model_overr
     else:
       raise ValueError(f"Unexpected codajax parameter {'/'.join(path)}.")
     if tuple(value.shape) != tuple(like.shape):
-      raise ValueError(f"{prefix}: converted shape {tuple(value.shape)} does not match the "
-                       f"model's {'/'.join(path)} {tuple(like.shape)}.")
+      raise ValueError(
+          f"{prefix}: converted shape {tuple(value.shape)} does not match the "
+          f"model's {'/'.join(path)} {tuple(like.shape)}."
+      )
     _set(params, path, np.asarray(value, np.float32))
   unused = sorted(k for k in sd if k not in used and not k.endswith(_UNUSED_SUFFIXES))
   if unused:
-    raise ValueError(f"{len(unused)} state-dict entries fit no parameter of "
-                     f"{type(model).__name__}: {', '.join(unused[:8])}"
-                     f"{' ...' if len(unused) > 8 else ''}.")
+    raise ValueError(
+        f"{len(unused)} state-dict entries fit no parameter of "
+        f"{type(model).__name__}: {', '.join(unused[:8])}"
+        f"{' ...' if len(unused) > 8 else ''}."
+    )
   return {"params": params}
 
 
-def to_bcos_state_dict(variables: Mapping[str, Any], name: Any, **model_overrides: Any
-                       ) -> dict[str, np.ndarray]:
+def to_bcos_state_dict(
+    variables: Mapping[str, Any], name: Any, **model_overrides: Any
+) -> dict[str, np.ndarray]:
   """The inverse of :func:`from_bcos_state_dict`: PyTorch names and layouts (numpy).
 
   A folded batch norm is written as ``weight = scale``, ``running_var = 1 − eps``,
   ``running_mean = 0`` (the same inference function).
   """
   model = _model(name, model_overrides)
-  if isinstance(model, BcosViT): return to_bcos_vit_state_dict(variables, model)  # ViTs
+  if isinstance(model, BcosViT):
+    return to_bcos_vit_state_dict(variables, model)  # ViTs
   params = variables["params"] if "params" in variables else variables
   out: dict[str, np.ndarray] = {}
   for path, value in _paths(params):
@@ -222,20 +230,26 @@ def read_state_dict(path: str | epath.PathLike) -> dict[str, np.ndarray]:
   try:
     import torch
   except ImportError as error:
-    raise ImportError("Reading PyTorch checkpoints needs PyTorch: pip install torch "
-                      "(or save the state dict as .npz of numpy arrays).") from error
+    raise ImportError(
+        "Reading PyTorch checkpoints needs PyTorch: pip install torch "
+        "(or save the state dict as .npz of numpy arrays)."
+    ) from error
   with path.open("rb") as f:
     loaded = torch.load(f, map_location="cpu", weights_only=True)
-  if isinstance(loaded, Mapping) and "state_dict" in loaded and isinstance(
-      loaded["state_dict"], Mapping):
+  if (
+      isinstance(loaded, Mapping)
+      and "state_dict" in loaded
+      and isinstance(loaded["state_dict"], Mapping)
+  ):
     loaded = loaded["state_dict"]
   if not isinstance(loaded, Mapping):
     raise ValueError(f"{path} holds a {type(loaded).__name__}, not a state dict.")
   return {k: _as_numpy(v) for k, v in loaded.items() if hasattr(v, "shape")}
 
 
-def load_bcos_checkpoint(path: str | epath.PathLike, name: Any, **model_overrides: Any
-                         ) -> dict[str, Any]:
+def load_bcos_checkpoint(
+    path: str | epath.PathLike, name: Any, **model_overrides: Any
+) -> dict[str, Any]:
   """Reads a released ``.pth`` (or a ``.npz`` state dict) and converts it for ``name``."""
   return from_bcos_state_dict(read_state_dict(path), name, **model_overrides)
 
@@ -243,10 +257,17 @@ def load_bcos_checkpoint(path: str | epath.PathLike, name: Any, **model_override
 # --------------------------------------------------------------------------- work directory
 
 
-def write_workdir(variables: Mapping[str, Any], name: str, workdir: str, *,
-                  dataset: str = "imagenet_folder@224", num_classes: int = 1000,
-                  image_size: int = 224, image_channels: int = 3,
-                  data_dir: str = "") -> epath.Path:
+def write_workdir(
+    variables: Mapping[str, Any],
+    name: str,
+    workdir: str,
+    *,
+    dataset: str = "imagenet_folder@224",
+    num_classes: int = 1000,
+    image_size: int = 224,
+    image_channels: int = 3,
+    data_dir: str = "",
+) -> epath.Path:
   """A ``train.py``-style work directory (``run.json`` + a step-0 checkpoint) for ``eval.py``.
 
   ``run.json`` records ``model.name = name``, temperature 1 (none) and the dataset; the
@@ -262,12 +283,14 @@ def write_workdir(variables: Mapping[str, Any], name: str, workdir: str, *,
   config.dataset = dataset
   config.data_dir = data_dir
   config.model.name = name
-  config.model.temperature = 1.0     # x / 1 = x: the released models have no temperature
+  config.model.temperature = 1.0  # x / 1 = x: the released models have no temperature
   config.num_epochs = 0
-  record = {"config": json.loads(json.dumps(config.to_dict(), default=str)),
-            "num_classes": int(num_classes),
-            "image_shape": [image_size, image_size, image_channels],
-            "converted_from": "B-cos v2 PyTorch state dict"}
+  record = {
+      "config": json.loads(json.dumps(config.to_dict(), default=str)),
+      "num_classes": int(num_classes),
+      "image_shape": [image_size, image_size, image_channels],
+      "converted_from": "B-cos v2 PyTorch state dict",
+  }
   storage.write_json(root / "run.json", record)
   checkpointer = Checkpointer(str(root), keep=1)
   try:
@@ -281,23 +304,35 @@ def write_workdir(variables: Mapping[str, Any], name: str, workdir: str, *,
 def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(
       prog="python -m codajax.convert.bcos",
-      description="Convert a released B-cos v2 checkpoint into an eval.py work directory.")
+      description="Convert a released B-cos v2 checkpoint into an eval.py work directory.",
+  )
   parser.add_argument("--checkpoint", required=True, help=".pth (needs torch) or .npz state dict")
   parser.add_argument("--name", required=True, help="codajax model name, e.g. bcos-resnet50")
   parser.add_argument("--workdir", required=True, help="work directory to write")
-  parser.add_argument("--dataset", default="imagenet_folder@224",
-                      help="codajax dataset name (@224: the released models' 224 px centre crop)")
+  parser.add_argument(
+      "--dataset",
+      default="imagenet_folder@224",
+      help="codajax dataset name (@224: the released models' 224 px centre crop)",
+  )
   parser.add_argument("--data_dir", default="", help="TFDS data directory ('' = default)")
   parser.add_argument("--num_classes", type=int, default=1000)
   parser.add_argument("--image_size", type=int, default=224)
   args = parser.parse_args(argv)
   variables = load_bcos_checkpoint(args.checkpoint, args.name, num_classes=args.num_classes)
-  root = write_workdir(variables, args.name, args.workdir, dataset=args.dataset,
-                       num_classes=args.num_classes, image_size=args.image_size,
-                       data_dir=args.data_dir)
+  root = write_workdir(
+      variables,
+      args.name,
+      args.workdir,
+      dataset=args.dataset,
+      num_classes=args.num_classes,
+      image_size=args.image_size,
+      data_dir=args.data_dir,
+  )
   count = sum(int(np.size(x)) for x in jax.tree.leaves(variables))
-  print(f"wrote {root} ({args.name}, {count:,} parameters); evaluate with: "
-        f"python eval.py --workdir {root}")
+  print(
+      f"wrote {root} ({args.name}, {count:,} parameters); evaluate with: "
+      f"python eval.py --workdir {root}"
+  )
 
 
 if __name__ == "__main__":

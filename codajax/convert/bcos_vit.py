@@ -53,7 +53,7 @@ def _strip_prefixes(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:
       changed = False
       for prefix in _PREFIXES:
         if key.startswith(prefix):
-          key, changed = key[len(prefix):], True
+          key, changed = key[len(prefix) :], True
     out[key] = _numpy(value)
   if out and all(k.startswith("0.") for k in out):
     out = {k[2:]: v for k, v in out.items()}
@@ -79,10 +79,14 @@ def vit_name_map(model: BcosViT) -> dict[tuple[str, ...], tuple[str, Callable]]:
   """codajax parameter path -> (released key without ``0.``, PyTorch-to-codajax transform)."""
   names: dict[tuple[str, ...], tuple[str, Callable]] = {}
   for j in range(len(model.conv_stem)):
-    names[(f"stem_convs_{j}", "kernel")] = (f"to_patch_embedding.conv_stem.{3 * j}.linear.weight",
-                                            _conv)
-    names[(f"stem_norms_{j}", "scale")] = (f"to_patch_embedding.conv_stem.{3 * j + 1}.weight",
-                                           _same)
+    names[(f"stem_convs_{j}", "kernel")] = (
+        f"to_patch_embedding.conv_stem.{3 * j}.linear.weight",
+        _conv,
+    )
+    names[(f"stem_norms_{j}", "scale")] = (
+        f"to_patch_embedding.conv_stem.{3 * j + 1}.weight",
+        _same,
+    )
   names[("patch_embed", "kernel")] = ("to_patch_embedding.linear.linear.weight", _dense)
   for i in range(model.depth):
     block, torch_block = f"blocks_{i}", f"transformer.encoder_{i}"
@@ -133,8 +137,10 @@ def from_bcos_vit_state_dict(state_dict: Mapping[str, Any], model: BcosViT) -> d
     value = transform(sd[key])
     like = _leaf(expected, path)
     if tuple(value.shape) != tuple(like.shape):
-      raise ValueError(f"{key}: shape {tuple(sd[key].shape)} does not fit "
-                       f"{'/'.join(path)} {tuple(like.shape)} of this model.")
+      raise ValueError(
+          f"{key}: shape {tuple(sd[key].shape)} does not fit "
+          f"{'/'.join(path)} {tuple(like.shape)} of this model."
+      )
     _set(params, path, np.asarray(value, np.float32))
   for key in sd:
     if key.endswith(".bias") and key[:-5] + ".weight" in used and key not in used:
@@ -143,18 +149,20 @@ def from_bcos_vit_state_dict(state_dict: Mapping[str, Any], model: BcosViT) -> d
       used.add(key)
   unused = sorted(k for k in sd if k not in used)
   if unused:
-    raise ValueError(f"{len(unused)} state-dict entries fit no parameter of this "
-                     f"{type(model).__name__}: {', '.join(unused[:8])}"
-                     f"{' ...' if len(unused) > 8 else ''}.")
+    raise ValueError(
+        f"{len(unused)} state-dict entries fit no parameter of this "
+        f"{type(model).__name__}: {', '.join(unused[:8])}"
+        f"{' ...' if len(unused) > 8 else ''}."
+    )
   return {"params": params}
 
 
-def to_bcos_vit_state_dict(variables: Mapping[str, Any], model: BcosViT,
-                           prefix: str = "0.") -> dict[str, np.ndarray]:
+def to_bcos_vit_state_dict(
+    variables: Mapping[str, Any], model: BcosViT, prefix: str = "0."
+) -> dict[str, np.ndarray]:
   """The inverse: released names (with ``prefix``, ``"0."`` as in the files) and layouts."""
   params = variables["params"] if "params" in variables else variables
   out = {}
   for path, (key, transform) in vit_name_map(model).items():
-    out[prefix + key] = np.asarray(_INVERSE[transform](np.asarray(_leaf(params, path))),
-                                   np.float32)
+    out[prefix + key] = np.asarray(_INVERSE[transform](np.asarray(_leaf(params, path))), np.float32)
   return out

@@ -7,8 +7,13 @@ array_record format) and an optional TFDS ``data_dir``. See ``docs/data.md``.
 """
 
 from codajax.data.catalog import DatasetSpec, dataset_info, default_data_dir, prepare_dataset
-from codajax.data.errors import (BadManualDataError, DatasetCorruptError, DatasetNotPreparedError,
-                                 ManualDataNotFoundError, UnknownDatasetError)
+from codajax.data.errors import (
+    BadManualDataError,
+    DatasetCorruptError,
+    DatasetNotPreparedError,
+    ManualDataNotFoundError,
+    UnknownDatasetError,
+)
 from codajax.data.pipeline import BatchIterator, eval_loader, load_examples, train_loader
 
 __all__ = [

@@ -49,20 +49,29 @@ class Preprocessing:
   randaugment: tuple[int, float] | None = None
 
 
-def small_preprocessing(image_shape: tuple[int, int, int], *, flip: bool,
-                        crop_padding: int | None = None) -> Preprocessing:
+def small_preprocessing(
+    image_shape: tuple[int, int, int], *, flip: bool, crop_padding: int | None = None
+) -> Preprocessing:
   """``small`` preprocessing; the crop padding defaults to 1/8 of the height (4 px at 32 px)."""
   padding = image_shape[0] // 8 if crop_padding is None else crop_padding
-  return Preprocessing(kind="small", image_shape=tuple(image_shape), crop_padding=padding, flip=flip)
+  return Preprocessing(
+      kind="small", image_shape=tuple(image_shape), crop_padding=padding, flip=flip
+  )
 
 
-def imagenet_preprocessing(*, resize: int = 256, crop: int = 240,
-                           randaugment: tuple[int, float] | None = (2, 10)) -> Preprocessing:
+def imagenet_preprocessing(
+    *, resize: int = 256, crop: int = 240, randaugment: tuple[int, float] | None = (2, 10)
+) -> Preprocessing:
   """``imagenet`` preprocessing of the paper: resize 256, crop 240, flip, RandAugment(2, 10)."""
   if crop > resize:
     raise ValueError(f"crop ({crop}) must not exceed resize ({resize}).")
-  return Preprocessing(kind="imagenet", image_shape=(crop, crop, 3), flip=True, resize=resize,
-                       randaugment=randaugment)
+  return Preprocessing(
+      kind="imagenet",
+      image_shape=(crop, crop, 3),
+      flip=True,
+      resize=resize,
+      randaugment=randaugment,
+  )
 
 
 def random_pad_crop(image: np.ndarray, padding: int, rng: np.random.Generator) -> np.ndarray:
@@ -76,8 +85,9 @@ def random_pad_crop(image: np.ndarray, padding: int, rng: np.random.Generator) -
   height, width = image.shape[:2]
   shift_y, shift_x = rng.integers(0, 2 * padding + 1, size=2) - padding
   out = np.zeros_like(image)
-  out[max(0, -shift_y):height - max(0, shift_y), max(0, -shift_x):width - max(0, shift_x)] = \
-      image[max(0, shift_y):height - max(0, -shift_y), max(0, shift_x):width - max(0, -shift_x)]
+  out[max(0, -shift_y) : height - max(0, shift_y), max(0, -shift_x) : width - max(0, shift_x)] = (
+      image[max(0, shift_y) : height - max(0, -shift_y), max(0, shift_x) : width - max(0, -shift_x)]
+  )
   return out
 
 
@@ -128,13 +138,17 @@ def random_crop(image: Image.Image, size: int, rng: np.random.Generator) -> Imag
   return image.crop((left, top, left + size, top + size))
 
 
-def train_image(image: bytes | np.ndarray, prep: Preprocessing, rng: np.random.Generator) -> np.ndarray:
+def train_image(
+    image: bytes | np.ndarray, prep: Preprocessing, rng: np.random.Generator
+) -> np.ndarray:
   """Training augmentation: stored image -> uint8 ``prep.image_shape`` (possibly a strided view)."""
   if prep.kind == "small":
     out = random_pad_crop(np.asarray(image), prep.crop_padding, rng)
     return random_flip(out, rng) if prep.flip else out
   crop = prep.image_shape[0]
-  pil = random_crop(resize_shorter_side(to_pil(image, draft_size=prep.resize), prep.resize), crop, rng)
+  pil = random_crop(
+      resize_shorter_side(to_pil(image, draft_size=prep.resize), prep.resize), crop, rng
+  )
   if prep.flip and rng.random() < 0.5:
     pil = pil.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
   if prep.randaugment is not None:
@@ -147,6 +161,7 @@ def eval_image(image: bytes | np.ndarray, prep: Preprocessing) -> np.ndarray:
   """Evaluation transform: stored image -> uint8 ``prep.image_shape`` (identity for ``small``)."""
   if prep.kind == "small":
     return np.asarray(image)
-  pil = center_crop(resize_shorter_side(to_pil(image, draft_size=prep.resize), prep.resize),
-                    prep.image_shape[0])
+  pil = center_crop(
+      resize_shorter_side(to_pil(image, draft_size=prep.resize), prep.resize), prep.image_shape[0]
+  )
   return np.asarray(pil, dtype=np.uint8)

@@ -86,13 +86,15 @@ class DatasetSpec:
 VALIDATION_SEED = 20210601
 FIT_SPLIT = "train.fit"
 CARVED_VALIDATION_SPLIT = "train.validation"
-VALIDATION_FRACTION = 0.02   # ImageNet folders, Tiny ImageNet, generic TFDS datasets
+VALIDATION_FRACTION = 0.02  # ImageNet folders, Tiny ImageNet, generic TFDS datasets
 
 
 def validation_size(base: str, num_train: int) -> int:
   """Examples carved from ``num_train`` training examples into the validation split of ``base``."""
   if num_train < 2:
-    raise ValueError(f"{base}: {num_train} training examples are too few to carve a validation split.")
+    raise ValueError(
+        f"{base}: {num_train} training examples are too few to carve a validation split."
+    )
   if base == "digits":
     size = 200
   else:
@@ -141,19 +143,43 @@ class _Family:
 
 
 _FAMILIES: dict[str, _Family] = {
-    "digits": _Family(digits.CodajaxDigits, augment.small_preprocessing((16, 16, 1), flip=False),
-                      test_split="test", embedded=True),
-    "shapes": _Family(shapes.CodajaxShapes, augment.small_preprocessing((32, 32, 3), flip=True),
-                      test_split="test", embedded=True, parse_config=shapes.parse_shapes_config,
-                      default_config=shapes.DEFAULT_CONFIG.name, has_object_mask=True),
-    "cifar10": _Family(cifar10.CodajaxCifar10, augment.small_preprocessing((32, 32, 3), flip=True),
-                       test_split="test", manual_hint=f"DIR_WITH_{cifar10.ARCHIVE_NAME}", url=cifar10.ARCHIVE_URL),
-    "imagenet_folder": _Family(image_folder.CodajaxImagenetFolder, augment.imagenet_preprocessing(),
-                               test_split="validation", parse_config=image_folder.parse_image_folder_config,
-                               default_config="all", manual_hint="IMAGENET_ROOT_WITH_train_AND_val"),
-    "tiny_imagenet": _Family(image_folder.CodajaxTinyImagenet, augment.small_preprocessing((64, 64, 3), flip=True),
-                             test_split="validation", manual_hint="DIR_WITH_tiny-imagenet-200",
-                             url=image_folder.TINY_IMAGENET_URL),
+    "digits": _Family(
+        digits.CodajaxDigits,
+        augment.small_preprocessing((16, 16, 1), flip=False),
+        test_split="test",
+        embedded=True,
+    ),
+    "shapes": _Family(
+        shapes.CodajaxShapes,
+        augment.small_preprocessing((32, 32, 3), flip=True),
+        test_split="test",
+        embedded=True,
+        parse_config=shapes.parse_shapes_config,
+        default_config=shapes.DEFAULT_CONFIG.name,
+        has_object_mask=True,
+    ),
+    "cifar10": _Family(
+        cifar10.CodajaxCifar10,
+        augment.small_preprocessing((32, 32, 3), flip=True),
+        test_split="test",
+        manual_hint=f"DIR_WITH_{cifar10.ARCHIVE_NAME}",
+        url=cifar10.ARCHIVE_URL,
+    ),
+    "imagenet_folder": _Family(
+        image_folder.CodajaxImagenetFolder,
+        augment.imagenet_preprocessing(),
+        test_split="validation",
+        parse_config=image_folder.parse_image_folder_config,
+        default_config="all",
+        manual_hint="IMAGENET_ROOT_WITH_train_AND_val",
+    ),
+    "tiny_imagenet": _Family(
+        image_folder.CodajaxTinyImagenet,
+        augment.small_preprocessing((64, 64, 3), flip=True),
+        test_split="validation",
+        manual_hint="DIR_WITH_tiny-imagenet-200",
+        url=image_folder.TINY_IMAGENET_URL,
+    ),
 }
 _ALIASES = {"imagenet100": "imagenet_folder/first100"}
 KNOWN_NAMES = ("digits", "shapes", "cifar10", "imagenet100", "imagenet_folder", "tiny_imagenet")
@@ -172,24 +198,30 @@ def mirror_root(data_dir: str) -> str:
 
 def _relative_to_root(builder: tfds.core.DatasetBuilder, root: str) -> str:
   """``builder.data_dir`` relative to its data directory ``root`` (``codajax_digits/1.0.0``)."""
-  return os.fspath(builder.data_dir)[len(os.fspath(storage.path(root)).rstrip("/")) + 1:]
+  return os.fspath(builder.data_dir)[len(os.fspath(storage.path(root)).rstrip("/")) + 1 :]
 
 
-def _mirrored_builder(name: str, builder: tfds.core.DatasetBuilder, data_dir: str) -> tfds.core.DatasetBuilder:
+def _mirrored_builder(
+    name: str, builder: tfds.core.DatasetBuilder, data_dir: str
+) -> tfds.core.DatasetBuilder:
   """The builder of ``name`` on this host's local mirror of its prepared files in ``data_dir``."""
   remote = os.fspath(builder.data_dir)
   if remote not in _MIRRORED:
     root = mirror_root(data_dir)
-    storage.mirror(remote, storage.join(root, _relative_to_root(builder, data_dir)),
-                   last="dataset_info.json")
+    storage.mirror(
+        remote, storage.join(root, _relative_to_root(builder, data_dir)), last="dataset_info.json"
+    )
     _MIRRORED[remote] = builder_for(name, root)
   return _MIRRORED[remote]
 
 
 def _upload(local: tfds.core.DatasetBuilder, staging: str, data_dir: str) -> None:
   """Copies the prepared ``local`` builder's files from ``staging`` into ``data_dir``."""
-  storage.copy_tree(local.data_dir, storage.join(data_dir, _relative_to_root(local, staging)),
-                    last="dataset_info.json")
+  storage.copy_tree(
+      local.data_dir,
+      storage.join(data_dir, _relative_to_root(local, staging)),
+      last="dataset_info.json",
+  )
 
 
 def default_data_dir() -> str:
@@ -210,7 +242,7 @@ class ResolvedDataset:
   train_split: str
   test_split: str
   validation_split: str = ""
-  remote_data_dir: str | None = None   # a gs:// data_dir: files read from a local mirror
+  remote_data_dir: str | None = None  # a gs:// data_dir: files read from a local mirror
 
   def _reader(self) -> tfds.core.DatasetBuilder:
     """The builder whose files are read (a local mirror for a remote data directory)."""
@@ -249,7 +281,9 @@ class ResolvedDataset:
     info = self.builder.info
     label = info.features[self.label_key]
     if not isinstance(label, tfds.features.ClassLabel):
-      raise ValueError(f"{self.name}: feature {self.label_key!r} is not a ClassLabel, so the classes are unknown.")
+      raise ValueError(
+          f"{self.name}: feature {self.label_key!r} is not a ClassLabel, so the classes are unknown."
+      )
     sizes = {split: int(split_info.num_examples) for split, split_info in info.splits.items()}
     return DatasetSpec(
         name=self.name,
@@ -279,7 +313,8 @@ class CheckedSource(Sequence):
       raise
     except Exception as error:  # noqa: BLE001  (array_record raises RuntimeError and others)
       raise errors.DatasetCorruptError(
-          f"{self.message} ({type(error).__name__}: {str(error)[:200]})") from None
+          f"{self.message} ({type(error).__name__}: {str(error)[:200]})"
+      ) from None
 
   def __getitem__(self, index):
     return self._checked(self.source.__getitem__, index)
@@ -299,16 +334,21 @@ def _prepare_again_command(name: str, data_dir: str) -> str:
 
 def _corrupt_message(where: str, builder: tfds.core.DatasetBuilder) -> str:
   folder = os.fspath(builder.data_dir)
-  files = sorted(f for f in os.listdir(folder) if "array_record" in f) if os.path.isdir(folder) else []
+  files = (
+      sorted(f for f in os.listdir(folder) if "array_record" in f) if os.path.isdir(folder) else []
+  )
   data_dir = os.fspath(builder.data_dir_root) if hasattr(builder, "data_dir_root") else folder
   name = where.split("[")[0]
-  return (f"Cannot read {where}: the prepared files in {folder} ({', '.join(files) or 'none'}) are "
-          f"corrupt. Delete {folder} and prepare it again {_prepare_again_command(name, data_dir)}")
+  return (
+      f"Cannot read {where}: the prepared files in {folder} ({', '.join(files) or 'none'}) are "
+      f"corrupt. Delete {folder} and prepare it again {_prepare_again_command(name, data_dir)}"
+  )
 
 
 def _corrupt_error(where: str, builder, error: BaseException) -> errors.DatasetCorruptError:
   return errors.DatasetCorruptError(
-      f"{_corrupt_message(where, builder)} ({type(error).__name__}: {str(error)[:200]})")
+      f"{_corrupt_message(where, builder)} ({type(error).__name__}: {str(error)[:200]})"
+  )
 
 
 def _split_name(name: str) -> tuple[str, str | None]:
@@ -317,7 +357,9 @@ def _split_name(name: str) -> tuple[str, str | None]:
   return base, config or None
 
 
-def _family_builder(base: str, family: _Family, config: str | None, data_dir: str) -> tfds.core.DatasetBuilder:
+def _family_builder(
+    base: str, family: _Family, config: str | None, data_dir: str
+) -> tfds.core.DatasetBuilder:
   if config is not None and family.parse_config is None:
     raise errors.UnknownDatasetError(f"Dataset {base!r} has no configs, got {base}/{config}.")
   if family.parse_config is None:
@@ -325,8 +367,9 @@ def _family_builder(base: str, family: _Family, config: str | None, data_dir: st
   parsed = family.parse_config(config or family.default_config)
   # TFDS wants predefined configs by name and accepts other (parameterised) ones as objects.
   predefined = parsed.name in family.builder_cls.builder_configs
-  return family.builder_cls(data_dir=data_dir, file_format="array_record",
-                            config=parsed.name if predefined else parsed)
+  return family.builder_cls(
+      data_dir=data_dir, file_format="array_record", config=parsed.name if predefined else parsed
+  )
 
 
 def canonical_name(name: str) -> str:
@@ -341,7 +384,9 @@ def canonical_name(name: str) -> str:
 def _prepared_names(data_dir: str) -> list[str]:
   """Dataset folders in ``data_dir``, codajax ones by their public name (``codajax_digits`` -> ``digits``)."""
   public = {family.builder_cls.name: base for base, family in _FAMILIES.items()}
-  folders = [name for name in storage.listdir(data_dir) if storage.isdir(storage.join(data_dir, name))]
+  folders = [
+      name for name in storage.listdir(data_dir) if storage.isdir(storage.join(data_dir, name))
+  ]
   return sorted({public.get(folder, folder) for folder in folders if folder != "downloads"})
 
 
@@ -349,40 +394,62 @@ def _unknown_dataset_error(name: str, data_dir: str) -> errors.UnknownDatasetErr
   prepared = _prepared_names(data_dir)
   return errors.UnknownDatasetError(
       f"Unknown dataset {name!r}. Known datasets: {', '.join(KNOWN_NAMES)}, or any TFDS dataset prepared in "
-      f"array_record format in the data directory {data_dir} (found there: {', '.join(prepared) or 'none'}).")
+      f"array_record format in the data directory {data_dir} (found there: {', '.join(prepared) or 'none'})."
+  )
 
 
 def _not_prepared_error(name: str, data_dir: str) -> errors.DatasetNotPreparedError:
   base, config = _split_name(name)
   family = _FAMILIES.get(base)
   extra: list[str] = []
-  if family is not None and family.parse_config is not None and config is not None and name not in _ALIASES:
+  if (
+      family is not None
+      and family.parse_config is not None
+      and config is not None
+      and name not in _ALIASES
+  ):
     extra = _config_flags(base, family.parse_config(config))
   if family is None:
     command = errors.prepare_command(name, data_dir=data_dir, extra=["--download"])
-    hint = ("(TFDS builders with Image features need TensorFlow to prepare: then run `tfds build "
-            f"{name} --data_dir {data_dir} --file_format array_record` where TensorFlow is installed.)")
+    hint = (
+        "(TFDS builders with Image features need TensorFlow to prepare: then run `tfds build "
+        f"{name} --data_dir {data_dir} --file_format array_record` where TensorFlow is installed.)"
+    )
   else:
     # Downloads land in data_dir/downloads/manual (local data directories; a gs:// one is
     # prepared in a local staging folder, so it names the source folder instead).
-    manual_dir = (os.path.join(data_dir, "downloads", "manual", base)
-                  if family.url and not storage.is_remote(data_dir) else family.manual_hint)
-    command = errors.prepare_command(name if name in _ALIASES else base, data_dir=data_dir,
-                                     manual_dir=manual_dir, extra=extra)
+    manual_dir = (
+        os.path.join(data_dir, "downloads", "manual", base)
+        if family.url and not storage.is_remote(data_dir)
+        else family.manual_hint
+    )
+    command = errors.prepare_command(
+        name if name in _ALIASES else base, data_dir=data_dir, manual_dir=manual_dir, extra=extra
+    )
     hint = f"(or add --download to fetch {family.url})" if family.url else ""
   return errors.DatasetNotPreparedError(
-      f"Dataset {name!r} is not prepared in {data_dir}. Prepare it with:\n  {command}\n{hint}".rstrip())
+      f"Dataset {name!r} is not prepared in {data_dir}. Prepare it with:\n  {command}\n{hint}".rstrip()
+  )
 
 
 def _config_flags(base: str, config: tfds.core.BuilderConfig) -> list[str]:
   if base == "shapes":
-    return ["--num_train", str(config.num_train), "--num_test", str(config.num_test), "--seed", str(config.seed)]
+    return [
+        "--num_train",
+        str(config.num_train),
+        "--num_test",
+        str(config.num_test),
+        "--seed",
+        str(config.seed),
+    ]
   if base == "imagenet_folder" and config.num_classes is not None:
     return ["--classes", str(config.num_classes)]
   return []
 
 
-def builder_for(name: str, data_dir: str | os.PathLike[str] | None = None) -> tfds.core.DatasetBuilder:
+def builder_for(
+    name: str, data_dir: str | os.PathLike[str] | None = None
+) -> tfds.core.DatasetBuilder:
   """The TFDS builder of ``name`` in ``data_dir`` (prepared or not); raises ``UnknownDatasetError``."""
   data_dir = os.fspath(data_dir) if data_dir is not None else default_data_dir()
   base, config = _split_name(name)
@@ -401,11 +468,15 @@ def _generic_keys(builder: tfds.core.DatasetBuilder) -> tuple[str, str]:
   features = builder.info.features
   if "image" in features and "label" in features:
     return "image", "label"
-  raise ValueError(f"{builder.name}: cannot tell the image and label features apart "
-                   f"(no (image, label) supervised_keys, features {list(features)}).")
+  raise ValueError(
+      f"{builder.name}: cannot tell the image and label features apart "
+      f"(no (image, label) supervised_keys, features {list(features)})."
+  )
 
 
-def _generic_preprocessing(builder: tfds.core.DatasetBuilder, image_key: str) -> augment.Preprocessing:
+def _generic_preprocessing(
+    builder: tfds.core.DatasetBuilder, image_key: str
+) -> augment.Preprocessing:
   shape = tuple(builder.info.features[image_key].shape)
   if len(shape) == 3 and None not in shape and max(shape[:2]) <= 64:
     return augment.small_preprocessing(shape, flip=shape[2] == 3)
@@ -423,8 +494,10 @@ def split_crop(name: str) -> tuple[str, int | None]:
   if not at:
     return name, None
   if not crop.isdigit() or int(crop) <= 0:
-    raise ValueError(f"Dataset {name!r}: the text after '@' must be a positive crop size, e.g. "
-                     f"imagenet_folder@224.")
+    raise ValueError(
+        f"Dataset {name!r}: the text after '@' must be a positive crop size, e.g. "
+        f"imagenet_folder@224."
+    )
   return base, int(crop)
 
 
@@ -433,12 +506,15 @@ def _with_crop(prep: augment.Preprocessing, crop: int | None, name: str) -> augm
   if crop is None:
     return prep
   if prep.kind != "imagenet":
-    raise ValueError(f"Dataset {name!r}: '@{crop}' sets the crop of resized datasets "
-                     f"(imagenet_folder, ...); this one is used at its stored size "
-                     f"{prep.image_shape[0]}x{prep.image_shape[1]}.")
+    raise ValueError(
+        f"Dataset {name!r}: '@{crop}' sets the crop of resized datasets "
+        f"(imagenet_folder, ...); this one is used at its stored size "
+        f"{prep.image_shape[0]}x{prep.image_shape[1]}."
+    )
   if crop > prep.resize:
-    raise ValueError(f"Dataset {name!r}: the crop {crop} exceeds the resized shorter side "
-                     f"{prep.resize}.")
+    raise ValueError(
+        f"Dataset {name!r}: the crop {crop} exceeds the resized shorter side " f"{prep.resize}."
+    )
   return dataclasses.replace(prep, image_shape=(crop, crop, prep.image_shape[2]))
 
 
@@ -463,14 +539,21 @@ def resolve(name: str, data_dir: str | os.PathLike[str] | None = None) -> Resolv
     raise
   except Exception as error:  # noqa: BLE001  (TFDS raises ParseError, JSONDecodeError, ...)
     folder = os.path.join(data_dir, family.builder_cls.name if family else base)
-    infos = (sorted(storage.join(folder, name) for name in storage.files_under(folder)
-                    if name.rsplit("/", 1)[-1] == "dataset_info.json")
-             if storage.isdir(folder) else [])
+    infos = (
+        sorted(
+            storage.join(folder, name)
+            for name in storage.files_under(folder)
+            if name.rsplit("/", 1)[-1] == "dataset_info.json"
+        )
+        if storage.isdir(folder)
+        else []
+    )
     raise errors.DatasetCorruptError(
         f"Cannot read the description of dataset {name!r} ({', '.join(infos) or folder}): "
         f"{type(error).__name__}: {str(error)[:200].rstrip('.')}. The prepared dataset is corrupt: delete "
         f"{os.path.dirname(infos[0]) if infos else folder} and prepare it again "
-        f"{_prepare_again_command(name, data_dir)}") from None
+        f"{_prepare_again_command(name, data_dir)}"
+    ) from None
   if not prepared:
     if family is None or not family.embedded:
       raise _not_prepared_error(name, data_dir)
@@ -486,26 +569,38 @@ def resolve(name: str, data_dir: str | os.PathLike[str] | None = None) -> Resolv
     raise errors.DatasetNotPreparedError(
         f"Dataset {name!r} in {builder.data_dir} is stored as {builder.info.file_format.value}; random access "
         f"needs array_record. Prepare it again in array_record format:\n  "
-        f"{errors.prepare_command(name, data_dir=data_dir)}")
+        f"{errors.prepare_command(name, data_dir=data_dir)}"
+    )
   remote = data_dir if storage.is_remote(data_dir) else None
   if family is not None:
-    return ResolvedDataset(name=canonical_name(name), builder=builder,
-                           preprocessing=_with_crop(family.preprocessing, crop, full_name),
-                           image_key="image", label_key="label",
-                           mask_key="object_mask" if family.has_object_mask else None,
-                           train_split=FIT_SPLIT, test_split=family.test_split,
-                           validation_split=CARVED_VALIDATION_SPLIT, remote_data_dir=remote)
+    return ResolvedDataset(
+        name=canonical_name(name),
+        builder=builder,
+        preprocessing=_with_crop(family.preprocessing, crop, full_name),
+        image_key="image",
+        label_key="label",
+        mask_key="object_mask" if family.has_object_mask else None,
+        train_split=FIT_SPLIT,
+        test_split=family.test_split,
+        validation_split=CARVED_VALIDATION_SPLIT,
+        remote_data_dir=remote,
+    )
   image_key, label_key = _generic_keys(builder)
   splits = builder.info.splits
   test_split = next((split for split in ("test", "validation") if split in splits), "test")
   own_validation = test_split == "test" and "validation" in splits
-  return ResolvedDataset(name=name, builder=builder,
-                         preprocessing=_with_crop(_generic_preprocessing(builder, image_key), crop,
-                                                  full_name),
-                         image_key=image_key, label_key=label_key, mask_key=None,
-                         train_split="train" if own_validation else FIT_SPLIT, test_split=test_split,
-                         validation_split="validation" if own_validation else CARVED_VALIDATION_SPLIT,
-                         remote_data_dir=remote)
+  return ResolvedDataset(
+      name=name,
+      builder=builder,
+      preprocessing=_with_crop(_generic_preprocessing(builder, image_key), crop, full_name),
+      image_key=image_key,
+      label_key=label_key,
+      mask_key=None,
+      train_split="train" if own_validation else FIT_SPLIT,
+      test_split=test_split,
+      validation_split="validation" if own_validation else CARVED_VALIDATION_SPLIT,
+      remote_data_dir=remote,
+  )
 
 
 def dataset_info(name: str, *, data_dir: str | os.PathLike[str] | None = None) -> DatasetSpec:
@@ -516,7 +611,8 @@ def dataset_info(name: str, *, data_dir: str | os.PathLike[str] | None = None) -
 def _download_and_prepare(builder: tfds.core.DatasetBuilder, manual_dir: str | None) -> None:
   builder.download_and_prepare(
       file_format="array_record",
-      download_config=tfds.download.DownloadConfig(manual_dir=manual_dir, try_download_gcs=False))
+      download_config=tfds.download.DownloadConfig(manual_dir=manual_dir, try_download_gcs=False),
+  )
 
 
 def _fetch(url: str, directory: str, *, extract_zip: bool) -> None:
@@ -532,31 +628,49 @@ def _fetch(url: str, directory: str, *, extract_zip: bool) -> None:
       archive.extractall(directory)
 
 
-def _named_config(base: str, config: str | None, *, num_train: int | None, num_test: int | None,
-                  seed: int | None, classes: int | None) -> str | None:
+def _named_config(
+    base: str,
+    config: str | None,
+    *,
+    num_train: int | None,
+    num_test: int | None,
+    seed: int | None,
+    classes: int | None,
+) -> str | None:
   """The config name selected by a name suffix and/or the shapes/imagenet flags (they must agree)."""
   family = _FAMILIES[base]
   if base == "shapes" and (num_train, num_test, seed) != (None, None, None):
     default = shapes.DEFAULT_CONFIG
-    flagged = shapes.shapes_config(num_train if num_train is not None else default.num_train,
-                                   num_test if num_test is not None else default.num_test,
-                                   seed if seed is not None else default.seed).name
+    flagged = shapes.shapes_config(
+        num_train if num_train is not None else default.num_train,
+        num_test if num_test is not None else default.num_test,
+        seed if seed is not None else default.seed,
+    ).name
   elif base == "imagenet_folder" and classes is not None:
     flagged = image_folder.image_folder_config(classes).name
   else:
     if (num_train, num_test, seed, classes) != (None, None, None, None):
-      raise ValueError(f"--num_train/--num_test/--seed apply to shapes and --classes to imagenet_folder; "
-                       f"not to {base}.")
+      raise ValueError(
+          f"--num_train/--num_test/--seed apply to shapes and --classes to imagenet_folder; "
+          f"not to {base}."
+      )
     return config
   if config is not None and family.parse_config(config).name != flagged:
     raise ValueError(f"The name says config {config!r} but the flags say {flagged!r}.")
   return flagged
 
 
-def prepare_dataset(name: str, *, data_dir: str | os.PathLike[str] | None = None,
-                    manual_dir: str | os.PathLike[str] | None = None, download: bool = False,
-                    num_train: int | None = None, num_test: int | None = None, seed: int | None = None,
-                    classes: int | None = None) -> DatasetSpec:
+def prepare_dataset(
+    name: str,
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    manual_dir: str | os.PathLike[str] | None = None,
+    download: bool = False,
+    num_train: int | None = None,
+    num_test: int | None = None,
+    seed: int | None = None,
+    classes: int | None = None,
+) -> DatasetSpec:
   """Prepares ``name`` in array_record format in ``data_dir`` (a no-op when already prepared).
 
   Args:
@@ -575,39 +689,58 @@ def prepare_dataset(name: str, *, data_dir: str | os.PathLike[str] | None = None
   data_dir = os.fspath(data_dir) if data_dir is not None else default_data_dir()
   manual_dir = os.fspath(manual_dir) if manual_dir is not None else None
   if storage.is_remote(data_dir):
-    return _prepare_remote(name, data_dir, manual_dir=manual_dir, download=download,
-                           num_train=num_train, num_test=num_test, seed=seed, classes=classes)
+    return _prepare_remote(
+        name,
+        data_dir,
+        manual_dir=manual_dir,
+        download=download,
+        num_train=num_train,
+        num_test=num_test,
+        seed=seed,
+        classes=classes,
+    )
   base, config = _split_name(name)
   family = _FAMILIES.get(base)
   if family is None:
     if (num_train, num_test, seed, classes) != (None, None, None, None):
-      raise ValueError(f"--num_train/--num_test/--seed/--classes do not apply to the TFDS dataset {name!r}.")
+      raise ValueError(
+          f"--num_train/--num_test/--seed/--classes do not apply to the TFDS dataset {name!r}."
+      )
     builder = builder_for(name, data_dir)
     if not builder.is_prepared():
       if not download and manual_dir is None:
         raise errors.DatasetNotPreparedError(
             f"Preparing the TFDS dataset {name!r} may download data; allow it with --download (or give the "
             f"manually downloaded files with --manual_dir):\n  "
-            f"{errors.prepare_command(name, data_dir=data_dir, extra=['--download'])}")
+            f"{errors.prepare_command(name, data_dir=data_dir, extra=['--download'])}"
+        )
       _download_and_prepare(builder, manual_dir)
     return resolve(name, data_dir).spec()
 
   if name in _ALIASES and classes not in (None, 100):
-    raise ValueError(f"{name} is the first 100 classes; use imagenet_folder --classes {classes} instead.")
-  config = _named_config(base, config, num_train=num_train, num_test=num_test, seed=seed, classes=classes)
+    raise ValueError(
+        f"{name} is the first 100 classes; use imagenet_folder --classes {classes} instead."
+    )
+  config = _named_config(
+      base, config, num_train=num_train, num_test=num_test, seed=seed, classes=classes
+  )
   canonical = base if config is None else f"{base}/{config}"
   builder = builder_for(canonical, data_dir)
   if not builder.is_prepared():
     if family.url is not None and download and not _has_manual_data(base, manual_dir):
       manual_dir = manual_dir or os.path.join(data_dir, "downloads", "manual", base)
       _fetch(family.url, manual_dir, extract_zip=family.url.endswith(".zip"))
-    command_name, command_flags = ((name, []) if name in _ALIASES else
-                                   (base, _config_flags(base, builder.builder_config) if family.parse_config else []))
+    command_name, command_flags = (
+        (name, [])
+        if name in _ALIASES
+        else (base, _config_flags(base, builder.builder_config) if family.parse_config else [])
+    )
     _check_manual_data(base, manual_dir, data_dir=data_dir, name=command_name, extra=command_flags)
     if base == "cifar10":
       cifar10.check_archive(cifar10.find_archive(manual_dir, data_dir=data_dir))
-    with _removed_on_failure(data_dir, [os.path.join(data_dir, builder.name),
-                                        os.path.join(data_dir, "downloads")]):
+    with _removed_on_failure(
+        data_dir, [os.path.join(data_dir, builder.name), os.path.join(data_dir, "downloads")]
+    ):
       _download_and_prepare(builder, manual_dir)
   return resolve(canonical, data_dir).spec()
 
@@ -646,8 +779,9 @@ def _has_manual_data(base: str, manual_dir: str | None) -> bool:
   return True
 
 
-def _check_manual_data(base: str, manual_dir: str | None, *, data_dir: str | None, name: str,
-                       extra: list[str]) -> None:
+def _check_manual_data(
+    base: str, manual_dir: str | None, *, data_dir: str | None, name: str, extra: list[str]
+) -> None:
   """Raises ``ManualDataNotFoundError`` naming the prepare command when ``base``'s source data is missing."""
   if base == "cifar10":
     cifar10.find_archive(manual_dir, data_dir=data_dir)

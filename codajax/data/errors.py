@@ -7,8 +7,13 @@ import shlex
 from collections.abc import Sequence
 
 
-def prepare_command(name: str, *, data_dir: str | os.PathLike[str] | None = None,
-                    manual_dir: str | os.PathLike[str] | None = None, extra: Sequence[str] = ()) -> str:
+def prepare_command(
+    name: str,
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    manual_dir: str | os.PathLike[str] | None = None,
+    extra: Sequence[str] = (),
+) -> str:
   """The shell command that prepares dataset ``name``, e.g. ``python -m codajax.data.prepare cifar10 ...``."""
   parts = ["python", "-m", "codajax.data.prepare", name]
   if manual_dir is not None:

@@ -54,14 +54,18 @@ def _process_shard(process_index: int | None, process_count: int | None) -> tupl
     process_index = jax.process_index() if process_index is None else process_index
     process_count = jax.process_count() if process_count is None else process_count
   if process_count < 1 or not 0 <= process_index < process_count:
-    raise ValueError(f"Need 0 <= process_index < process_count, got {process_index} of {process_count}.")
+    raise ValueError(
+        f"Need 0 <= process_index < process_count, got {process_index} of {process_count}."
+    )
   return process_index, process_count
 
 
 def _local_batch_size(global_batch_size: int, process_count: int) -> int:
   if global_batch_size < 1 or global_batch_size % process_count:
-    raise ValueError(f"global_batch_size ({global_batch_size}) must be a positive multiple of the number of "
-                     f"processes ({process_count}).")
+    raise ValueError(
+        f"global_batch_size ({global_batch_size}) must be a positive multiple of the number of "
+        f"processes ({process_count})."
+    )
   return global_batch_size // process_count
 
 
@@ -81,16 +85,27 @@ def example_rng(seed: int, position: int) -> np.random.Generator:
   return np.random.default_rng([seed, position])
 
 
-def transform_example(example: dict[str, Any], *, prep: augment.Preprocessing, image_key: str, label_key: str,
-                      mask_key: str | None = None, rng: np.random.Generator | None = None) -> Batch:
+def transform_example(
+    example: dict[str, Any],
+    *,
+    prep: augment.Preprocessing,
+    image_key: str,
+    label_key: str,
+    mask_key: str | None = None,
+    rng: np.random.Generator | None = None,
+) -> Batch:
   """One stored example -> ``{"image": uint8 (H, W, C), "label": int32 ()}``.
 
   With ``rng`` the training augmentation is applied, else the eval transform; with
   ``mask_key`` (datasets whose eval transform is the identity) also ``"object_mask": uint8 (H, W)``.
   """
   image = example[image_key]
-  out = {"image": augment.eval_image(image, prep) if rng is None else augment.train_image(image, prep, rng),
-         "label": np.int32(example[label_key])}
+  out = {
+      "image": augment.eval_image(image, prep)
+      if rng is None
+      else augment.train_image(image, prep, rng),
+      "label": np.int32(example[label_key]),
+  }
   if mask_key is not None:
     out["object_mask"] = np.asarray(example[mask_key], np.uint8)
   return out
@@ -104,8 +119,13 @@ def _position_and_index(position: int, index: int) -> tuple[int, int]:
   return position, index
 
 
-def read_train_batch(positions_and_indices: tuple[np.ndarray, np.ndarray], *, source: Sequence[dict[str, Any]],
-                     augment_seed: int | None, **keys: Any) -> Batch:
+def read_train_batch(
+    positions_and_indices: tuple[np.ndarray, np.ndarray],
+    *,
+    source: Sequence[dict[str, Any]],
+    augment_seed: int | None,
+    **keys: Any,
+) -> Batch:
   """Reads examples ``indices`` (b,) in one batched read and transforms them.
 
   Example i is augmented with ``example_rng(augment_seed, positions[i])`` (no augmentation
@@ -113,20 +133,31 @@ def read_train_batch(positions_and_indices: tuple[np.ndarray, np.ndarray], *, so
   """
   positions, indices = positions_and_indices
   examples = source.__getitems__(indices.tolist())
-  return _stack([
-      transform_example(example, rng=None if augment_seed is None else example_rng(augment_seed, int(position)),
-                        **keys)
-      for example, position in zip(examples, positions)])
+  return _stack(
+      [
+          transform_example(
+              example,
+              rng=None if augment_seed is None else example_rng(augment_seed, int(position)),
+              **keys,
+          )
+          for example, position in zip(examples, positions)
+      ]
+  )
 
 
-def read_eval_batch(positions: np.ndarray, *, source: Sequence[dict[str, Any]], **keys: Any) -> Batch:
+def read_eval_batch(
+    positions: np.ndarray, *, source: Sequence[dict[str, Any]], **keys: Any
+) -> Batch:
   """Reads positions (b,) of the padded eval stream: example ``position % N``, ``valid = position < N``.
 
   Returns ``{"image", "label", "valid": bool (b,)}`` (+ ``"object_mask"`` when ``keys`` has a mask key).
   """
   num_examples = len(source)
   examples = source.__getitems__((positions % num_examples).tolist())
-  return {**_stack([transform_example(example, **keys) for example in examples]), "valid": positions < num_examples}
+  return {
+      **_stack([transform_example(example, **keys) for example in examples]),
+      "valid": positions < num_examples,
+  }
 
 
 class BatchIterator(Iterator[Batch]):
@@ -136,8 +167,14 @@ class BatchIterator(Iterator[Batch]):
     batches_per_epoch: train: global batches per epoch; eval: batches in the one pass.
   """
 
-  def __init__(self, batches: grain.MapDataset, *, identity: dict[str, int | str], batches_per_epoch: int,
-               worker_count: int):
+  def __init__(
+      self,
+      batches: grain.MapDataset,
+      *,
+      identity: dict[str, int | str],
+      batches_per_epoch: int,
+      worker_count: int,
+  ):
     if worker_count < 0:
       raise ValueError(f"worker_count must be >= 0, got {worker_count}.")
     self._batches = batches
@@ -159,12 +196,16 @@ class BatchIterator(Iterator[Batch]):
 
   def _start(self, first_batch: int) -> grain.DatasetIterator:
     dataset = self._batches[first_batch:].to_iter_dataset(
-        grain.ReadOptions(num_threads=READ_THREADS, prefetch_buffer_size=PREFETCH_BATCHES))
+        grain.ReadOptions(num_threads=READ_THREADS, prefetch_buffer_size=PREFETCH_BATCHES)
+    )
     if self._worker_count:
       if not flags.FLAGS.is_parsed():  # grain's workers read absl flags
         flags.FLAGS.mark_as_parsed()
-      dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=self._worker_count,
-                                                                 per_worker_buffer_size=PREFETCH_BATCHES))
+      dataset = dataset.mp_prefetch(
+          grain.MultiprocessingOptions(
+              num_workers=self._worker_count, per_worker_buffer_size=PREFETCH_BATCHES
+          )
+      )
     return iter(dataset)
 
   def get_state(self) -> dict[str, int | str]:
@@ -173,10 +214,16 @@ class BatchIterator(Iterator[Batch]):
 
   def set_state(self, state: dict[str, int | str]) -> None:
     """Continues from ``state`` (from ``get_state`` of an iterator with the same parameters)."""
-    mismatched = {key: (state.get(key), value) for key, value in self._identity.items() if state.get(key) != value}
+    mismatched = {
+        key: (state.get(key), value)
+        for key, value in self._identity.items()
+        if state.get(key) != value
+    }
     if mismatched or set(state) != set(self._identity) | {"next_batch"}:
-      raise ValueError(f"The state does not belong to this loader: (state, loader) values differ for {mismatched}; "
-                       f"state keys {sorted(state)}.")
+      raise ValueError(
+          f"The state does not belong to this loader: (state, loader) values differ for {mismatched}; "
+          f"state keys {sorted(state)}."
+      )
     next_batch = state["next_batch"]
     if not isinstance(next_batch, int) or next_batch < 0:
       raise ValueError(f"next_batch must be an int >= 0, got {next_batch!r}.")
@@ -196,10 +243,19 @@ class BatchIterator(Iterator[Batch]):
     self.close()
 
 
-def train_loader(name: str, *, global_batch_size: int, seed: int, data_dir: str | os.PathLike[str] | None = None,
-                 split: str | None = None, augment: bool = True, worker_count: int = 0,
-                 process_index: int | None = None, process_count: int | None = None,
-                 start_state: dict[str, int | str] | None = None) -> BatchIterator:
+def train_loader(
+    name: str,
+    *,
+    global_batch_size: int,
+    seed: int,
+    data_dir: str | os.PathLike[str] | None = None,
+    split: str | None = None,
+    augment: bool = True,
+    worker_count: int = 0,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    start_state: dict[str, int | str] | None = None,
+) -> BatchIterator:
   """Infinite iterator of this process's training batches, reshuffled every epoch.
 
   Args:
@@ -223,24 +279,55 @@ def train_loader(name: str, *, global_batch_size: int, seed: int, data_dir: str 
   source = dataset.source(split)
   steps = len(source) // global_batch_size
   if steps == 0:
-    raise ValueError(f"{dataset.name}[{split}] has {len(source)} examples, fewer than one global batch "
-                     f"({global_batch_size}).")
-  index_batches = (grain.MapDataset.range(len(source)).shuffle(seed=derived_seed(seed, "shuffle"))
-                   .map_with_index(_position_and_index).batch(local, drop_remainder=True))
-  batches = index_batches[:steps * count][index::count].repeat().map(functools.partial(
-      read_train_batch, source=source, augment_seed=derived_seed(seed, "augment") if augment else None,
-      prep=dataset.preprocessing, image_key=dataset.image_key, label_key=dataset.label_key))
-  identity = {"dataset": dataset.name, "split": split, "seed": int(seed),
-              "global_batch_size": int(global_batch_size), "augment": int(augment)}
-  iterator = BatchIterator(batches, identity=identity, batches_per_epoch=steps, worker_count=worker_count)
+    raise ValueError(
+        f"{dataset.name}[{split}] has {len(source)} examples, fewer than one global batch "
+        f"({global_batch_size})."
+    )
+  index_batches = (
+      grain.MapDataset.range(len(source))
+      .shuffle(seed=derived_seed(seed, "shuffle"))
+      .map_with_index(_position_and_index)
+      .batch(local, drop_remainder=True)
+  )
+  batches = (
+      index_batches[: steps * count][index::count]
+      .repeat()
+      .map(
+          functools.partial(
+              read_train_batch,
+              source=source,
+              augment_seed=derived_seed(seed, "augment") if augment else None,
+              prep=dataset.preprocessing,
+              image_key=dataset.image_key,
+              label_key=dataset.label_key,
+          )
+      )
+  )
+  identity = {
+      "dataset": dataset.name,
+      "split": split,
+      "seed": int(seed),
+      "global_batch_size": int(global_batch_size),
+      "augment": int(augment),
+  }
+  iterator = BatchIterator(
+      batches, identity=identity, batches_per_epoch=steps, worker_count=worker_count
+  )
   if start_state is not None:
     iterator.set_state(start_state)
   return iterator
 
 
-def eval_loader(name: str, *, global_batch_size: int, data_dir: str | os.PathLike[str] | None = None,
-                split: str | None = None, worker_count: int = 0, process_index: int | None = None,
-                process_count: int | None = None) -> BatchIterator:
+def eval_loader(
+    name: str,
+    *,
+    global_batch_size: int,
+    data_dir: str | os.PathLike[str] | None = None,
+    split: str | None = None,
+    worker_count: int = 0,
+    process_index: int | None = None,
+    process_count: int | None = None,
+) -> BatchIterator:
   """One pass over a split in dataset order, this process's rows of every global batch.
 
   Global batch j holds examples ``[j*G, (j+1)*G)`` (G = ``global_batch_size``);
@@ -261,15 +348,29 @@ def eval_loader(name: str, *, global_batch_size: int, data_dir: str | os.PathLik
     raise ValueError(f"{dataset.name}[{split}] is empty.")
   num_batches = -(-num_examples // global_batch_size)
   positions = grain.MapDataset.range(num_batches * global_batch_size).batch(local)[index::count]
-  batches = positions.map(functools.partial(
-      read_eval_batch, source=source, prep=dataset.preprocessing, image_key=dataset.image_key,
-      label_key=dataset.label_key, mask_key=dataset.mask_key))
+  batches = positions.map(
+      functools.partial(
+          read_eval_batch,
+          source=source,
+          prep=dataset.preprocessing,
+          image_key=dataset.image_key,
+          label_key=dataset.label_key,
+          mask_key=dataset.mask_key,
+      )
+  )
   identity = {"dataset": dataset.name, "split": split, "global_batch_size": int(global_batch_size)}
-  return BatchIterator(batches, identity=identity, batches_per_epoch=num_batches, worker_count=worker_count)
+  return BatchIterator(
+      batches, identity=identity, batches_per_epoch=num_batches, worker_count=worker_count
+  )
 
 
-def load_examples(name: str, split: str, *, data_dir: str | os.PathLike[str] | None = None,
-                  indices: Sequence[int] | np.ndarray | None = None) -> dict[str, np.ndarray]:
+def load_examples(
+    name: str,
+    split: str,
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    indices: Sequence[int] | np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
   """Examples by index, under the eval transform.
 
   Args:
@@ -284,15 +385,31 @@ def load_examples(name: str, split: str, *, data_dir: str | os.PathLike[str] | N
   """
   dataset = catalog.resolve(name, data_dir)
   source = dataset.source(split)
-  positions = np.arange(len(source)) if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
+  positions = (
+      np.arange(len(source)) if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
+  )
   if positions.size and (positions.min() < 0 or positions.max() >= len(source)):
-    raise IndexError(f"indices must be in [0, {len(source)}) for {dataset.name}[{split}], got "
-                     f"[{positions.min()}, {positions.max()}].")
-  rows = [transform_example(example, prep=dataset.preprocessing, image_key=dataset.image_key,
-                             label_key=dataset.label_key, mask_key=dataset.mask_key)
-          for example in source.__getitems__(positions.tolist())]
+    raise IndexError(
+        f"indices must be in [0, {len(source)}) for {dataset.name}[{split}], got "
+        f"[{positions.min()}, {positions.max()}]."
+    )
+  rows = [
+      transform_example(
+          example,
+          prep=dataset.preprocessing,
+          image_key=dataset.image_key,
+          label_key=dataset.label_key,
+          mask_key=dataset.mask_key,
+      )
+      for example in source.__getitems__(positions.tolist())
+  ]
   if not rows:
     height, width, channels = dataset.preprocessing.image_shape
-    empty = {"image": np.zeros((0, height, width, channels), np.uint8), "label": np.zeros((0,), np.int32)}
-    return empty | ({"object_mask": np.zeros((0, height, width), np.uint8)} if dataset.mask_key else {})
+    empty = {
+        "image": np.zeros((0, height, width, channels), np.uint8),
+        "label": np.zeros((0,), np.int32),
+    }
+    return empty | (
+        {"object_mask": np.zeros((0, height, width), np.uint8)} if dataset.mask_key else {}
+    )
   return _stack(rows)

@@ -25,17 +25,27 @@ from codajax.data import catalog, errors
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   """Parses the command line (``argv`` without the program name)."""
-  parser = argparse.ArgumentParser(prog="python -m codajax.data.prepare", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(
+      prog="python -m codajax.data.prepare",
+      description=__doc__,
+      formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
   parser.add_argument("name", help=f"dataset: {', '.join(catalog.KNOWN_NAMES)} or a TFDS name")
-  parser.add_argument("--data_dir", default=None,
-                      help=f"TFDS data directory (default ${catalog.DATA_DIR_ENV} or ~/tensorflow_datasets)")
-  parser.add_argument("--manual_dir", default=None, help="folder holding the source archive or image tree")
+  parser.add_argument(
+      "--data_dir",
+      default=None,
+      help=f"TFDS data directory (default ${catalog.DATA_DIR_ENV} or ~/tensorflow_datasets)",
+  )
+  parser.add_argument(
+      "--manual_dir", default=None, help="folder holding the source archive or image tree"
+  )
   parser.add_argument("--download", action="store_true", help="allow downloading the source data")
   parser.add_argument("--num_train", type=int, default=None, help="shapes: training images")
   parser.add_argument("--num_test", type=int, default=None, help="shapes: test images")
   parser.add_argument("--seed", type=int, default=None, help="shapes: generation seed")
-  parser.add_argument("--classes", type=int, default=None, help="imagenet_folder: keep the first K sorted wnids")
+  parser.add_argument(
+      "--classes", type=int, default=None, help="imagenet_folder: keep the first K sorted wnids"
+  )
   return parser.parse_args(argv)
 
 
@@ -46,18 +56,37 @@ def main(argv: Sequence[str] | None = None) -> int:
 
   absl_logging.set_verbosity(absl_logging.ERROR)
   try:
-    spec = catalog.prepare_dataset(args.name, data_dir=args.data_dir, manual_dir=args.manual_dir,
-                                   download=args.download, num_train=args.num_train, num_test=args.num_test,
-                                   seed=args.seed, classes=args.classes)
-  except (errors.UnknownDatasetError, errors.DatasetNotPreparedError, errors.ManualDataNotFoundError,
-          ValueError) as error:
+    spec = catalog.prepare_dataset(
+        args.name,
+        data_dir=args.data_dir,
+        manual_dir=args.manual_dir,
+        download=args.download,
+        num_train=args.num_train,
+        num_test=args.num_test,
+        seed=args.seed,
+        classes=args.classes,
+    )
+  except (
+      errors.UnknownDatasetError,
+      errors.DatasetNotPreparedError,
+      errors.ManualDataNotFoundError,
+      ValueError,
+  ) as error:
     print(f"error: {error}", file=sys.stderr)
     return 2
   except Exception as error:  # noqa: BLE001  (one line for anything else, e.g. a full disk)
     print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
     return 2
-  print(json.dumps({"name": spec.name, "num_classes": spec.num_classes, "image_shape": spec.image_shape,
-                    "split_sizes": spec.split_sizes}))
+  print(
+      json.dumps(
+          {
+              "name": spec.name,
+              "num_classes": spec.num_classes,
+              "image_shape": spec.image_shape,
+              "split_sizes": spec.split_sizes,
+          }
+      )
+  )
   return 0
 
 

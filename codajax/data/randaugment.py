@@ -102,7 +102,9 @@ def cutout(image: Image.Image, size: float, rng: np.random.Generator) -> Image.I
   x0 = int(max(0, width + (1 - width) * rng.random() - size / 2))
   y0 = int(max(0, height + (1 - height) * rng.random() - size / 2))
   image = image.copy()
-  ImageDraw.Draw(image).rectangle((x0, y0, min(width, x0 + size), min(height, y0 + size)), CUTOUT_FILL)
+  ImageDraw.Draw(image).rectangle(
+      (x0, y0, min(width, x0 + size), min(height, y0 + size)), CUTOUT_FILL
+  )
   return image
 
 
@@ -140,8 +142,9 @@ def op_value(low: float, high: float, magnitude: float) -> float:
   return magnitude / MAX_MAGNITUDE * (high - low) + low
 
 
-def rand_augment(image: Image.Image, rng: np.random.Generator, *, num_ops: int = 2,
-                 magnitude: float = 10) -> Image.Image:
+def rand_augment(
+    image: Image.Image, rng: np.random.Generator, *, num_ops: int = 2, magnitude: float = 10
+) -> Image.Image:
   """Applies ``num_ops`` ops drawn uniformly with replacement from ``OPS`` to an RGB PIL image."""
   if not 0 <= magnitude <= MAX_MAGNITUDE:
     raise ValueError(f"magnitude must be in [0, {MAX_MAGNITUDE}], got {magnitude}.")

@@ -37,13 +37,26 @@ import numpy as np
 from codajax import data, provenance, storage
 from codajax.evaluators import common
 from codajax.evaluators.common import Context, EvaluationError, Progress
-from codajax.evaluators.methods import (MethodsEvaluator, check_methods, effective_settings,
-                                        inspect_model, known_methods, parse_method_settings)
+from codajax.evaluators.methods import (
+    MethodsEvaluator,
+    check_methods,
+    effective_settings,
+    inspect_model,
+    known_methods,
+    parse_method_settings,
+)
 from codajax.train import RestoredRun, parallel, restore
 from codajax.train.checkpoint import TrainingError
 
-EVALUATORS = ("accuracy", "localisation", "depths", "pixel_removal", "ground_truth",
-              "completeness", "figures")
+EVALUATORS = (
+    "accuracy",
+    "localisation",
+    "depths",
+    "pixel_removal",
+    "ground_truth",
+    "completeness",
+    "figures",
+)
 REPORT_FILE = "report.json"
 SCORES_FILE = "scores.npz"
 CHECKPOINTS = ("latest", "best")
@@ -64,8 +77,9 @@ class Entry:
 def _accepted(cls) -> set[str]:
   """Keyword names ``cls(...)`` accepts (those of :class:`MethodsEvaluator` for ``**kwargs``)."""
   params = inspect.signature(cls.__init__).parameters.values()
-  names = {p.name for p in params if p.name != "self" and p.kind not in (p.VAR_KEYWORD,
-                                                                         p.VAR_POSITIONAL)}
+  names = {
+      p.name for p in params if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+  }
   if any(p.kind is p.VAR_KEYWORD for p in params) and issubclass(cls, MethodsEvaluator):
     names |= _accepted(MethodsEvaluator)
   return names
@@ -96,8 +110,9 @@ def from_config(evals: Mapping[str, Any], shared: Mapping[str, Any] | None = Non
     every_steps = entry.pop("every_steps", None)
     prefix = entry.pop("prefix", "")
     if module_name not in EVALUATORS:
-      raise EvaluationError(f"evals.{name}: unknown evaluator {module_name!r}; known: "
-                            f"{', '.join(EVALUATORS)}")
+      raise EvaluationError(
+          f"evals.{name}: unknown evaluator {module_name!r}; known: " f"{', '.join(EVALUATORS)}"
+      )
     cls = importlib.import_module(f"codajax.evaluators.{module_name}").Evaluator
     accepted = _accepted(cls)
     for key, value in _plain(shared or {}).items():
@@ -105,17 +120,20 @@ def from_config(evals: Mapping[str, Any], shared: Mapping[str, Any] | None = Non
         entry[key] = value
     unknown = sorted(set(entry) - accepted)
     if unknown:
-      raise EvaluationError(f"evals.{name} ({module_name}): unknown setting"
-                            f"{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; accepted: "
-                            f"{', '.join(sorted(accepted | set(ENTRY_KEYS)))}")
+      raise EvaluationError(
+          f"evals.{name} ({module_name}): unknown setting"
+          f"{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; accepted: "
+          f"{', '.join(sorted(accepted | set(ENTRY_KEYS)))}"
+      )
     if every_steps is not None and int(every_steps) < 1:
       raise EvaluationError(f"evals.{name}: every_steps must be >= 1; got {every_steps}")
     try:
       evaluator = cls(**entry)
     except EvaluationError as error:
       raise EvaluationError(f"evals.{name}: {error}") from None
-    entries.append(Entry(name, evaluator, None if every_steps is None else int(every_steps),
-                         prefix))
+    entries.append(
+        Entry(name, evaluator, None if every_steps is None else int(every_steps), prefix)
+    )
   return sorted(entries, key=lambda e: getattr(e.evaluator, "runs_last", False))
 
 
@@ -145,12 +163,15 @@ def put(report: dict, name: str, value: Any) -> None:
     if isinstance(node[leaf], dict) and isinstance(value, dict):
       node[leaf].update(value)
       return
-    raise EvaluationError(f"two evaluators report {name!r}; give one a prefix "
-                          f"(evals.<name>.prefix)")
+    raise EvaluationError(
+        f"two evaluators report {name!r}; give one a prefix " f"(evals.<name>.prefix)"
+    )
   node[leaf] = value
 
 
-def run_evaluators(entries: Sequence[Entry], ctx: Context) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def run_evaluators(
+    entries: Sequence[Entry], ctx: Context
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
   """Runs ``entries`` in order: ``(report, arrays)`` from what they yield, plus their timings."""
   report: dict[str, Any] = {}
   arrays: dict[str, np.ndarray] = {}
@@ -187,31 +208,48 @@ def flat_scalars(report: Mapping[str, Any], prefix: str = "") -> dict[str, float
 def load_run(workdir: str, checkpoint: str = "latest") -> RestoredRun:
   """The run ``train.py`` wrote to ``workdir``; :class:`EvaluationError` if there is none."""
   if checkpoint not in CHECKPOINTS:
-    raise EvaluationError(
-        f"checkpoint must be one of {', '.join(CHECKPOINTS)}; got {checkpoint!r}")
+    raise EvaluationError(f"checkpoint must be one of {', '.join(CHECKPOINTS)}; got {checkpoint!r}")
   try:
     return restore(workdir, checkpoint)
-  except (FileNotFoundError, TrainingError) as error:   # no run, garbage run.json, incompatible
+  except (FileNotFoundError, TrainingError) as error:  # no run, garbage run.json, incompatible
     raise EvaluationError(str(error)) from None
 
 
-def make_context(model, params, spec: data.DatasetSpec, *, data_dir: str | None, mesh=None,
-                 loss: str = "bce", eval_batch_size: int = 256,
-                 out: str | None = None) -> Context:
+def make_context(
+    model,
+    params,
+    spec: data.DatasetSpec,
+    *,
+    data_dir: str | None,
+    mesh=None,
+    loss: str = "bce",
+    eval_batch_size: int = 256,
+    out: str | None = None,
+) -> Context:
   """A :class:`Context` with ``params`` replicated on ``mesh`` (default: every device)."""
   mesh = parallel.make_mesh() if mesh is None else mesh
   variables = {"params": _replicated(params, mesh)}
   info = inspect_model(model, variables, spec.image_shape)
-  return Context(model=model, variables=variables, spec=spec, data_dir=data_dir, mesh=mesh,
-                 info=info, loss=loss, eval_batch_size=eval_batch_size, out=out)
+  return Context(
+      model=model,
+      variables=variables,
+      spec=spec,
+      data_dir=data_dir,
+      mesh=mesh,
+      info=info,
+      loss=loss,
+      eval_batch_size=eval_batch_size,
+      out=out,
+  )
 
 
 def _replicated(params: Any, mesh) -> Any:
   """``params`` replicated on ``mesh`` (already-placed arrays are kept)."""
   sharding = parallel.replicated_sharding(mesh)
   leaves = jax.tree.leaves(params)
-  if leaves and all(isinstance(x, jax.Array) and x.sharding.is_equivalent_to(sharding, x.ndim)
-                    for x in leaves):
+  if leaves and all(
+      isinstance(x, jax.Array) and x.sharding.is_equivalent_to(sharding, x.ndim) for x in leaves
+  ):
     return params
   if jax.process_count() == 1:
     return jax.device_put(params, sharding)
@@ -234,8 +272,11 @@ def probe_job(entries: Sequence[Entry], ctx: Context) -> tuple[int, float]:
       for _ in entry.evaluator.run(ctx):
         pass
   finally:
-    kept = {k: v for k, v in ctx.memo.items()
-            if (k if isinstance(k, str) else k[0]) in _KEPT_AFTER_PROBE}
+    kept = {
+        k: v
+        for k, v in ctx.memo.items()
+        if (k if isinstance(k, str) else k[0]) in _KEPT_AFTER_PROBE
+    }
     ctx.memo, ctx.progress, ctx.probe = {**memo, **kept}, progress, False
   batches = sum(n for n, _ in ctx.plan.values())
   return batches, sum(n * seconds for n, seconds in ctx.plan.values())
@@ -259,32 +300,50 @@ def evaluate_run(workdir: str, config) -> dict[str, Any]:
   """
   started = time.perf_counter()
   methods = check_methods(config.get("methods"))
-  shared = {"methods": methods, "batch_size": config.batch_size, "chunk": config.chunk,
-            "method_settings": _plain(config.get("method_settings", {}))}
+  shared = {
+      "methods": methods,
+      "batch_size": config.batch_size,
+      "chunk": config.chunk,
+      "method_settings": _plain(config.get("method_settings", {})),
+  }
   entries = from_config(config.evals, shared)
   run = load_run(workdir, config.checkpoint)
   data_dir = config.get("data_dir") or run.config.data_dir or None
   spec = data.dataset_info(run.config.dataset, data_dir=data_dir)
   out = config.get("out") or storage.join(workdir, "eval")
-  ctx = make_context(run.model, run.params, spec, data_dir=data_dir, loss=run.config.loss,
-                     eval_batch_size=run.config.eval_batch_size, out=out)
+  ctx = make_context(
+      run.model,
+      run.params,
+      spec,
+      data_dir=data_dir,
+      loss=run.config.loss,
+      eval_batch_size=run.config.eval_batch_size,
+      out=out,
+  )
   for entry in entries:
     if hasattr(entry.evaluator, "check"):
       entry.evaluator.check(ctx)
   main = common.is_main_process()
   if main:
-    print(f"codajax eval: {run.config.model.name} on {spec.name}, {config.checkpoint} "
-          f"checkpoint (step {run.step}); evaluators {', '.join(e.name for e in entries)}; "
-          f"methods {', '.join(methods)}", flush=True)
+    print(
+        f"codajax eval: {run.config.model.name} on {spec.name}, {config.checkpoint} "
+        f"checkpoint (step {run.step}); evaluators {', '.join(e.name for e in entries)}; "
+        f"methods {', '.join(methods)}",
+        flush=True,
+    )
   if config.get("estimate", False):
     probe_start = time.perf_counter()
     batches, seconds = probe_job(entries, ctx)
     if main:
-      print(f"estimate: {batches} batches, about {_duration(seconds)} after "
-            f"{time.perf_counter() - probe_start:.0f} s of compiling and timing the first "
-            f"batch of each of {len(ctx.plan)} units", flush=True)
-  ctx.progress = Progress(sum(n for n, _ in ctx.plan.values()),
-                          enabled=config.get("progress", True))
+      print(
+          f"estimate: {batches} batches, about {_duration(seconds)} after "
+          f"{time.perf_counter() - probe_start:.0f} s of compiling and timing the first "
+          f"batch of each of {len(ctx.plan)} units",
+          flush=True,
+      )
+  ctx.progress = Progress(
+      sum(n for n, _ in ctx.plan.values()), enabled=config.get("progress", True)
+  )
   try:
     results, arrays = run_evaluators(entries, ctx)
   finally:
@@ -292,16 +351,27 @@ def evaluate_run(workdir: str, config) -> dict[str, Any]:
   report: dict[str, Any] = {
       "workdir": os.fspath(storage.path(workdir)),
       "checkpoint": {"which": config.checkpoint, "step": run.step},
-      "dataset": spec.name, "split": spec.test_split, "model": run.config.model.name,
-      "num_classes": spec.num_classes, "image_shape": list(spec.image_shape),
-      "explainable_layers": ctx.info.num_layers, "methods_evaluated": list(methods),
+      "dataset": spec.name,
+      "split": spec.test_split,
+      "model": run.config.model.name,
+      "num_classes": spec.num_classes,
+      "image_shape": list(spec.image_shape),
+      "explainable_layers": ctx.info.num_layers,
+      "methods_evaluated": list(methods),
       "evaluators": [e.name for e in entries],
       "device": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
       "processes": jax.process_count(),
       "provenance": provenance.provenance(),
   }
-  put(report, "protocol", {"batch_size": config.batch_size, "chunk": config.chunk,
-                           "method_settings": _settings_record(config, methods)})
+  put(
+      report,
+      "protocol",
+      {
+          "batch_size": config.batch_size,
+          "chunk": config.chunk,
+          "method_settings": _settings_record(config, methods),
+      },
+  )
   for key, value in results.items():
     put(report, key, value)
   report.setdefault("methods", {})
@@ -309,8 +379,10 @@ def evaluate_run(workdir: str, config) -> dict[str, Any]:
   if "completeness" in report and "Ours" in report["methods"]:
     layers = report["completeness"]["layers"]
     report["methods"]["Ours"]["completeness_error"] = {
-        "max": report["completeness"]["max"], "mean": float(np.mean([l["mean"] for l in layers])),
-        "per_layer_max": [l["max"] for l in layers]}
+        "max": report["completeness"]["max"],
+        "mean": float(np.mean([l["mean"] for l in layers])),
+        "per_layer_max": [l["max"] for l in layers],
+    }
   report["compiles"] = dict(ctx.programs.counts)
   report["timings_s"]["compile"] = {k: round(v, 3) for k, v in ctx.programs.seconds.items()}
   report["timings_s"]["total"] = round(time.perf_counter() - started, 3)
@@ -331,29 +403,51 @@ def summary_table(report: Mapping[str, Any]) -> str:
   lines = []
   if "accuracy" in report:
     acc = report["accuracy"]
-    lines.append(f"accuracy: top-1 {acc['top1']:.4f}, top-5 {acc['top5']:.4f} ({acc['count']} "
-                 f"test images, step {report['checkpoint']['step']})")
-  lines.append(f"{'method':<12}{'loc. mean':>11}{'loc. median':>13}{'removal mean':>14}"
-               f"{'mask energy':>13}{'pointing':>10}")
+    lines.append(
+        f"accuracy: top-1 {acc['top1']:.4f}, top-5 {acc['top5']:.4f} ({acc['count']} "
+        f"test images, step {report['checkpoint']['step']})"
+    )
+  lines.append(
+      f"{'method':<12}{'loc. mean':>11}{'loc. median':>13}{'removal mean':>14}"
+      f"{'mask energy':>13}{'pointing':>10}"
+  )
   fmt = lambda x: f"{x:.4f}" if x is not None else "-"
   for method, result in report.get("methods", {}).items():
     loc = result.get("localisation", {})
     gt = result.get("ground_truth", {})
-    lines.append(f"{method:<12}{fmt(loc.get('mean')):>11}{fmt(loc.get('median')):>13}"
-                 f"{fmt(result.get('pixel_removal', {}).get('mean')):>14}"
-                 f"{fmt(gt.get('mask_energy', {}).get('mean')):>13}"
-                 f"{fmt(gt.get('pointing_game')):>10}")
+    lines.append(
+        f"{method:<12}{fmt(loc.get('mean')):>11}{fmt(loc.get('median')):>13}"
+        f"{fmt(result.get('pixel_removal', {}).get('mean')):>14}"
+        f"{fmt(gt.get('mask_energy', {}).get('mean')):>13}"
+        f"{fmt(gt.get('pointing_game')):>10}"
+    )
   for depth in report.get("depths", []):
-    lines.append(f"layer {depth['layer']} (depth {depth['interpretable_depth']}): localisation "
-                 f"mean {depth['localisation']['mean']:.4f}")
+    lines.append(
+        f"layer {depth['layer']} (depth {depth['interpretable_depth']}): localisation "
+        f"mean {depth['localisation']['mean']:.4f}"
+    )
   if "completeness" in report:
     lines.append(f"completeness: max relative error {report['completeness']['max']:.2e}")
   return "\n".join(lines)
 
 
 __all__ = [
-    "CHECKPOINTS", "EVALUATORS", "Context", "Entry", "EvaluationError", "REPORT_FILE",
-    "SCORES_FILE", "evaluate_run", "flat_scalars", "from_config", "known_methods", "load_run",
-    "make_context", "parse_method_settings", "probe_job", "put", "run_evaluators",
+    "CHECKPOINTS",
+    "EVALUATORS",
+    "Context",
+    "Entry",
+    "EvaluationError",
+    "REPORT_FILE",
+    "SCORES_FILE",
+    "evaluate_run",
+    "flat_scalars",
+    "from_config",
+    "known_methods",
+    "load_run",
+    "make_context",
+    "parse_method_settings",
+    "probe_job",
+    "put",
+    "run_evaluators",
     "summary_table",
 ]

@@ -23,12 +23,16 @@ class Evaluator:
   def run(self, ctx: Context) -> Iterator[tuple[str, Any]]:
     """Yields ``accuracy/top1``, ``accuracy/top5``, ``accuracy/loss``, ``accuracy/per_class``,
     ``accuracy/count``."""
-    if ctx.probe:   # one cheap pass; nothing to estimate
+    if ctx.probe:  # one cheap pass; nothing to estimate
       return
-    step = ctx.programs.cached("accuracy", lambda: make_eval_step(ctx.model, loss=ctx.loss,
-                                                                 mesh=ctx.mesh))
-    loader = data.eval_loader(ctx.spec.name, global_batch_size=self.batch_size or
-                              ctx.eval_batch_size, data_dir=ctx.data_dir)
+    step = ctx.programs.cached(
+        "accuracy", lambda: make_eval_step(ctx.model, loss=ctx.loss, mesh=ctx.mesh)
+    )
+    loader = data.eval_loader(
+        ctx.spec.name,
+        global_batch_size=self.batch_size or ctx.eval_batch_size,
+        data_dir=ctx.data_dir,
+    )
     if ctx.progress is not None:
       ctx.progress.start("accuracy", loader.batches_per_epoch, counted=False)
     result = evaluate(step, ctx.variables["params"], _counting(loader, ctx), ctx.mesh)

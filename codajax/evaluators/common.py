@@ -60,8 +60,10 @@ def device_batch_size(size: int, num_devices: int) -> int:
 def global_batch(arrays: Mapping[str, np.ndarray], mesh) -> dict[str, jax.Array]:
   """Host arrays, identical on every process, as global arrays split over the mesh's rows."""
   sharding = parallel.batch_sharding(mesh)
-  return {k: jax.make_array_from_callback(v.shape, sharding, lambda index, v=v: v[index])
-          for k, v in arrays.items()}
+  return {
+      k: jax.make_array_from_callback(v.shape, sharding, lambda index, v=v: v[index])
+      for k, v in arrays.items()
+  }
 
 
 def gather(tree: Any) -> Any:
@@ -129,8 +131,13 @@ class Progress:
   """One progress bar over every batch of the whole job (process 0 shows it)."""
 
   def __init__(self, total: int = 0, enabled: bool = True):
-    self.bar = tqdm(total=total or None, unit="batch", desc="eval", dynamic_ncols=True,
-                    disable=not (enabled and is_main_process()))
+    self.bar = tqdm(
+        total=total or None,
+        unit="batch",
+        desc="eval",
+        dynamic_ncols=True,
+        disable=not (enabled and is_main_process()),
+    )
 
   def start(self, label: str, batches: int, counted: bool) -> None:
     """A unit of ``batches`` begins; adds them to the total unless ``counted`` already."""
@@ -163,7 +170,7 @@ class Context:
   spec: data.DatasetSpec
   data_dir: str | None
   mesh: Any
-  info: Any                                      # methods.ModelInfo
+  info: Any  # methods.ModelInfo
   loss: str = "bce"
   eval_batch_size: int = 256
   out: str | None = None
@@ -172,7 +179,7 @@ class Context:
   progress: Progress | None = None
   probe: bool = False
   first_batches: dict = dataclasses.field(default_factory=dict)
-  plan: dict = dataclasses.field(default_factory=dict)   # label -> (batches, seconds of one)
+  plan: dict = dataclasses.field(default_factory=dict)  # label -> (batches, seconds of one)
 
   @property
   def split(self) -> str:
@@ -209,9 +216,18 @@ class Context:
 FIRST = "first_"
 
 
-def map_batches(ctx: Context, label: str, fn: Callable, load: Callable[[np.ndarray], Mapping],
-                num: int, batch_size: int, keys: Sequence[str], *, truncate: bool = True,
-                unit: str | None = None) -> Any:
+def map_batches(
+    ctx: Context,
+    label: str,
+    fn: Callable,
+    load: Callable[[np.ndarray], Mapping],
+    num: int,
+    batch_size: int,
+    keys: Sequence[str],
+    *,
+    truncate: bool = True,
+    unit: str | None = None,
+) -> Any:
   """``fn(variables, *batch[keys])`` over items ``0..num-1``; the outputs gathered, ``num`` rows.
 
   Args:
@@ -237,8 +253,9 @@ def map_batches(ctx: Context, label: str, fn: Callable, load: Callable[[np.ndarr
   probing = ctx.probe and truncate
   unit = unit or label
   if ctx.progress is not None:
-    ctx.progress.start(unit, 1 if probing else len(slices),
-                       counted=not probing and unit in ctx.plan)
+    ctx.progress.start(
+        unit, 1 if probing else len(slices), counted=not probing and unit in ctx.plan
+    )
   outputs, rows_done = [], 0
   for index, rows in enumerate(slices):
     if probing and index > 0:
@@ -260,7 +277,7 @@ def map_batches(ctx: Context, label: str, fn: Callable, load: Callable[[np.ndarr
     if ctx.progress is not None:
       ctx.progress.update()
   first = {}
-  if isinstance(outputs[0], Mapping):   # "first_*" outputs: kept from the first batch only
+  if isinstance(outputs[0], Mapping):  # "first_*" outputs: kept from the first batch only
     first = {k: v for k, v in outputs[0].items() if k.startswith(FIRST)}
     outputs = [{k: v for k, v in out.items() if not k.startswith(FIRST)} for out in outputs]
   gathered, first = gather((outputs, first))
@@ -274,7 +291,9 @@ def rows_of(arrays: Mapping[str, np.ndarray]) -> Callable[[np.ndarray], dict[str
   return lambda indices: {k: v[indices] for k, v in arrays.items()}
 
 
-def test_examples(ctx: Context, indices: np.ndarray) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
+def test_examples(
+    ctx: Context, indices: np.ndarray
+) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
   """A ``load`` for :func:`map_batches`: item i is test example ``indices[i]`` (read on demand)."""
   return lambda rows: ctx.load(indices[rows])
 
@@ -282,4 +301,4 @@ def test_examples(ctx: Context, indices: np.ndarray) -> Callable[[np.ndarray], d
 def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
   """``items`` in consecutive pieces of ``size``."""
   for start in range(0, len(items), size):
-    yield items[start:start + size]
+    yield items[start : start + size]

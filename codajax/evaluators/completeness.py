@@ -42,16 +42,35 @@ class Evaluator:
       images = images.astype(jnp.float32) / 255.0
       logits = model.apply(variables, images)
       target = jnp.take_along_axis(logits, labels[:, None], 1)[:, 0] - model.logit_bias
-      return jnp.stack([metrics.completeness_error(
-          explain(model, variables, images, targets=labels, layer=layer)["contribution_map"],
-          target) for layer in range(layers)], axis=1)                            # (B, L)
+      return jnp.stack(
+          [
+              metrics.completeness_error(
+                  explain(model, variables, images, targets=labels, layer=layer)[
+                      "contribution_map"
+                  ],
+                  target,
+              )
+              for layer in range(layers)
+          ],
+          axis=1,
+      )  # (B, L)
 
-    errors, seconds = common.timed(lambda: common.map_batches(
-        ctx, "completeness", step, common.rows_of(pixel_removal.examples(ctx, n_images)),
-        n_images, self.batch_size, ("image", "label")))
-    errors = np.asarray(errors, np.float64).T                                    # (L, N)
+    errors, seconds = common.timed(
+        lambda: common.map_batches(
+            ctx,
+            "completeness",
+            step,
+            common.rows_of(pixel_removal.examples(ctx, n_images)),
+            n_images,
+            self.batch_size,
+            ("image", "label"),
+        )
+    )
+    errors = np.asarray(errors, np.float64).T  # (L, N)
     yield "completeness/max", float(errors.max())
-    yield "completeness/layers", [{"layer": layer, "mean": float(e.mean()), "max": float(e.max())}
-                                  for layer, e in enumerate(errors)]
+    yield "completeness/layers", [
+        {"layer": layer, "mean": float(e.mean()), "max": float(e.max())}
+        for layer, e in enumerate(errors)
+    ]
     yield "completeness_errors", errors
     yield "timings_s/completeness", seconds

@@ -26,18 +26,22 @@ class Evaluator:
     when: ``"auto"`` (models with more than one explainable layer) or ``"on"`` (required).
   """
 
-  def __init__(self, n_grids: int = 500, grid: int = 3, batch_size: int = 32,
-               when: str = "auto"):
+  def __init__(self, n_grids: int = 500, grid: int = 3, batch_size: int = 32, when: str = "auto"):
     if when not in CHOICES:
       raise EvaluationError(f"depths: when must be one of {', '.join(CHOICES)}; got {when!r}")
-    self.n_grids, self.grid, self.batch_size, self.when = int(n_grids), int(grid), \
-        int(batch_size), when
+    self.n_grids, self.grid, self.batch_size, self.when = (
+        int(n_grids),
+        int(grid),
+        int(batch_size),
+        when,
+    )
 
   def check(self, ctx: Context) -> None:
     localisation.check_grid(ctx, self.n_grids, self.grid)
     if self.when == "on" and ctx.info.num_layers < 2:
-      raise EvaluationError("depth analysis requested but the model has a single explainable "
-                            "layer")
+      raise EvaluationError(
+          "depth analysis requested but the model has a single explainable " "layer"
+      )
 
   def run(self, ctx: Context) -> Iterator[tuple[str, Any]]:
     """Yields ``depths`` [{layer, interpretable_depth, localisation}], ``localisation_depths``
@@ -51,18 +55,32 @@ class Evaluator:
 
     def step(variables, images, labels):
       images = images.astype(jnp.float32) / 255.0
-      maps = over_targets(lambda t: contributions_at_depths(model, variables, images, t), labels,
-                          axis=2)                                          # (L, B, n², nH, nW)
+      maps = over_targets(
+          lambda t: contributions_at_depths(model, variables, images, t), labels, axis=2
+      )  # (L, B, n², nH, nW)
       return jnp.moveaxis(jax.vmap(lambda m: metrics.localisation_metric(m, grid))(maps), 0, 1)
 
-    scores, seconds = common.timed(lambda: common.map_batches(
-        ctx, f"depths{grid}", step,
-        common.rows_of({"image": grid_set.images, "label": grid_set.labels}),
-        len(grid_set.images), max(1, self.batch_size // (grid * grid)), ("image", "label")))
-    scores = scores.transpose(1, 0, 2)                                       # (L, G, n²)
+    scores, seconds = common.timed(
+        lambda: common.map_batches(
+            ctx,
+            f"depths{grid}",
+            step,
+            common.rows_of({"image": grid_set.images, "label": grid_set.labels}),
+            len(grid_set.images),
+            max(1, self.batch_size // (grid * grid)),
+            ("image", "label"),
+        )
+    )
+    scores = scores.transpose(1, 0, 2)  # (L, G, n²)
     ctx.memo["depth_scores"] = scores
     layers = ctx.info.num_layers
-    yield "depths", [{"layer": layer, "interpretable_depth": layers - layer,
-                      "localisation": localisation.summary(s)} for layer, s in enumerate(scores)]
+    yield "depths", [
+        {
+            "layer": layer,
+            "interpretable_depth": layers - layer,
+            "localisation": localisation.summary(s),
+        }
+        for layer, s in enumerate(scores)
+    ]
     yield "localisation_depths", scores
     yield "timings_s/depths", seconds

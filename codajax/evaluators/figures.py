@@ -21,13 +21,23 @@ def figure_indices(grids, n_images: int, num_test: int) -> np.ndarray:
   return pool[:n_images] if len(pool) >= n_images else np.arange(min(n_images, num_test))
 
 
-def save_figures(out: str, *, images: np.ndarray, labels: np.ndarray,
-                 maps: Mapping[str, np.ndarray], masks: np.ndarray | None,
-                 grid_image: np.ndarray | None, grid_labels: np.ndarray | None,
-                 grid_maps: Mapping[str, np.ndarray], localisation_scores: Mapping[str, np.ndarray],
-                 depth_scores: np.ndarray | None, removal_curves: Mapping[str, np.ndarray],
-                 fractions: np.ndarray | None, grid: int,
-                 removal_count: int | None = None) -> list[str]:
+def save_figures(
+    out: str,
+    *,
+    images: np.ndarray,
+    labels: np.ndarray,
+    maps: Mapping[str, np.ndarray],
+    masks: np.ndarray | None,
+    grid_image: np.ndarray | None,
+    grid_labels: np.ndarray | None,
+    grid_maps: Mapping[str, np.ndarray],
+    localisation_scores: Mapping[str, np.ndarray],
+    depth_scores: np.ndarray | None,
+    removal_curves: Mapping[str, np.ndarray],
+    fractions: np.ndarray | None,
+    grid: int,
+    removal_count: int | None = None,
+) -> list[str]:
   """Writes the PNG figures; returns their file names.
 
   * ``contributions.png``: images (N, H, W, C) uint8 with, per method, the channel-summed map
@@ -47,45 +57,65 @@ def save_figures(out: str, *, images: np.ndarray, labels: np.ndarray,
   rows: dict[str, np.ndarray] = {}
   for method, method_maps in maps.items():
     encoded = method_maps.ndim == 4 and method == OURS and method_maps.shape[-1] == 2 * channels
-    rows[f"{method} (sum)" if encoded else method] = (method_maps.sum(-1) if method_maps.ndim == 4
-                                                      else method_maps)
+    rows[f"{method} (sum)" if encoded else method] = (
+        method_maps.sum(-1) if method_maps.ndim == 4 else method_maps
+    )
     if encoded:
       rows[f"{OURS}: from x"] = method_maps[..., :channels].sum(-1)
       rows[f"{OURS}: from 1-x"] = method_maps[..., channels:].sum(-1)
       rows[f"{OURS} (explanation)"] = render.explanation_image(method_maps)
   if masks is not None:
     rows["object mask"] = np.concatenate(
-        [np.repeat(masks[..., None].astype(np.float64), 3, -1), np.ones(masks.shape + (1,))], -1)
+        [np.repeat(masks[..., None].astype(np.float64), 3, -1), np.ones(masks.shape + (1,))], -1
+    )
   if rows:
     render.save_grid_figure(
-        storage.join(out, "contributions.png"), floats, rows, titles=[f"class {c}" for c in labels],
+        storage.join(out, "contributions.png"),
+        floats,
+        rows,
+        titles=[f"class {c}" for c in labels],
         dark_rows=(f"{OURS} (explanation)",),
-        title=(f"Contribution maps for the true class, n = {len(labels)} test images.\nBlue-white-red, "
-               "symmetric limit ±L per map (colour bar). Ours (sum) = from x + from 1-x\n(the encoded "
-               "input [x, 1-x]); explanation on black: white = evidence from bright pixels x"))
+        title=(
+            f"Contribution maps for the true class, n = {len(labels)} test images.\nBlue-white-red, "
+            "symmetric limit ±L per map (colour bar). Ours (sum) = from x + from 1-x\n(the encoded "
+            "input [x, 1-x]); explanation on black: white = evidence from bright pixels x"
+        ),
+    )
     written.append("contributions.png")
   if grid_image is not None and grid_maps:
     render.save_localisation_grid_figure(
-        storage.join(out, "localisation_grid.png"), grid_image.astype(np.float32) / 255.0,
-        grid_labels, dict(grid_maps), grid=grid,
-        title=(f"The first localisation grid ({grid}x{grid}) and each method's map for each tile's "
-               "class\n(target tile in green; blue-white-red, symmetric limit ±L per map)"))
+        storage.join(out, "localisation_grid.png"),
+        grid_image.astype(np.float32) / 255.0,
+        grid_labels,
+        dict(grid_maps),
+        grid=grid,
+        title=(
+            f"The first localisation grid ({grid}x{grid}) and each method's map for each tile's "
+            "class\n(target tile in green; blue-white-red, symmetric limit ±L per map)"
+        ),
+    )
     written.append("localisation_grid.png")
   if localisation_scores:
-    render.save_localisation_boxplot(storage.join(out, "localisation.png"), localisation_scores,
-                                     grid=grid)
+    render.save_localisation_boxplot(
+        storage.join(out, "localisation.png"), localisation_scores, grid=grid
+    )
     written.append("localisation.png")
   if depth_scores is not None:
     layers = len(depth_scores)
     render.save_localisation_boxplot(
         storage.join(out, "localisation_depths.png"),
-        {f"layer {l} (depth {layers - l})": s for l, s in enumerate(depth_scores)}, grid=grid,
-        title=(f"Localisation of Ours per layer on {grid}x{grid} grids (n = "
-               f"{np.asarray(depth_scores[0]).size} scores per box; higher is better)"))
+        {f"layer {l} (depth {layers - l})": s for l, s in enumerate(depth_scores)},
+        grid=grid,
+        title=(
+            f"Localisation of Ours per layer on {grid}x{grid} grids (n = "
+            f"{np.asarray(depth_scores[0]).size} scores per box; higher is better)"
+        ),
+    )
     written.append("localisation_depths.png")
   if removal_curves:
-    render.save_pixel_removal_curves(storage.join(out, "pixel_removal.png"), removal_curves,
-                                     fractions, n_images=removal_count)
+    render.save_pixel_removal_curves(
+        storage.join(out, "pixel_removal.png"), removal_curves, fractions, n_images=removal_count
+    )
     written.append("pixel_removal.png")
   return written
 
@@ -121,14 +151,25 @@ class Evaluator(MethodsEvaluator):
         attribute = self.attribute(ctx, method)
         step = lambda v, images, labels, attribute=attribute: attribute(v, images, labels).sum(-1)
         label = self.label("importance", method)
-      maps[method] = common.map_batches(ctx, label, step, common.rows_of(shown), len(chosen),
-                                        self.batch_size, ("image", "label"), truncate=False,
-                                        unit=f"figures/{method}")
+      maps[method] = common.map_batches(
+          ctx,
+          label,
+          step,
+          common.rows_of(shown),
+          len(chosen),
+          self.batch_size,
+          ("image", "label"),
+          truncate=False,
+          unit=f"figures/{method}",
+      )
     grid = 3 if grid_set is None else int(round(np.sqrt(grid_set.indices.shape[1])))
     written = []
     if common.is_main_process():
       written = save_figures(
-          ctx.output_path(""), images=shown["image"], labels=shown["label"], maps=maps,
+          ctx.output_path(""),
+          images=shown["image"],
+          labels=shown["label"],
+          maps=maps,
           masks=shown.get("object_mask") if ctx.spec.has_object_mask else None,
           grid_image=None if grid_set is None else grid_set.images[0],
           grid_labels=None if grid_set is None else grid_set.labels[0],
@@ -136,6 +177,8 @@ class Evaluator(MethodsEvaluator):
           localisation_scores=ctx.memo.get("localisation_scores", {}),
           depth_scores=ctx.memo.get("depth_scores"),
           removal_curves=ctx.memo.get("removal_curves", {}),
-          fractions=ctx.memo.get("removal_fractions"), grid=grid,
-          removal_count=ctx.memo.get("removal_count"))
+          fractions=ctx.memo.get("removal_fractions"),
+          grid=grid,
+          removal_count=ctx.memo.get("removal_count"),
+      )
     yield "figures", written

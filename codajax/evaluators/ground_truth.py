@@ -26,15 +26,18 @@ class Evaluator(MethodsEvaluator):
   def __init__(self, n_images: int = 1024, when: str = "auto", **kwargs):
     super().__init__(**kwargs)
     if when not in CHOICES:
-      raise EvaluationError(f"ground_truth: when must be one of {', '.join(CHOICES)}; "
-                            f"got {when!r}")
+      raise EvaluationError(
+          f"ground_truth: when must be one of {', '.join(CHOICES)}; " f"got {when!r}"
+      )
     self.n_images, self.when = int(n_images), when
 
   def check(self, ctx: Context) -> None:
     pixel_removal.count_images(ctx, self.n_images)
     if self.when == "on" and not ctx.spec.has_object_mask:
-      raise EvaluationError(f"ground-truth localisation requested but dataset "
-                            f"{ctx.spec.name!r} has no object masks (datasets with masks: shapes)")
+      raise EvaluationError(
+          f"ground-truth localisation requested but dataset "
+          f"{ctx.spec.name!r} has no object masks (datasets with masks: shapes)"
+      )
 
   def run(self, ctx: Context) -> Iterator[tuple[str, Any]]:
     """Yields ``protocol/ground_truth``; per method ``methods/<m>/ground_truth`` {mask_energy
@@ -44,23 +47,38 @@ class Evaluator(MethodsEvaluator):
     n_images = pixel_removal.count_images(ctx, self.n_images)
     masks = pixel_removal.examples(ctx, n_images)["object_mask"]
     yield "protocol/ground_truth", {
-        "n_images": n_images, "images": "the pixel-removal images", "targets": "true class",
+        "n_images": n_images,
+        "images": "the pixel-removal images",
+        "targets": "true class",
         "mask_fraction": float(masks.astype(bool).mean()),
-        "note": "mask_fraction = mask energy of a uniform map"}
+        "note": "mask_fraction = mask energy of a uniform map",
+    }
 
     def step(variables, importance, mask):
       del variables
-      return {"mask_energy": metrics.mask_energy(importance, mask),
-              "pointing_game": metrics.pointing_game(importance, mask)}
+      return {
+          "mask_energy": metrics.mask_energy(importance, mask),
+          "pointing_game": metrics.pointing_game(importance, mask),
+      }
 
     for method in self.methods:
       importance, _ = pixel_removal.importance_maps(ctx, self, method, n_images)
-      out, seconds = common.timed(lambda: common.map_batches(
-          ctx, "ground_truth", step, common.rows_of({"importance": importance, "mask": masks}),
-          n_images, self.batch_size, ("importance", "mask"), unit=f"ground_truth/{method}"))
+      out, seconds = common.timed(
+          lambda: common.map_batches(
+              ctx,
+              "ground_truth",
+              step,
+              common.rows_of({"importance": importance, "mask": masks}),
+              n_images,
+              self.batch_size,
+              ("importance", "mask"),
+              unit=f"ground_truth/{method}",
+          )
+      )
       yield f"methods/{method}/ground_truth", {
           "mask_energy": metrics.summarise(out["mask_energy"]),
-          "pointing_game": float(out["pointing_game"].mean())}
+          "pointing_game": float(out["pointing_game"].mean()),
+      }
       yield f"mask_energy/{method}", out["mask_energy"]
       yield f"pointing_game/{method}", out["pointing_game"]
       yield f"timings_s/methods/{method}/ground_truth", seconds

@@ -29,14 +29,26 @@ class GridSet(NamedTuple):
 
 def test_logits(ctx: Context, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
   """Logits (N, K) and labels (N,) of the whole test split in dataset order (memoized)."""
+
   def compute():
     def forward(variables, images, labels):
-      return {"logits": ctx.model.apply(variables, images.astype(jnp.float32) / 255.0),
-              "label": labels}
-    out = common.map_batches(ctx, "test_logits", forward,
-                             common.test_examples(ctx, np.arange(ctx.num_test)), ctx.num_test,
-                             batch_size, ("image", "label"), truncate=False)
+      return {
+          "logits": ctx.model.apply(variables, images.astype(jnp.float32) / 255.0),
+          "label": labels,
+      }
+
+    out = common.map_batches(
+        ctx,
+        "test_logits",
+        forward,
+        common.test_examples(ctx, np.arange(ctx.num_test)),
+        ctx.num_test,
+        batch_size,
+        ("image", "label"),
+        truncate=False,
+    )
     return out["logits"], out["label"]
+
   return ctx.memoized("test_logits", compute)
 
 
@@ -56,28 +68,37 @@ def count_grids(labels: np.ndarray, order: np.ndarray, grid: int, limit: int) ->
 def grids(ctx: Context, n_grids: int, grid: int) -> GridSet:
   """Steps 1–6 of spec 4.1 (memoized): confident correct images, seeded class draws, column-major
   grids. At most ``n_grids``; fewer (with a message) when the confident images run out."""
+
   def compute():
     logits, labels = test_logits(ctx, ctx.eval_batch_size)
-    order = metrics.select_confident_images(logits, labels, seed=SELECTION_SEED,
-                                            n_per_grid=grid * grid)
+    order = metrics.select_confident_images(
+        logits, labels, seed=SELECTION_SEED, n_per_grid=grid * grid
+    )
     available = count_grids(labels, order, grid, n_grids)
     if available < n_grids and common.is_main_process():
-      print(f"localisation: only {available} of the requested {n_grids} {grid}x{grid} grids can "
-            f"be built from the {len(order)} confidently and correctly classified test images "
-            f"(each grid needs {grid * grid} distinct classes); evaluating {available}.",
-            flush=True)
+      print(
+          f"localisation: only {available} of the requested {n_grids} {grid}x{grid} grids can "
+          f"be built from the {len(order)} confidently and correctly classified test images "
+          f"(each grid needs {grid * grid} distinct classes); evaluating {available}.",
+          flush=True,
+      )
     indices = metrics.grid_indices(labels, order, n_grids=available, grid=grid)
     tiles = ctx.load(indices.reshape(-1))
     images = tiles["image"].reshape(indices.shape + tiles["image"].shape[1:])
-    return GridSet(np.asarray(metrics.tile_grids(images, grid)), labels[indices], indices,
-                   len(order))
+    return GridSet(
+        np.asarray(metrics.tile_grids(images, grid)), labels[indices], indices, len(order)
+    )
+
   return ctx.memoized(("grids", n_grids, grid), compute)
 
 
 def summary(scores: np.ndarray) -> dict[str, Any]:
   """:func:`codajax.metrics.summarise` of the flat scores, plus the mean per tile position."""
-  return {**metrics.summarise(scores), "per_tile_mean": np.mean(scores, 0).round(6).tolist(),
-          "count": int(scores.size)}
+  return {
+      **metrics.summarise(scores),
+      "per_tile_mean": np.mean(scores, 0).round(6).tolist(),
+      "count": int(scores.size),
+  }
 
 
 def check_grid(ctx: Context, n_grids: int, grid: int) -> None:
@@ -85,19 +106,29 @@ def check_grid(ctx: Context, n_grids: int, grid: int) -> None:
   if grid < 2:
     raise EvaluationError(f"grid must be at least 2; got {grid}")
   if n_grids < 1:
-    raise EvaluationError(f"n_grids must be >= 1 (leave the evaluator out to skip it); "
-                          f"got {n_grids}")
+    raise EvaluationError(
+        f"n_grids must be >= 1 (leave the evaluator out to skip it); " f"got {n_grids}"
+    )
   if ctx.spec.num_classes <= grid * grid:
-    raise EvaluationError(f"a {grid}x{grid} grid needs more than {grid * grid} classes; "
-                          f"{ctx.spec.name} has {ctx.spec.num_classes}")
+    raise EvaluationError(
+        f"a {grid}x{grid} grid needs more than {grid * grid} classes; "
+        f"{ctx.spec.name} has {ctx.spec.num_classes}"
+    )
 
 
 def protocol(ctx: Context, grid_set: GridSet, n_grids: int, grid: int) -> dict[str, Any]:
   """The protocol record of the grids (report ``protocol/localisation``)."""
-  return {"n_grids_requested": n_grids, "n_grids": len(grid_set.images), "grid": grid,
-          "selection_seed": SELECTION_SEED, "offset_quirk": True,
-          "targets": "class of each tile", "n_confident_images": grid_set.n_confident,
-          "uniform": 1.0 / grid ** 2, "oracle": 1.0}
+  return {
+      "n_grids_requested": n_grids,
+      "n_grids": len(grid_set.images),
+      "grid": grid,
+      "selection_seed": SELECTION_SEED,
+      "offset_quirk": True,
+      "targets": "class of each tile",
+      "n_confident_images": grid_set.n_confident,
+      "uniform": 1.0 / grid**2,
+      "oracle": 1.0,
+  }
 
 
 class Evaluator(MethodsEvaluator):
@@ -132,13 +163,23 @@ class Evaluator(MethodsEvaluator):
 
       def step(variables, images, labels, attribute=attribute):
         maps = attribute(variables, images, labels)
-        return {"scores": metrics.localisation_metric(maps, self.grid),
-                common.FIRST + "maps": maps.sum(-1)}
+        return {
+            "scores": metrics.localisation_metric(maps, self.grid),
+            common.FIRST + "maps": maps.sum(-1),
+        }
 
       label = self.label(f"localisation{self.grid}", method)
-      out, seconds = common.timed(lambda: common.map_batches(
-          ctx, label, step, common.rows_of({"image": grid_set.images, "label": grid_set.labels}),
-          len(grid_set.images), grid_batch, ("image", "label")))
+      out, seconds = common.timed(
+          lambda: common.map_batches(
+              ctx,
+              label,
+              step,
+              common.rows_of({"image": grid_set.images, "label": grid_set.labels}),
+              len(grid_set.images),
+              grid_batch,
+              ("image", "label"),
+          )
+      )
       ctx.memo.setdefault("localisation_scores", {})[method] = out["scores"]
       ctx.memo.setdefault("first_grid_maps", {})[method] = out[common.FIRST + "maps"][0]
       yield f"methods/{method}/localisation", summary(out["scores"])

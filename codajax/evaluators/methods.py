@@ -25,8 +25,10 @@ AttributionFn = Callable[[Any, Array, Array], Array]
 OURS = "Ours"
 # The setting that bounds how many repeated passes (integration steps, noise samples) of a
 # gradient method run together; the attributions do not depend on it, the memory does.
-_CHUNK_SETTINGS = {attribution.integrated_gradients: "internal_batch_size",
-                   attribution.smooth_grad: "nt_samples_batch_size"}
+_CHUNK_SETTINGS = {
+    attribution.integrated_gradients: "internal_batch_size",
+    attribution.smooth_grad: "nt_samples_batch_size",
+}
 # Settings that count something: a positive integer.
 _COUNTS = ("n_masks", "n_steps", "nt_samples", "s", "perturbations_per_eval")
 
@@ -47,9 +49,11 @@ def check_methods(methods: Sequence[str] | str | None) -> tuple[str, ...]:
     return known_methods()
   unknown = [m for m in methods if m not in known_methods()]
   if unknown:
-    raise EvaluationError(f"unknown method{'s' if len(unknown) > 1 else ''} "
-                          f"{', '.join(map(repr, unknown))}; known methods: "
-                          f"{', '.join(known_methods())}")
+    raise EvaluationError(
+        f"unknown method{'s' if len(unknown) > 1 else ''} "
+        f"{', '.join(map(repr, unknown))}; known methods: "
+        f"{', '.join(known_methods())}"
+    )
   return tuple(dict.fromkeys(methods))
 
 
@@ -57,8 +61,11 @@ def _keyword_defaults(name: str) -> dict[str, Any]:
   """The keyword-only parameters of a preset's function with the preset's values (or defaults)."""
   preset = attribution.METHODS[name]
   params = inspect.signature(preset.method).parameters.values()
-  return {p.name: preset.settings.get(p.name, p.default) for p in params
-          if p.kind is inspect.Parameter.KEYWORD_ONLY}
+  return {
+      p.name: preset.settings.get(p.name, p.default)
+      for p in params
+      if p.kind is inspect.Parameter.KEYWORD_ONLY
+  }
 
 
 def check_setting(name: str, key: str, value: Any) -> Any:
@@ -68,13 +75,17 @@ def check_setting(name: str, key: str, value: Any) -> Any:
   float); counts (``n_masks``, ``n_steps``, ``nt_samples``, ...) are integers >= 1.
   """
   if name not in attribution.METHODS:
-    raise EvaluationError(f"method setting {name}.{key}: {name!r} is not a post-hoc method; "
-                          f"known: {', '.join(attribution.METHODS)}")
+    raise EvaluationError(
+        f"method setting {name}.{key}: {name!r} is not a post-hoc method; "
+        f"known: {', '.join(attribution.METHODS)}"
+    )
   accepted = _keyword_defaults(name)
   if key not in accepted:
-    raise EvaluationError(f"method setting {name}.{key}: {name} "
-                          f"({attribution.METHODS[name].method.__name__}) takes "
-                          f"{', '.join(accepted)}")
+    raise EvaluationError(
+        f"method setting {name}.{key}: {name} "
+        f"({attribution.METHODS[name].method.__name__}) takes "
+        f"{', '.join(accepted)}"
+    )
   default = accepted[key]
   wrong = None
   if isinstance(default, bool):
@@ -102,8 +113,9 @@ def parse_method_settings(items: Sequence[str]) -> dict[str, dict[str, Any]]:
     name, dot, rest = item.partition(".")
     key, eq, text = rest.partition("=")
     if not (dot and eq and key):
-      raise EvaluationError(f"method setting {item!r} is not METHOD.key=value "
-                            "(e.g. RISE.n_masks=1000)")
+      raise EvaluationError(
+          f"method setting {item!r} is not METHOD.key=value " "(e.g. RISE.n_masks=1000)"
+      )
     try:
       value = ast.literal_eval(text)
     except (ValueError, SyntaxError):
@@ -117,8 +129,10 @@ def parse_method_settings(items: Sequence[str]) -> dict[str, dict[str, Any]]:
 
 def check_method_settings(settings: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
   """:func:`check_setting` on every ``{method: {keyword: value}}`` entry; a plain dict back."""
-  return {name: {key: check_setting(name, key, value) for key, value in dict(values).items()}
-          for name, values in dict(settings).items()}
+  return {
+      name: {key: check_setting(name, key, value) for key, value in dict(values).items()}
+      for name, values in dict(settings).items()
+  }
 
 
 def effective_settings(method: str, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -148,13 +162,17 @@ class ModelInfo(NamedTuple):
 def inspect_model(model: nn.Module, variables: Any, image_shape: Sequence[int]) -> ModelInfo:
   """:class:`ModelInfo` of ``model`` for images of ``image_shape`` (H, W, C), from shapes only."""
   height, width, channels = image_shape
-  inputs = jax.eval_shape(lambda v, x: model.apply(v, x, method="explanation_inputs"),
-                          variables, jax.ShapeDtypeStruct((1, height, width, channels), jnp.float32))
+  inputs = jax.eval_shape(
+      lambda v, x: model.apply(v, x, method="explanation_inputs"),
+      variables,
+      jax.ShapeDtypeStruct((1, height, width, channels), jnp.float32),
+  )
   return ModelInfo(len(inputs), tuple(inputs[0].shape[1:]) == (height, width, 2 * channels))
 
 
-def contributions_at_depths(model: nn.Module, variables: Any, images: Array,
-                            targets: Array) -> Array:
+def contributions_at_depths(
+    model: nn.Module, variables: Any, images: Array, targets: Array
+) -> Array:
   """CoDA contributions of every explainable layer, upsampled to the image: (L, N, H, W).
 
   Layer l's map explains the logit of ``targets`` (N,) through the top L − l CoDA layers (its
@@ -171,12 +189,14 @@ def over_targets(attribute: Callable[[Array], Array], targets: Array, axis: int 
   return jax.vmap(attribute, in_axes=1, out_axes=axis)(targets)
 
 
-def coda_contributions(model: nn.Module, info: ModelInfo, variables: Any, images: Array,
-                       targets: Array) -> Array:
-  """"Ours": exact contribution maps (N, [T,] H, W, 2C), or (…, 1) upsampled for a CNN embedding.
+def coda_contributions(
+    model: nn.Module, info: ModelInfo, variables: Any, images: Array, targets: Array
+) -> Array:
+  """ "Ours": exact contribution maps (N, [T,] H, W, 2C), or (…, 1) upsampled for a CNN embedding.
 
   Args: images (N, H, W, C) in [0, 1]; targets (N,) or (N, T) class indices.
   """
+
   def attribute(t):
     explanation = explain(model, variables, images, targets=t)
     if info.encoded_input:
@@ -192,9 +212,17 @@ def _last_coda_layer(info: ModelInfo) -> Callable[[nn.Module, str], bool]:
   return lambda module, method_name: method_name == "__call__" and module.path[-1:] == (name,)
 
 
-def posthoc_attribution(model: nn.Module, info: ModelInfo, method: str, variables: Any,
-                        images: Array, targets: Array, *, chunk: int | None = None,
-                        settings: Mapping[str, Any] | None = None) -> Array:
+def posthoc_attribution(
+    model: nn.Module,
+    info: ModelInfo,
+    method: str,
+    variables: Any,
+    images: Array,
+    targets: Array,
+    *,
+    chunk: int | None = None,
+    settings: Mapping[str, Any] | None = None,
+) -> Array:
   """A :mod:`codajax.attribution` preset on the image: (N, [T,] H, W, C or 1).
 
   Grad-CAM uses the output of the last CoDA layer (the class map before pooling). ``chunk``:
@@ -210,21 +238,28 @@ def posthoc_attribution(model: nn.Module, info: ModelInfo, method: str, variable
   return preset(fn, images, targets, **{**overrides, **dict(settings or {})})
 
 
-def attribution_function(model: nn.Module, info: ModelInfo, method: str, *,
-                         chunk: int | None = None,
-                         settings: Mapping[str, Any] | None = None) -> AttributionFn:
+def attribution_function(
+    model: nn.Module,
+    info: ModelInfo,
+    method: str,
+    *,
+    chunk: int | None = None,
+    settings: Mapping[str, Any] | None = None,
+) -> AttributionFn:
   """``(variables, images uint8 (N, H, W, C), targets (N,) | (N, T)) -> maps`` (not jitted).
 
   Maps: (N, [T,] H, W, C') float32 with C' = 2C ("Ours" on an encoded input), C (gradient
   methods) or 1 (Grad-CAM, Occlusion, RISE, "Ours" on a CNN embedding). ``chunk`` and
   ``settings``: see :func:`posthoc_attribution`. Evaluators compile it inside their programs.
   """
+
   def attribute(variables, images, targets):
     images = images.astype(jnp.float32) / 255.0
     if method == OURS:
       return coda_contributions(model, info, variables, images, targets)
-    return posthoc_attribution(model, info, method, variables, images, targets, chunk=chunk,
-                               settings=settings)
+    return posthoc_attribution(
+        model, info, method, variables, images, targets, chunk=chunk, settings=settings
+    )
 
   return attribute
 
@@ -245,14 +280,21 @@ class MethodsEvaluator:
     method_settings: ``{method: {keyword: value}}`` overrides of the post-hoc presets.
   """
 
-  def __init__(self, methods: Sequence[str] | str | None = None, batch_size: int = 32,
-               chunk: int = 4, method_settings: Mapping[str, Mapping[str, Any]] | None = None):
+  def __init__(
+      self,
+      methods: Sequence[str] | str | None = None,
+      batch_size: int = 32,
+      chunk: int = 4,
+      method_settings: Mapping[str, Mapping[str, Any]] | None = None,
+  ):
     self.methods = check_methods(methods)
     self.method_settings = check_method_settings(method_settings or {})
     unused = sorted(set(self.method_settings) - set(self.methods))
     if unused:
-      raise EvaluationError(f"settings given for {', '.join(unused)}, which is not evaluated "
-                            f"(methods: {', '.join(self.methods)})")
+      raise EvaluationError(
+          f"settings given for {', '.join(unused)}, which is not evaluated "
+          f"(methods: {', '.join(self.methods)})"
+      )
     if int(batch_size) < 1 or int(chunk) < 1:
       raise EvaluationError(f"batch_size and chunk must be >= 1; got {batch_size}, {chunk}")
     self.batch_size, self.chunk = int(batch_size), int(chunk)
@@ -263,8 +305,9 @@ class MethodsEvaluator:
 
   def attribute(self, ctx, method: str) -> AttributionFn:
     """The attribution function of ``method`` for ``ctx``'s model (see :func:`attribution_function`)."""
-    return attribution_function(ctx.model, ctx.info, method, chunk=self.chunk,
-                                settings=self.settings_of(method))
+    return attribution_function(
+        ctx.model, ctx.info, method, chunk=self.chunk, settings=self.settings_of(method)
+    )
 
   def label(self, kind: str, method: str) -> str:
     """The program label of ``method`` in this evaluator (settings and chunk included)."""

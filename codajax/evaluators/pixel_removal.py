@@ -32,13 +32,15 @@ def examples(ctx: Context, n_images: int) -> dict[str, np.ndarray]:
 def count_images(ctx: Context, n_images: int) -> int:
   """``n_images`` capped at the test split's size."""
   if n_images < 1:
-    raise EvaluationError(f"n_images must be >= 1 (leave the evaluator out to skip it); "
-                          f"got {n_images}")
+    raise EvaluationError(
+        f"n_images must be >= 1 (leave the evaluator out to skip it); " f"got {n_images}"
+    )
   return min(n_images, ctx.num_test)
 
 
-def importance_maps(ctx: Context, evaluator: MethodsEvaluator, method: str,
-                    n_images: int) -> tuple[np.ndarray, float]:
+def importance_maps(
+    ctx: Context, evaluator: MethodsEvaluator, method: str, n_images: int
+) -> tuple[np.ndarray, float]:
   """Channel-summed maps (N, H, W) of ``method`` for the true class of the first ``n_images``
   test images, and their seconds (memoized: pixel removal and ground truth share them)."""
   label = evaluator.label("importance", method)
@@ -46,9 +48,18 @@ def importance_maps(ctx: Context, evaluator: MethodsEvaluator, method: str,
 
   def compute():
     step = lambda variables, images, labels: attribute(variables, images, labels).sum(-1)
-    return common.timed(lambda: common.map_batches(
-        ctx, label, step, common.rows_of(examples(ctx, n_images)), n_images,
-        evaluator.batch_size, ("image", "label")))
+    return common.timed(
+        lambda: common.map_batches(
+            ctx,
+            label,
+            step,
+            common.rows_of(examples(ctx, n_images)),
+            n_images,
+            evaluator.batch_size,
+            ("image", "label"),
+        )
+    )
+
   return ctx.memoized(("importance", label, n_images), compute)
 
 
@@ -65,8 +76,15 @@ def removal_step(model, info, n_points: int):
 
   def step(variables, images, labels, importance):
     return metrics.pixel_removal_probabilities(
-        forward(variables), images.astype(jnp.float32) / 255.0, labels, importance,
-        fraction=FRACTION, n_points=n_points, direction=DIRECTION, mode=mode)
+        forward(variables),
+        images.astype(jnp.float32) / 255.0,
+        labels,
+        importance,
+        fraction=FRACTION,
+        n_points=n_points,
+        direction=DIRECTION,
+        mode=mode,
+    )
 
   return step
 
@@ -92,30 +110,44 @@ class Evaluator(MethodsEvaluator):
     pixel_removal}``."""
     n_images = count_images(ctx, self.n_images)
     if n_images < self.n_images and common.is_main_process() and not ctx.probe:
-      print(f"pixel removal: the test split has {n_images} images; using all of them.",
-            flush=True)
+      print(f"pixel removal: the test split has {n_images} images; using all of them.", flush=True)
     hw = ctx.spec.image_shape[:2]
     n_points = removal_points(hw)
     fractions = metrics.removal_fractions(hw[0] * hw[1], FRACTION, n_points)
     ctx.memo["removal_fractions"] = fractions
     ctx.memo["removal_count"] = n_images
     yield "protocol/pixel_removal", {
-        "n_images": n_images, "images": "first test images in dataset order",
-        "targets": "true class", "fraction": FRACTION, "n_points": n_points,
-        "direction": DIRECTION, "mode": "zero_encoded" if ctx.info.encoded_input else "black",
-        "fractions": fractions.round(6).tolist()}
+        "n_images": n_images,
+        "images": "first test images in dataset order",
+        "targets": "true class",
+        "fraction": FRACTION,
+        "n_points": n_points,
+        "direction": DIRECTION,
+        "mode": "zero_encoded" if ctx.info.encoded_input else "black",
+        "fractions": fractions.round(6).tolist(),
+    }
     shown = examples(ctx, n_images)
     step = removal_step(ctx.model, ctx.info, n_points)
     for method in self.methods:
       importance, attribution_seconds = importance_maps(ctx, self, method, n_images)
-      probabilities, seconds = common.timed(lambda: common.map_batches(
-          ctx, self.label(f"removal{n_points}", "all"), step,
-          common.rows_of({**shown, "importance": importance}), n_images, self.batch_size,
-          ("image", "label", "importance"), unit=f"removal/{method}"))
+      probabilities, seconds = common.timed(
+          lambda: common.map_batches(
+              ctx,
+              self.label(f"removal{n_points}", "all"),
+              step,
+              common.rows_of({**shown, "importance": importance}),
+              n_images,
+              self.batch_size,
+              ("image", "label", "importance"),
+              unit=f"removal/{method}",
+          )
+      )
       curve = probabilities.mean(0)
       ctx.memo.setdefault("removal_curves", {})[method] = curve
-      yield f"methods/{method}/pixel_removal", {"mean": float(curve.mean()),
-                                                 "curve": curve.round(6).tolist()}
+      yield f"methods/{method}/pixel_removal", {
+          "mean": float(curve.mean()),
+          "curve": curve.round(6).tolist(),
+      }
       yield f"pixel_removal/{method}", probabilities
       yield f"timings_s/methods/{method}/attribution", attribution_seconds
       yield f"timings_s/methods/{method}/pixel_removal", seconds

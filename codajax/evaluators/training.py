@@ -16,16 +16,16 @@ from codajax import storage
 from codajax.evaluators import Entry, from_config, make_context, run_evaluators
 from codajax.evaluators.common import EvaluationError
 
-
 PREFIX = "evals/"
-DEFAULT_METHODS = "Ours"   # an entry without ``methods`` scores the CoDA contributions only
+DEFAULT_METHODS = "Ours"  # an entry without ``methods`` scores the CoDA contributions only
 
 
 def _flat(report: dict[str, Any]) -> dict[str, float]:
   from codajax.evaluators import flat_scalars
 
-  return flat_scalars({k: v for k, v in report.items() if k not in ("protocol", "timings_s")},
-                      PREFIX)
+  return flat_scalars(
+      {k: v for k, v in report.items() if k not in ("protocol", "timings_s")}, PREFIX
+  )
 
 
 class TrainingEvaluators:
@@ -44,11 +44,18 @@ class TrainingEvaluators:
     self.entries: list[Entry] = from_config(evals, {"methods": DEFAULT_METHODS})
     for entry in self.entries:
       if entry.every_steps is None:
-        raise EvaluationError(f"evals.{entry.name}: set every_steps (how often to run it "
-                              f"during training)")
+        raise EvaluationError(
+            f"evals.{entry.name}: set every_steps (how often to run it " f"during training)"
+        )
     self._make = lambda params: make_context(
-        model, params, spec, data_dir=config.data_dir or None, mesh=mesh, loss=config.loss,
-        eval_batch_size=config.eval_batch_size)
+        model,
+        params,
+        spec,
+        data_dir=config.data_dir or None,
+        mesh=mesh,
+        loss=config.loss,
+        eval_batch_size=config.eval_batch_size,
+    )
     self.workdir = workdir
     self._ctx = None
 

@@ -56,8 +56,15 @@ Targets = Array | np.ndarray | int | Literal["all"] | None
 FormChoice = Literal["auto", "model", "implicit", "explicit"]
 
 #: Field names of an :class:`Explanation` (also its dict-style keys).
-FIELDS = ("logits", "evidence", "prediction", "explained_class_idx", "dynamic_linear_weights",
-          "contribution_map", "contribution_map_sum")
+FIELDS = (
+    "logits",
+    "evidence",
+    "prediction",
+    "explained_class_idx",
+    "dynamic_linear_weights",
+    "contribution_map",
+    "contribution_map_sum",
+)
 
 
 @flax.struct.dataclass
@@ -120,9 +127,14 @@ class ExplainableModel(Protocol):
   def layer_input(self, images: Array, layer: int = 0) -> Array:
     """The input ``h`` of explainable layer ``layer``; the layers below it run once."""
 
-  def forward_from(self, h: Array, layer: int = 0, explain: bool = False,
-                   add_bias: bool = True, weights_inputs: Sequence[Array] | None = None
-                   ) -> Array:
+  def forward_from(
+      self,
+      h: Array,
+      layer: int = 0,
+      explain: bool = False,
+      add_bias: bool = True,
+      weights_inputs: Sequence[Array] | None = None,
+  ) -> Array:
     """Logits ``(N, K)`` from ``h`` onwards; ``explain=True``: exactly linear in ``h``."""
 
 
@@ -190,9 +202,10 @@ def explain_linear(
   if isinstance(targets, str):
     if targets != "all":
       raise ValueError(f"targets must be None, class indices or 'all', got {targets!r}.")
-    one_hots = jnp.broadcast_to(jnp.eye(num_classes, dtype=evidence.dtype)[:, None],
-                                (num_classes, batch, num_classes))
-    weights = jnp.moveaxis(jax.vmap(weights_for)(one_hots), 0, 1)        # (N, K, ...)
+    one_hots = jnp.broadcast_to(
+        jnp.eye(num_classes, dtype=evidence.dtype)[:, None], (num_classes, batch, num_classes)
+    )
+    weights = jnp.moveaxis(jax.vmap(weights_for)(one_hots), 0, 1)  # (N, K, ...)
     class_idx = jnp.broadcast_to(jnp.arange(num_classes), (batch, num_classes))
     contributions = weights * h[:, None]
   else:
@@ -201,7 +214,7 @@ def explain_linear(
     else:
       class_idx, valid = _check_targets(targets, num_classes, batch)
     weights = weights_for(jax.nn.one_hot(class_idx, num_classes))
-    if valid is not None:       # flag out-of-range targets seen under jit
+    if valid is not None:  # flag out-of-range targets seen under jit
       mask = valid.reshape(batch, *(1,) * (weights.ndim - 1))
       weights = jnp.where(mask, weights, jnp.nan)
       class_idx = jnp.where(valid, class_idx, -1)
@@ -234,7 +247,8 @@ def check_images(images: Any, *, check_range: bool = True, name: str = "explain"
   if not jnp.issubdtype(dtype, jnp.floating):
     raise TypeError(
         f"{name} expects float images in [0, 1], got dtype {dtype}; convert e.g. uint8 "
-        f"pixels with images.astype(jnp.float32) / 255.")
+        f"pixels with images.astype(jnp.float32) / 255."
+    )
   if _is_concrete(images):
     values = np.asarray(images, dtype=np.float32)
     if not np.all(np.isfinite(values)):
@@ -242,7 +256,8 @@ def check_images(images: Any, *, check_range: bool = True, name: str = "explain"
     if check_range and (values.min() < 0.0 or values.max() > 1.0):
       raise ValueError(
           f"{name} expects images in [0, 1], got values in [{values.min():.4g}, "
-          f"{values.max():.4g}]; pass check_range=False to explain other inputs.")
+          f"{values.max():.4g}]; pass check_range=False to explain other inputs."
+      )
   return jnp.asarray(images)
 
 
@@ -251,16 +266,21 @@ def _check_model(model: Any) -> None:
     raise TypeError(
         f"{type(model).__name__} is not an explainable model: it needs logit_bias, "
         f"num_classes, num_explainable_layers, layer_input and forward_from (see "
-        f"codajax.explain.ExplainableModel).")
+        f"codajax.explain.ExplainableModel)."
+    )
 
 
 def _check_layer(model: Any, layer: Any) -> int:
   count = model.num_explainable_layers
-  if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or not (
-      0 <= layer < count):
+  if (
+      isinstance(layer, bool)
+      or not isinstance(layer, (int, np.integer))
+      or not (0 <= layer < count)
+  ):
     raise ValueError(
         f"layer must be in 0..{count - 1} (the model has {count} explainable layers), got "
-        f"{layer!r}; under jit it must be static (see explain_jit).")
+        f"{layer!r}; under jit it must be static (see explain_jit)."
+    )
   return int(layer)
 
 
@@ -350,14 +370,24 @@ def explain_nnx(
   layer = _check_layer(model, layer)
   h = model.layer_input(images, layer)
   return explain_linear(
-      lambda h: model.forward_from(h, layer, explain=True, add_bias=False), h, targets,
-      logit_bias=model.logit_bias)
+      lambda h: model.forward_from(h, layer, explain=True, add_bias=False),
+      h,
+      targets,
+      logit_bias=model.logit_bias,
+  )
 
 
 @functools.partial(jax.jit, static_argnames=("model", "mode", "layer", "form", "check_range"))
 def _explain_compiled(model, variables, images, targets, *, mode, layer, form, check_range):
-  return explain(model, variables, images, mode if targets is None else targets, layer=layer,
-                 form=form, check_range=check_range)
+  return explain(
+      model,
+      variables,
+      images,
+      mode if targets is None else targets,
+      layer=layer,
+      form=form,
+      check_range=check_range,
+  )
 
 
 def explain_jit(
@@ -377,10 +407,26 @@ def explain_jit(
   than raised. The images are checked for rank, dtype and empty batch only.
   """
   if targets is None or isinstance(targets, str):
-    return _explain_compiled(model, variables, images, None, mode=targets, layer=layer,
-                             form=form, check_range=check_range)
-  return _explain_compiled(model, variables, images, jnp.asarray(targets), mode=None,
-                           layer=layer, form=form, check_range=check_range)
+    return _explain_compiled(
+        model,
+        variables,
+        images,
+        None,
+        mode=targets,
+        layer=layer,
+        form=form,
+        check_range=check_range,
+    )
+  return _explain_compiled(
+      model,
+      variables,
+      images,
+      jnp.asarray(targets),
+      mode=None,
+      layer=layer,
+      form=form,
+      check_range=check_range,
+  )
 
 
 def dynamic_linear_map(
@@ -399,7 +445,8 @@ def dynamic_linear_map(
   h = jax.lax.stop_gradient(model.apply(variables, images, layer, method="layer_input"))
   h = h.astype(jnp.promote_types(h.dtype, jnp.float32))
   evidence, vjp = jax.vjp(
-      lambda h: model.apply(variables, h, layer, True, False, method="forward_from"), h)
+      lambda h: model.apply(variables, h, layer, True, False, method="forward_from"), h
+  )
   return h, evidence, lambda cotangent: vjp(cotangent)[0]
 
 
@@ -419,8 +466,7 @@ def completeness_error(explanation: Explanation | dict[str, Array]) -> Array:
   """
   idx = explanation["explained_class_idx"]
   evidence = explanation["evidence"]
-  target = jnp.take_along_axis(evidence, jnp.maximum(idx, 0).reshape(evidence.shape[0], -1),
-                               axis=1)
+  target = jnp.take_along_axis(evidence, jnp.maximum(idx, 0).reshape(evidence.shape[0], -1), axis=1)
   target = target.reshape(idx.shape)
   contributions = explanation["contribution_map"]
   axes = tuple(range(idx.ndim, contributions.ndim))

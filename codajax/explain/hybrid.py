@@ -54,7 +54,8 @@ def upsample_to_image(
   if contribution_map_sum.ndim != 3:
     raise ValueError(
         f"upsample_to_image expects maps of shape (N, h, w), got "
-        f"{tuple(contribution_map_sum.shape)}.")
+        f"{tuple(contribution_map_sum.shape)}."
+    )
   if method not in UPSAMPLING:
     raise ValueError(f"Unknown upsampling {method!r}; known: {', '.join(UPSAMPLING)}.")
   (n, h, w), (height, width) = contribution_map_sum.shape, tuple(image_hw)
@@ -71,8 +72,10 @@ def upsample_to_image(
 def num_explainable_layers(model: nn.Module, variables: Any, image_shape: tuple[int, ...]) -> int:
   """How many layers ``explain(..., layer=l)`` accepts for images of ``image_shape`` (H, W, C)."""
   inputs = jax.eval_shape(
-      lambda v, x: model.apply(v, x, method="explanation_inputs"), variables,
-      jax.ShapeDtypeStruct((1, *image_shape), jnp.float32))
+      lambda v, x: model.apply(v, x, method="explanation_inputs"),
+      variables,
+      jax.ShapeDtypeStruct((1, *image_shape), jnp.float32),
+  )
   return len(inputs)
 
 
@@ -104,16 +107,21 @@ def explain_at_depths(
     ``{l: (N, H, W) float32}`` for ``l = 0 .. L − 1``.
   """
   if isinstance(targets, str):
-    raise ValueError("explain_at_depths explains one class per image; got targets="
-                     f"{targets!r} (use None or class indices).")
+    raise ValueError(
+        "explain_at_depths explains one class per image; got targets="
+        f"{targets!r} (use None or class indices)."
+    )
   if getattr(images, "ndim", None) != 4:
     raise ValueError(
-        f"explain_at_depths expects NHWC images of rank 4, got shape {tuple(jnp.shape(images))}.")
+        f"explain_at_depths expects NHWC images of rank 4, got shape {tuple(jnp.shape(images))}."
+    )
   image_hw = tuple(images.shape[1:3])
   depths = num_explainable_layers(model, variables, tuple(images.shape[1:]))
   return {
       layer: upsample_to_image(
           explain(model, variables, images, targets, layer=layer)["contribution_map_sum"],
-          image_hw, method)
+          image_hw,
+          method,
+      )
       for layer in range(depths)
   }

@@ -11,15 +11,17 @@ Array = jax.Array
 
 
 def completeness_error(contributions: Array, logits_minus_bias: Array) -> Array:
-    """Relative error of ``sum(contributions) = logit - bias``: (N, ...), (N,) -> (N,).
+  """Relative error of ``sum(contributions) = logit - bias``: (N, ...), (N,) -> (N,).
 
-    ``|sum c - target| / sum |c|``: relative to the sum of absolute contributions (the bound of
-    float round-off for a sum), as :func:`codajax.explain.completeness_error`, so a class with
-    evidence near zero does not blow the error up.
-    """
-    contributions, targets = jnp.asarray(contributions), jnp.asarray(logits_minus_bias)
-    if targets.ndim != 1 or contributions.shape[:1] != targets.shape:
-        raise ValueError(f"need contributions (N, ...) and logits_minus_bias (N,); got {contributions.shape}, {targets.shape}")
-    flat = contributions.reshape(contributions.shape[0], math.prod(contributions.shape[1:]))
-    scale = jnp.sum(jnp.abs(flat), axis=1)
-    return jnp.abs(flat.sum(axis=1) - targets) / jnp.maximum(scale, jnp.finfo(scale.dtype).tiny)
+  ``|sum c - target| / sum |c|``: relative to the sum of absolute contributions (the bound of
+  float round-off for a sum), as :func:`codajax.explain.completeness_error`, so a class with
+  evidence near zero does not blow the error up.
+  """
+  contributions, targets = jnp.asarray(contributions), jnp.asarray(logits_minus_bias)
+  if targets.ndim != 1 or contributions.shape[:1] != targets.shape:
+    raise ValueError(
+        f"need contributions (N, ...) and logits_minus_bias (N,); got {contributions.shape}, {targets.shape}"
+    )
+  flat = contributions.reshape(contributions.shape[0], math.prod(contributions.shape[1:]))
+  scale = jnp.sum(jnp.abs(flat), axis=1)
+  return jnp.abs(flat.sum(axis=1) - targets) / jnp.maximum(scale, jnp.finfo(scale.dtype).tiny)

@@ -21,134 +21,157 @@ import numpy as np
 Array = jax.Array
 
 
-def select_confident_images(logits: np.ndarray, labels: np.ndarray, seed: int = 42, n_per_grid: int = 9) -> np.ndarray:
-    """Flat list of test-set indices in the reference's order: (M,) int64.
+def select_confident_images(
+    logits: np.ndarray, labels: np.ndarray, seed: int = 42, n_per_grid: int = 9
+) -> np.ndarray:
+  """Flat list of test-set indices in the reference's order: (M,) int64.
 
-    1. keep correctly classified images with the logit of their (predicted = true) class;
-    2. per class, sort by that logit, descending (stable: ties keep dataset order);
-    3. a class is available while its next unused image has logit > 0 (sigmoid > 0.5);
-    4. with numpy's legacy RNG seeded by ``seed`` (``np.random.seed(42)`` + ``np.random.choice`` in
-       the reference; a ``RandomState(seed)`` draws the same numbers without touching the global
-       state): while more than ``n_per_grid`` classes are available, draw ``n_per_grid`` distinct
-       available classes (ascending class list, ``choice(..., replace=False)``) and append, in draw
-       order, each drawn class's next image.
+  1. keep correctly classified images with the logit of their (predicted = true) class;
+  2. per class, sort by that logit, descending (stable: ties keep dataset order);
+  3. a class is available while its next unused image has logit > 0 (sigmoid > 0.5);
+  4. with numpy's legacy RNG seeded by ``seed`` (``np.random.seed(42)`` + ``np.random.choice`` in
+     the reference; a ``RandomState(seed)`` draws the same numbers without touching the global
+     state): while more than ``n_per_grid`` classes are available, draw ``n_per_grid`` distinct
+     available classes (ascending class list, ``choice(..., replace=False)``) and append, in draw
+     order, each drawn class's next image.
 
-    Args: logits (N, K) of the whole test set in dataset order; labels (N,).
-    """
-    logits, labels = np.asarray(logits), np.asarray(labels)
-    if logits.ndim != 2 or labels.shape != logits.shape[:1]:
-        raise ValueError(f"need logits (N, K) and labels (N,); got {logits.shape} and {labels.shape}")
-    predicted = logits.argmax(axis=1)
-    correct = np.flatnonzero(predicted == labels)
-    confidence = logits[correct, predicted[correct]]
-    queues, queue_logits = [], []
-    for cls in range(logits.shape[1]):
-        members = labels[correct] == cls
-        order = np.argsort(-confidence[members], kind="stable")
-        queues.append(correct[members][order])
-        queue_logits.append(confidence[members][order])
-    next_unused = np.zeros(logits.shape[1], dtype=int)
+  Args: logits (N, K) of the whole test set in dataset order; labels (N,).
+  """
+  logits, labels = np.asarray(logits), np.asarray(labels)
+  if logits.ndim != 2 or labels.shape != logits.shape[:1]:
+    raise ValueError(f"need logits (N, K) and labels (N,); got {logits.shape} and {labels.shape}")
+  predicted = logits.argmax(axis=1)
+  correct = np.flatnonzero(predicted == labels)
+  confidence = logits[correct, predicted[correct]]
+  queues, queue_logits = [], []
+  for cls in range(logits.shape[1]):
+    members = labels[correct] == cls
+    order = np.argsort(-confidence[members], kind="stable")
+    queues.append(correct[members][order])
+    queue_logits.append(confidence[members][order])
+  next_unused = np.zeros(logits.shape[1], dtype=int)
 
-    def available() -> np.ndarray:
-        return np.array([c for c in range(logits.shape[1]) if next_unused[c] < len(queues[c]) and queue_logits[c][next_unused[c]] > 0])
+  def available() -> np.ndarray:
+    return np.array(
+        [
+            c
+            for c in range(logits.shape[1])
+            if next_unused[c] < len(queues[c]) and queue_logits[c][next_unused[c]] > 0
+        ]
+    )
 
-    rng = np.random.RandomState(seed)
-    selected = []
-    while len(classes := available()) > n_per_grid:
-        for cls in rng.choice(classes, n_per_grid, replace=False):
-            selected.append(queues[cls][next_unused[cls]])
-            next_unused[cls] += 1
-    return np.asarray(selected, dtype=np.int64)
+  rng = np.random.RandomState(seed)
+  selected = []
+  while len(classes := available()) > n_per_grid:
+    for cls in rng.choice(classes, n_per_grid, replace=False):
+      selected.append(queues[cls][next_unused[cls]])
+      next_unused[cls] += 1
+  return np.asarray(selected, dtype=np.int64)
 
 
-def grid_indices(labels: np.ndarray, order: np.ndarray, n_grids: int = 500, grid: int = 3, *, offset_quirk: bool = True) -> np.ndarray:
-    """Dataset indices of the tiles of each grid: (n_grids, grid²), tile order k = col * grid + row.
+def grid_indices(
+    labels: np.ndarray,
+    order: np.ndarray,
+    n_grids: int = 500,
+    grid: int = 3,
+    *,
+    offset_quirk: bool = True,
+) -> np.ndarray:
+  """Dataset indices of the tiles of each grid: (n_grids, grid²), tile order k = col * grid + row.
 
-    Step 5 of the protocol: from ``offset`` (initially 0) walk ``order`` taking images whose class
-    is not yet in the grid until there are grid² of them; the next offset is
-    ``offset + entries walked + 1`` with ``offset_quirk`` (the reference skips one entry after
-    every grid), ``offset + entries walked`` without.
+  Step 5 of the protocol: from ``offset`` (initially 0) walk ``order`` taking images whose class
+  is not yet in the grid until there are grid² of them; the next offset is
+  ``offset + entries walked + 1`` with ``offset_quirk`` (the reference skips one entry after
+  every grid), ``offset + entries walked`` without.
 
-    Args: labels (N,) of the dataset; order (M,) dataset indices (:func:`select_confident_images`).
-    """
-    labels, order = np.asarray(labels), np.asarray(order)
-    per_grid = grid * grid
-    grids, offset = [], 0
-    for _ in range(n_grids):
-        tiles, classes, position = [], set(), offset
-        while len(tiles) < per_grid:
-            if position >= len(order):
-                raise ValueError(f"the index list ({len(order)} entries) runs out after {len(grids)} of {n_grids} grids")
-            index = order[position]
-            if labels[index] not in classes:
-                tiles.append(index)
-                classes.add(labels[index])
-            position += 1
-        grids.append(tiles)
-        offset = position + (1 if offset_quirk else 0)
-    return np.asarray(grids, dtype=np.int64).reshape(n_grids, per_grid)
+  Args: labels (N,) of the dataset; order (M,) dataset indices (:func:`select_confident_images`).
+  """
+  labels, order = np.asarray(labels), np.asarray(order)
+  per_grid = grid * grid
+  grids, offset = [], 0
+  for _ in range(n_grids):
+    tiles, classes, position = [], set(), offset
+    while len(tiles) < per_grid:
+      if position >= len(order):
+        raise ValueError(
+            f"the index list ({len(order)} entries) runs out after {len(grids)} of {n_grids} grids"
+        )
+      index = order[position]
+      if labels[index] not in classes:
+        tiles.append(index)
+        classes.add(labels[index])
+      position += 1
+    grids.append(tiles)
+    offset = position + (1 if offset_quirk else 0)
+  return np.asarray(grids, dtype=np.int64).reshape(n_grids, per_grid)
 
 
 def tile_grids(tiles: Array, grid: int = 3) -> Array:
-    """Tiles (G, grid², H, W, C) -> grid images (G, grid·H, grid·W, C), column-major.
+  """Tiles (G, grid², H, W, C) -> grid images (G, grid·H, grid·W, C), column-major.
 
-    Tile k goes to row k mod grid, column k div grid (step 6).
-    """
-    num, per_grid, height, width, channels = tiles.shape
-    if per_grid != grid * grid:
-        raise ValueError(f"expected {grid * grid} tiles per grid; got {per_grid}")
-    by_column = tiles.reshape(num, grid, grid, height, width, channels)  # (G, col, row, H, W, C)
-    return by_column.transpose(0, 2, 3, 1, 4, 5).reshape(num, grid * height, grid * width, channels)
+  Tile k goes to row k mod grid, column k div grid (step 6).
+  """
+  num, per_grid, height, width, channels = tiles.shape
+  if per_grid != grid * grid:
+    raise ValueError(f"expected {grid * grid} tiles per grid; got {per_grid}")
+  by_column = tiles.reshape(num, grid, grid, height, width, channels)  # (G, col, row, H, W, C)
+  return by_column.transpose(0, 2, 3, 1, 4, 5).reshape(num, grid * height, grid * width, channels)
 
 
 class Grids(NamedTuple):
-    """Grid images (G, n·H, n·W, C), their tiles' labels and dataset indices (G, n²)."""
+  """Grid images (G, n·H, n·W, C), their tiles' labels and dataset indices (G, n²)."""
 
-    images: Array
-    labels: np.ndarray
-    indices: np.ndarray
+  images: Array
+  labels: np.ndarray
+  indices: np.ndarray
 
 
-def make_grids(images, labels, order, n_grids: int = 500, grid: int = 3, *, offset_quirk: bool = True) -> Grids:
-    """Steps 5-6: grid images (G, n·H, n·W, C) with their tile labels and indices (G, n²).
+def make_grids(
+    images, labels, order, n_grids: int = 500, grid: int = 3, *, offset_quirk: bool = True
+) -> Grids:
+  """Steps 5-6: grid images (G, n·H, n·W, C) with their tile labels and indices (G, n²).
 
-    Args: images (N, H, W, C) and labels (N,) of the dataset; order (M,) from
-    :func:`select_confident_images`. See :func:`grid_indices` and :func:`tile_grids`.
-    """
-    indices = grid_indices(labels, order, n_grids=n_grids, grid=grid, offset_quirk=offset_quirk)
-    tiles = jnp.asarray(np.asarray(images)[indices])
-    return Grids(tile_grids(tiles, grid), np.asarray(labels)[indices], indices)
+  Args: images (N, H, W, C) and labels (N,) of the dataset; order (M,) from
+  :func:`select_confident_images`. See :func:`grid_indices` and :func:`tile_grids`.
+  """
+  indices = grid_indices(labels, order, n_grids=n_grids, grid=grid, offset_quirk=offset_quirk)
+  tiles = jnp.asarray(np.asarray(images)[indices])
+  return Grids(tile_grids(tiles, grid), np.asarray(labels)[indices], indices)
 
 
 def localisation_scores(a_batch: Array, grid: int = 3) -> Array:
-    """Share of positive attribution per grid cell: (G, n·H, n·W[, C]) -> (G, n²).
+  """Share of positive attribution per grid cell: (G, n·H, n·W[, C]) -> (G, n²).
 
-    Channels are summed, then negative values are dropped; cell k = col * n + row (column-major,
-    so the cell index equals the tile index). A map without positive mass scores 0 everywhere.
-    """
-    a_batch = jnp.asarray(a_batch)
-    if a_batch.ndim == 4:
-        a_batch = a_batch.sum(axis=-1)
-    if a_batch.ndim != 3 or a_batch.shape[1] % grid or a_batch.shape[2] % grid:
-        raise ValueError(f"need maps (G, n*H, n*W[, C]) with sides divisible by n={grid}; got {a_batch.shape}")
-    num, height, width = a_batch.shape
-    positive = jax.nn.relu(a_batch)
-    cells = positive.reshape(num, grid, height // grid, grid, width // grid).sum(axis=(2, 4))  # (G, row, col)
-    cells = cells.transpose(0, 2, 1).reshape(num, grid * grid)
-    total = cells.sum(axis=1, keepdims=True)
-    return jnp.where(total > 0, cells / jnp.where(total > 0, total, 1), 0.0)
+  Channels are summed, then negative values are dropped; cell k = col * n + row (column-major,
+  so the cell index equals the tile index). A map without positive mass scores 0 everywhere.
+  """
+  a_batch = jnp.asarray(a_batch)
+  if a_batch.ndim == 4:
+    a_batch = a_batch.sum(axis=-1)
+  if a_batch.ndim != 3 or a_batch.shape[1] % grid or a_batch.shape[2] % grid:
+    raise ValueError(
+        f"need maps (G, n*H, n*W[, C]) with sides divisible by n={grid}; got {a_batch.shape}"
+    )
+  num, height, width = a_batch.shape
+  positive = jax.nn.relu(a_batch)
+  cells = positive.reshape(num, grid, height // grid, grid, width // grid).sum(
+      axis=(2, 4)
+  )  # (G, row, col)
+  cells = cells.transpose(0, 2, 1).reshape(num, grid * grid)
+  total = cells.sum(axis=1, keepdims=True)
+  return jnp.where(total > 0, cells / jnp.where(total > 0, total, 1), 0.0)
 
 
 def localisation_metric(a_batch: Array, grid: int = 3) -> Array:
-    """The papers' scores: (G, n², n·H, n·W[, C]) maps for target tile k -> (G, n²).
+  """The papers' scores: (G, n², n·H, n·W[, C]) maps for target tile k -> (G, n²).
 
-    ``a_batch[g, k]`` is the attribution of grid image g for the class of its tile k; the score is
-    that map's share of positive attribution in cell k. ``.reshape(-1)`` gives the reference's
-    flat order (index = g * n² + k).
-    """
-    a_batch = jnp.asarray(a_batch)
-    if a_batch.ndim not in (4, 5) or a_batch.shape[1] != grid * grid:
-        raise ValueError(f"need maps (G, {grid * grid}, n*H, n*W[, C]); got {a_batch.shape}")
-    num = a_batch.shape[0]
-    shares = localisation_scores(a_batch.reshape((num * grid * grid,) + a_batch.shape[2:]), grid)
-    return jnp.diagonal(shares.reshape(num, grid * grid, grid * grid), axis1=1, axis2=2)
+  ``a_batch[g, k]`` is the attribution of grid image g for the class of its tile k; the score is
+  that map's share of positive attribution in cell k. ``.reshape(-1)`` gives the reference's
+  flat order (index = g * n² + k).
+  """
+  a_batch = jnp.asarray(a_batch)
+  if a_batch.ndim not in (4, 5) or a_batch.shape[1] != grid * grid:
+    raise ValueError(f"need maps (G, {grid * grid}, n*H, n*W[, C]); got {a_batch.shape}")
+  num = a_batch.shape[0]
+  shares = localisation_scores(a_batch.reshape((num * grid * grid,) + a_batch.shape[2:]), grid)
+  return jnp.diagonal(shares.reshape(num, grid * grid, grid * grid), axis1=1, axis2=2)

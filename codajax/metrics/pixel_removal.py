@@ -29,59 +29,67 @@ MODES = ("zero_encoded", "black")
 
 
 def removal_steps(n_pixels: int, fraction: float = 0.25, n_points: int = 128) -> np.ndarray:
-    """Numbers of removed pixels per mask: arange(0, int(fraction·n_pixels) + 1, stride), stride = that // n_points.
+  """Numbers of removed pixels per mask: arange(0, int(fraction·n_pixels) + 1, stride), stride = that // n_points.
 
-    32x32, defaults: [0, 2, ..., 256] (129 entries).
-    """
-    max_removed = int(fraction * n_pixels)
-    stride = max_removed // n_points
-    if stride < 1:
-        raise ValueError(f"fraction {fraction} of {n_pixels} pixels is fewer than n_points={n_points} pixels")
-    return np.arange(0, max_removed + 1, stride)
+  32x32, defaults: [0, 2, ..., 256] (129 entries).
+  """
+  max_removed = int(fraction * n_pixels)
+  stride = max_removed // n_points
+  if stride < 1:
+    raise ValueError(
+        f"fraction {fraction} of {n_pixels} pixels is fewer than n_points={n_points} pixels"
+    )
+  return np.arange(0, max_removed + 1, stride)
 
 
 def removal_fractions(n_pixels: int, fraction: float = 0.25, n_points: int = 128) -> np.ndarray:
-    """Removed share of the image per mask (the x-axis of the curves): (n_masks,)."""
-    return removal_steps(n_pixels, fraction, n_points) / n_pixels
+  """Removed share of the image per mask (the x-axis of the curves): (n_masks,)."""
+  return removal_steps(n_pixels, fraction, n_points) / n_pixels
 
 
 def removal_rank(importance: Array, direction: str = "least") -> Array:
-    """Position of every pixel in the removal order: (N, H, W) -> (N, H·W) ints.
+  """Position of every pixel in the removal order: (N, H, W) -> (N, H·W) ints.
 
-    "least": ascending importance, ties in row-major pixel order (stable sort); "most": the
-    reverse of that order.
-    """
-    if direction not in DIRECTIONS:
-        raise ValueError(f"unknown direction {direction!r}; known: {', '.join(DIRECTIONS)}")
-    importance = jnp.asarray(importance)
-    flat = importance.reshape(importance.shape[0], math.prod(importance.shape[1:]))
-    order = jnp.argsort(flat, axis=1, stable=True)
-    if direction == "most":
-        order = order[:, ::-1]
-    return jnp.argsort(order, axis=1)
+  "least": ascending importance, ties in row-major pixel order (stable sort); "most": the
+  reverse of that order.
+  """
+  if direction not in DIRECTIONS:
+    raise ValueError(f"unknown direction {direction!r}; known: {', '.join(DIRECTIONS)}")
+  importance = jnp.asarray(importance)
+  flat = importance.reshape(importance.shape[0], math.prod(importance.shape[1:]))
+  order = jnp.argsort(flat, axis=1, stable=True)
+  if direction == "most":
+    order = order[:, ::-1]
+  return jnp.argsort(order, axis=1)
 
 
 def _importance(a_batch: Array) -> Array:
-    """Channel-summed importance (N, H, W) from (N, H, W) or (N, H, W, C)."""
-    a_batch = jnp.asarray(a_batch)
-    if a_batch.ndim == 4:
-        return a_batch.sum(axis=-1)
-    if a_batch.ndim != 3:
-        raise ValueError(f"need attributions (N, H, W[, C]); got shape {a_batch.shape}")
-    return a_batch
+  """Channel-summed importance (N, H, W) from (N, H, W) or (N, H, W, C)."""
+  a_batch = jnp.asarray(a_batch)
+  if a_batch.ndim == 4:
+    return a_batch.sum(axis=-1)
+  if a_batch.ndim != 3:
+    raise ValueError(f"need attributions (N, H, W[, C]); got shape {a_batch.shape}")
+  return a_batch
 
 
-def removal_masks(importance: Array, fraction: float = 0.25, n_points: int = 128, direction: str = "least") -> Array:
-    """Cumulative keep-masks: importance (N, H, W[, C]) -> (N, n_masks, H, W), 1 = kept, 0 = removed.
+def removal_masks(
+    importance: Array, fraction: float = 0.25, n_points: int = 128, direction: str = "least"
+) -> Array:
+  """Cumulative keep-masks: importance (N, H, W[, C]) -> (N, n_masks, H, W), 1 = kept, 0 = removed.
 
-    Mask j removes the first ``removal_steps(...)[j]`` pixels of the removal order; mask 0 removes
-    none. 32x32 with the defaults: 129 masks, 2 more pixels per mask.
-    """
-    importance = _importance(importance)
-    num, height, width = importance.shape
-    steps = jnp.asarray(removal_steps(height * width, fraction, n_points))
-    rank = removal_rank(importance, direction)
-    return (rank[:, None, :] >= steps[None, :, None]).astype(jnp.float32).reshape(num, len(steps), height, width)
+  Mask j removes the first ``removal_steps(...)[j]`` pixels of the removal order; mask 0 removes
+  none. 32x32 with the defaults: 129 masks, 2 more pixels per mask.
+  """
+  importance = _importance(importance)
+  num, height, width = importance.shape
+  steps = jnp.asarray(removal_steps(height * width, fraction, n_points))
+  rank = removal_rank(importance, direction)
+  return (
+      (rank[:, None, :] >= steps[None, :, None])
+      .astype(jnp.float32)
+      .reshape(num, len(steps), height, width)
+  )
 
 
 def pixel_removal_probabilities(
@@ -96,43 +104,47 @@ def pixel_removal_probabilities(
     mode: str = "zero_encoded",
     perturbations_per_eval: int | None = 8,
 ) -> Array:
-    """Sigmoid probability of the true class after each removal step: (N, n_masks).
+  """Sigmoid probability of the true class after each removal step: (N, n_masks).
 
-    Args:
-      fn: logits (N, K) of a masked input. ``mode="zero_encoded"`` (the reference): ``fn`` takes the
-        encoded input [x, 1 - x] (N, H, W, 2C) and a removed pixel is 0 in all 2C channels.
-        ``mode="black"``: ``fn`` takes images (N, H, W, C) and a removed pixel is 0 (black).
-      x_batch: images (N, H, W, C) in [0, 1]; y_batch: true classes (N,);
-      a_batch: attributions (N, H, W[, C]) (channels are summed).
-      perturbations_per_eval: masks per forward pass (None = all at once).
-    """
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
-    x_batch = jnp.asarray(x_batch)
-    if x_batch.ndim != 4:
-        raise ValueError(f"need images (N, H, W, C); got shape {x_batch.shape}")
-    importance = _importance(a_batch)
-    if importance.shape != x_batch.shape[:3]:
-        raise ValueError(f"attributions {importance.shape} do not match images {x_batch.shape}")
-    num, height, width = importance.shape
-    model_input = add_inverse(x_batch) if mode == "zero_encoded" else x_batch
-    rank = removal_rank(importance, direction).reshape(num, height, width, 1)
-    labels = jnp.asarray(y_batch).astype(jnp.int32).reshape(num, 1)
+  Args:
+    fn: logits (N, K) of a masked input. ``mode="zero_encoded"`` (the reference): ``fn`` takes the
+      encoded input [x, 1 - x] (N, H, W, 2C) and a removed pixel is 0 in all 2C channels.
+      ``mode="black"``: ``fn`` takes images (N, H, W, C) and a removed pixel is 0 (black).
+    x_batch: images (N, H, W, C) in [0, 1]; y_batch: true classes (N,);
+    a_batch: attributions (N, H, W[, C]) (channels are summed).
+    perturbations_per_eval: masks per forward pass (None = all at once).
+  """
+  if mode not in MODES:
+    raise ValueError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
+  x_batch = jnp.asarray(x_batch)
+  if x_batch.ndim != 4:
+    raise ValueError(f"need images (N, H, W, C); got shape {x_batch.shape}")
+  importance = _importance(a_batch)
+  if importance.shape != x_batch.shape[:3]:
+    raise ValueError(f"attributions {importance.shape} do not match images {x_batch.shape}")
+  num, height, width = importance.shape
+  model_input = add_inverse(x_batch) if mode == "zero_encoded" else x_batch
+  rank = removal_rank(importance, direction).reshape(num, height, width, 1)
+  labels = jnp.asarray(y_batch).astype(jnp.int32).reshape(num, 1)
 
-    def probability(removed):
-        logits = fn(model_input * (rank >= removed).astype(model_input.dtype))
-        return jax.nn.sigmoid(jnp.take_along_axis(logits, labels, axis=1)[:, 0])
+  def probability(removed):
+    logits = fn(model_input * (rank >= removed).astype(model_input.dtype))
+    return jax.nn.sigmoid(jnp.take_along_axis(logits, labels, axis=1)[:, 0])
 
-    steps = jnp.asarray(removal_steps(height * width, fraction, n_points))
-    batch_size = len(steps) if perturbations_per_eval is None else perturbations_per_eval
-    return jax.lax.map(probability, steps, batch_size=batch_size).T
+  steps = jnp.asarray(removal_steps(height * width, fraction, n_points))
+  batch_size = len(steps) if perturbations_per_eval is None else perturbations_per_eval
+  return jax.lax.map(probability, steps, batch_size=batch_size).T
 
 
-def pixel_removal_curve(fn: Callable[[Array], Array], x_batch: Array, y_batch: Array, a_batch: Array, **kwargs) -> Array:
-    """Mean over images of :func:`pixel_removal_probabilities`: (n_masks,) (reference: 129 values).
+def pixel_removal_curve(
+    fn: Callable[[Array], Array], x_batch: Array, y_batch: Array, a_batch: Array, **kwargs
+) -> Array:
+  """Mean over images of :func:`pixel_removal_probabilities`: (n_masks,) (reference: 129 values).
 
-    Raises ``ValueError`` for an empty batch (the mean over no images is undefined).
-    """
-    if jnp.shape(x_batch)[:1] == (0,):
-        raise ValueError(f"pixel_removal_curve needs at least one image; got an empty batch of shape {jnp.shape(x_batch)}")
-    return pixel_removal_probabilities(fn, x_batch, y_batch, a_batch, **kwargs).mean(axis=0)
+  Raises ``ValueError`` for an empty batch (the mean over no images is undefined).
+  """
+  if jnp.shape(x_batch)[:1] == (0,):
+    raise ValueError(
+        f"pixel_removal_curve needs at least one image; got an empty batch of shape {jnp.shape(x_batch)}"
+    )
+  return pixel_removal_probabilities(fn, x_batch, y_batch, a_batch, **kwargs).mean(axis=0)

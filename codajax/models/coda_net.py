@@ -101,9 +101,7 @@ class CoDANet(nn.Module):
   def encode(self, images: Array) -> Array:
     """Checks and encodes images: ``(N, H, W, C)`` in [0, 1] → ``(N, H, W, 2C)``."""
     if images.ndim != 4:
-      raise ValueError(
-          f"CoDANet expects NHWC images of rank 4, got shape {tuple(images.shape)}."
-      )
+      raise ValueError(f"CoDANet expects NHWC images of rank 4, got shape {tuple(images.shape)}.")
     if images.shape[-1] != self.image_channels:
       raise ValueError(
           f"CoDANet was built for {self.image_channels}-channel images, got "
@@ -112,11 +110,15 @@ class CoDANet(nn.Module):
     return add_inverse(images) if self.encode_input else images
 
   def _check_layer(self, layer: int) -> None:
-    if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or not (
-        0 <= layer < len(self.layers)):
+    if (
+        isinstance(layer, bool)
+        or not isinstance(layer, (int, np.integer))
+        or not (0 <= layer < len(self.layers))
+    ):
       raise ValueError(
           f"layer must be in 0..{len(self.layers) - 1} (the model has {len(self.layers)} "
-          f"explainable layers), got {layer!r}; it must be a Python int (static under jit).")
+          f"explainable layers), got {layer!r}; it must be a Python int (static under jit)."
+      )
 
   def forward_from(
       self,

@@ -93,7 +93,8 @@ class BackboneSpec:
     if len(self.stage_sizes) != len(self.widths) or not self.stage_sizes:
       raise ValueError(
           f"stage_sizes {self.stage_sizes} and widths {self.widths} must be non-empty and of "
-          f"equal length.")
+          f"equal length."
+      )
     if min(self.stage_sizes) < 1 or min(self.widths) < 1:
       raise ValueError(f"stage_sizes {self.stage_sizes} and widths {self.widths} must be >= 1.")
 
@@ -112,11 +113,15 @@ class BackboneSpec:
     return dataclasses.replace(self, widths=tuple(int(w) for w in widths))
 
 
-def resnet_spec(depth: int, stem: str = "cifar", widths: Sequence[int] = (64, 128, 256, 512)
-                ) -> BackboneSpec:
+def resnet_spec(
+    depth: int, stem: str = "cifar", widths: Sequence[int] = (64, 128, 256, 512)
+) -> BackboneSpec:
   """ResNet-18, -34 or -50 (He et al. 2016), with a CIFAR or ImageNet stem."""
-  stages = {18: ((2, 2, 2, 2), "basic"), 34: ((3, 4, 6, 3), "basic"),
-            50: ((3, 4, 6, 3), "bottleneck")}
+  stages = {
+      18: ((2, 2, 2, 2), "basic"),
+      34: ((3, 4, 6, 3), "basic"),
+      50: ((3, 4, 6, 3), "bottleneck"),
+  }
   if depth not in stages:
     raise ValueError(f"ResNet depth must be one of {sorted(stages)}, got {depth}.")
   sizes, block = stages[depth]
@@ -134,16 +139,24 @@ def vgg_spec(depth: int, widths: Sequence[int] = (64, 128, 256, 512, 512)) -> Ba
 def _group_norm(channels: int, dtype: Any, zero_scale: bool = False) -> nn.GroupNorm:
   """GroupNorm with ``gcd(32, channels)`` groups; ``zero_scale`` for the last norm of a block."""
   return nn.GroupNorm(
-      num_groups=math.gcd(_MAX_GROUPS, channels), dtype=dtype,
-      scale_init=nn.initializers.zeros if zero_scale else nn.initializers.ones)
+      num_groups=math.gcd(_MAX_GROUPS, channels),
+      dtype=dtype,
+      scale_init=nn.initializers.zeros if zero_scale else nn.initializers.ones,
+  )
 
 
 def _conv(features: int, kernel_size: int, stride: int, dtype: Any) -> nn.Conv:
   """Bias-free convolution with explicit symmetric padding ``(k − 1) // 2`` (not "SAME")."""
   pad = (kernel_size - 1) // 2
-  return nn.Conv(features, (kernel_size, kernel_size), strides=(stride, stride),
-                 padding=((pad, pad), (pad, pad)), use_bias=False, kernel_init=_conv_init,
-                 dtype=dtype)
+  return nn.Conv(
+      features,
+      (kernel_size, kernel_size),
+      strides=(stride, stride),
+      padding=((pad, pad), (pad, pad)),
+      use_bias=False,
+      kernel_init=_conv_init,
+      dtype=dtype,
+  )
 
 
 class ResidualBlock(nn.Module):
@@ -164,17 +177,20 @@ class ResidualBlock(nn.Module):
     out_channels = self.width * (_BOTTLENECK_EXPANSION if self.bottleneck else 1)
     if self.bottleneck:
       y = nn.relu(_group_norm(self.width, self.dtype)(_conv(self.width, 1, 1, self.dtype)(x)))
-      y = nn.relu(_group_norm(self.width, self.dtype)(
-          _conv(self.width, 3, self.stride, self.dtype)(y)))
+      y = nn.relu(
+          _group_norm(self.width, self.dtype)(_conv(self.width, 3, self.stride, self.dtype)(y))
+      )
       y = _group_norm(out_channels, self.dtype, True)(_conv(out_channels, 1, 1, self.dtype)(y))
     else:
-      y = nn.relu(_group_norm(self.width, self.dtype)(
-          _conv(self.width, 3, self.stride, self.dtype)(x)))
+      y = nn.relu(
+          _group_norm(self.width, self.dtype)(_conv(self.width, 3, self.stride, self.dtype)(x))
+      )
       y = _group_norm(out_channels, self.dtype, True)(_conv(out_channels, 3, 1, self.dtype)(y))
     shortcut = x
     if self.stride != 1 or x.shape[-1] != out_channels:
       shortcut = _group_norm(out_channels, self.dtype)(
-          _conv(out_channels, 1, self.stride, self.dtype)(x))
+          _conv(out_channels, 1, self.stride, self.dtype)(x)
+      )
     return nn.relu(y + shortcut)
 
 
@@ -211,13 +227,19 @@ class Backbone(nn.Module):
     for stage in range(self.num_stages):
       for block in range(spec.stage_sizes[stage]):
         stride = 2 if stage > 0 and block == 0 else 1
-        x = ResidualBlock(spec.widths[stage], stride, spec.block == "bottleneck", self.dtype,
-                          name=f"stage{stage + 1}_block{block + 1}")(x)
+        x = ResidualBlock(
+            spec.widths[stage],
+            stride,
+            spec.block == "bottleneck",
+            self.dtype,
+            name=f"stage{stage + 1}_block{block + 1}",
+        )(x)
     return x
 
 
-def mirrored_coda_layers(num_replaced_stages: int, num_classes: int, width: int, rank: int,
-                         layers_per_stage: int = 2) -> tuple[LayerSpec, ...]:
+def mirrored_coda_layers(
+    num_replaced_stages: int, num_classes: int, width: int, rank: int, layers_per_stage: int = 2
+) -> tuple[LayerSpec, ...]:
   """The CoDA part of a hybrid that replaces ``num_replaced_stages`` backbone stages.
 
   A 1×1 entry layer to ``width`` channels, per replaced stage one stride-2 3×3
@@ -227,11 +249,16 @@ def mirrored_coda_layers(num_replaced_stages: int, num_classes: int, width: int,
   if num_replaced_stages < 0 or layers_per_stage < 1:
     raise ValueError(
         f"need num_replaced_stages >= 0 and layers_per_stage >= 1, got {num_replaced_stages} "
-        f"and {layers_per_stage}.")
+        f"and {layers_per_stage}."
+    )
   stage = (LayerSpec(width, rank, 3, 2, 1),) + (LayerSpec(width, rank, 3, 1, 1),) * (
-      layers_per_stage - 1)
-  return (LayerSpec(width, rank, 1, 1, 0), *stage * num_replaced_stages,
-          LayerSpec(num_classes, rank, 1, 1, 0))
+      layers_per_stage - 1
+  )
+  return (
+      LayerSpec(width, rank, 1, 1, 0),
+      *stage * num_replaced_stages,
+      LayerSpec(num_classes, rank, 1, 1, 0),
+  )
 
 
 class HybridNet(nn.Module):
@@ -268,7 +295,8 @@ class HybridNet(nn.Module):
     if not 0 <= self.embedding_stage <= stages:
       raise ValueError(
           f"embedding_stage must be in 0..{stages} (the backbone has {stages} stages), got "
-          f"{self.embedding_stage}.")
+          f"{self.embedding_stage}."
+      )
     if not self.layers:
       raise ValueError("A hybrid needs at least one CoDA layer (the class layer).")
     super().__post_init__()
@@ -286,11 +314,16 @@ class HybridNet(nn.Module):
 
   def _coda_fields(self) -> dict[str, Any]:
     pure = self.embedding_stage == 0
-    return dict(layers=tuple(self.layers), temperature=self.temperature,
-                logit_bias=self.logit_bias, norm=self.norm, form=self.form,
-                compute_dtype=self.compute_dtype,
-                image_channels=self.image_channels if pure else self.embedding_channels,
-                encode_input=pure)
+    return dict(
+        layers=tuple(self.layers),
+        temperature=self.temperature,
+        logit_bias=self.logit_bias,
+        norm=self.norm,
+        form=self.form,
+        compute_dtype=self.compute_dtype,
+        image_channels=self.image_channels if pure else self.embedding_channels,
+        encode_input=pure,
+    )
 
   def coda_net(self) -> CoDANet:
     """The CoDA part as an unbound :class:`CoDANet`; its parameters are ``params["coda"]``."""
@@ -303,12 +336,12 @@ class HybridNet(nn.Module):
 
   def _check(self, images: Array) -> Array:
     if images.ndim != 4:
-      raise ValueError(
-          f"HybridNet expects NHWC images of rank 4, got shape {tuple(images.shape)}.")
+      raise ValueError(f"HybridNet expects NHWC images of rank 4, got shape {tuple(images.shape)}.")
     if images.shape[-1] != self.image_channels:
       raise ValueError(
           f"HybridNet was built for {self.image_channels}-channel images, got "
-          f"{images.shape[-1]} channels (shape {tuple(images.shape)}).")
+          f"{images.shape[-1]} channels (shape {tuple(images.shape)})."
+      )
     return images
 
   def embed(self, images: Array) -> Array:
@@ -378,31 +411,63 @@ class HybridFamily:
   description: str
 
 
-_CIFAR = dict(pure_layers=ARCHITECTURES["9L-S"].layers, pure_temperature=1000.0,
-              hybrid_temperature=100.0, coda_width=64, coda_rank=64, num_classes=10,
-              image_size=32)
-_IMAGENET = dict(pure_layers=ARCHITECTURES["9L-L"].layers, pure_temperature=100_000.0,
-                 hybrid_temperature=100.0, coda_width=64, coda_rank=128, num_classes=1000,
-                 image_size=224)
+_CIFAR = dict(
+    pure_layers=ARCHITECTURES["9L-S"].layers,
+    pure_temperature=1000.0,
+    hybrid_temperature=100.0,
+    coda_width=64,
+    coda_rank=64,
+    num_classes=10,
+    image_size=32,
+)
+_IMAGENET = dict(
+    pure_layers=ARCHITECTURES["9L-L"].layers,
+    pure_temperature=100_000.0,
+    hybrid_temperature=100.0,
+    coda_width=64,
+    coda_rank=128,
+    num_classes=1000,
+    image_size=224,
+)
 
 HYBRID_FAMILIES: dict[str, HybridFamily] = {
-    **{f"resnet{d}-cifar": HybridFamily(resnet_spec(d, "cifar"), **_CIFAR,
-                                        description=f"ResNet-{d} (CIFAR stem) hybrids, 32 px.")
-       for d in (18, 34, 50)},
-    **{f"resnet{d}-imagenet": HybridFamily(
-        resnet_spec(d, "imagenet"), **_IMAGENET,
-        description=f"ResNet-{d} (ImageNet stem) hybrids, 224 px (any size works).")
-       for d in (18, 34, 50)},
-    **{f"vgg{d}-cifar": HybridFamily(vgg_spec(d), **_CIFAR,
-                                     description=f"VGG-{d} hybrids, 32 px.") for d in (11, 16)},
-    **{f"vgg{d}-imagenet": HybridFamily(vgg_spec(d), **_IMAGENET,
-                                        description=f"VGG-{d} hybrids, 224 px.")
-       for d in (11, 16)},
+    **{
+        f"resnet{d}-cifar": HybridFamily(
+            resnet_spec(d, "cifar"),
+            **_CIFAR,
+            description=f"ResNet-{d} (CIFAR stem) hybrids, 32 px.",
+        )
+        for d in (18, 34, 50)
+    },
+    **{
+        f"resnet{d}-imagenet": HybridFamily(
+            resnet_spec(d, "imagenet"),
+            **_IMAGENET,
+            description=f"ResNet-{d} (ImageNet stem) hybrids, 224 px (any size works).",
+        )
+        for d in (18, 34, 50)
+    },
+    **{
+        f"vgg{d}-cifar": HybridFamily(vgg_spec(d), **_CIFAR, description=f"VGG-{d} hybrids, 32 px.")
+        for d in (11, 16)
+    },
+    **{
+        f"vgg{d}-imagenet": HybridFamily(
+            vgg_spec(d), **_IMAGENET, description=f"VGG-{d} hybrids, 224 px."
+        )
+        for d in (11, 16)
+    },
     "shapes": HybridFamily(
         BackboneSpec("resnet", (1, 1, 1), (16, 32, 64)),
-        pure_layers=ARCHITECTURES["shapes-7L"].layers, pure_temperature=500.0,
-        hybrid_temperature=100.0, coda_width=32, coda_rank=16, num_classes=10, image_size=32,
-        description="Tiny three-stage ResNet hybrids for the embedded 32x32 shapes (CPU-sized)."),
+        pure_layers=ARCHITECTURES["shapes-7L"].layers,
+        pure_temperature=500.0,
+        hybrid_temperature=100.0,
+        coda_width=32,
+        coda_rank=16,
+        num_classes=10,
+        image_size=32,
+        description="Tiny three-stage ResNet hybrids for the embedded 32x32 shapes (CPU-sized).",
+    ),
 }
 
 
@@ -445,7 +510,8 @@ def hybrid_from_family(
   if isinstance(family, str):
     if family not in HYBRID_FAMILIES:
       raise ValueError(
-          f"Unknown hybrid family {family!r}; known: {', '.join(sorted(HYBRID_FAMILIES))}.")
+          f"Unknown hybrid family {family!r}; known: {', '.join(sorted(HYBRID_FAMILIES))}."
+      )
     family = HYBRID_FAMILIES[family]
   if norm not in dau.NORMS:
     raise ValueError(f"Unknown norm {norm!r}; known norms: {', '.join(dau.NORMS)}.")
@@ -457,7 +523,8 @@ def hybrid_from_family(
   if not 0 <= embedding_stage <= backbone.num_stages:
     raise ValueError(
         f"embedding_stage must be in 0..{backbone.num_stages} for this family, got "
-        f"{embedding_stage}.")
+        f"{embedding_stage}."
+    )
   classes = family.num_classes if num_classes is None else num_classes
   if coda_layers is not None:
     layers = tuple(LayerSpec(*map(int, spec)) for spec in coda_layers)
@@ -469,16 +536,25 @@ def hybrid_from_family(
     layers = with_num_classes(family.pure_layers, classes)
   else:
     layers = mirrored_coda_layers(
-        backbone.num_stages - embedding_stage, classes,
+        backbone.num_stages - embedding_stage,
+        classes,
         family.coda_width if coda_width is None else coda_width,
-        family.coda_rank if coda_rank is None else coda_rank, layers_per_stage)
+        family.coda_rank if coda_rank is None else coda_rank,
+        layers_per_stage,
+    )
   if temperature is None:
     temperature = family.pure_temperature if embedding_stage == 0 else family.hybrid_temperature
   return HybridNet(
-      backbone=backbone, embedding_stage=embedding_stage, layers=layers,
+      backbone=backbone,
+      embedding_stage=embedding_stage,
+      layers=layers,
       temperature=float(temperature),
-      logit_bias=logit_bias, norm=norm, form=form, compute_dtype=compute_dtype,
-      image_channels=image_channels)
+      logit_bias=logit_bias,
+      norm=norm,
+      form=form,
+      compute_dtype=compute_dtype,
+      image_channels=image_channels,
+  )
 
 
 def _family_factory(family: str):
@@ -489,7 +565,8 @@ def _family_factory(family: str):
       stages = HYBRID_FAMILIES[family].backbone.num_stages
       raise ValueError(
           f"hybrid-{family} needs embedding_stage=0..{stages} (e.g. model.kwargs.embedding_stage"
-          f" in a config), or use the name hybrid-{family}-s<stage>.")
+          f" in a config), or use the name hybrid-{family}-s<stage>."
+      )
     return hybrid_from_family(family, embedding_stage=int(embedding_stage), **kwargs)
 
   return factory
@@ -502,7 +579,8 @@ def _staged_factory(family: str, stage: int):
     if "embedding_stage" in kwargs:
       raise TypeError(
           f"hybrid-{family}-s{stage} fixes embedding_stage={stage}; use hybrid-{family} with "
-          f"embedding_stage=... to choose it.")
+          f"embedding_stage=... to choose it."
+      )
     return hybrid_from_family(family, embedding_stage=stage, **kwargs)
 
   return factory

@@ -30,10 +30,19 @@ class NNXCoDANet(nnx.Module):
     rngs: ``nnx.Rngs``.
   """
 
-  def __init__(self, layers: Sequence[LayerSpec], *, image_channels: int = 3,
-               temperature: float = 1000.0, logit_bias: float = DEFAULT_LOGIT_BIAS,
-               norm: dau.Norm = "squash", form: dau.Form = "implicit",
-               compute_dtype: Any = None, encode_input: bool = True, rngs: nnx.Rngs):
+  def __init__(
+      self,
+      layers: Sequence[LayerSpec],
+      *,
+      image_channels: int = 3,
+      temperature: float = 1000.0,
+      logit_bias: float = DEFAULT_LOGIT_BIAS,
+      norm: dau.Norm = "squash",
+      form: dau.Form = "implicit",
+      compute_dtype: Any = None,
+      encode_input: bool = True,
+      rngs: nnx.Rngs,
+  ):
     if not layers:
       raise ValueError("NNXCoDANet needs at least one CoDA layer (the class layer).")
     self.specs = tuple(LayerSpec(*spec) for spec in layers)
@@ -42,9 +51,20 @@ class NNXCoDANet(nnx.Module):
     channels = 2 * image_channels if encode_input else image_channels
     coda_layers = []
     for spec in self.specs:
-      coda_layers.append(NNXCoDAConv(channels, spec.features, spec.rank, spec.kernel_size,
-                                     spec.stride, spec.padding, norm, form, compute_dtype,
-                                     rngs=rngs))
+      coda_layers.append(
+          NNXCoDAConv(
+              channels,
+              spec.features,
+              spec.rank,
+              spec.kernel_size,
+              spec.stride,
+              spec.padding,
+              norm,
+              form,
+              compute_dtype,
+              rngs=rngs,
+          )
+      )
       channels = spec.features
     self.coda_layers = nnx.List(coda_layers)
 
@@ -61,7 +81,8 @@ class NNXCoDANet(nnx.Module):
     if images.ndim != 4 or images.shape[-1] != self.image_channels:
       raise ValueError(
           f"NNXCoDANet expects NHWC images with {self.image_channels} channels, got shape "
-          f"{tuple(images.shape)}.")
+          f"{tuple(images.shape)}."
+      )
     return add_inverse(images) if self.encode_input else images
 
   def _check_layer(self, layer: int) -> None:
@@ -76,9 +97,14 @@ class NNXCoDANet(nnx.Module):
       h = self.coda_layers[i](h)
     return h
 
-  def forward_from(self, h: Array, layer: int = 0, explain: bool = False,
-                   add_bias: bool = True, weights_inputs: Sequence[Array] | None = None
-                   ) -> Array:
+  def forward_from(
+      self,
+      h: Array,
+      layer: int = 0,
+      explain: bool = False,
+      add_bias: bool = True,
+      weights_inputs: Sequence[Array] | None = None,
+  ) -> Array:
     """Logits ``(N, K)`` from the input ``h`` of CoDA layer ``layer`` onwards."""
     self._check_layer(layer)
     for i in range(layer, len(self.specs)):
@@ -86,8 +112,9 @@ class NNXCoDANet(nnx.Module):
       h = self.coda_layers[i](h, explain=explain, weights_input=weights_input)
     return coda_head(h, self.temperature, self.logit_bias if add_bias else 0.0)
 
-  def forward_and_inputs(self, images: Array, add_bias: bool = True
-                         ) -> tuple[Array, tuple[Array, ...]]:
+  def forward_and_inputs(
+      self, images: Array, add_bias: bool = True
+  ) -> tuple[Array, tuple[Array, ...]]:
     """One forward pass: logits ``(N, K)`` and the input of every CoDA layer."""
     h, inputs = self.encode(images), []
     for layer in self.coda_layers:

@@ -40,30 +40,41 @@ def _ranks_9ls(low: int, high: int) -> tuple[int, ...]:
 _NINE_LAYER_LARGE = tuple(
     map(
         LayerSpec,
-        (16, 32, 32, 64, 64, 64, 64, 64, 100),          # features
-        (64, 64, 64, 128, 128, 128, 256, 256, 256),     # ranks
-        (7, 3, 3, 3, 3, 3, 3, 3, 3),                    # kernels
-        (3, 1, 1, 2, 1, 1, 2, 1, 1),                    # strides
-        (3, 1, 1, 1, 1, 1, 1, 1, 1),                    # paddings
+        (16, 32, 32, 64, 64, 64, 64, 64, 100),  # features
+        (64, 64, 64, 128, 128, 128, 256, 256, 256),  # ranks
+        (7, 3, 3, 3, 3, 3, 3, 3, 3),  # kernels
+        (3, 1, 1, 2, 1, 1, 2, 1, 1),  # strides
+        (3, 1, 1, 1, 1, 1, 1, 1, 1),  # paddings
     )
 )
 
 ARCHITECTURES: dict[str, Architecture] = {
     "9L-S": Architecture(
-        _nine_layer_small(_ranks_9ls(32, 64)), 1000.0, 3, 32,
-        "CIFAR-10 9L-S of the CVPR paper, 7,782,816 parameters (T=1000: the evaluated model)."),
+        _nine_layer_small(_ranks_9ls(32, 64)),
+        1000.0,
+        3,
+        32,
+        "CIFAR-10 9L-S of the CVPR paper, 7,782,816 parameters (T=1000: the evaluated model).",
+    ),
     "9L-S-rank-4": Architecture(
-        _nine_layer_small(_ranks_9ls(4, 8)), 1000.0, 3, 32, "9L-S rank ablation, ranks 4/8."),
+        _nine_layer_small(_ranks_9ls(4, 8)), 1000.0, 3, 32, "9L-S rank ablation, ranks 4/8."
+    ),
     "9L-S-rank-8": Architecture(
-        _nine_layer_small(_ranks_9ls(8, 16)), 1000.0, 3, 32, "9L-S rank ablation, ranks 8/16."),
+        _nine_layer_small(_ranks_9ls(8, 16)), 1000.0, 3, 32, "9L-S rank ablation, ranks 8/16."
+    ),
     "9L-S-rank-16": Architecture(
-        _nine_layer_small(_ranks_9ls(16, 32)), 1000.0, 3, 32, "9L-S rank ablation, ranks 16/32."),
+        _nine_layer_small(_ranks_9ls(16, 32)), 1000.0, 3, 32, "9L-S rank ablation, ranks 16/32."
+    ),
     "9L-S-rank-144": Architecture(
-        _nine_layer_small(_ranks_9ls(144, 288)), 1000.0, 3, 32,
-        "9L-S rank ablation, ranks 144/288."),
+        _nine_layer_small(_ranks_9ls(144, 288)), 1000.0, 3, 32, "9L-S rank ablation, ranks 144/288."
+    ),
     "9L-L": Architecture(
-        _NINE_LAYER_LARGE, 100_000.0, 3, 240,
-        "ImageNet-100 9L-L of the CVPR paper (240 px), 47,517,408 parameters."),
+        _NINE_LAYER_LARGE,
+        100_000.0,
+        3,
+        240,
+        "ImageNet-100 9L-L of the CVPR paper (240 px), 47,517,408 parameters.",
+    ),
     "digits-5L": Architecture(
         (
             LayerSpec(16, 16, 3, 1, 1),
@@ -72,7 +83,11 @@ ARCHITECTURES: dict[str, Architecture] = {
             LayerSpec(64, 32, 3, 2, 1),
             LayerSpec(10, 32, 1, 1, 0),
         ),
-        100.0, 1, 16, "Small CoDA-Net for the embedded 16x16 digits dataset."),
+        100.0,
+        1,
+        16,
+        "Small CoDA-Net for the embedded 16x16 digits dataset.",
+    ),
     "shapes-7L": Architecture(
         (
             LayerSpec(16, 16, 3, 1, 1),
@@ -83,7 +98,11 @@ ARCHITECTURES: dict[str, Architecture] = {
             LayerSpec(64, 32, 3, 1, 1),
             LayerSpec(10, 32, 1, 1, 0),
         ),
-        500.0, 3, 32, "Small CoDA-Net for the embedded 32x32 shapes dataset."),
+        500.0,
+        3,
+        32,
+        "Small CoDA-Net for the embedded 32x32 shapes dataset.",
+    ),
     "shapes-5L": Architecture(
         (
             LayerSpec(16, 8, 3, 2, 1),
@@ -92,10 +111,18 @@ ARCHITECTURES: dict[str, Architecture] = {
             LayerSpec(64, 32, 3, 1, 1),
             LayerSpec(10, 32, 1, 1, 0),
         ),
-        100.0, 3, 32, "Cheaper 32x32 shapes CoDA-Net (stride-2 first layer; ~3.5x less CPU per step than 7L)."),
+        100.0,
+        3,
+        32,
+        "Cheaper 32x32 shapes CoDA-Net (stride-2 first layer; ~3.5x less CPU per step than 7L).",
+    ),
     "tiny-3L": Architecture(
         (LayerSpec(8, 4, 3, 1, 1), LayerSpec(8, 4, 3, 2, 1), LayerSpec(10, 4, 1, 1, 0)),
-        10.0, 3, 8, "A three-layer toy network for tests."),
+        10.0,
+        3,
+        8,
+        "A three-layer toy network for tests.",
+    ),
 }
 
 
@@ -120,12 +147,13 @@ def register_model(name: str, factory: Callable[..., nn.Module]) -> None:
   _MODEL_FACTORIES[name] = factory
 
 
-def _check_settings(num_classes: Any, temperature: Any, compute_dtype: Any,
-                    image_channels: Any) -> None:
+def _check_settings(
+    num_classes: Any, temperature: Any, compute_dtype: Any, image_channels: Any
+) -> None:
   """One clear error for a model setting that would build a broken model."""
+
   def positive_int(value, name):
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                              or value <= 0):
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
       raise ValueError(f"{name} must be a positive integer, got {value!r}.")
 
   positive_int(num_classes, "num_classes")
@@ -145,7 +173,8 @@ def _check_settings(num_classes: Any, temperature: Any, compute_dtype: Any,
     if not floating:
       raise ValueError(
           f"compute_dtype must be a float dtype (e.g. jnp.bfloat16) or None, got "
-          f"{compute_dtype!r}.")
+          f"{compute_dtype!r}."
+      )
 
 
 def get_model(
@@ -177,8 +206,15 @@ def get_model(
   """
   _check_settings(num_classes, temperature, compute_dtype, image_channels)
   if name in _MODEL_FACTORIES:
-    kwargs = dict(num_classes=num_classes, temperature=temperature, norm=norm, form=form,
-                  compute_dtype=compute_dtype, image_channels=image_channels, **overrides)
+    kwargs = dict(
+        num_classes=num_classes,
+        temperature=temperature,
+        norm=norm,
+        form=form,
+        compute_dtype=compute_dtype,
+        image_channels=image_channels,
+        **overrides,
+    )
     return _MODEL_FACTORIES[name](**{k: v for k, v in kwargs.items() if v is not None})
   if name not in ARCHITECTURES:
     raise ValueError(

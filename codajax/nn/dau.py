@@ -220,10 +220,10 @@ def _triangular_factor(m: Array) -> Array:
 
   def step(j, carry):
     rest, r = carry
-    column = lax.dynamic_index_in_dim(rest, j, axis=1, keepdims=False)   # (P,)
+    column = lax.dynamic_index_in_dim(rest, j, axis=1, keepdims=False)  # (P,)
     length = jnp.sqrt(jnp.sum(jnp.square(column)))
     unit = column / jnp.where(length > 0, length, 1.0)
-    row = jnp.where(cols > j, unit @ rest, 0.0)                          # (q,)
+    row = jnp.where(cols > j, unit @ rest, 0.0)  # (q,)
     rest = rest - unit[:, None] * row[None, :]
     row = jnp.where(cols == j, length, row)
     return rest, lax.dynamic_update_index_in_dim(r, row, j, axis=0)
@@ -264,13 +264,16 @@ def _squared_norms_qr_jvp(primals, tangents):
   """
   m, z = primals
   dm, dz = tangents
-  gram = jnp.einsum("dpk,dpl->dkl", m, m)            # (D, q, q)
-  m_t_dm = jnp.einsum("dpk,dpl->dkl", m, dm)          # (D, q, q)
+  gram = jnp.einsum("dpk,dpl->dkl", m, m)  # (D, q, q)
+  m_t_dm = jnp.einsum("dpk,dpl->dkl", m, dm)  # (D, q, q)
   # Per-position contractions run over the rank r, not q = r + 1 (v's last entry is 1):
   # vᵀTv = zᵀT_zz z + z·(T_z1 + T_1z) + T_11 and (Gv)_z = G_zz z + G_z1.
   t_zz, t_cross = m_t_dm[:, :-1, :-1], m_t_dm[:, :-1, -1] + m_t_dm[:, -1, :-1]
-  quadratic = (jnp.einsum("...dl,...l->...d", jnp.einsum("...k,dkl->...dl", z, t_zz), z)
-               + jnp.einsum("...k,dk->...d", z, t_cross) + m_t_dm[:, -1, -1])
+  quadratic = (
+      jnp.einsum("...dl,...l->...d", jnp.einsum("...k,dkl->...dl", z, t_zz), z)
+      + jnp.einsum("...k,dk->...d", z, t_cross)
+      + m_t_dm[:, -1, -1]
+  )
   gram_v = jnp.einsum("...k,dkl->...dl", z, gram[:, :-1, :-1]) + gram[:, -1, :-1]
   tangent = 2.0 * (quadratic + jnp.einsum("...dl,...l->...d", gram_v, dz))
   return _squared_norms_qr(m, z), tangent
@@ -283,8 +286,9 @@ def _zero_below_rounding(squared_norm: Array, m: Array, z: Array) -> Array:
     squared_norm: ``(..., D)``; m: ``(D, P, r + 1)``; z: ``(..., r)``.
   """
   eps = jnp.finfo(squared_norm.dtype).eps
-  scale = jnp.sum(jnp.square(m), axis=(1, 2)) * (1.0 + jnp.sum(jnp.square(z), axis=-1,
-                                                               keepdims=True))
+  scale = jnp.sum(jnp.square(m), axis=(1, 2)) * (
+      1.0 + jnp.sum(jnp.square(z), axis=-1, keepdims=True)
+  )
   noise = jnp.square(_ZERO_NORM_ULPS * eps) * scale
   return jnp.where(squared_norm <= noise, 0.0, squared_norm)
 
@@ -373,7 +377,7 @@ def _implicit_raw_and_norm(params, x, weights_input, stride, padding, explain):
   acc = _accumulation_dtype(x.dtype)
   a, b = a.astype(acc), b.astype(acc)
 
-  z_w = lax.stop_gradient(z) if explain else z       # z only shapes the weights
+  z_w = lax.stop_gradient(z) if explain else z  # z only shapes the weights
   u = jnp.einsum("nhwr,nhwdr->nhwd", z_w, a_x) + b_x
   return u, _squared_norms(a, b, z)
 

@@ -70,9 +70,7 @@ class CoDAConv(nn.Module):
   param_dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(
-      self, x: Array, explain: bool = False, weights_input: Array | None = None
-  ) -> Array:
+  def __call__(self, x: Array, explain: bool = False, weights_input: Array | None = None) -> Array:
     """``(N, H, W, C) -> (N, H', W', features)``.
 
     Args:
@@ -85,8 +83,10 @@ class CoDAConv(nn.Module):
     """
     shapes = dau.param_shapes(x.shape[-1], self.features, self.rank, self.kernel_size)
     inits = dau.param_initializers(x.shape[-1], self.rank, self.kernel_size)
-    params = {name: self.param(name, inits[name], shapes[name], self.param_dtype)
-              for name in dau.PARAM_NAMES}
+    params = {
+        name: self.param(name, inits[name], shapes[name], self.param_dtype)
+        for name in dau.PARAM_NAMES
+    }
     return dau.dau_conv(
         params,
         x,

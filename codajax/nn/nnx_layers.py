@@ -33,10 +33,21 @@ class NNXCoDAConv(nnx.Module):
     rngs: ``nnx.Rngs`` for the initialisation.
   """
 
-  def __init__(self, in_features: int, features: int, rank: int, kernel_size: int = 3,
-               stride: int = 1, padding: int | None = None, norm: dau.Norm = "squash",
-               form: dau.Form = "implicit", dtype: Any = None, param_dtype: Any = jnp.float32,
-               *, rngs: nnx.Rngs):
+  def __init__(
+      self,
+      in_features: int,
+      features: int,
+      rank: int,
+      kernel_size: int = 3,
+      stride: int = 1,
+      padding: int | None = None,
+      norm: dau.Norm = "squash",
+      form: dau.Form = "implicit",
+      dtype: Any = None,
+      param_dtype: Any = jnp.float32,
+      *,
+      rngs: nnx.Rngs,
+  ):
     if norm not in dau.NORMS:
       raise ValueError(f"Unknown norm {norm!r}; known norms: {', '.join(dau.NORMS)}.")
     if form not in dau.FORMS:
@@ -54,11 +65,16 @@ class NNXCoDAConv(nnx.Module):
     """The parameters as the dict :func:`codajax.nn.dau.dau_conv` takes."""
     return {"B": self.B[...], "A": self.A[...], "w0": self.w0[...]}
 
-  def __call__(self, x: Array, explain: bool = False, weights_input: Array | None = None
-               ) -> Array:
+  def __call__(self, x: Array, explain: bool = False, weights_input: Array | None = None) -> Array:
     """``(N, H, W, C) -> (N, H', W', features)``; ``explain`` and ``weights_input`` as in Linen."""
     return dau.dau_conv(
-        self.params(), x, stride=self.stride, padding=self.padding, norm=self.norm,
-        form=self.form, explain=explain,
+        self.params(),
+        x,
+        stride=self.stride,
+        padding=self.padding,
+        norm=self.norm,
+        form=self.form,
+        explain=explain,
         compute_dtype=explanation_dtype(self.dtype) if explain else self.dtype,
-        weights_input=weights_input)
+        weights_input=weights_input,
+    )

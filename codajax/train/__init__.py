@@ -63,8 +63,10 @@ def restore(workdir: str, which: str = "latest") -> RestoredRun:
   """
   run = read_run_file(workdir)
   if run is None:
-    raise FileNotFoundError(f"{workdir} is not a codajax run directory (no {RUN_FILE}); train "
-                            f"first: python train.py --workdir {workdir}")
+    raise FileNotFoundError(
+        f"{workdir} is not a codajax run directory (no {RUN_FILE}); train "
+        f"first: python train.py --workdir {workdir}"
+    )
   config = ml_collections.ConfigDict(run["config"])
   model = build_model(config, run["num_classes"], run["image_shape"][-1])
   dummy = jnp.zeros((1, *run["image_shape"]), jnp.float32)

@@ -43,8 +43,18 @@ BEST_METRIC = "eval/accuracy"
 # checkpoint has exactly the old set and the expected state exactly the new one.
 LEGACY_RENAMES = ((frozenset({"A", "B", "b"}), frozenset({"A", "B", "w0"}), {"b": "w0"}),)
 # errno values of I/O errors that may go away on a retry (network file systems, busy disks).
-TRANSIENT_ERRNOS = frozenset({errno.EIO, errno.EAGAIN, errno.EBUSY, errno.ETIMEDOUT, errno.EINTR,
-                              errno.ESTALE, errno.ECONNRESET, errno.ENETDOWN})
+TRANSIENT_ERRNOS = frozenset(
+    {
+        errno.EIO,
+        errno.EAGAIN,
+        errno.EBUSY,
+        errno.ETIMEDOUT,
+        errno.EINTR,
+        errno.ESTALE,
+        errno.ECONNRESET,
+        errno.ENETDOWN,
+    }
+)
 _TRANSIENT_MARKERS = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED: Too many")
 RETRIES = 3
 RETRY_DELAY_S = 0.5
@@ -112,25 +122,35 @@ def _signature(leaf: Any) -> tuple[tuple[int, ...], str]:
   return tuple(leaf.shape), str(np.dtype(leaf.dtype))
 
 
-def structure_differences(saved: dict[Path, Any], expected: dict[Path, Any],
-                          renames: dict[Path, Path], limit: int = 4) -> list[str]:
+def structure_differences(
+    saved: dict[Path, Any], expected: dict[Path, Any], renames: dict[Path, Path], limit: int = 4
+) -> list[str]:
   """Human-readable differences between two ``tree_paths`` maps (legacy names allowed)."""
   saved = {renames.get(p, p): leaf for p, leaf in saved.items()}
   diffs = []
   missing = sorted(set(expected) - set(saved))
   extra = sorted(set(saved) - set(expected))
   if missing:
-    diffs.append(f"{len(missing)} arrays missing from the checkpoint (e.g. "
-                 f"{', '.join('/'.join(p) for p in missing[:limit])})")
+    diffs.append(
+        f"{len(missing)} arrays missing from the checkpoint (e.g. "
+        f"{', '.join('/'.join(p) for p in missing[:limit])})"
+    )
   if extra:
-    diffs.append(f"{len(extra)} arrays the config does not have (e.g. "
-                 f"{', '.join('/'.join(p) for p in extra[:limit])})")
-  changed = [p for p in sorted(set(saved) & set(expected))
-             if _signature(saved[p]) != _signature(expected[p])]
+    diffs.append(
+        f"{len(extra)} arrays the config does not have (e.g. "
+        f"{', '.join('/'.join(p) for p in extra[:limit])})"
+    )
+  changed = [
+      p
+      for p in sorted(set(saved) & set(expected))
+      if _signature(saved[p]) != _signature(expected[p])
+  ]
   for p in changed[:limit]:
     (s_shape, s_dtype), (e_shape, e_dtype) = _signature(saved[p]), _signature(expected[p])
-    diffs.append(f"{'/'.join(p)} is {s_dtype}{list(s_shape)} in the checkpoint, "
-                 f"{e_dtype}{list(e_shape)} here")
+    diffs.append(
+        f"{'/'.join(p)} is {s_dtype}{list(s_shape)} in the checkpoint, "
+        f"{e_dtype}{list(e_shape)} here"
+    )
   if len(changed) > limit:
     diffs.append(f"and {len(changed) - limit} more arrays of another shape or dtype")
   return diffs
@@ -140,8 +160,9 @@ def _rebuild(restored: Any, expected: Any, renames: dict[Path, Path]) -> Any:
   """The restored leaves arranged as ``expected`` (its pytree type, legacy names renamed)."""
   by_path = {renames.get(p, p): leaf for p, leaf in tree_paths(restored).items()}
   paths = list(tree_paths(expected))
-  return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(expected),
-                                      [by_path[p] for p in paths])
+  return jax.tree_util.tree_unflatten(
+      jax.tree_util.tree_structure(expected), [by_path[p] for p in paths]
+  )
 
 
 def _target_for(saved_metadata: Any, expected: Any, renames: dict[Path, Path]) -> Any:
@@ -167,8 +188,9 @@ def is_transient(error: BaseException) -> bool:
   return any(marker in text for marker in _TRANSIENT_MARKERS)
 
 
-def with_retries(fn: Callable[[], Any], what: str, retries: int = RETRIES,
-                 delay_s: float = RETRY_DELAY_S) -> Any:
+def with_retries(
+    fn: Callable[[], Any], what: str, retries: int = RETRIES, delay_s: float = RETRY_DELAY_S
+) -> Any:
   """``fn()``, retried ``retries`` times on transient I/O errors (doubling delays)."""
   for attempt in range(retries + 1):
     try:
@@ -177,9 +199,11 @@ def with_retries(fn: Callable[[], Any], what: str, retries: int = RETRIES,
       if not is_transient(error):
         raise
       if attempt == retries:
-        raise CheckpointIOError(f"Reading {what} failed {retries + 1} times with I/O errors "
-                                f"({type(error).__name__}: {error}); nothing was moved. Check "
-                                "the file system and run again.") from error
+        raise CheckpointIOError(
+            f"Reading {what} failed {retries + 1} times with I/O errors "
+            f"({type(error).__name__}: {error}); nothing was moved. Check "
+            "the file system and run again."
+        ) from error
       logging.warning("Transient I/O error reading %s (%s); retrying.", what, error)
       time.sleep(delay_s * 2**attempt)
   raise AssertionError("unreachable")
@@ -203,8 +227,9 @@ def data_state_problem(data_state: Any, expected: dict | None) -> tuple[int, str
   position = data_state.get("next_batch")
   if not isinstance(position, int) or isinstance(position, bool) or position < 0:
     return _DAMAGED, f"its data position next_batch={position!r} is not an int >= 0"
-  changed = {k: (data_state[k], v) for k, v in expected.items()
-             if k != "next_batch" and data_state[k] != v}
+  changed = {
+      k: (data_state[k], v) for k, v in expected.items() if k != "next_batch" and data_state[k] != v
+  }
   if changed:
     listed = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items())
     return _INCOMPATIBLE, f"its data loader differs ({listed})"
@@ -226,17 +251,24 @@ def _manager(directory: str, max_to_keep: int, best: bool) -> ocp.CheckpointMana
       best_mode="max",
       create=True,
   )
-  return ocp.CheckpointManager(directory, item_names=("state", "data"), options=options,
-                               item_handlers=_handlers())
+  return ocp.CheckpointManager(
+      directory, item_names=("state", "data"), options=options, item_handlers=_handlers()
+  )
 
 
 def _save_args(state: Any, data_state: dict | None) -> ocp.args.Composite:
-  return ocp.args.Composite(state=ocp.args.StandardSave(state),
-                            data=ocp.args.JsonSave(data_state or {}))
+  return ocp.args.Composite(
+      state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state or {})
+  )
 
 
-def _read(manager: ocp.CheckpointManager, step: int, expected_state: Any,
-          expected_data: dict | None, with_data: bool) -> tuple[int, Any]:
+def _read(
+    manager: ocp.CheckpointManager,
+    step: int,
+    expected_state: Any,
+    expected_data: dict | None,
+    with_data: bool,
+) -> tuple[int, Any]:
   """``(verdict, payload)`` for one step: ``(_OK, (state, data))``, or a verdict and why."""
   where = storage.join(manager.directory, str(step))
   try:
@@ -292,7 +324,7 @@ class Checkpointer:
   def save(self, step: int, state: Any, data_state: dict | None) -> None:
     """Starts an asynchronous save of ``state`` at ``step`` (no-op if already saved)."""
     if step > self._last_saved:
-      self.best.wait_until_finished()   # one save in flight at a time (multi-host barriers)
+      self.best.wait_until_finished()  # one save in flight at a time (multi-host barriers)
       self.latest.save(step, args=_save_args(state, data_state))
       self._last_saved = step
 
@@ -300,12 +332,16 @@ class Checkpointer:
     """Offers ``state`` to ``best/``, kept if ``metrics[eval/accuracy]`` beats the best so far."""
     if step > self._last_best:
       self.latest.wait_until_finished()
-      self.best.save(step, args=_save_args(state, data_state),
-                     metrics={BEST_METRIC: float(metrics[BEST_METRIC])})
+      self.best.save(
+          step,
+          args=_save_args(state, data_state),
+          metrics={BEST_METRIC: float(metrics[BEST_METRIC])},
+      )
       self._last_best = step
 
-  def restore_latest(self, abstract_state: Any,
-                     expected_data: dict | None = None) -> tuple[Any, dict, int] | None:
+  def restore_latest(
+      self, abstract_state: Any, expected_data: dict | None = None
+  ) -> tuple[Any, dict, int] | None:
     """The newest restorable ``(state, data_state, step)``, or None if there is none.
 
     Args:
@@ -333,14 +369,24 @@ class Checkpointer:
         source = f" ({run_file})" if storage.exists(run_file) else ""
         raise IncompatibleCheckpointError(
             f"Checkpoint {where} does not fit this config: {payload}. Nothing was moved. Resume "
-            f"with the config that wrote it{source}, or use another --workdir.")
+            f"with the config that wrote it{source}, or use another --workdir."
+        )
       if verdict == _IO:
-        raise CheckpointIOError(payload if isinstance(payload, str) else
-                                f"Reading {where} failed with I/O errors on another host.")
-      logging.warning("Checkpoint at step %d is damaged (%s); moving it aside and trying the "
-                      "previous one.", step, payload)
-      print(f"WARNING: checkpoint {step} is damaged ({str(payload)[:200]}); moved to "
-            f"{storage.join(self.workdir, 'corrupt')}, using an earlier one.", flush=True)
+        raise CheckpointIOError(
+            payload
+            if isinstance(payload, str)
+            else f"Reading {where} failed with I/O errors on another host."
+        )
+      logging.warning(
+          "Checkpoint at step %d is damaged (%s); moving it aside and trying the " "previous one.",
+          step,
+          payload,
+      )
+      print(
+          f"WARNING: checkpoint {step} is damaged ({str(payload)[:200]}); moved to "
+          f"{storage.join(self.workdir, 'corrupt')}, using an earlier one.",
+          flush=True,
+      )
       self._move_aside(step)
       self._last_saved = self.latest.latest_step() or -1
     return None
@@ -386,10 +432,13 @@ def restore_params(workdir: str, which: str = "latest", like: Any = None) -> tup
     raise ValueError(f"which must be 'latest' or 'best', got {which!r}.")
   directory = storage.join(workdir, "checkpoints" if which == "latest" else "best")
   if not storage.isdir(directory):
-    raise FileNotFoundError(f"No checkpoints in {workdir} (looked for {directory}); train first: "
-                            f"python train.py --workdir {workdir}")
-  manager = ocp.CheckpointManager(directory, item_names=("state", "data"),
-                                  item_handlers=_handlers())
+    raise FileNotFoundError(
+        f"No checkpoints in {workdir} (looked for {directory}); train first: "
+        f"python train.py --workdir {workdir}"
+    )
+  manager = ocp.CheckpointManager(
+      directory, item_names=("state", "data"), item_handlers=_handlers()
+  )
   on_device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   problems = []
   try:
@@ -405,7 +454,8 @@ def restore_params(workdir: str, which: str = "latest", like: Any = None) -> tup
         return payload, int(step)
       if verdict == _INCOMPATIBLE:
         raise IncompatibleCheckpointError(
-            f"Checkpoint {storage.join(directory, str(step))} does not fit the model: {payload}.")
+            f"Checkpoint {storage.join(directory, str(step))} does not fit the model: {payload}."
+        )
       if verdict == _IO:
         raise CheckpointIOError(payload)
       problems.append(f"checkpoint {step} in {directory} is damaged ({str(payload)[:160]})")
@@ -423,7 +473,8 @@ def _read_params(manager, step: int, like: Any, on_device) -> tuple[int, Any]:
     saved_tree = metadata["state"] if metadata is not None else None
     saved = tree_paths(saved_tree) if saved_tree is not None else {}
     if not any(p[0] == "params" for p in saved) or not all(
-        hasattr(leaf, "shape") for leaf in saved.values()):
+        hasattr(leaf, "shape") for leaf in saved.values()
+    ):
       raise _Damaged("its state metadata is missing or unreadable")
   except CheckpointIOError as error:
     return _IO, str(error)
@@ -437,11 +488,16 @@ def _read_params(manager, step: int, like: Any, on_device) -> tuple[int, Any]:
     diffs = structure_differences(saved_params, expected, renames)
     if diffs:
       return _INCOMPATIBLE, "; ".join(diffs)
-  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=on_device),
-                        saved_tree)
+  target = jax.tree.map(
+      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=on_device), saved_tree
+  )
   try:
-    restored = with_retries(lambda: manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(target))), where)
+    restored = with_retries(
+        lambda: manager.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))
+        ),
+        where,
+    )
     params = restored["state"]["params"]
   except CheckpointIOError as error:
     return _IO, str(error)

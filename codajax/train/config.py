@@ -21,47 +21,47 @@ COMPUTE_DTYPES = ("float32", "bfloat16")
 def base_config() -> ml_collections.ConfigDict:
   """Every training option with its default (the digits setting)."""
   config = ml_collections.ConfigDict()
-  config.name = "digits"                 # default work directory: runs/<name>
+  config.name = "digits"  # default work directory: runs/<name>
   config.description = ""
 
-  config.dataset = "digits"              # a codajax.data dataset name
-  config.data_dir = ""                   # "" = $CODAJAX_DATA_DIR or ~/tensorflow_datasets
+  config.dataset = "digits"  # a codajax.data dataset name
+  config.data_dir = ""  # "" = $CODAJAX_DATA_DIR or ~/tensorflow_datasets
   config.augment = True
-  config.worker_count = 0                # grain worker processes (0: in the main process)
+  config.worker_count = 0  # grain worker processes (0: in the main process)
 
   config.model = ml_collections.ConfigDict()
-  config.model.name = "digits-5L"        # codajax.models.get_model name
+  config.model.name = "digits-5L"  # codajax.models.get_model name
   config.model.temperature = 100.0
   config.model.norm = "squash"
   config.model.form = "implicit"
-  config.model.kwargs = ml_collections.ConfigDict()   # extra get_model keyword arguments
-  config.compute_dtype = "float32"       # "bfloat16": bf16 compute, f32 params/optimizer/norms
+  config.model.kwargs = ml_collections.ConfigDict()  # extra get_model keyword arguments
+  config.compute_dtype = "float32"  # "bfloat16": bf16 compute, f32 params/optimizer/norms
 
   config.seed = 0
   config.num_epochs = 30
-  config.batch_size = 64                 # global, over all devices and hosts
-  config.virtual_batch_size = 0          # >batch_size: gradient accumulation (optax.MultiSteps)
-  config.loss = "bce"                    # "bce" (the papers: sigmoid BCE on one-hot) or "softmax"
-  config.l1_matrix_weight = 0.0          # λ of the dynamic-matrix L1 regulariser
+  config.batch_size = 64  # global, over all devices and hosts
+  config.virtual_batch_size = 0  # >batch_size: gradient accumulation (optax.MultiSteps)
+  config.loss = "bce"  # "bce" (the papers: sigmoid BCE on one-hot) or "softmax"
+  config.l1_matrix_weight = 0.0  # λ of the dynamic-matrix L1 regulariser
 
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.learning_rate = 2.5e-4
   config.optimizer.schedule = "constant"
-  config.optimizer.decay_every_epochs = 30   # cifar_step: lr·1.5^−⌊epoch/30⌋
+  config.optimizer.decay_every_epochs = 30  # cifar_step: lr·1.5^−⌊epoch/30⌋
   config.optimizer.decay_factor = 1.5
-  config.optimizer.warmup_epochs = 0         # imagenet_warmup_halving / warmup_cosine
-  config.optimizer.peak_learning_rate = 1e-3 # imagenet_warmup_halving: lr → peak over warm-up
+  config.optimizer.warmup_epochs = 0  # imagenet_warmup_halving / warmup_cosine
+  config.optimizer.peak_learning_rate = 1e-3  # imagenet_warmup_halving: lr → peak over warm-up
   config.optimizer.halve_every_epochs = 20
   config.optimizer.lr_batch_scaling = False  # large-batch: lr × batch_size / reference_batch_size
   config.optimizer.reference_batch_size = 16
 
-  config.parallel = "jit"                # "jit" (mesh, default) or "pmap"
+  config.parallel = "jit"  # "jit" (mesh, default) or "pmap"
   config.eval_every_epochs = 1
   config.eval_batch_size = 256
   config.log_every_steps = 50
   config.checkpoint_every_steps = 500
   config.keep_checkpoints = 2
-  config.max_steps = 0                   # >0: stop after this many steps (smoke runs, tests)
+  config.max_steps = 0  # >0: stop after this many steps (smoke runs, tests)
   # Evaluators during training (codajax.evaluators): {name: dict(every_steps=N, **settings)}.
   config.evals = ml_collections.ConfigDict()
   return config
@@ -80,16 +80,24 @@ def parse_stage_arg(arg: str | None, default: str, num_stages: int) -> tuple[int
   """
   tokens = config_tokens(arg)
   stages = [t for t in tokens if t != "smoke"] or [default]
-  if len(stages) != 1 or not (stages[0][:1] == "s" and stages[0][1:].isdigit()
-                              and 0 <= int(stages[0][1:]) <= num_stages):
-    raise ValueError(f"Expected one embedding stage s0..s{num_stages} (and/or 'smoke'), got "
-                     f"{arg!r}.")
+  if len(stages) != 1 or not (
+      stages[0][:1] == "s" and stages[0][1:].isdigit() and 0 <= int(stages[0][1:]) <= num_stages
+  ):
+    raise ValueError(
+        f"Expected one embedding stage s0..s{num_stages} (and/or 'smoke'), got " f"{arg!r}."
+    )
   return int(stages[0][1:]), "smoke" in tokens
 
 
-def apply_smoke(config: ml_collections.ConfigDict, *, steps: int, batch_size: int,
-                eval_batch_size: int, model: str | None = None,
-                temperature: float | None = None) -> ml_collections.ConfigDict:
+def apply_smoke(
+    config: ml_collections.ConfigDict,
+    *,
+    steps: int,
+    batch_size: int,
+    eval_batch_size: int,
+    model: str | None = None,
+    temperature: float | None = None,
+) -> ml_collections.ConfigDict:
   """Turns ``config`` into its CPU smoke variant (in place; also returned).
 
   ``steps`` training steps of ``batch_size`` in one epoch, logging every ``steps // 2`` steps
@@ -124,41 +132,64 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   from codajax.models import architecture_names
   from codajax.nn import FORMS, NORMS
 
-  _require(config.model.name in architecture_names(),
-           f"model.name {config.model.name!r} is unknown; known: "
-           f"{', '.join(architecture_names())}.")
+  _require(
+      config.model.name in architecture_names(),
+      f"model.name {config.model.name!r} is unknown; known: " f"{', '.join(architecture_names())}.",
+  )
   _require(config.model.norm in NORMS, f"model.norm must be one of {NORMS}.")
   _require(config.model.form in FORMS, f"model.form must be one of {FORMS}.")
-  _require(math.isfinite(config.model.temperature) and config.model.temperature > 0,
-           f"model.temperature must be finite and > 0, got {config.model.temperature}.")
-  _require(config.compute_dtype in COMPUTE_DTYPES,
-           f"compute_dtype must be one of {COMPUTE_DTYPES}, got {config.compute_dtype!r}.")
+  _require(
+      math.isfinite(config.model.temperature) and config.model.temperature > 0,
+      f"model.temperature must be finite and > 0, got {config.model.temperature}.",
+  )
+  _require(
+      config.compute_dtype in COMPUTE_DTYPES,
+      f"compute_dtype must be one of {COMPUTE_DTYPES}, got {config.compute_dtype!r}.",
+  )
   _require(config.loss in LOSSES, f"loss must be one of {LOSSES}, got {config.loss!r}.")
   _require(config.parallel in PARALLEL, f"parallel must be one of {PARALLEL}.")
-  _require(config.optimizer.schedule in SCHEDULES,
-           f"optimizer.schedule must be one of {SCHEDULES}, got {config.optimizer.schedule!r}.")
+  _require(
+      config.optimizer.schedule in SCHEDULES,
+      f"optimizer.schedule must be one of {SCHEDULES}, got {config.optimizer.schedule!r}.",
+  )
   for key in ("learning_rate", "peak_learning_rate"):
     value = config.optimizer[key]
-    _require(math.isfinite(value) and value > 0, f"optimizer.{key} must be finite and > 0, "
-             f"got {value}.")
+    _require(
+        math.isfinite(value) and value > 0,
+        f"optimizer.{key} must be finite and > 0, " f"got {value}.",
+    )
   _require(config.optimizer.warmup_epochs >= 0, "optimizer.warmup_epochs must be >= 0.")
-  _require(config.optimizer.reference_batch_size >= 1,
-           "optimizer.reference_batch_size must be >= 1.")
-  for key in ("batch_size", "num_epochs", "eval_batch_size", "log_every_steps",
-              "checkpoint_every_steps", "keep_checkpoints", "eval_every_epochs"):
+  _require(
+      config.optimizer.reference_batch_size >= 1, "optimizer.reference_batch_size must be >= 1."
+  )
+  for key in (
+      "batch_size",
+      "num_epochs",
+      "eval_batch_size",
+      "log_every_steps",
+      "checkpoint_every_steps",
+      "keep_checkpoints",
+      "eval_every_epochs",
+  ):
     _require(config[key] >= 1, f"{key} must be >= 1, got {config[key]}.")
   _require(config.max_steps >= 0, f"max_steps must be >= 0, got {config.max_steps}.")
   _require(config.seed >= 0, f"seed must be >= 0, got {config.seed}.")
   _require(config.worker_count >= 0, f"worker_count must be >= 0, got {config.worker_count}.")
-  _require(config.virtual_batch_size >= 0,
-           f"virtual_batch_size must be >= 0, got {config.virtual_batch_size}.")
-  _require(math.isfinite(config.l1_matrix_weight) and config.l1_matrix_weight >= 0,
-           f"l1_matrix_weight must be finite and >= 0, got {config.l1_matrix_weight}.")
+  _require(
+      config.virtual_batch_size >= 0,
+      f"virtual_batch_size must be >= 0, got {config.virtual_batch_size}.",
+  )
+  _require(
+      math.isfinite(config.l1_matrix_weight) and config.l1_matrix_weight >= 0,
+      f"l1_matrix_weight must be finite and >= 0, got {config.l1_matrix_weight}.",
+  )
   _check_model_kwargs(config)
   if config.virtual_batch_size > config.batch_size:
-    _require(config.virtual_batch_size % config.batch_size == 0,
-             f"virtual_batch_size {config.virtual_batch_size} must be a multiple of "
-             f"batch_size {config.batch_size}.")
+    _require(
+        config.virtual_batch_size % config.batch_size == 0,
+        f"virtual_batch_size {config.virtual_batch_size} must be a multiple of "
+        f"batch_size {config.batch_size}.",
+    )
 
 
 def _check_model_kwargs(config: ml_collections.ConfigDict) -> None:
@@ -169,5 +200,7 @@ def _check_model_kwargs(config: ml_collections.ConfigDict) -> None:
   try:
     get_model(config.model.name, num_classes=2, image_channels=3, **kwargs)
   except TypeError as error:
-    raise ValueError(f"Bad config: model.kwargs {sorted(kwargs)} are not accepted by "
-                     f"{config.model.name!r} ({error}).") from None
+    raise ValueError(
+        f"Bad config: model.kwargs {sorted(kwargs)} are not accepted by "
+        f"{config.model.name!r} ({error})."
+    ) from None

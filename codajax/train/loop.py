@@ -63,26 +63,27 @@ def accumulation_steps(config: ml_collections.ConfigDict) -> int:
   return config.virtual_batch_size // config.batch_size
 
 
-def build_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int,
-                    total_steps: int) -> optax.GradientTransformation:
+def build_optimizer(
+    config: ml_collections.ConfigDict, steps_per_epoch: int, total_steps: int
+) -> optax.GradientTransformation:
   """Adam (the papers' optimizer) with the config's schedule, and gradient accumulation.
 
   With ``virtual_batch_size = k · batch_size`` the update is ``optax.MultiSteps``
   over ``k`` micro-batches: the same as one batch of ``k · batch_size``.
   """
   k = accumulation_steps(config)
-  schedule = learning_rate_schedule(config.optimizer, steps_per_epoch // k, total_steps // k,
-                                    config.batch_size * k)
+  schedule = learning_rate_schedule(
+      config.optimizer, steps_per_epoch // k, total_steps // k, config.batch_size * k
+  )
   tx = optax.adam(schedule)
   return optax.MultiSteps(tx, every_k_schedule=k) if k > 1 else tx
-
 
 
 # Settings the checkpoints depend on beyond their structure's identity: a resumed run must
 # keep them (recorded in run.json as "state_settings"), with why each one matters.
 _STATE_SETTINGS = {
     "accumulation_steps": "virtual_batch_size / batch_size: gradient accumulation changes the "
-                          "optimizer state's structure",
+    "optimizer state's structure",
     "batch_size": "the data position and the learning-rate schedule depend on it",
     "num_epochs": "the learning-rate schedule's length depends on it",
     "optimizer": "the optimizer and its learning-rate schedule",
@@ -91,12 +92,17 @@ _STATE_SETTINGS = {
 
 def state_settings(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """The settings recorded in ``run.json`` that a resumed run must not change."""
-  return json.loads(json.dumps({
-      "accumulation_steps": accumulation_steps(config),
-      "batch_size": config.batch_size,
-      "num_epochs": config.num_epochs,
-      "optimizer": config.optimizer.to_dict(),
-  }, default=str))
+  return json.loads(
+      json.dumps(
+          {
+              "accumulation_steps": accumulation_steps(config),
+              "batch_size": config.batch_size,
+              "num_epochs": config.num_epochs,
+              "optimizer": config.optimizer.to_dict(),
+          },
+          default=str,
+      )
+  )
 
 
 def read_run_file(workdir: str) -> dict[str, Any] | None:
@@ -108,28 +114,43 @@ def read_run_file(workdir: str) -> dict[str, Any] | None:
   try:
     run = storage.read_json(path)
   except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-    raise TrainingError(f"{path} is not readable JSON ({error}). Restore it from a backup, or "
-                        f"delete it to resume with the given config (checkpoints are checked "
-                        "against it).") from None
-  if not (isinstance(run, dict) and isinstance(run.get("config"), dict)
-          and isinstance(run.get("num_classes"), int) and isinstance(run.get("image_shape"), list)):
-    raise TrainingError(f"{path} is not a codajax run file (expected config, num_classes and "
-                        "image_shape). Restore it from a backup, or delete it to resume with the "
-                        "given config.")
+    raise TrainingError(
+        f"{path} is not readable JSON ({error}). Restore it from a backup, or "
+        f"delete it to resume with the given config (checkpoints are checked "
+        "against it)."
+    ) from None
+  if not (
+      isinstance(run, dict)
+      and isinstance(run.get("config"), dict)
+      and isinstance(run.get("num_classes"), int)
+      and isinstance(run.get("image_shape"), list)
+  ):
+    raise TrainingError(
+        f"{path} is not a codajax run file (expected config, num_classes and "
+        "image_shape). Restore it from a backup, or delete it to resume with the "
+        "given config."
+    )
   return run
 
 
 def _run_record(config: ml_collections.ConfigDict, spec) -> dict[str, Any]:
-  return {"config": json.loads(json.dumps(config.to_dict(), default=str)),
-          "num_classes": spec.num_classes, "image_shape": list(spec.image_shape),
-          "state_settings": state_settings(config), "splits": _new_splits(spec),
-          "provenance": provenance()}
+  return {
+      "config": json.loads(json.dumps(config.to_dict(), default=str)),
+      "num_classes": spec.num_classes,
+      "image_shape": list(spec.image_shape),
+      "state_settings": state_settings(config),
+      "splits": _new_splits(spec),
+      "provenance": provenance(),
+  }
 
 
 def _new_splits(spec) -> dict[str, str]:
   """Train / model-selection / report splits of a new run (validation carved when missing)."""
-  return {"train": spec.train_split, "validation": spec.validation_split or spec.test_split,
-          "test": spec.test_split}
+  return {
+      "train": spec.train_split,
+      "validation": spec.validation_split or spec.test_split,
+      "test": spec.test_split,
+  }
 
 
 def run_splits(workdir: str, spec) -> dict[str, str]:
@@ -139,7 +160,11 @@ def run_splits(workdir: str, spec) -> dict[str, str]:
   run = read_run_file(workdir)
   if run is None:
     return _new_splits(spec)
-  return run.get("splits") or {"train": "train", "validation": spec.test_split, "test": spec.test_split}
+  return run.get("splits") or {
+      "train": "train",
+      "validation": spec.test_split,
+      "test": spec.test_split,
+  }
 
 
 def _check_workdir(workdir: str, config: ml_collections.ConfigDict, spec) -> bool:
@@ -159,16 +184,21 @@ def _check_workdir(workdir: str, config: ml_collections.ConfigDict, spec) -> boo
       changed = sorted(k for k in _IDENTITY_KEYS if old.get(k) != identity[k])
       raise TrainingError(
           f"{workdir} holds a run of a different config (differs in: {', '.join(changed)}). "
-          f"Use another --workdir, or delete {workdir} to start over.")
+          f"Use another --workdir, or delete {workdir} to start over."
+      )
     old_settings = run.get("state_settings")
     if old_settings is not None:
-      changed = [f"{k} {old_settings.get(k)!r} -> {v!r} ({_STATE_SETTINGS[k]})"
-                 for k, v in record["state_settings"].items() if old_settings.get(k) != v]
+      changed = [
+          f"{k} {old_settings.get(k)!r} -> {v!r} ({_STATE_SETTINGS[k]})"
+          for k, v in record["state_settings"].items()
+          if old_settings.get(k) != v
+      ]
       if changed:
         raise TrainingError(
             f"{workdir} was trained with other settings that its checkpoints depend on: "
             f"{'; '.join(changed)}. Resume with the values in {storage.join(workdir, RUN_FILE)}, "
-            "or use another --workdir.")
+            "or use another --workdir."
+        )
   # Every process has looked before process 0 writes.
   multihost_utils.sync_global_devices("codajax_check_workdir")
   return run is not None
@@ -194,12 +224,16 @@ def workdir_lock(workdir: str):
   try:
     held_lock.enter_context(storage.workdir_lock(workdir, f"{LOCK_FILE}.{jax.process_index()}"))
   except storage.LockHeld as held:
-    raise TrainingError(f"{workdir} is in use by another train.py ({held}). Wait for it to "
-                        "finish, or use another --workdir.") from None
+    raise TrainingError(
+        f"{workdir} is in use by another train.py ({held}). Wait for it to "
+        "finish, or use another --workdir."
+    ) from None
   except OSError as error:
-    raise TrainingError(f"Cannot write to the work directory {workdir} "
-                        f"({error.strerror or error}). Make it writable, or use another "
-                        "--workdir.") from None
+    raise TrainingError(
+        f"Cannot write to the work directory {workdir} "
+        f"({error.strerror or error}). Make it writable, or use another "
+        "--workdir."
+    ) from None
   with held_lock:
     yield
 
@@ -209,11 +243,15 @@ def check_devices(config: ml_collections.ConfigDict) -> None:
   devices, local = jax.device_count(), jax.local_device_count()
   for key in ("batch_size", "eval_batch_size"):
     if config[key] % devices:
-      raise TrainingError(f"{key} {config[key]} is not divisible by the {devices} devices; use a "
-                          f"multiple of {devices}.")
+      raise TrainingError(
+          f"{key} {config[key]} is not divisible by the {devices} devices; use a "
+          f"multiple of {devices}."
+      )
   if config.parallel == "pmap" and (config.batch_size // jax.process_count()) % local:
-    raise TrainingError(f"batch_size {config.batch_size} does not split over "
-                        f"{jax.process_count()} processes of {local} devices (pmap).")
+    raise TrainingError(
+        f"batch_size {config.batch_size} does not split over "
+        f"{jax.process_count()} processes of {local} devices (pmap)."
+    )
 
 
 def _init_state(model, tx, spec, seed: int, mesh, parallel_mode: str) -> TrainState:
@@ -223,8 +261,12 @@ def _init_state(model, tx, spec, seed: int, mesh, parallel_mode: str) -> TrainSt
 
   def init():
     params = model.init(init_key, dummy)["params"]
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                      rng=jax.random.key_data(state_key))
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        opt_state=tx.init(params),
+        rng=jax.random.key_data(state_key),
+    )
 
   out = parallel.replicated_sharding(mesh) if parallel_mode == "jit" else None
   return jax.jit(init, out_shardings=out)()
@@ -251,7 +293,6 @@ def evaluate(eval_step, params, loader, mesh, parallel_mode: str = "jit") -> dic
       "eval/per_class_accuracy": per_class.round(6).tolist(),
       "eval/count": int(count),
   }
-
 
 
 class _Preemption:
@@ -330,8 +371,10 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
   splits = run_splits(workdir, spec)
   steps_per_epoch = spec.size(splits["train"]) // config.batch_size
   if steps_per_epoch == 0:
-    raise TrainingError(f"batch_size {config.batch_size} exceeds the "
-                        f"{spec.size(splits['train'])} training examples.")
+    raise TrainingError(
+        f"batch_size {config.batch_size} exceeds the "
+        f"{spec.size(splits['train'])} training examples."
+    )
   total_steps = config.num_epochs * steps_per_epoch
   if config.max_steps:
     total_steps = min(total_steps, config.max_steps)
@@ -342,29 +385,68 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
   tx = build_optimizer(config, steps_per_epoch, config.num_epochs * steps_per_epoch)
   state = _init_state(model, tx, spec, config.seed, mesh, mode)
   train_iter = data.train_loader(
-      config.dataset, global_batch_size=config.batch_size, seed=config.seed, data_dir=data_dir,
-      split=splits["train"], augment=config.augment, worker_count=config.worker_count)
+      config.dataset,
+      global_batch_size=config.batch_size,
+      seed=config.seed,
+      data_dir=data_dir,
+      split=splits["train"],
+      augment=config.augment,
+      worker_count=config.worker_count,
+  )
   make_eval_loader = lambda split="validation": data.eval_loader(
-      config.dataset, global_batch_size=config.eval_batch_size, data_dir=data_dir,
-      split=splits[split], worker_count=config.worker_count)
+      config.dataset,
+      global_batch_size=config.eval_batch_size,
+      data_dir=data_dir,
+      split=splits[split],
+      worker_count=config.worker_count,
+  )
   checkpointer = Checkpointer(workdir, keep=config.keep_checkpoints)
   try:
-    restored = checkpointer.restore_latest(jax.tree.map(_abstract, state),
-                                           expected_data=train_iter.get_state())
+    restored = checkpointer.restore_latest(
+        jax.tree.map(_abstract, state), expected_data=train_iter.get_state()
+    )
     if restored is not None:
       state, data_state, _ = restored
       train_iter.set_state(data_state)
     if not has_run_file:
       _write_run_file(workdir, config, spec)
-    return _loop(config, workdir, spec, model, tx, state, mesh, train_iter, make_eval_loader,
-                 checkpointer, steps_per_epoch, total_steps, is_main, splits=splits)
+    return _loop(
+        config,
+        workdir,
+        spec,
+        model,
+        tx,
+        state,
+        mesh,
+        train_iter,
+        make_eval_loader,
+        checkpointer,
+        steps_per_epoch,
+        total_steps,
+        is_main,
+        splits=splits,
+    )
   finally:
     train_iter.close()
-    checkpointer.close()   # waits for every save in flight, on every exit path
+    checkpointer.close()  # waits for every save in flight, on every exit path
 
 
-def _loop(config, workdir, spec, model, tx, state, mesh, train_iter, make_eval_loader,
-          checkpointer, steps_per_epoch, total_steps, is_main, splits=None) -> dict[str, Any]:
+def _loop(
+    config,
+    workdir,
+    spec,
+    model,
+    tx,
+    state,
+    mesh,
+    train_iter,
+    make_eval_loader,
+    checkpointer,
+    steps_per_epoch,
+    total_steps,
+    is_main,
+    splits=None,
+) -> dict[str, Any]:
   """The training loop proper; returns the last metrics (``step`` included).
 
   ``eval/*`` metrics are on the validation split ``splits["validation"]`` (logged as
@@ -372,30 +454,43 @@ def _loop(config, workdir, spec, model, tx, state, mesh, train_iter, make_eval_l
   """
   mode = config.parallel
   start_step = int(_host_scalar(state.step))
-  train_step = make_train_step(model, tx, loss=config.loss,
-                               l1_matrix_weight=config.l1_matrix_weight, mesh=mesh,
-                               parallel_mode=mode)
+  train_step = make_train_step(
+      model,
+      tx,
+      loss=config.loss,
+      l1_matrix_weight=config.l1_matrix_weight,
+      mesh=mesh,
+      parallel_mode=mode,
+  )
   eval_step = make_eval_step(model, loss=config.loss, mesh=mesh)
   from codajax.evaluators.training import TrainingEvaluators  # (it imports codajax.train)
-  evals = TrainingEvaluators(config, model, spec, mesh, workdir)   # config.evals, every N steps
+
+  evals = TrainingEvaluators(config, model, spec, mesh, workdir)  # config.evals, every N steps
   if mode == "pmap":
     state = flax.jax_utils.replicate(state)
 
   logger = MetricsLogger(workdir)
   if is_main:
-    print(f"codajax: training {config.model.name} on {config.dataset} "
-          f"({jax.device_count()} devices, {jax.process_count()} processes, mode {mode}); "
-          f"steps {start_step}→{total_steps}; work directory {workdir}", flush=True)
+    print(
+        f"codajax: training {config.model.name} on {config.dataset} "
+        f"({jax.device_count()} devices, {jax.process_count()} processes, mode {mode}); "
+        f"steps {start_step}→{total_steps}; work directory {workdir}",
+        flush=True,
+    )
 
   def unreplicated(state):
     return flax.jax_utils.unreplicate(state) if mode == "pmap" else state
 
   def run_eval(step, state):
     eval_metrics = evaluate(eval_step, unreplicated(state).params, make_eval_loader(), mesh)
-    logger.write(step, {**eval_metrics, "eval/split": (splits or {}).get("validation", "validation")})
+    logger.write(
+        step, {**eval_metrics, "eval/split": (splits or {}).get("validation", "validation")}
+    )
     if is_main:
-      bar.write(f"step {step} (epoch {step / steps_per_epoch:.2f}): validation accuracy "
-                f"{eval_metrics['eval/accuracy']:.4f}, top-5 {eval_metrics['eval/top5']:.4f}")
+      bar.write(
+          f"step {step} (epoch {step / steps_per_epoch:.2f}): validation accuracy "
+          f"{eval_metrics['eval/accuracy']:.4f}, top-5 {eval_metrics['eval/top5']:.4f}"
+      )
     checkpointer.save_best(step, unreplicated(state), train_iter.get_state(), eval_metrics)
     return eval_metrics
 
@@ -403,8 +498,14 @@ def _loop(config, workdir, spec, model, tx, state, mesh, train_iter, make_eval_l
   last_metrics: dict[str, Any] = {}
   pending: list[dict[str, jax.Array]] = []
   window_start = time.perf_counter()
-  bar = tqdm(total=total_steps, initial=start_step, disable=not is_main, desc="train",
-             unit="step", dynamic_ncols=True)
+  bar = tqdm(
+      total=total_steps,
+      initial=start_step,
+      disable=not is_main,
+      desc="train",
+      unit="step",
+      dynamic_ncols=True,
+  )
   try:
     with _Preemption() as preemption:
       step = start_step
@@ -428,17 +529,18 @@ def _loop(config, workdir, spec, model, tx, state, mesh, train_iter, make_eval_l
         save_now = save_now or preempted
         eval_now = (end_of_epoch and epoch % config.eval_every_epochs == 0) or last
         if log_now or eval_now or save_now:
-          summary = _summarise(pending, step, workdir)   # raises before a bad state is saved
+          summary = _summarise(pending, step, workdir)  # raises before a bad state is saved
           elapsed = time.perf_counter() - window_start
           summary["train/images_per_sec"] = len(pending) * config.batch_size / max(elapsed, 1e-9)
           summary["train/epoch"] = step / steps_per_epoch
           logger.write(step, summary)
-          bar.set_postfix(loss=f"{summary['train/loss']:.4f}",
-                          acc=f"{summary['train/accuracy']:.3f}")
+          bar.set_postfix(
+              loss=f"{summary['train/loss']:.4f}", acc=f"{summary['train/accuracy']:.3f}"
+          )
           last_metrics.update(summary)
           pending, window_start = [], time.perf_counter()
 
-        if save_now:   # before the eval: a failing eval loses no training
+        if save_now:  # before the eval: a failing eval loses no training
           checkpointer.save(step, unreplicated(state), train_iter.get_state())
         if eval_now and not preempted:
           last_metrics.update(run_eval(step, state))
@@ -446,15 +548,18 @@ def _loop(config, workdir, spec, model, tx, state, mesh, train_iter, make_eval_l
           evals.run(step, unreplicated(state).params, logger, last=last)
         if preempted:
           if is_main:
-            bar.write(f"{preemption.signal_name}: saved step {step} to {workdir}; re-run the "
-                      "same command to resume.")
+            bar.write(
+                f"{preemption.signal_name}: saved step {step} to {workdir}; re-run the "
+                "same command to resume."
+            )
           last_metrics["interrupted"] = preemption.signal_name
           break
       if step == total_steps and step == start_step and _final_eval_missing(workdir, step):
-        last_metrics.update(run_eval(step, state))   # the run had stopped before its final eval
+        last_metrics.update(run_eval(step, state))  # the run had stopped before its final eval
       if step == total_steps and "interrupted" not in last_metrics:
-        test_metrics = _test_eval(eval_step, unreplicated(state).params, make_eval_loader, mesh,
-                                  checkpointer, workdir)
+        test_metrics = _test_eval(
+            eval_step, unreplicated(state).params, make_eval_loader, mesh, checkpointer, workdir
+        )
         logger.write(step, test_metrics)
         last_metrics.update(test_metrics)
   finally:
@@ -473,14 +578,19 @@ def _test_eval(eval_step, params, make_eval_loader, mesh, checkpointer, workdir)
   final = evaluate(eval_step, params, make_eval_loader("test"), mesh)
   checkpointer.wait()
   best_params, best_step = restore_params(workdir, "best", like=params)
-  if jax.process_count() > 1:   # restored on a local device; no cross-host device_put on CPU
+  if jax.process_count() > 1:  # restored on a local device; no cross-host device_put on CPU
     best_params = parallel.replicate(jax.device_get(best_params), mesh)
   else:
     best_params = jax.device_put(best_params, jax.tree.map(lambda x: x.sharding, params))
   best = evaluate(eval_step, best_params, make_eval_loader("test"), mesh)
-  return {"test/accuracy_final": final["eval/accuracy"], "test/top5_final": final["eval/top5"],
-          "test/accuracy_best": best["eval/accuracy"], "test/top5_best": best["eval/top5"],
-          "test/best_step": best_step, "test/count": final["eval/count"]}
+  return {
+      "test/accuracy_final": final["eval/accuracy"],
+      "test/top5_final": final["eval/top5"],
+      "test/accuracy_best": best["eval/accuracy"],
+      "test/top5_best": best["eval/top5"],
+      "test/best_step": best_step,
+      "test/count": final["eval/count"],
+  }
 
 
 def _summarise(pending: list[dict[str, jax.Array]], step: int, workdir: str) -> dict[str, float]:
@@ -490,7 +600,8 @@ def _summarise(pending: list[dict[str, jax.Array]], step: int, workdir: str) -> 
     raise TrainingError(
         f"Non-finite training metrics at step {step}: {summary}. Stopped; the last good "
         f"checkpoint in {workdir}/checkpoints is kept (lower the learning rate, or train in "
-        f"float32).")
+        f"float32)."
+    )
   return summary
 
 

@@ -46,7 +46,7 @@ class _StorageWriterFactory:
     return _StorageRecordWriter(path)
 
   def directory_check(self, path: str) -> None:
-    del path   # object stores have no directories to create
+    del path  # object stores have no directories to create
 
 
 def _register_tensorboard_storage() -> None:
@@ -67,7 +67,7 @@ class MetricsLogger:
       from tensorboardX import SummaryWriter
 
       _register_tensorboard_storage()
-      if storage.exists(self.path):   # a resumed run: keep what was logged
+      if storage.exists(self.path):  # a resumed run: keep what was logged
         self._lines = [line for line in storage.read_text(self.path).splitlines() if line.strip()]
       self._tensorboard = SummaryWriter(storage.join(workdir, "tensorboard"))
 

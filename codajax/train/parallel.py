@@ -27,10 +27,18 @@ def initialize_distributed(
   process; it cannot be caught), instead of JAX's default five minutes.
   """
   where = coordinator_address or "the auto-detected coordinator"
-  logging.info("Joining a multi-host run at %s (%s processes, this is %s; timeout %d s).",
-               where, num_processes, process_id, timeout_s)
-  print(f"codajax: waiting up to {timeout_s} s for {num_processes or 'all'} processes at "
-        f"{where}; a missing peer aborts every process after that.", flush=True)
+  logging.info(
+      "Joining a multi-host run at %s (%s processes, this is %s; timeout %d s).",
+      where,
+      num_processes,
+      process_id,
+      timeout_s,
+  )
+  print(
+      f"codajax: waiting up to {timeout_s} s for {num_processes or 'all'} processes at "
+      f"{where}; a missing peer aborts every process after that.",
+      flush=True,
+  )
   jax.distributed.initialize(
       coordinator_address=coordinator_address,
       num_processes=num_processes,
@@ -61,8 +69,9 @@ def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array
   Every process passes its own ``(global_batch / process_count, ...)`` rows.
   """
   sharding = batch_sharding(mesh)
-  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
-          for k, v in batch.items()}
+  return {
+      k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()
+  }
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:

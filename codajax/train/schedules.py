@@ -34,8 +34,9 @@ def learning_rate_schedule(
   if opt.schedule == "constant":
     return optax.constant_schedule(lr)
   if opt.schedule == "cifar_step":
-    return lambda count: lr * jnp.power(opt.decay_factor,
-                                        -(epoch_of(count) // opt.decay_every_epochs))
+    return lambda count: lr * jnp.power(
+        opt.decay_factor, -(epoch_of(count) // opt.decay_every_epochs)
+    )
   if opt.schedule == "imagenet_warmup_halving":
     warmup = opt.warmup_epochs
 
@@ -48,6 +49,7 @@ def learning_rate_schedule(
     return schedule
   if opt.schedule == "warmup_cosine":
     warmup_steps = opt.warmup_epochs * updates_per_epoch
-    return optax.warmup_cosine_decay_schedule(0.0, peak, max(warmup_steps, 1),
-                                              max(total_updates, warmup_steps + 1))
+    return optax.warmup_cosine_decay_schedule(
+        0.0, peak, max(warmup_steps, 1), max(total_updates, warmup_steps + 1)
+    )
   raise ValueError(f"Unknown schedule {opt.schedule!r}.")

@@ -44,11 +44,12 @@ def classification_loss(logits: Array, labels: Array, kind: str) -> Array:
   raise ValueError(f"Unknown loss {kind!r}; known losses: bce, softmax.")
 
 
-def _loss_and_metrics(model: nn.Module, loss_kind: str, l1_matrix_weight: float,
-                      params, batch, rng):
+def _loss_and_metrics(
+    model: nn.Module, loss_kind: str, l1_matrix_weight: float, params, batch, rng
+):
   """Mean loss of a batch and its metrics (means over the batch)."""
   images = images_to_float(batch["image"])
-  if l1_matrix_weight:    # the logits and the dynamic map from one forward pass
+  if l1_matrix_weight:  # the logits and the dynamic map from one forward pass
     from codajax.regularizers import logits_and_dynamic_matrix_l1
 
     logits, penalty = logits_and_dynamic_matrix_l1(model, params, images, batch["label"], rng)
@@ -98,7 +99,7 @@ def make_train_step(
 
   def gradients(state, batch, device_index=None):
     rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-    if device_index is not None:   # pmap: each device's regulariser draws its own samples
+    if device_index is not None:  # pmap: each device's regulariser draws its own samples
       rng = jax.random.fold_in(rng, device_index)
     grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params, batch, rng)
     return grads, metrics
@@ -156,5 +157,6 @@ def make_eval_step(model: nn.Module, *, loss: str = "bce", mesh: Mesh | None = N
   if mesh is None:
     return jax.jit(step)
   replicated = parallel.replicated_sharding(mesh)
-  return jax.jit(step, in_shardings=(replicated, parallel.batch_sharding(mesh)),
-                 out_shardings=replicated)
+  return jax.jit(
+      step, in_shardings=(replicated, parallel.batch_sharding(mesh)), out_shardings=replicated
+  )

@@ -5,4 +5,10 @@ from codajax.data.builders.digits import CodajaxDigits
 from codajax.data.builders.image_folder import CodajaxImagenetFolder, CodajaxTinyImagenet
 from codajax.data.builders.shapes import CodajaxShapes
 
-__all__ = ["CodajaxCifar10", "CodajaxDigits", "CodajaxImagenetFolder", "CodajaxShapes", "CodajaxTinyImagenet"]
+__all__ = [
+    "CodajaxCifar10",
+    "CodajaxDigits",
+    "CodajaxImagenetFolder",
+    "CodajaxShapes",
+    "CodajaxTinyImagenet",
+]

@@ -21,8 +21,12 @@ class _QuietParameterisedConfigs(logging.Filter):
   """Drops TFDS's "Using custom data configuration" warning for ``ParameterisedConfig`` (custom by design)."""
 
   def filter(self, record: logging.LogRecord) -> bool:
-    return not (record.msg == "Using custom data configuration: %s" and isinstance(record.args, tuple)
-                and record.args and isinstance(record.args[0], ParameterisedConfig))
+    return not (
+        record.msg == "Using custom data configuration: %s"
+        and isinstance(record.args, tuple)
+        and record.args
+        and isinstance(record.args[0], ParameterisedConfig)
+    )
 
 
 logging.getLogger("absl").addFilter(_QuietParameterisedConfigs())
@@ -59,7 +63,9 @@ class OrderedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         citation=self.CITATION or None,
     )
 
-  def _generate_examples(self, examples: Iterable[dict[str, Any]]) -> Iterator[tuple[int, dict[str, Any]]]:
+  def _generate_examples(
+      self, examples: Iterable[dict[str, Any]]
+  ) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yields ``(i, example)`` with i the example's position, so the stored order is ``examples``' order."""
     yield from enumerate(examples)
 

@@ -29,8 +29,12 @@ def upsampled_digits() -> tuple[np.ndarray, np.ndarray]:
   digits = load_digits()
   scaled = digits.images.astype(np.float32) * (255.0 / 16.0)
   size = IMAGE_SHAPE[:2][::-1]
-  upsampled = np.stack([np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
-                        for image in scaled])
+  upsampled = np.stack(
+      [
+          np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
+          for image in scaled
+      ]
+  )
   images = np.clip(np.rint(upsampled), 0, 255).astype(np.uint8)[..., None]
   return images, digits.target.astype(np.int64)
 
@@ -42,15 +46,21 @@ class CodajaxDigits(base.OrderedBuilder):
   HOMEPAGE = "https://archive.ics.uci.edu/dataset/80/optical+recognition+of+handwritten+digits"
 
   def _features(self) -> tfds.features.FeaturesDict:
-    return tfds.features.FeaturesDict({
-        "image": tfds.features.Tensor(shape=IMAGE_SHAPE, dtype=np.uint8),
-        "label": tfds.features.ClassLabel(names=[str(digit) for digit in range(10)]),
-    })
+    return tfds.features.FeaturesDict(
+        {
+            "image": tfds.features.Tensor(shape=IMAGE_SHAPE, dtype=np.uint8),
+            "label": tfds.features.ClassLabel(names=[str(digit) for digit in range(10)]),
+        }
+    )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     del dl_manager  # The data ships inside scikit-learn.
     images, labels = upsampled_digits()
     return {
-        "train": self._generate_examples(base.rows({"image": images[:NUM_TRAIN], "label": labels[:NUM_TRAIN]})),
-        "test": self._generate_examples(base.rows({"image": images[NUM_TRAIN:], "label": labels[NUM_TRAIN:]})),
+        "train": self._generate_examples(
+            base.rows({"image": images[:NUM_TRAIN], "label": labels[:NUM_TRAIN]})
+        ),
+        "test": self._generate_examples(
+            base.rows({"image": images[NUM_TRAIN:], "label": labels[NUM_TRAIN:]})
+        ),
     }

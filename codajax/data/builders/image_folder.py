@@ -66,7 +66,11 @@ def class_folder_files(directory: str, classes: Sequence[str]) -> list[LabelledF
     if not os.path.isdir(class_dir):
       continue
     for root, _, file_names in sorted(os.walk(class_dir, followlinks=True)):
-      files += [(os.path.join(root, file_name), label) for file_name in sorted(file_names) if _is_image(file_name)]
+      files += [
+          (os.path.join(root, file_name), label)
+          for file_name in sorted(file_names)
+          if _is_image(file_name)
+      ]
   return files
 
 
@@ -95,41 +99,66 @@ def flat_val_files(val_dir: str, manual_dir: str, classes: Sequence[str]) -> lis
       source = kaggle_path
     else:
       match = _OFFICIAL_VAL_NAME.fullmatch(file_name)
-      wnid = official[int(match.group(1)) - 1] if match and int(match.group(1)) <= len(official) else None
+      wnid = (
+          official[int(match.group(1)) - 1]
+          if match and int(match.group(1)) <= len(official)
+          else None
+      )
       source = "the official ILSVRC2012 validation labels"
     if wnid is None:
-      raise ValueError(f"No label for {os.path.join(val_dir, file_name)} in {source}. A flat val/ folder needs "
-                       f"{KAGGLE_VAL_LABELS} in {manual_dir} or the official file names ILSVRC2012_val_<8 digits>.JPEG.")
+      raise ValueError(
+          f"No label for {os.path.join(val_dir, file_name)} in {source}. A flat val/ folder needs "
+          f"{KAGGLE_VAL_LABELS} in {manual_dir} or the official file names ILSVRC2012_val_<8 digits>.JPEG."
+      )
     if wnid in label_of:
       files.append((os.path.join(val_dir, file_name), label_of[wnid]))
   return sorted(files, key=lambda item: (item[1], os.path.basename(item[0])))
 
 
-def find_imagenet_root(manual_dir: str | os.PathLike[str] | None, *, name: str = "imagenet_folder",
-                       data_dir: str | None = None, extra: Sequence[str] = ()) -> str:
+def find_imagenet_root(
+    manual_dir: str | os.PathLike[str] | None,
+    *,
+    name: str = "imagenet_folder",
+    data_dir: str | None = None,
+    extra: Sequence[str] = (),
+) -> str:
   """``manual_dir`` if it holds ``train/`` and ``val/`` folders; raises ``ManualDataNotFoundError``."""
-  if manual_dir is None or not all(os.path.isdir(os.path.join(manual_dir, split)) for split in ("train", "val")):
+  if manual_dir is None or not all(
+      os.path.isdir(os.path.join(manual_dir, split)) for split in ("train", "val")
+  ):
     shown = manual_dir if manual_dir is not None else "DIR"
     raise errors.ManualDataNotFoundError(
         f"{name}: no ImageFolder tree in manual directory {shown}: it must hold train/<wnid>/*.JPEG and "
         f"val/<wnid>/*.JPEG (or the official flat val/ with {KAGGLE_VAL_LABELS} or official file names). "
-        f"Then run:\n  {errors.prepare_command(name, manual_dir=shown, data_dir=data_dir, extra=extra)}")
+        f"Then run:\n  {errors.prepare_command(name, manual_dir=shown, data_dir=data_dir, extra=extra)}"
+    )
   return os.fspath(manual_dir)
 
 
-def imagenet_split_files(root: str, num_classes: int | None) -> tuple[list[str], dict[str, list[LabelledFile]]]:
+def imagenet_split_files(
+    root: str, num_classes: int | None
+) -> tuple[list[str], dict[str, list[LabelledFile]]]:
   """The kept wnids (the first ``num_classes`` sorted ones, or all) and ``{"train"|"validation": files}``."""
   wnids = sorted_class_folders(os.path.join(root, "train"))
   if not wnids:
     raise ValueError(f"{os.path.join(root, 'train')} has no class folders.")
   if num_classes is not None:
     if num_classes > len(wnids):
-      raise ValueError(f"Asked for the first {num_classes} classes, but {root}/train has only {len(wnids)}.")
+      raise ValueError(
+          f"Asked for the first {num_classes} classes, but {root}/train has only {len(wnids)}."
+      )
     wnids = wnids[:num_classes]
   val_dir = os.path.join(root, "val")
   has_class_folders = bool(sorted_class_folders(val_dir))
-  validation = (class_folder_files(val_dir, wnids) if has_class_folders else flat_val_files(val_dir, root, wnids))
-  return wnids, {"train": class_folder_files(os.path.join(root, "train"), wnids), "validation": validation}
+  validation = (
+      class_folder_files(val_dir, wnids)
+      if has_class_folders
+      else flat_val_files(val_dir, root, wnids)
+  )
+  return wnids, {
+      "train": class_folder_files(os.path.join(root, "train"), wnids),
+      "validation": validation,
+  }
 
 
 def undecodable_reason(data: bytes) -> str | None:
@@ -167,9 +196,12 @@ class SkippedFiles:
       kinds[kind] = kinds.get(kind, 0) + 1
     listed = "; ".join(f"{path}: {reason}" for path, reason in self.skipped[:5])
     more = f" (and {len(self.skipped) - 5} more)" if len(self.skipped) > 5 else ""
-    print(f"WARNING: {self.split}: skipped {len(self.skipped)} of {self.total} image files "
-          f"({', '.join(f'{n} {k}' for k, n in sorted(kinds.items()))}): {listed}{more}",
-          file=sys.stderr, flush=True)
+    print(
+        f"WARNING: {self.split}: skipped {len(self.skipped)} of {self.total} image files "
+        f"({', '.join(f'{n} {k}' for k, n in sorted(kinds.items()))}): {listed}{more}",
+        file=sys.stderr,
+        flush=True,
+    )
     if len(self.skipped) == self.total:
       raise errors.BadManualDataError(f"{self.split}: none of the {self.total} image files decode.")
 
@@ -189,7 +221,9 @@ def _decodable_files(files: Sequence[LabelledFile], split: str) -> Iterator[tupl
   skipped.report()
 
 
-def _encoded_examples(files: Sequence[LabelledFile], root: str, split: str = "split") -> Iterator[dict]:
+def _encoded_examples(
+    files: Sequence[LabelledFile], root: str, split: str = "split"
+) -> Iterator[dict]:
   """The files' encoded bytes; files that do not decode are skipped and reported with a count."""
   for path, label, data in _decodable_files(files, split):
     yield {"image": data, "label": label, "file_name": os.path.relpath(path, root)}
@@ -208,8 +242,11 @@ def image_folder_config(num_classes: int | None = None) -> ImageFolderConfig:
     return ImageFolderConfig(name="all", description="All classes.")
   if num_classes < 1:
     raise ValueError(f"num_classes must be >= 1, got {num_classes}.")
-  return ImageFolderConfig(name=f"first{num_classes}", num_classes=num_classes,
-                           description=f"The first {num_classes} sorted wnids, relabelled 0..{num_classes - 1}.")
+  return ImageFolderConfig(
+      name=f"first{num_classes}",
+      num_classes=num_classes,
+      description=f"The first {num_classes} sorted wnids, relabelled 0..{num_classes - 1}.",
+  )
 
 
 def parse_image_folder_config(name: str) -> ImageFolderConfig:
@@ -218,7 +255,9 @@ def parse_image_folder_config(name: str) -> ImageFolderConfig:
     return image_folder_config(None)
   match = re.fullmatch(r"first(\d+)", name)
   if match is None:
-    raise ValueError(f"An imagenet_folder config is 'all' or 'first<K>' (e.g. 'first100'), got {name!r}.")
+    raise ValueError(
+        f"An imagenet_folder config is 'all' or 'first<K>' (e.g. 'first100'), got {name!r}."
+    )
   return image_folder_config(int(match.group(1)))
 
 
@@ -228,24 +267,32 @@ class CodajaxImagenetFolder(base.OrderedBuilder):
   DESCRIPTION = __doc__
   BUILDER_CONFIGS = [image_folder_config(None), image_folder_config(100)]
   DEFAULT_CONFIG_NAME = "all"
-  MANUAL_DOWNLOAD_INSTRUCTIONS = "The manual directory holds train/<wnid>/*.JPEG and val/ (see the module docstring)."
+  MANUAL_DOWNLOAD_INSTRUCTIONS = (
+      "The manual directory holds train/<wnid>/*.JPEG and val/ (see the module docstring)."
+  )
 
   def _features(self) -> tfds.features.FeaturesDict:
-    return tfds.features.FeaturesDict({
-        "image": tfds.features.Tensor(shape=(), dtype=np.object_),  # encoded file bytes
-        "label": tfds.features.ClassLabel(),  # names (wnids) are set when the folder is read
-        "file_name": tfds.features.Text(),  # path relative to the manual directory
-    })
+    return tfds.features.FeaturesDict(
+        {
+            "image": tfds.features.Tensor(shape=(), dtype=np.object_),  # encoded file bytes
+            "label": tfds.features.ClassLabel(),  # names (wnids) are set when the folder is read
+            "file_name": tfds.features.Text(),  # path relative to the manual directory
+        }
+    )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     root = find_imagenet_root(dl_manager.manual_dir, data_dir=os.fspath(self.data_dir_root))
     wnids, files = imagenet_split_files(root, self.builder_config.num_classes)
     self.info.features["label"].names = wnids
-    return {split: self._generate_examples(_encoded_examples(split_files, root, split))
-            for split, split_files in files.items()}
+    return {
+        split: self._generate_examples(_encoded_examples(split_files, root, split))
+        for split, split_files in files.items()
+    }
 
 
-def find_tiny_imagenet_root(manual_dir: str | os.PathLike[str] | None, *, data_dir: str | None = None) -> str:
+def find_tiny_imagenet_root(
+    manual_dir: str | os.PathLike[str] | None, *, data_dir: str | None = None
+) -> str:
   """The ``tiny-imagenet-200`` folder in (or equal to) ``manual_dir``; raises ``ManualDataNotFoundError``."""
   if manual_dir is not None:
     for candidate in (os.path.join(manual_dir, TINY_IMAGENET_FOLDER), os.fspath(manual_dir)):
@@ -256,7 +303,8 @@ def find_tiny_imagenet_root(manual_dir: str | os.PathLike[str] | None, *, data_d
       f"tiny_imagenet: no {TINY_IMAGENET_FOLDER}/ folder (with wnids.txt, train/, val/) in manual directory "
       f"{shown}. Download {TINY_IMAGENET_URL}, unzip it into DIR, then run:\n"
       f"  {errors.prepare_command('tiny_imagenet', manual_dir=shown, data_dir=data_dir)}\n"
-      f"(or add --download to let the command fetch it).")
+      f"(or add --download to let the command fetch it)."
+  )
 
 
 def tiny_imagenet_split_files(root: str) -> tuple[list[str], dict[str, list[LabelledFile]]]:
@@ -267,7 +315,11 @@ def tiny_imagenet_split_files(root: str) -> tuple[list[str], dict[str, list[Labe
   train = []
   for label, wnid in enumerate(wnids):
     image_dir = os.path.join(root, "train", wnid, "images")
-    train += [(os.path.join(image_dir, name), label) for name in sorted(os.listdir(image_dir)) if _is_image(name)]
+    train += [
+        (os.path.join(image_dir, name), label)
+        for name in sorted(os.listdir(image_dir))
+        if _is_image(name)
+    ]
   validation = []
   with open(os.path.join(root, "val", "val_annotations.txt")) as file:
     for line in file:
@@ -284,7 +336,9 @@ def _decoded_tiny_examples(files: Sequence[LabelledFile], split: str = "split") 
     with Image.open(io.BytesIO(data)) as image:
       array = np.asarray(image.convert("RGB"))
     if array.shape != TINY_IMAGE_SHAPE:
-      raise errors.BadManualDataError(f"{path}: expected a {TINY_IMAGE_SHAPE} image, got {array.shape}.")
+      raise errors.BadManualDataError(
+          f"{path}: expected a {TINY_IMAGE_SHAPE} image, got {array.shape}."
+      )
     yield {"image": array, "label": label}
 
 
@@ -296,15 +350,18 @@ class CodajaxTinyImagenet(base.OrderedBuilder):
   MANUAL_DOWNLOAD_INSTRUCTIONS = f"Unzip {TINY_IMAGENET_URL} into the manual directory."
 
   def _features(self) -> tfds.features.FeaturesDict:
-    return tfds.features.FeaturesDict({
-        "image": tfds.features.Tensor(shape=TINY_IMAGE_SHAPE, dtype=np.uint8),
-        "label": tfds.features.ClassLabel(),  # names (wnids) are set when the folder is read
-    })
+    return tfds.features.FeaturesDict(
+        {
+            "image": tfds.features.Tensor(shape=TINY_IMAGE_SHAPE, dtype=np.uint8),
+            "label": tfds.features.ClassLabel(),  # names (wnids) are set when the folder is read
+        }
+    )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     root = find_tiny_imagenet_root(dl_manager.manual_dir, data_dir=os.fspath(self.data_dir_root))
     wnids, files = tiny_imagenet_split_files(root)
     self.info.features["label"].names = wnids
-    return {split: self._generate_examples(_decoded_tiny_examples(split_files, split))
-            for split, split_files in files.items()}
-
+    return {
+        split: self._generate_examples(_decoded_tiny_examples(split_files, split))
+        for split, split_files in files.items()
+    }

@@ -80,12 +80,17 @@ def _smooth_field(rng: np.random.Generator, n: int, cells: int) -> np.ndarray:
   return rows[:, :, i0] * (1 - t) + rows[:, :, i0 + 1] * t
 
 
-def _far_colours(rng: np.random.Generator, reference: np.ndarray, min_distance: float) -> np.ndarray:
+def _far_colours(
+    rng: np.random.Generator, reference: np.ndarray, min_distance: float
+) -> np.ndarray:
   """Random RGB colours in [0, 1]^3, each at least ``min_distance`` from ``reference`` (n, 3) when possible."""
   candidates = rng.random((reference.shape[0], 8, 3), dtype=np.float32)
   distance = np.linalg.norm(candidates - reference[:, None], axis=-1)
-  choice = np.where((distance >= min_distance).any(axis=1), np.argmax(distance >= min_distance, axis=1),
-                    np.argmax(distance, axis=1))
+  choice = np.where(
+      (distance >= min_distance).any(axis=1),
+      np.argmax(distance >= min_distance, axis=1),
+      np.argmax(distance, axis=1),
+  )
   return candidates[np.arange(reference.shape[0]), choice]
 
 
@@ -129,12 +134,16 @@ class Style:
 DEFAULT_STYLE = Style()
 
 
-def _render(rng: np.random.Generator, labels: np.ndarray,
-            style: Style = DEFAULT_STYLE) -> tuple[np.ndarray, np.ndarray]:
+def _render(
+    rng: np.random.Generator, labels: np.ndarray, style: Style = DEFAULT_STYLE
+) -> tuple[np.ndarray, np.ndarray]:
   """Images (n, 32, 32, 3) uint8 and object masks (n, 32, 32) uint8 for the given labels (n,)."""
   n = labels.shape[0]
-  yy, xx = np.meshgrid(np.arange(IMAGE_SIZE, dtype=np.float32) + 0.5,
-                       np.arange(IMAGE_SIZE, dtype=np.float32) + 0.5, indexing="ij")
+  yy, xx = np.meshgrid(
+      np.arange(IMAGE_SIZE, dtype=np.float32) + 0.5,
+      np.arange(IMAGE_SIZE, dtype=np.float32) + 0.5,
+      indexing="ij",
+  )
 
   object_colour = rng.random((n, 3), dtype=np.float32)
   near, far = _far_colours(rng, object_colour, 0.5), _far_colours(rng, object_colour, 0.5)
@@ -161,9 +170,14 @@ def _render(rng: np.random.Generator, labels: np.ndarray,
     direction = np.stack([np.cos(stroke_angle), np.sin(stroke_angle)], axis=1)
     dx = xx - start[:, 0, None, None]
     dy = yy - start[:, 1, None, None]
-    along = np.clip(dx * direction[:, 0, None, None] + dy * direction[:, 1, None, None], 0,
-                    length[:, None, None])
-    distance2 = (dx - along * direction[:, 0, None, None]) ** 2 + (dy - along * direction[:, 1, None, None]) ** 2
+    along = np.clip(
+        dx * direction[:, 0, None, None] + dy * direction[:, 1, None, None],
+        0,
+        length[:, None, None],
+    )
+    distance2 = (dx - along * direction[:, 0, None, None]) ** 2 + (
+        dy - along * direction[:, 1, None, None]
+    ) ** 2
     drawn = (distance2 <= 0.6) & (rng.random(n) < 0.8)[:, None, None]
     colour = rng.random((n, 3), dtype=np.float32)
     image = np.where(drawn[:, None], colour[:, :, None, None], image)
@@ -187,8 +201,9 @@ def _render(rng: np.random.Generator, labels: np.ndarray,
   return np.ascontiguousarray(image), mask.astype(np.uint8)
 
 
-def generate_shapes(num_examples: int, seed: int, split: str,
-                    style: Style = DEFAULT_STYLE) -> dict[str, np.ndarray]:
+def generate_shapes(
+    num_examples: int, seed: int, split: str, style: Style = DEFAULT_STYLE
+) -> dict[str, np.ndarray]:
   """Generates one split of ``shapes``, deterministically in ``(num_examples, seed, split, style)``.
 
   Args:
@@ -209,10 +224,13 @@ def generate_shapes(num_examples: int, seed: int, split: str,
   labels = rng.permutation(np.arange(num_examples) % len(CLASS_NAMES)).astype(np.int64)
   images, masks = [], []
   for start in range(0, num_examples, _CHUNK):
-    image, mask = _render(rng, labels[start:start + _CHUNK], style)
+    image, mask = _render(rng, labels[start : start + _CHUNK], style)
     images.append(image)
     masks.append(mask)
-  empty = (np.zeros((0, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8), np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8))
+  empty = (
+      np.zeros((0, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8),
+      np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8),
+  )
   return {
       "image": np.concatenate(images) if images else empty[0],
       "object_mask": np.concatenate(masks) if masks else empty[1],
@@ -230,19 +248,34 @@ class ShapesConfig(base.ParameterisedConfig):
   style: Style = DEFAULT_STYLE
 
 
-def shapes_config(num_train: int = 20000, num_test: int = 2000, seed: int = 0,
-                  style: Style = DEFAULT_STYLE) -> ShapesConfig:
+def shapes_config(
+    num_train: int = 20000, num_test: int = 2000, seed: int = 0, style: Style = DEFAULT_STYLE
+) -> ShapesConfig:
   """The ``ShapesConfig`` of these sizes, seed and style (num_train, num_test >= 1; seed >= 0)."""
   if num_train < 1 or num_test < 1 or seed < 0:
-    raise ValueError(f"shapes needs num_train >= 1, num_test >= 1, seed >= 0; got {num_train}, {num_test}, {seed}.")
-  knobs = "" if style == DEFAULT_STYLE else (
-      f"; polarity {style.polarity}, texture {style.texture:g}, {style.clutter} clutter strokes")
-  return ShapesConfig(name=f"train{num_train}_test{num_test}_seed{seed}{style.suffix}", num_train=num_train,
-                      num_test=num_test, seed=seed, style=style,
-                      description=f"{num_train} train / {num_test} test images, seed {seed}{knobs}.")
+    raise ValueError(
+        f"shapes needs num_train >= 1, num_test >= 1, seed >= 0; got {num_train}, {num_test}, {seed}."
+    )
+  knobs = (
+      ""
+      if style == DEFAULT_STYLE
+      else (
+          f"; polarity {style.polarity}, texture {style.texture:g}, {style.clutter} clutter strokes"
+      )
+  )
+  return ShapesConfig(
+      name=f"train{num_train}_test{num_test}_seed{seed}{style.suffix}",
+      num_train=num_train,
+      num_test=num_test,
+      seed=seed,
+      style=style,
+      description=f"{num_train} train / {num_test} test images, seed {seed}{knobs}.",
+  )
 
 
-_NAME_PATTERN = re.compile(r"train(\d+)_test(\d+)_seed(\d+)(_light)?(?:_tex(\d+))?(?:_clutter(\d+))?")
+_NAME_PATTERN = re.compile(
+    r"train(\d+)_test(\d+)_seed(\d+)(_light)?(?:_tex(\d+))?(?:_clutter(\d+))?"
+)
 
 
 def parse_shapes_config(name: str) -> ShapesConfig:
@@ -253,12 +286,16 @@ def parse_shapes_config(name: str) -> ShapesConfig:
   """
   match = _NAME_PATTERN.fullmatch(name)
   if match is None:
-    raise ValueError(f"A shapes config is named 'train<N>_test<M>_seed<S>[_light][_tex<P>][_clutter<K>]' "
-                     f"(e.g. 'train256_test64_seed0' or 'train20000_test2000_seed0_light'), got {name!r}.")
+    raise ValueError(
+        f"A shapes config is named 'train<N>_test<M>_seed<S>[_light][_tex<P>][_clutter<K>]' "
+        f"(e.g. 'train256_test64_seed0' or 'train20000_test2000_seed0_light'), got {name!r}."
+    )
   num_train, num_test, seed, light, texture, clutter = match.groups()
-  style = Style(polarity="light" if light else "random",
-                texture=int(texture) / 100 if texture is not None else 1.0,
-                clutter=int(clutter) if clutter is not None else NUM_CLUTTER_STROKES)
+  style = Style(
+      polarity="light" if light else "random",
+      texture=int(texture) / 100 if texture is not None else 1.0,
+      clutter=int(clutter) if clutter is not None else NUM_CLUTTER_STROKES,
+  )
   config = shapes_config(int(num_train), int(num_test), int(seed), style)
   if config.name != name:
     raise ValueError(f"Write the shapes config {name!r} in its canonical form {config.name!r}.")
@@ -276,16 +313,22 @@ class CodajaxShapes(base.OrderedBuilder):
   DEFAULT_CONFIG_NAME = DEFAULT_CONFIG.name
 
   def _features(self) -> tfds.features.FeaturesDict:
-    return tfds.features.FeaturesDict({
-        "image": tfds.features.Tensor(shape=(IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8),
-        "object_mask": tfds.features.Tensor(shape=(IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8),
-        "label": tfds.features.ClassLabel(names=CLASS_NAMES),
-    })
+    return tfds.features.FeaturesDict(
+        {
+            "image": tfds.features.Tensor(shape=(IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8),
+            "object_mask": tfds.features.Tensor(shape=(IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8),
+            "label": tfds.features.ClassLabel(names=CLASS_NAMES),
+        }
+    )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     del dl_manager  # Generated, nothing to download.
     config = self.builder_config
     return {
-        "train": self._generate_examples(base.rows(generate_shapes(config.num_train, config.seed, "train", config.style))),
-        "test": self._generate_examples(base.rows(generate_shapes(config.num_test, config.seed, "test", config.style))),
+        "train": self._generate_examples(
+            base.rows(generate_shapes(config.num_train, config.seed, "train", config.style))
+        ),
+        "test": self._generate_examples(
+            base.rows(generate_shapes(config.num_test, config.seed, "test", config.style))
+        ),
     }
