@@ -34,25 +34,20 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 
+from two_processes import free_port  # tests/ is on sys.path
+
 START_TIMEOUT_S = 30
-
-
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
 
 
 @contextlib.contextmanager
 def running_emulator(bucket: str):
   """Yields the emulator's URL with ``bucket`` created and the variables above set."""
-  port = _free_port()
+  port = free_port()
   url = f"http://127.0.0.1:{port}"
   proc = subprocess.Popen(
       [sys.executable, os.path.abspath(__file__), str(port), bucket],

@@ -3,7 +3,6 @@ independently (numpy, direct model calls), presets, estimates, errors, training,
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -20,6 +19,8 @@ from codajax.explain import explain
 from codajax.models import get_model
 from codajax.train import restore, train_and_evaluate
 from codajax.train.metrics_log import read_metrics
+
+from two_processes import run_two_processes  # tests/ is on sys.path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "configs"))
@@ -484,12 +485,6 @@ def test_eval_during_training_is_logged(data_dir, tmp_path):
   assert os.listdir(os.path.join(workdir, "tensorboard"))
 
 
-def _free_port():
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 def test_two_processes_give_the_report_of_one(digits_run, tmp_path):
   args = [
       "--workdir",
@@ -514,37 +509,13 @@ def test_two_processes_give_the_report_of_one(digits_run, tmp_path):
       env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"},
   )
   assert one.returncode == 0, one.stderr[-3000:]
-  port = _free_port()
   env = dict(os.environ, PYTHONUNBUFFERED="1", XLA_FLAGS="--xla_force_host_platform_device_count=2")
-  procs = [
-      subprocess.Popen(
-          [
-              sys.executable,
-              "eval.py",
-              *args,
-              "--out",
-              str(tmp_path / "two"),
-              "--multihost",
-              f"--coordinator_address=127.0.0.1:{port}",
-              "--num_processes=2",
-              f"--process_id={i}",
-              "--init_timeout=60",
-          ],
-          cwd=ROOT,
-          env=env,
-          stdout=subprocess.PIPE,
-          stderr=subprocess.STDOUT,
-          text=True,
-      )
-      for i in range(2)
-  ]
-  try:
-    outputs = [p.communicate(timeout=300)[0] for p in procs]
-  finally:
-    for p in procs:
-      p.kill()
-  for p, out in zip(procs, outputs):
-    assert p.returncode == 0, out[-3000:]
+  outputs = run_two_processes(
+      [sys.executable, "eval.py", *args, "--out", str(tmp_path / "two")],
+      cwd=ROOT,
+      env=env,
+      timeout=300,
+  )
   assert "report:" in outputs[0] and "report:" not in outputs[1]  # process 0 writes
   reports = []
   for name in ("one", "two"):

@@ -23,6 +23,7 @@ from codajax.train import TrainingError, restore, restore_params, train_and_eval
 from codajax.train.metrics_log import read_metrics
 
 from gcs_emulator import running_emulator  # tests/ is on sys.path (rootdir conftest)
+from two_processes import run_two_processes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "configs"))
@@ -284,37 +285,12 @@ def test_prepare_and_two_processes_on_gs_match_one_local_process(emulator, data_
   )
   assert single.returncode == 0, single.stderr[-3000:]
 
-  port = _free_port()
   workdir = f"gs://{BUCKET}/two"
   env = _env(
       XLA_FLAGS="--xla_force_host_platform_device_count=2",
       CODAJAX_CACHE_DIR=str(tmp_path / "cache"),
   )  # both processes mirror into it
-  procs = [
-      subprocess.Popen(
-          [
-              *_train_cmd(workdir, gs_data, *args),
-              "--multihost",
-              f"--coordinator_address=127.0.0.1:{port}",
-              "--num_processes=2",
-              f"--process_id={i}",
-              "--init_timeout=60",
-          ],
-          cwd=ROOT,
-          env=env,
-          stdout=subprocess.PIPE,
-          stderr=subprocess.STDOUT,
-          text=True,
-      )
-      for i in range(2)
-  ]
-  try:
-    outputs = [p.communicate(timeout=300)[0] for p in procs]
-  finally:
-    for p in procs:
-      p.kill()
-  for p, out in zip(procs, outputs):
-    assert p.returncode == 0, out[-3000:]
+  run_two_processes(_train_cmd(workdir, gs_data, *args), cwd=ROOT, env=env, timeout=300)
   one, _ = restore_params(str(tmp_path / "one"))
   two, step = restore_params(workdir)
   assert step == 4
@@ -323,14 +299,6 @@ def test_prepare_and_two_processes_on_gs_match_one_local_process(emulator, data_
   assert (tmp_path / "cache" / "datasets" / "gs" / BUCKET / "tfds" / "codajax_digits").is_dir()
   assert storage.listdir(workdir).count("train.lock.0") == 0  # both leases released
   assert "train.lock.1" not in storage.listdir(workdir)
-
-
-def _free_port():
-  import socket
-
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
 
 
 def test_a_damaged_gs_checkpoint_is_moved_aside_and_the_previous_one_resumed(emulator, data_dir):

@@ -4,7 +4,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,8 @@ from codajax.train import TrainingError, restore, restore_params, train_and_eval
 from codajax.train.config import validate_config
 from codajax.train.metrics_log import read_metrics
 from codajax.train.schedules import learning_rate_schedule
+
+from two_processes import free_port, run_two_processes  # tests/ is on sys.path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "configs"))
@@ -278,45 +279,18 @@ def test_sigterm_saves_and_exits_cleanly(data_dir, tmp_path, signum):
   assert f"saved step {step} " in output
 
 
-def _free_port():
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 def test_two_processes_match_one_process_with_four_devices(data_dir, tmp_path):
   args = ["--config.max_steps=4", "--config.batch_size=16", "--config.eval_every_epochs=100"]
   single = _run(_train_cmd(tmp_path / "one", data_dir, *args), env_devices=4)
   assert single.returncode == 0, single.stderr[-3000:]
 
-  port = _free_port()
   env = dict(os.environ, PYTHONUNBUFFERED="1", XLA_FLAGS="--xla_force_host_platform_device_count=2")
-  procs = [
-      subprocess.Popen(
-          [
-              sys.executable,
-              *_train_cmd(tmp_path / "two", data_dir, *args),
-              "--multihost",
-              f"--coordinator_address=127.0.0.1:{port}",
-              "--num_processes=2",
-              f"--process_id={i}",
-              "--init_timeout=60",
-          ],
-          cwd=ROOT,
-          env=env,
-          stdout=subprocess.PIPE,
-          stderr=subprocess.STDOUT,
-          text=True,
-      )
-      for i in range(2)
-  ]
-  try:
-    outputs = [p.communicate(timeout=240)[0] for p in procs]
-  finally:
-    for p in procs:
-      p.kill()
-  for p, out in zip(procs, outputs):
-    assert p.returncode == 0, out[-3000:]
+  run_two_processes(
+      [sys.executable, *_train_cmd(tmp_path / "two", data_dir, *args)],
+      cwd=ROOT,
+      env=env,
+      timeout=240,
+  )
   one, _ = restore_params(str(tmp_path / "one"))
   two, step = restore_params(str(tmp_path / "two"))
   assert step == 4
@@ -330,7 +304,7 @@ def test_a_missing_peer_ends_the_run_within_the_timeout(data_dir, tmp_path):
       [
           *_train_cmd(tmp_path / "run", data_dir),
           "--multihost",
-          f"--coordinator_address=127.0.0.1:{_free_port()}",
+          f"--coordinator_address=127.0.0.1:{free_port()}",
           "--num_processes=2",
           "--process_id=0",
           "--init_timeout=3",
