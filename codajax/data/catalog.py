@@ -513,7 +513,7 @@ def _with_crop(prep: augment.Preprocessing, crop: int | None, name: str) -> augm
     )
   if crop > prep.resize:
     raise ValueError(
-        f"Dataset {name!r}: the crop {crop} exceeds the resized shorter side " f"{prep.resize}."
+        f"Dataset {name!r}: the crop {crop} exceeds the resized shorter side {prep.resize}."
     )
   return dataclasses.replace(prep, image_shape=(crop, crop, prep.image_shape[2]))
 
