@@ -160,3 +160,32 @@ def test_plots_state_n_and_the_direction(tmp_path):
   assert "n = 6 scores" in box.axes[0].get_title() and "higher is better" in box.axes[0].get_title()
   grids = render.save_localisation_boxplot(tmp_path / "g.png", {"Ours": np.ones((2, 9))})
   assert "n = 2 grids x 9 tiles" in grids.axes[0].get_title()
+
+
+@pytest.mark.parametrize("lines", [1, 3, 5])
+def test_a_title_of_several_lines_covers_no_panel_or_column_title(tmp_path, lines):
+  rng = np.random.default_rng(5)
+  title = "\n".join(f"line {k} of the figure's title" for k in range(lines))
+  figures = [
+      render.save_grid_figure(  # as tall as eval.py's figure with every method
+          tmp_path / "c.png",
+          rng.uniform(size=(8, 8, 8, 3)),
+          {f"method {k}": rng.normal(size=(8, 8, 8)) for k in range(12)},
+          titles=[f"class {k}" for k in range(8)],
+          title=title,
+      ),
+      render.save_localisation_grid_figure(
+          tmp_path / "g.png",
+          rng.uniform(size=(12, 12, 3)),
+          [3, 1, 4, 1],
+          {"Ours": rng.normal(size=(4, 12, 12))},
+          grid=2,
+          title=title,
+      ),
+  ]
+  for figure in figures:
+    renderer = figure.canvas.get_renderer()
+    title_box = figure._suptitle.get_window_extent(renderer)
+    assert title_box.y1 <= figure.bbox.y1 + 0.5  # inside the figure
+    for axis in figure.axes:  # every panel with its column title and colour bar ticks
+      assert axis.get_tightbbox(renderer).y1 <= title_box.y0, axis.get_title()

@@ -45,6 +45,22 @@ def _new_figure(width: float, height: float) -> Figure:
   return figure
 
 
+_TITLE_POINTS = 8
+
+
+def _title_inches(title: str | None) -> float:
+  """Height a ``suptitle`` of ``_TITLE_POINTS`` needs: its lines plus a margin (0 without title)."""
+  return 0.0 if not title else (title.count("\n") + 1) * _TITLE_POINTS * 1.3 / 72 + 0.15
+
+
+def _layout(figure: Figure, title: str | None) -> None:
+  """Tight layout below the figure's title, so a title of several lines never covers a panel."""
+  if title:
+    figure.suptitle(title, fontsize=_TITLE_POINTS, y=0.995, va="top")
+  height = figure.get_figheight()
+  figure.tight_layout(rect=(0, 0, 1, 1 - _title_inches(title) / height))
+
+
 def symmetric_limit(maps, percentile: float = 99.5) -> float:
   """The ``percentile`` of |maps| (1.0 if that is 0), the default colour scale limit."""
   limit = float(np.percentile(np.abs(np.asarray(maps, dtype=np.float64)), percentile))
@@ -152,7 +168,7 @@ def save_grid_figure(
   num = images.shape[0]
   if any(len(row) != num for row in rows.values()) or (titles is not None and len(titles) != num):
     raise ValueError("images, every row of maps and titles need the same length")
-  figure = _new_figure(1.9 * num + 0.8, 1.6 * (len(rows) + 1) + (0.5 if title else 0))
+  figure = _new_figure(1.9 * num + 0.8, 1.6 * (len(rows) + 1) + _title_inches(title))
   axes = figure.subplots(len(rows) + 1, num, squeeze=False)
   for column in range(num):
     image = images[column]
@@ -179,9 +195,7 @@ def save_grid_figure(
   for axis in axes.flat:
     axis.set_xticks([])
     axis.set_yticks([])
-  if title:
-    figure.suptitle(title, fontsize=8)
-  figure.tight_layout()
+  _layout(figure, title)
   _save_png(figure, path)
   return figure
 
@@ -241,7 +255,7 @@ def save_localisation_grid_figure(
       )
   height, width = image.shape[0] // grid, image.shape[1] // grid
   methods = list(maps_by_method)
-  figure = _new_figure(1.9 * tiles + 0.8, 1.7 * len(methods) + 2.6)
+  figure = _new_figure(1.9 * tiles + 0.8, 1.7 * len(methods) + 2.3 + _title_inches(title))
   spec = figure.add_gridspec(1 + len(methods), tiles, height_ratios=[1.5] + [1] * len(methods))
   top = figure.add_subplot(spec[0, :])
   top.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1)
@@ -272,9 +286,7 @@ def save_localisation_grid_figure(
     if axis.images:
       axis.set_xticks([])
       axis.set_yticks([])
-  if title:
-    figure.suptitle(title, fontsize=8)
-  figure.tight_layout()
+  _layout(figure, title)
   _save_png(figure, path)
   return figure
 
