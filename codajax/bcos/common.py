@@ -20,9 +20,9 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from codajax.bcos.ops import add_inverse
+from codajax.explain import protocol
 
 Array = jax.Array
 
@@ -39,27 +39,8 @@ class SegmentedModel:
 
   def encode(self, images: Array) -> Array:
     """Checks and encodes images: ``(N, H, W, C)`` in [0, 1] -> ``(N, H, W, 2C)``."""
-    name = type(self).__name__
-    if images.ndim != 4:
-      raise ValueError(f"{name} expects NHWC images of rank 4, got shape {tuple(images.shape)}.")
-    if images.shape[-1] != self.image_channels:
-      raise ValueError(
-          f"{name} was built for {self.image_channels}-channel images, got {images.shape[-1]} "
-          f"channels (shape {tuple(images.shape)})."
-      )
+    protocol.check_images(images, self.image_channels, type(self).__name__)
     return add_inverse(images)
-
-  def _check_layer(self, layer: int) -> None:
-    count = self.num_explainable_layers
-    if (
-        isinstance(layer, bool)
-        or not isinstance(layer, (int, np.integer))
-        or not (0 <= layer < count)
-    ):
-      raise ValueError(
-          f"layer must be in 0..{count - 1} (the model has {count} explainable layers), got "
-          f"{layer!r}; it must be a Python int (static under jit)."
-      )
 
   def _pool(self, class_map: Array, add_bias: bool) -> Array:
     logits = jnp.mean(class_map.astype(jnp.float32), axis=(1, 2))
@@ -83,27 +64,17 @@ class SegmentedModel:
     """
     if weights_inputs is not None:
       raise NotImplementedError("B-cos models do not take weights_inputs.")
-    self._check_layer(layer)
-    for segment in self.segments[layer:]:
-      h = segment(h, explain)
-    return self._pool(h, add_bias)
+    protocol.check_layer(layer, self.num_explainable_layers)
+    return self._pool(protocol.apply_segments(h, self.segments[layer:], explain), add_bias)
 
   def layer_input(self, images: Array, layer: int = 0) -> Array:
     """The input of segment ``layer`` (``0``: the encoded image); the segments below run once."""
-    self._check_layer(layer)
-    h = self.encode(images)
-    for segment in self.segments[:layer]:
-      h = segment(h)
-    return h
+    protocol.check_layer(layer, self.num_explainable_layers)
+    return protocol.apply_segments(self.encode(images), self.segments[:layer])
 
   def explanation_inputs(self, images: Array) -> tuple[Array, ...]:
     """The input of every segment, ``[0]`` being the encoded image."""
-    h = self.encode(images)
-    inputs = [h]
-    for segment in self.segments[:-1]:
-      h = segment(h)
-      inputs.append(h)
-    return tuple(inputs)
+    return protocol.segment_inputs(self.encode(images), self.segments)
 
   def forward_and_inputs(
       self, images: Array, add_bias: bool = True

@@ -18,6 +18,7 @@ from codajax.bcos.nnx_layers import NNXBcosConv, make_nnx_norm
 from codajax.bcos.norms import NORM_KINDS
 from codajax.bcos.ops import add_inverse
 from codajax.bcos.resnet import EXPANSION, avg_pool_3x3_s2
+from codajax.explain import protocol
 
 Array = jax.Array
 
@@ -174,24 +175,13 @@ class NNXBcosResNet(nnx.Module):
 
   def encode(self, images: Array) -> Array:
     """``(N, H, W, C)`` in [0, 1] -> ``(N, H, W, 2C)``."""
-    if images.ndim != 4 or images.shape[-1] != self.image_channels:
-      raise ValueError(
-          f"NNXBcosResNet expects NHWC images with {self.image_channels} "
-          f"channels, got shape {tuple(images.shape)}."
-      )
+    protocol.check_nhwc(images, self.image_channels, "NNXBcosResNet")
     return add_inverse(images)
-
-  def _check_layer(self, layer: int) -> None:
-    if not 0 <= layer < len(self.segments):
-      raise ValueError(f"layer must be in 0..{len(self.segments) - 1}, got {layer}.")
 
   def layer_input(self, images: Array, layer: int = 0) -> Array:
     """The input of segment ``layer`` (``0``: the encoded image)."""
-    self._check_layer(layer)
-    h = self.encode(images)
-    for i in range(layer):
-      h = self.segments[i](h)
-    return h
+    protocol.check_layer_bounds(layer, self.num_explainable_layers)
+    return protocol.apply_segments(self.encode(images), self.segments[:layer])
 
   def forward_from(
       self,
@@ -204,9 +194,8 @@ class NNXBcosResNet(nnx.Module):
     """Logits ``(N, K)`` from the input of segment ``layer`` on (``explain``: exactly linear)."""
     if weights_inputs is not None:
       raise NotImplementedError("B-cos models do not take weights_inputs.")
-    self._check_layer(layer)
-    for i in range(layer, len(self.segments)):
-      h = self.segments[i](h, explain)
+    protocol.check_layer_bounds(layer, self.num_explainable_layers)
+    h = protocol.apply_segments(h, self.segments[layer:], explain)
     logits = h.astype("float32").mean(axis=(1, 2))
     if self.temperature is not None:
       logits = logits / self.temperature

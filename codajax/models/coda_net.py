@@ -25,8 +25,8 @@ from typing import Any, NamedTuple, Sequence
 
 import flax.linen as nn
 import jax
-import numpy as np
 
+from codajax.explain import protocol
 from codajax.nn import dau
 from codajax.nn.modules import DEFAULT_LOGIT_BIAS, CoDAConv, add_inverse, coda_head
 
@@ -100,25 +100,8 @@ class CoDANet(nn.Module):
 
   def encode(self, images: Array) -> Array:
     """Checks and encodes images: ``(N, H, W, C)`` in [0, 1] → ``(N, H, W, 2C)``."""
-    if images.ndim != 4:
-      raise ValueError(f"CoDANet expects NHWC images of rank 4, got shape {tuple(images.shape)}.")
-    if images.shape[-1] != self.image_channels:
-      raise ValueError(
-          f"CoDANet was built for {self.image_channels}-channel images, got "
-          f"{images.shape[-1]} channels (shape {tuple(images.shape)})."
-      )
+    protocol.check_images(images, self.image_channels, "CoDANet")
     return add_inverse(images) if self.encode_input else images
-
-  def _check_layer(self, layer: int) -> None:
-    if (
-        isinstance(layer, bool)
-        or not isinstance(layer, (int, np.integer))
-        or not (0 <= layer < len(self.layers))
-    ):
-      raise ValueError(
-          f"layer must be in 0..{len(self.layers) - 1} (the model has {len(self.layers)} "
-          f"explainable layers), got {layer!r}; it must be a Python int (static under jit)."
-      )
 
   def forward_from(
       self,
@@ -135,7 +118,7 @@ class CoDANet(nn.Module):
     ``i`` then takes its dynamic weights from ``weights_inputs[i]`` and is
     exactly linear in its own input.
     """
-    self._check_layer(layer)
+    protocol.check_layer(layer, self.num_explainable_layers)
     for i in range(layer, len(self.layers)):
       weights_input = None if weights_inputs is None else weights_inputs[i]
       h = self.coda_layers[i](h, explain=explain, weights_input=weights_input)
@@ -143,11 +126,8 @@ class CoDANet(nn.Module):
 
   def layer_input(self, images: Array, layer: int = 0) -> Array:
     """The input of CoDA layer ``layer`` (``0``: the encoded image), each layer run once."""
-    self._check_layer(layer)
-    h = self.encode(images)
-    for coda_layer in self.coda_layers[:layer]:
-      h = coda_layer(h)
-    return h
+    protocol.check_layer(layer, self.num_explainable_layers)
+    return protocol.apply_segments(self.encode(images), self.coda_layers[:layer])
 
   def forward_and_inputs(
       self, images: Array, add_bias: bool = True
@@ -158,12 +138,7 @@ class CoDANet(nn.Module):
 
   def explanation_inputs(self, images: Array) -> tuple[Array, ...]:
     """The input of every CoDA layer, ``[0]`` being the encoded image."""
-    h = self.encode(images)
-    inputs = [h]
-    for coda_layer in self.coda_layers[:-1]:
-      h = coda_layer(h)
-      inputs.append(h)
-    return tuple(inputs)
+    return protocol.segment_inputs(self.encode(images), self.coda_layers)
 
   def __call__(self, images: Array, explain: bool = False) -> Array:
     """Logits ``(N, K)`` of images ``(N, H, W, C)`` in [0, 1]."""

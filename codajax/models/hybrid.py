@@ -44,6 +44,7 @@ from typing import Any, Literal, Sequence
 import flax.linen as nn
 import jax
 
+from codajax.explain import protocol
 from codajax.models.coda_net import CoDANet, LayerSpec
 from codajax.models.registry import ARCHITECTURES, register_model, with_num_classes
 from codajax.nn import dau
@@ -335,13 +336,7 @@ class HybridNet(nn.Module):
     self.coda = CoDANet(**self._coda_fields())
 
   def _check(self, images: Array) -> Array:
-    if images.ndim != 4:
-      raise ValueError(f"HybridNet expects NHWC images of rank 4, got shape {tuple(images.shape)}.")
-    if images.shape[-1] != self.image_channels:
-      raise ValueError(
-          f"HybridNet was built for {self.image_channels}-channel images, got "
-          f"{images.shape[-1]} channels (shape {tuple(images.shape)})."
-      )
+    protocol.check_images(images, self.image_channels, "HybridNet")
     return images
 
   def embed(self, images: Array) -> Array:

@@ -7,6 +7,7 @@ from typing import Any, Sequence
 import jax
 from flax import nnx
 
+from codajax.explain import protocol
 from codajax.models.coda_net import LayerSpec
 from codajax.nn import dau
 from codajax.nn.modules import DEFAULT_LOGIT_BIAS, add_inverse, coda_head
@@ -78,24 +79,13 @@ class NNXCoDANet(nnx.Module):
 
   def encode(self, images: Array) -> Array:
     """``(N, H, W, C)`` in [0, 1] → ``(N, H, W, 2C)`` (``[x, 1 − x]``)."""
-    if images.ndim != 4 or images.shape[-1] != self.image_channels:
-      raise ValueError(
-          f"NNXCoDANet expects NHWC images with {self.image_channels} channels, got shape "
-          f"{tuple(images.shape)}."
-      )
+    protocol.check_nhwc(images, self.image_channels, "NNXCoDANet")
     return add_inverse(images) if self.encode_input else images
-
-  def _check_layer(self, layer: int) -> None:
-    if not 0 <= layer < len(self.specs):
-      raise ValueError(f"layer must be in 0..{len(self.specs) - 1}, got {layer}.")
 
   def layer_input(self, images: Array, layer: int = 0) -> Array:
     """The input of CoDA layer ``layer`` (``0``: the encoded image), each layer run once."""
-    self._check_layer(layer)
-    h = self.encode(images)
-    for i in range(layer):
-      h = self.coda_layers[i](h)
-    return h
+    protocol.check_layer_bounds(layer, self.num_explainable_layers)
+    return protocol.apply_segments(self.encode(images), self.coda_layers[:layer])
 
   def forward_from(
       self,
@@ -106,7 +96,7 @@ class NNXCoDANet(nnx.Module):
       weights_inputs: Sequence[Array] | None = None,
   ) -> Array:
     """Logits ``(N, K)`` from the input ``h`` of CoDA layer ``layer`` onwards."""
-    self._check_layer(layer)
+    protocol.check_layer_bounds(layer, self.num_explainable_layers)
     for i in range(layer, len(self.specs)):
       weights_input = None if weights_inputs is None else weights_inputs[i]
       h = self.coda_layers[i](h, explain=explain, weights_input=weights_input)

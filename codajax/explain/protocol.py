@@ -1,0 +1,76 @@
+"""The plumbing every :class:`~codajax.explain.ExplainableModel` shares: checks and segment loops.
+
+A model is a chain of *segments* (CoDA layers, B-cos stages, ...): callables
+``h -> h`` (or ``(h, explain) -> h``) whose inputs are the explainable inputs
+``0 .. L − 1``. These helpers take the segments as a plain sequence (a Python
+list, Linen submodules, an ``nnx.List``), so Linen and NNX models use the same
+code. The Linen models check ``layer`` strictly (:func:`check_layer`); the NNX
+twins keep their bounds-only check (:func:`check_layer_bounds`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+Array = jax.Array
+
+
+def check_layer(layer: Any, count: int) -> None:
+  """Raises ``ValueError`` unless ``layer`` is an int (not a bool) in ``0 .. count − 1``."""
+  if (
+      isinstance(layer, bool)
+      or not isinstance(layer, (int, np.integer))
+      or not (0 <= layer < count)
+  ):
+    raise ValueError(
+        f"layer must be in 0..{count - 1} (the model has {count} explainable layers), got "
+        f"{layer!r}; it must be a Python int (static under jit)."
+    )
+
+
+def check_layer_bounds(layer: Any, count: int) -> None:
+  """Raises ``ValueError`` unless ``0 <= layer < count`` (the bounds alone: the NNX models' check)."""
+  if not 0 <= layer < count:
+    raise ValueError(f"layer must be in 0..{count - 1}, got {layer}.")
+
+
+def check_images(images: Array, channels: int, name: str) -> None:
+  """Raises ``ValueError`` unless ``images`` is ``(N, H, W, channels)``: the rank, then the channels.
+
+  ``name``: the model, for the message.
+  """
+  if images.ndim != 4:
+    raise ValueError(f"{name} expects NHWC images of rank 4, got shape {tuple(images.shape)}.")
+  if images.shape[-1] != channels:
+    raise ValueError(
+        f"{name} was built for {channels}-channel images, got {images.shape[-1]} channels "
+        f"(shape {tuple(images.shape)})."
+    )
+
+
+def check_nhwc(images: Array, channels: int, name: str) -> None:
+  """Raises ``ValueError`` unless ``images`` is ``(N, H, W, channels)`` (one message: the NNX models)."""
+  if images.ndim != 4 or images.shape[-1] != channels:
+    raise ValueError(
+        f"{name} expects NHWC images with {channels} channels, got shape {tuple(images.shape)}."
+    )
+
+
+def apply_segments(h: Array, segments: Sequence[Callable[..., Array]], *args: Any) -> Array:
+  """``h`` through every segment in order, each called as ``segment(h, *args)``."""
+  for segment in segments:
+    h = segment(h, *args)
+  return h
+
+
+def segment_inputs(h: Array, segments: Sequence[Callable[..., Array]]) -> tuple[Array, ...]:
+  """The input of every segment: ``(h, s_0(h), s_1(s_0(h)), ...)``, the last segment not run."""
+  inputs = [h]
+  for segment in segments[:-1]:
+    h = segment(h)
+    inputs.append(h)
+  return tuple(inputs)
