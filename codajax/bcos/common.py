@@ -16,7 +16,7 @@ for the input ``h`` of any segment.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp

@@ -8,7 +8,8 @@ in float32 whatever ``dtype``, see :func:`codajax.nn.explanation_dtype`),
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -28,6 +29,50 @@ default_kernel_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 def _dtype(dtype: Any, explain: bool) -> Any:
   return explanation_dtype(dtype) if explain else dtype
+
+
+def apply_bcos_conv(layer: Any, x: Array, kernel: Array, explain: bool) -> Array:
+  """:func:`~codajax.bcos.ops.bcos_conv` of ``x`` with ``kernel`` and the settings of ``layer``.
+
+  ``layer``: a :class:`BcosConv` or its NNX twin (``b``, ``max_out``, ``strides``,
+  ``padding``, ``groups``, ``scale``, ``dtype``). ``(N, H, W, C) -> (N, H', W', O)``.
+  """
+  return ops.bcos_conv(
+      x,
+      kernel,
+      b=layer.b,
+      max_out=layer.max_out,
+      strides=layer.strides,
+      padding=layer.padding,
+      groups=layer.groups,
+      scale=layer.scale,
+      explain=explain,
+      compute_dtype=_dtype(layer.dtype, explain),
+  )
+
+
+def apply_bcos_dense(layer: Any, x: Array, kernel: Array, explain: bool) -> Array:
+  """:func:`~codajax.bcos.ops.bcos_dense` of ``x`` with ``kernel`` and the settings of ``layer``.
+
+  ``layer``: a :class:`BcosDense` or its NNX twin (``b``, ``max_out``, ``scale``,
+  ``dtype``). ``(..., C) -> (..., O)``.
+  """
+  return ops.bcos_dense(
+      x,
+      kernel,
+      b=layer.b,
+      max_out=layer.max_out,
+      scale=layer.scale,
+      explain=explain,
+      compute_dtype=_dtype(layer.dtype, explain),
+  )
+
+
+def _optional_scale(norm: nn.Module, channels: int) -> Array | None:
+  """``norm``'s per-channel ``scale`` parameter (ones at init), ``None`` unless ``use_scale``."""
+  if not norm.use_scale:
+    return None
+  return norm.param("scale", nn.initializers.ones, (channels,), norm.param_dtype)
 
 
 class BcosConv(nn.Module):
@@ -68,18 +113,7 @@ class BcosConv(nn.Module):
         self.features * self.max_out,
     )
     kernel = self.param("kernel", self.kernel_init, shape, self.param_dtype)
-    return ops.bcos_conv(
-        x,
-        kernel,
-        b=self.b,
-        max_out=self.max_out,
-        strides=self.strides,
-        padding=self.padding,
-        groups=self.groups,
-        scale=self.scale,
-        explain=explain,
-        compute_dtype=_dtype(self.dtype, explain),
-    )
+    return apply_bcos_conv(self, x, kernel, explain)
 
 
 class BcosDense(nn.Module):
@@ -99,15 +133,7 @@ class BcosDense(nn.Module):
     kernel = self.param(
         "kernel", self.kernel_init, (x.shape[-1], self.features * self.max_out), self.param_dtype
     )
-    return ops.bcos_dense(
-        x,
-        kernel,
-        b=self.b,
-        max_out=self.max_out,
-        scale=self.scale,
-        explain=explain,
-        compute_dtype=_dtype(self.dtype, explain),
-    )
+    return apply_bcos_dense(self, x, kernel, explain)
 
 
 class FrozenBatchNormUncentered(nn.Module):
@@ -143,12 +169,9 @@ class GroupNormUncentered(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array, explain: bool = False) -> Array:
-    weight = (
-        self.param("scale", nn.initializers.ones, (x.shape[-1],), self.param_dtype)
-        if self.use_scale
-        else None
+    return norm_ops.group_norm_uncentered(
+        x, self.num_groups, _optional_scale(self, x.shape[-1]), eps=self.eps, explain=explain
     )
-    return norm_ops.group_norm_uncentered(x, self.num_groups, weight, eps=self.eps, explain=explain)
 
 
 class PositionNormUncentered(nn.Module):
@@ -163,12 +186,9 @@ class PositionNormUncentered(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array, explain: bool = False) -> Array:
-    weight = (
-        self.param("scale", nn.initializers.ones, (x.shape[-1],), self.param_dtype)
-        if self.use_scale
-        else None
+    return norm_ops.position_norm_uncentered(
+        x, _optional_scale(self, x.shape[-1]), eps=self.eps, explain=explain
     )
-    return norm_ops.position_norm_uncentered(x, weight, eps=self.eps, explain=explain)
 
 
 class Identity(nn.Module):

@@ -24,10 +24,11 @@ CoDA default ``"squash"`` means the model's own); ``form`` must stay
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from codajax.bcos import resnet, vgg
-from codajax.bcos.norms import NORM_KINDS
+from codajax.bcos.norms import check_norm_kind
 from codajax.models.registry import register_model
 
 
@@ -37,8 +38,7 @@ def _factory(build: Callable[..., Any], default_norm: str) -> Callable[..., Any]
       raise ValueError(f"B-cos models have a single form; got form={form!r} (a CoDA setting).")
     if norm == "squash":
       norm = default_norm
-    if norm not in NORM_KINDS:
-      raise ValueError(f"Unknown B-cos norm {norm!r}; known: {', '.join(NORM_KINDS)}.")
+    check_norm_kind(norm)
     return build(norm=norm, **kwargs)
 
   return factory

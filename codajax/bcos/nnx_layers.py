@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from codajax.bcos import norms as norm_ops
-from codajax.bcos import ops
-from codajax.bcos.layers import default_kernel_init
-from codajax.nn.modules import explanation_dtype
+from codajax.bcos.layers import apply_bcos_conv, apply_bcos_dense, default_kernel_init
 
 Array = jax.Array
-
-
-def _dtype(dtype: Any, explain: bool) -> Any:
-  return explanation_dtype(dtype) if explain else dtype
 
 
 class NNXBcosConv(nnx.Module):
@@ -54,18 +49,7 @@ class NNXBcosConv(nnx.Module):
 
   def __call__(self, x: Array, explain: bool = False) -> Array:
     """``(N, H, W, C) -> (N, H', W', features)``."""
-    return ops.bcos_conv(
-        x,
-        self.kernel[...],
-        b=self.b,
-        max_out=self.max_out,
-        strides=self.strides,
-        padding=self.padding,
-        groups=self.groups,
-        scale=self.scale,
-        explain=explain,
-        compute_dtype=_dtype(self.dtype, explain),
-    )
+    return apply_bcos_conv(self, x, self.kernel[...], explain)
 
 
 class NNXBcosDense(nnx.Module):
@@ -97,15 +81,7 @@ class NNXBcosDense(nnx.Module):
 
   def __call__(self, x: Array, explain: bool = False) -> Array:
     """``(..., C) -> (..., features)``."""
-    return ops.bcos_dense(
-        x,
-        self.kernel[...],
-        b=self.b,
-        max_out=self.max_out,
-        scale=self.scale,
-        explain=explain,
-        compute_dtype=_dtype(self.dtype, explain),
-    )
+    return apply_bcos_dense(self, x, self.kernel[...], explain)
 
 
 class NNXFrozenBatchNormUncentered(nnx.Module):

@@ -8,14 +8,15 @@ Linen (or converted, :func:`codajax.convert.from_bcos_state_dict`) parameters in
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import jax
 from flax import nnx
 
 from codajax.bcos.common import default_logit_bias
 from codajax.bcos.nnx_layers import NNXBcosConv, make_nnx_norm
-from codajax.bcos.norms import NORM_KINDS
+from codajax.bcos.norms import check_norm_kind
 from codajax.bcos.ops import add_inverse
 from codajax.bcos.resnet import EXPANSION, avg_pool_3x3_s2
 from codajax.explain import protocol
@@ -147,15 +148,14 @@ class NNXBcosResNet(nnx.Module):
   ):
     if block not in EXPANSION:
       raise ValueError(f"Unknown block {block!r}; known: {', '.join(EXPANSION)}.")
-    if norm not in NORM_KINDS:
-      raise ValueError(f"Unknown B-cos norm {norm!r}; known: {', '.join(NORM_KINDS)}.")
+    check_norm_kind(norm)
     self.num_classes, self.image_channels, self.temperature = (
         num_classes,
         image_channels,
         (temperature),
     )
     self.logit_bias = default_logit_bias(num_classes) if logit_bias is None else float(logit_bias)
-    args = dict(norm=norm, b=b, max_out=max_out, dtype=compute_dtype, rngs=rngs)
+    args = {"norm": norm, "b": b, "max_out": max_out, "dtype": compute_dtype, "rngs": rngs}
     segments: list[nnx.Module] = [NNXStem(2 * image_channels, width, small_inputs, **args)]
     channels = width
     for s, count in enumerate(stage_sizes):

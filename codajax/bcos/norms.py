@@ -144,3 +144,9 @@ NORM_KINDS: tuple[str, ...] = ("bn", "gn", "ln", "pn", "none")
 
 #: Groups of ``norm="gn"``: 2, as the authors' CIFAR-10 norm ablation (``gnu``).
 GN_GROUPS = 2
+
+
+def check_norm_kind(kind: str) -> None:
+  """Raises ``ValueError`` unless ``kind`` is one of :data:`NORM_KINDS`."""
+  if kind not in NORM_KINDS:
+    raise ValueError(f"Unknown B-cos norm {kind!r}; known: {', '.join(NORM_KINDS)}.")

@@ -24,7 +24,8 @@ Explainable layers: ``0`` the encoded image, ``s`` (1..S) the input of stage
 
 from __future__ import annotations
 
-from typing import Any, Literal, Sequence
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import flax.linen as nn
 import jax
@@ -33,7 +34,7 @@ from jax import lax
 
 from codajax.bcos.common import SegmentedModel, default_logit_bias
 from codajax.bcos.layers import BcosConv, make_norm
-from codajax.bcos.norms import NORM_KINDS
+from codajax.bcos.norms import check_norm_kind
 
 Array = jax.Array
 
@@ -65,14 +66,10 @@ class Stem(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array, explain: bool = False) -> Array:
-    if self.small_inputs:
-      conv = BcosConv(
-          self.width, 3, 1, 1, b=self.b, max_out=self.max_out, dtype=self.dtype, name="conv1"
-      )
-    else:
-      conv = BcosConv(
-          self.width, 7, 2, 3, b=self.b, max_out=self.max_out, dtype=self.dtype, name="conv1"
-      )
+    k, s, p = (3, 1, 1) if self.small_inputs else (7, 2, 3)
+    conv = BcosConv(
+        self.width, k, s, p, b=self.b, max_out=self.max_out, dtype=self.dtype, name="conv1"
+    )
     x = make_norm(self.norm, self.width, name="bn1")(conv(x, explain), explain)
     return x if self.small_inputs else avg_pool_3x3_s2(x)
 
@@ -92,8 +89,8 @@ class Block(nn.Module):
   def __call__(self, x: Array, explain: bool = False) -> Array:
     out_channels = self.width * EXPANSION[self.kind]
 
-    def conv(features, k, stride, name):
-      return BcosConv(
+    def conv_norm(h, features, k, stride, conv_name, norm_name):
+      conv = BcosConv(
           features,
           k,
           stride,
@@ -101,24 +98,20 @@ class Block(nn.Module):
           b=self.b,
           max_out=self.max_out,
           dtype=self.dtype,
-          name=name,
+          name=conv_name,
       )
-
-    def norm(channels, name):
-      return make_norm(self.norm, channels, name=name)
+      return make_norm(self.norm, features, name=norm_name)(conv(h, explain), explain)
 
     if self.kind == "basic":
-      y = norm(self.width, "bn1")(conv(self.width, 3, self.stride, "conv1")(x, explain), explain)
-      y = norm(self.width, "bn2")(conv(self.width, 3, 1, "conv2")(y, explain), explain)
+      y = conv_norm(x, self.width, 3, self.stride, "conv1", "bn1")
+      y = conv_norm(y, self.width, 3, 1, "conv2", "bn2")
     else:
-      y = norm(self.width, "bn1")(conv(self.width, 1, 1, "conv1")(x, explain), explain)
-      y = norm(self.width, "bn2")(conv(self.width, 3, self.stride, "conv2")(y, explain), explain)
-      y = norm(out_channels, "bn3")(conv(out_channels, 1, 1, "conv3")(y, explain), explain)
+      y = conv_norm(x, self.width, 1, 1, "conv1", "bn1")
+      y = conv_norm(y, self.width, 3, self.stride, "conv2", "bn2")
+      y = conv_norm(y, out_channels, 1, 1, "conv3", "bn3")
     shortcut = x
     if self.stride != 1 or x.shape[-1] != out_channels:
-      shortcut = norm(out_channels, "downsample_bn")(
-          conv(out_channels, 1, self.stride, "downsample_conv")(x, explain), explain
-      )
+      shortcut = conv_norm(x, out_channels, 1, self.stride, "downsample_conv", "downsample_bn")
     return y + shortcut
 
 
@@ -200,8 +193,7 @@ class BcosResNet(SegmentedModel, nn.Module):
   def __post_init__(self):
     if self.block not in EXPANSION:
       raise ValueError(f"Unknown block {self.block!r}; known: {', '.join(EXPANSION)}.")
-    if self.norm not in NORM_KINDS:
-      raise ValueError(f"Unknown B-cos norm {self.norm!r}; known: {', '.join(NORM_KINDS)}.")
+    check_norm_kind(self.norm)
     if not self.stage_sizes or min(self.stage_sizes) < 1:
       raise ValueError(f"stage_sizes must be non-empty and >= 1, got {self.stage_sizes}.")
     super().__post_init__()
@@ -212,7 +204,7 @@ class BcosResNet(SegmentedModel, nn.Module):
     return len(self.stage_sizes) + 2
 
   def setup(self):
-    args = dict(norm=self.norm, b=self.b, max_out=self.max_out, dtype=self.compute_dtype)
+    args = {"norm": self.norm, "b": self.b, "max_out": self.max_out, "dtype": self.compute_dtype}
     segments = [Stem(self.width, self.small_inputs, name="layer_0", **args)]
     for s, count in enumerate(self.stage_sizes):
       segments.append(

@@ -16,7 +16,8 @@ the input of stages 2..5, ``5`` the input of the classifier.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -25,57 +26,22 @@ from jax import lax
 
 from codajax.bcos.common import SegmentedModel, default_logit_bias
 from codajax.bcos.layers import BcosConv, make_norm
-from codajax.bcos.norms import NORM_KINDS
+from codajax.bcos.norms import check_norm_kind
 
 Array = jax.Array
 
-#: torchvision's VGG configurations (channels, "M" = pool).
+
+def _stages(*stages: tuple[int, int]) -> tuple[Any, ...]:
+  """A torchvision VGG configuration from ``(convolutions, channels)`` per stage, each then "M"."""
+  return tuple(entry for count, channels in stages for entry in (channels,) * count + ("M",))
+
+
+#: torchvision's VGG configurations (channels, "M" = pool): its ``cfgs`` "A", "B", "D", "E".
 CONFIGS: dict[str, tuple[Any, ...]] = {
-    "vgg11": (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
-    "vgg13": (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
-    "vgg16": (
-        64,
-        64,
-        "M",
-        128,
-        128,
-        "M",
-        256,
-        256,
-        256,
-        "M",
-        512,
-        512,
-        512,
-        "M",
-        512,
-        512,
-        512,
-        "M",
-    ),
-    "vgg19": (
-        64,
-        64,
-        "M",
-        128,
-        128,
-        "M",
-        256,
-        256,
-        256,
-        256,
-        "M",
-        512,
-        512,
-        512,
-        512,
-        "M",
-        512,
-        512,
-        512,
-        512,
-        "M",
-    ),
+    "vgg11": _stages((1, 64), (1, 128), (2, 256), (2, 512), (2, 512)),
+    "vgg13": _stages((2, 64), (2, 128), (2, 256), (2, 512), (2, 512)),
+    "vgg16": _stages((2, 64), (2, 128), (3, 256), (3, 512), (3, 512)),
+    "vgg19": _stages((2, 64), (2, 128), (4, 256), (4, 512), (4, 512)),
 }
 
 
@@ -149,7 +115,7 @@ class VGGHead(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array, explain: bool = False) -> Array:
-    args = dict(b=self.b, max_out=self.max_out, dtype=self.dtype)
+    args = {"b": self.b, "max_out": self.max_out, "dtype": self.dtype}
     x = BcosConv(self.hidden, 7, 1, 3, name="classifier_0", **args)(x, explain)
     x = BcosConv(self.hidden, 1, 1, 0, name="classifier_1", **args)(x, explain)
     return BcosConv(self.num_classes, 1, 1, 0, name="classifier_2", **args)(x, explain)
@@ -182,8 +148,7 @@ class BcosVGG(SegmentedModel, nn.Module):
   def __post_init__(self):
     if isinstance(self.config, str) and self.config not in CONFIGS:
       raise ValueError(f"Unknown VGG {self.config!r}; known: {', '.join(CONFIGS)}.")
-    if self.norm not in NORM_KINDS:
-      raise ValueError(f"Unknown B-cos norm {self.norm!r}; known: {', '.join(NORM_KINDS)}.")
+    check_norm_kind(self.norm)
     super().__post_init__()
 
   def _config(self) -> tuple[Any, ...]:
@@ -195,8 +160,7 @@ class BcosVGG(SegmentedModel, nn.Module):
     return sum(1 for entry in self._config() if entry == "M") + 1
 
   def setup(self):
-    config = CONFIGS[self.config] if isinstance(self.config, str) else tuple(self.config)
-    layout = stage_layout(config, self.norm != "none")
+    layout = stage_layout(self._config(), self.norm != "none")
     segments = [
         VGGStage(
             tuple(stage), self.norm, self.b, self.max_out, self.compute_dtype, name=f"layer_{s}"

@@ -39,7 +39,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Literal, Sequence
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import flax.linen as nn
 import jax
@@ -315,16 +316,16 @@ class HybridNet(nn.Module):
 
   def _coda_fields(self) -> dict[str, Any]:
     pure = self.embedding_stage == 0
-    return dict(
-        layers=tuple(self.layers),
-        temperature=self.temperature,
-        logit_bias=self.logit_bias,
-        norm=self.norm,
-        form=self.form,
-        compute_dtype=self.compute_dtype,
-        image_channels=self.image_channels if pure else self.embedding_channels,
-        encode_input=pure,
-    )
+    return {
+        "layers": tuple(self.layers),
+        "temperature": self.temperature,
+        "logit_bias": self.logit_bias,
+        "norm": self.norm,
+        "form": self.form,
+        "compute_dtype": self.compute_dtype,
+        "image_channels": self.image_channels if pure else self.embedding_channels,
+        "encode_input": pure,
+    }
 
   def coda_net(self) -> CoDANet:
     """The CoDA part as an unbound :class:`CoDANet`; its parameters are ``params["coda"]``."""
@@ -406,24 +407,24 @@ class HybridFamily:
   description: str
 
 
-_CIFAR = dict(
-    pure_layers=ARCHITECTURES["9L-S"].layers,
-    pure_temperature=1000.0,
-    hybrid_temperature=100.0,
-    coda_width=64,
-    coda_rank=64,
-    num_classes=10,
-    image_size=32,
-)
-_IMAGENET = dict(
-    pure_layers=ARCHITECTURES["9L-L"].layers,
-    pure_temperature=100_000.0,
-    hybrid_temperature=100.0,
-    coda_width=64,
-    coda_rank=128,
-    num_classes=1000,
-    image_size=224,
-)
+_CIFAR = {
+    "pure_layers": ARCHITECTURES["9L-S"].layers,
+    "pure_temperature": 1000.0,
+    "hybrid_temperature": 100.0,
+    "coda_width": 64,
+    "coda_rank": 64,
+    "num_classes": 10,
+    "image_size": 32,
+}
+_IMAGENET = {
+    "pure_layers": ARCHITECTURES["9L-L"].layers,
+    "pure_temperature": 100_000.0,
+    "hybrid_temperature": 100.0,
+    "coda_width": 64,
+    "coda_rank": 128,
+    "num_classes": 1000,
+    "image_size": 224,
+}
 
 HYBRID_FAMILIES: dict[str, HybridFamily] = {
     **{
