@@ -45,9 +45,12 @@ def test_segment_loops_run_in_order():
     return run
 
   segments = [segment(1), segment(2), segment(3)]
-  assert protocol.apply_segments(0, segments, "explain") == 123
+  assert protocol.run_segments(0, segments, range(3), "explain") == 123
   assert calls == [(1, ("explain",)), (2, ("explain",)), (3, ("explain",))]
-  assert protocol.apply_segments(7, []) == 7
+  calls.clear()
+  assert protocol.run_segments(4, segments, range(1, 3)) == 423
+  assert calls == [(2, ()), (3, ())]
+  assert protocol.run_segments(7, segments, range(0)) == 7
   calls.clear()
   assert protocol.segment_inputs(0, segments) == (0, 1, 12)
   assert calls == [(1, ()), (2, ())]

@@ -65,12 +65,13 @@ class SegmentedModel:
     if weights_inputs is not None:
       raise NotImplementedError("B-cos models do not take weights_inputs.")
     protocol.check_layer(layer, self.num_explainable_layers)
-    return self._pool(protocol.apply_segments(h, self.segments[layer:], explain), add_bias)
+    h = protocol.run_segments(h, self.segments, range(layer, len(self.segments)), explain)
+    return self._pool(h, add_bias)
 
   def layer_input(self, images: Array, layer: int = 0) -> Array:
     """The input of segment ``layer`` (``0``: the encoded image); the segments below run once."""
     protocol.check_layer(layer, self.num_explainable_layers)
-    return protocol.apply_segments(self.encode(images), self.segments[:layer])
+    return protocol.run_segments(self.encode(images), self.segments, range(layer))
 
   def explanation_inputs(self, images: Array) -> tuple[Array, ...]:
     """The input of every segment, ``[0]`` being the encoded image."""

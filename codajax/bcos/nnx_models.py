@@ -181,7 +181,7 @@ class NNXBcosResNet(nnx.Module):
   def layer_input(self, images: Array, layer: int = 0) -> Array:
     """The input of segment ``layer`` (``0``: the encoded image)."""
     protocol.check_layer_bounds(layer, self.num_explainable_layers)
-    return protocol.apply_segments(self.encode(images), self.segments[:layer])
+    return protocol.run_segments(self.encode(images), self.segments, range(layer))
 
   def forward_from(
       self,
@@ -195,7 +195,7 @@ class NNXBcosResNet(nnx.Module):
     if weights_inputs is not None:
       raise NotImplementedError("B-cos models do not take weights_inputs.")
     protocol.check_layer_bounds(layer, self.num_explainable_layers)
-    h = protocol.apply_segments(h, self.segments[layer:], explain)
+    h = protocol.run_segments(h, self.segments, range(layer, len(self.segments)), explain)
     logits = h.astype("float32").mean(axis=(1, 2))
     if self.temperature is not None:
       logits = logits / self.temperature

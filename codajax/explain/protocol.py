@@ -10,7 +10,7 @@ twins keep their bounds-only check (:func:`check_layer_bounds`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import jax
@@ -60,10 +60,15 @@ def check_nhwc(images: Array, channels: int, name: str) -> None:
     )
 
 
-def apply_segments(h: Array, segments: Sequence[Callable[..., Array]], *args: Any) -> Array:
-  """``h`` through every segment in order, each called as ``segment(h, *args)``."""
-  for segment in segments:
-    h = segment(h, *args)
+def run_segments(
+    h: Array, segments: Sequence[Callable[..., Array]], indices: Iterable[int], *args: Any
+) -> Array:
+  """``h`` through ``segments[i]`` for ``i`` in ``indices`` (e.g. ``range(layer)``), in order.
+
+  Each is called as ``segment(h, *args)``.
+  """
+  for i in indices:
+    h = segments[i](h, *args)
   return h
 
 

@@ -128,7 +128,7 @@ class CoDANet(nn.Module):
   def layer_input(self, images: Array, layer: int = 0) -> Array:
     """The input of CoDA layer ``layer`` (``0``: the encoded image), each layer run once."""
     protocol.check_layer(layer, self.num_explainable_layers)
-    return protocol.apply_segments(self.encode(images), self.coda_layers[:layer])
+    return protocol.run_segments(self.encode(images), self.coda_layers, range(layer))
 
   def forward_and_inputs(
       self, images: Array, add_bias: bool = True

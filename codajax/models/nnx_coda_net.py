@@ -86,7 +86,7 @@ class NNXCoDANet(nnx.Module):
   def layer_input(self, images: Array, layer: int = 0) -> Array:
     """The input of CoDA layer ``layer`` (``0``: the encoded image), each layer run once."""
     protocol.check_layer_bounds(layer, self.num_explainable_layers)
-    return protocol.apply_segments(self.encode(images), self.coda_layers[:layer])
+    return protocol.run_segments(self.encode(images), self.coda_layers, range(layer))
 
   def forward_from(
       self,
