@@ -175,12 +175,12 @@ class NNXBcosResNet(nnx.Module):
 
   def encode(self, images: Array) -> Array:
     """``(N, H, W, C)`` in [0, 1] -> ``(N, H, W, 2C)``."""
-    protocol.check_nhwc(images, self.image_channels, "NNXBcosResNet")
+    protocol.check_images(images, self.image_channels, "NNXBcosResNet")
     return add_inverse(images)
 
   def layer_input(self, images: Array, layer: int = 0) -> Array:
     """The input of segment ``layer`` (``0``: the encoded image)."""
-    protocol.check_layer_bounds(layer, self.num_explainable_layers)
+    protocol.check_layer(layer, self.num_explainable_layers)
     return protocol.run_segments(self.encode(images), self.segments, range(layer))
 
   def forward_from(
@@ -194,7 +194,7 @@ class NNXBcosResNet(nnx.Module):
     """Logits ``(N, K)`` from the input of segment ``layer`` on (``explain``: exactly linear)."""
     if weights_inputs is not None:
       raise NotImplementedError("B-cos models do not take weights_inputs.")
-    protocol.check_layer_bounds(layer, self.num_explainable_layers)
+    protocol.check_layer(layer, self.num_explainable_layers)
     h = protocol.run_segments(h, self.segments, range(layer, len(self.segments)), explain)
     logits = h.astype("float32").mean(axis=(1, 2))
     if self.temperature is not None:

@@ -51,6 +51,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from codajax.explain import protocol
+
 Array = jax.Array
 Targets = Array | np.ndarray | int | Literal["all"] | None
 FormChoice = Literal["auto", "model", "implicit", "explicit"]
@@ -271,16 +273,7 @@ def _check_model(model: Any) -> None:
 
 
 def _check_layer(model: Any, layer: Any) -> int:
-  count = model.num_explainable_layers
-  if (
-      isinstance(layer, bool)
-      or not isinstance(layer, (int, np.integer))
-      or not (0 <= layer < count)
-  ):
-    raise ValueError(
-        f"layer must be in 0..{count - 1} (the model has {count} explainable layers), got "
-        f"{layer!r}; under jit it must be static (see explain_jit)."
-    )
+  protocol.check_layer(layer, model.num_explainable_layers)
   return int(layer)
 
 

@@ -4,8 +4,7 @@ A model is a chain of *segments* (CoDA layers, B-cos stages, ...): callables
 ``h -> h`` (or ``(h, explain) -> h``) whose inputs are the explainable inputs
 ``0 .. L − 1``. These helpers take the segments as a plain sequence (a Python
 list, Linen submodules, an ``nnx.List``), so Linen and NNX models use the same
-code. The Linen models check ``layer`` strictly (:func:`check_layer`); the NNX
-twins keep their bounds-only check (:func:`check_layer_bounds`).
+code, and every model checks ``layer`` and the images the same way.
 """
 
 from __future__ import annotations
@@ -28,14 +27,8 @@ def check_layer(layer: Any, count: int) -> None:
   ):
     raise ValueError(
         f"layer must be in 0..{count - 1} (the model has {count} explainable layers), got "
-        f"{layer!r}; it must be a Python int (static under jit)."
+        f"{layer!r}; it must be a Python int (static under jit, see explain_jit)."
     )
-
-
-def check_layer_bounds(layer: Any, count: int) -> None:
-  """Raises ``ValueError`` unless ``0 <= layer < count`` (the bounds alone: the NNX models' check)."""
-  if not 0 <= layer < count:
-    raise ValueError(f"layer must be in 0..{count - 1}, got {layer}.")
 
 
 def check_images(images: Array, channels: int, name: str) -> None:
@@ -49,14 +42,6 @@ def check_images(images: Array, channels: int, name: str) -> None:
     raise ValueError(
         f"{name} was built for {channels}-channel images, got {images.shape[-1]} channels "
         f"(shape {tuple(images.shape)})."
-    )
-
-
-def check_nhwc(images: Array, channels: int, name: str) -> None:
-  """Raises ``ValueError`` unless ``images`` is ``(N, H, W, channels)`` (one message: the NNX models)."""
-  if images.ndim != 4 or images.shape[-1] != channels:
-    raise ValueError(
-        f"{name} expects NHWC images with {channels} channels, got shape {tuple(images.shape)}."
     )
 
 

@@ -80,12 +80,12 @@ class NNXCoDANet(nnx.Module):
 
   def encode(self, images: Array) -> Array:
     """``(N, H, W, C)`` in [0, 1] → ``(N, H, W, 2C)`` (``[x, 1 − x]``)."""
-    protocol.check_nhwc(images, self.image_channels, "NNXCoDANet")
+    protocol.check_images(images, self.image_channels, "NNXCoDANet")
     return add_inverse(images) if self.encode_input else images
 
   def layer_input(self, images: Array, layer: int = 0) -> Array:
     """The input of CoDA layer ``layer`` (``0``: the encoded image), each layer run once."""
-    protocol.check_layer_bounds(layer, self.num_explainable_layers)
+    protocol.check_layer(layer, self.num_explainable_layers)
     return protocol.run_segments(self.encode(images), self.coda_layers, range(layer))
 
   def forward_from(
@@ -97,7 +97,7 @@ class NNXCoDANet(nnx.Module):
       weights_inputs: Sequence[Array] | None = None,
   ) -> Array:
     """Logits ``(N, K)`` from the input ``h`` of CoDA layer ``layer`` onwards."""
-    protocol.check_layer_bounds(layer, self.num_explainable_layers)
+    protocol.check_layer(layer, self.num_explainable_layers)
     for i in range(layer, len(self.specs)):
       weights_input = None if weights_inputs is None else weights_inputs[i]
       h = self.coda_layers[i](h, explain=explain, weights_input=weights_input)
