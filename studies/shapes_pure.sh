@@ -2,24 +2,24 @@
 # Issue 12: the pure CoDA-Net on shapes, its ground-truth evaluation, and the temperature study.
 # Reruns everything of studies/shapes_pure.md from a clean clone (CPU only):
 #
-#   bash studies/shapes_pure.sh            # probes, shapes run + eval, digits temperatures, tables, figures
+#   bash studies/shapes_pure.sh            # probes, shapes run + eval, temperatures, original data, report
 #   STAGES="shapes temps" bash studies/shapes_pure.sh   # a subset
 #
 # Data are prepared into $CODAJAX_DATA_DIR (default: runs/data inside the clone); runs go to $OUT.
-# CPU time (estimated from the measured runs of shapes_pure.md, machine shared, not one end-to-end
-# run): probes ~5 × 300 CPU s, shapes train 353 CPU s, shapes eval 852 CPU s, digits
-# temperatures 3 × 150 CPU s: about 55 CPU minutes (estimate; see studies/shapes_pure.md).
+# CPU time (summed from the measured parts in shapes_pure.md §5, machine shared, not one
+# end-to-end run): about 137 CPU minutes (probes ~25, shapes ~20, temperatures ~59, report ~2,
+# the original-data run ~31: train 693 CPU s + eval 1,143 CPU s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CODAJAX_DATA_DIR=${CODAJAX_DATA_DIR:-$PWD/runs/data}
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 PY=${PYTHON:-python}
 OUT=${OUT:-runs/pure}
-STAGES=${STAGES:-"probes shapes temps report"}
+STAGES=${STAGES:-"probes shapes temps original report"}
 TEMPS=${TEMPS:-"10 100 1000"}
 SHAPES_TEMPS=${SHAPES_TEMPS:-"10 100 1000"}   # the shapes temperature runs (3 x ~13 CPU min)
 # Modest eval settings (CPU): grids, ground-truth / removal images, cheaper RISE and SmoothGrad.
-EVAL_FLAGS=${EVAL_FLAGS:-"--n_grids 6 --grid 3 --n_removal 96 --depths off --method_setting IntGrad.n_steps=10 --method_setting SmoothGrad.nt_samples=10 --method_setting RISE.n_masks=500"}
+EVAL_FLAGS=${EVAL_FLAGS:-"--methods Ours,Grad,IxG,IntGrad,SmoothGrad,GCam,Occ5,Occ9,RISE --n_grids 6 --grid 3 --n_removal 96 --depths off --method_setting IntGrad.n_steps=10 --method_setting SmoothGrad.nt_samples=10 --method_setting RISE.n_masks=500"}
 mkdir -p "$OUT/probe"
 
 has() { [[ " $STAGES " == *" $1 "* ]]; }
@@ -57,6 +57,14 @@ if has temps; then
   shapes_runs=()
   for t in $SHAPES_TEMPS; do shapes_runs+=("$OUT/shapes-T$t"); done
   if [ ${#shapes_runs[@]} -gt 0 ]; then "$PY" studies/shapes_mask_energy.py "${shapes_runs[@]}"; fi
+fi
+
+if has original; then
+  # The original (random-polarity) data at T = 10 for 3 epochs, every baseline (section 4).
+  timed "$PY" train.py --config configs/shapes.py:original --workdir "$OUT/shapes-original-T10-e3" \
+    --config.model.temperature=10 --config.num_epochs=3
+  # shellcheck disable=SC2086
+  timed "$PY" eval.py --workdir "$OUT/shapes-original-T10-e3" $EVAL_FLAGS
 fi
 
 if has report; then

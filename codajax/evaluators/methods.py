@@ -293,7 +293,7 @@ class MethodsEvaluator:
     if unused:
       raise EvaluationError(
           f"settings given for {', '.join(unused)}, which is not evaluated "
-          f"(methods: {', '.join(self.methods)})"
+          f"(methods: {', '.join(self.methods)}); add it to --methods or drop its setting"
       )
     if int(batch_size) < 1 or int(chunk) < 1:
       raise EvaluationError(f"batch_size and chunk must be >= 1; got {batch_size}, {chunk}")
