@@ -55,10 +55,9 @@ def _title_inches(title: str | None) -> float:
 
 def _layout(figure: Figure, title: str | None) -> None:
   """Tight layout below the figure's title, so a title of several lines never covers a panel."""
-  if title:
+  figure.tight_layout(rect=(0, 0, 1, 1 - _title_inches(title) / figure.get_figheight()))
+  if title:  # after the layout, which would otherwise reserve the title's space a second time
     figure.suptitle(title, fontsize=_TITLE_POINTS, y=0.995, va="top")
-  height = figure.get_figheight()
-  figure.tight_layout(rect=(0, 0, 1, 1 - _title_inches(title) / height))
 
 
 def symmetric_limit(maps, percentile: float = 99.5) -> float:
