@@ -84,3 +84,24 @@ def emit(record: dict[str, Any]) -> None:
   """Prints one JSON line (with the device) and flushes."""
   record = {"device": jax.devices()[0].device_kind, "backend": jax.default_backend(), **record}
   print(json.dumps(record), flush=True)
+
+
+def time_interleaved(
+    calls: dict[str, Callable[[], Any]], *, rounds: int = 3, steps: int = 3
+) -> dict[str, float]:
+  """Median seconds per call of each (already compiled) ``calls[name]()``, timed in alternation.
+
+  ``rounds`` times, each call ``steps + 1`` times in a row (the first a warm-up, not counted),
+  the order reversed every other round, so a change of machine load hits every call alike.
+  Each call must return something ``jax.block_until_ready`` accepts.
+  """
+  times: dict[str, list[float]] = {name: [] for name in calls}
+  for round_index in range(rounds):
+    names = list(calls) if round_index % 2 == 0 else list(reversed(list(calls)))
+    for name in names:
+      for i in range(steps + 1):
+        start = time.perf_counter()
+        jax.block_until_ready(calls[name]())
+        if i:
+          times[name].append(time.perf_counter() - start)
+  return {name: sorted(t)[len(t) // 2] for name, t in times.items()}

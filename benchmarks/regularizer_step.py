@@ -13,6 +13,12 @@ Three steps are timed in the same process (Adam, BCE loss, the same batch):
   from ``jax.linear_transpose`` of the stream).
 
 Prints JSON lines and the ``old_over_plain`` / ``new_over_plain`` step-time ratios.
+
+``--stream_forms explicit,implicit`` instead compiles the ``new`` step once per DAU form of the
+weights-input stream (``codajax.regularizers.STREAM_FORM``, the form its transpose runs in) and
+times them and ``plain`` in alternation (``common.time_interleaved``):
+
+    python benchmarks/regularizer_step.py --archs 9L-S --batch 8 --stream_forms explicit,implicit
 """
 
 from __future__ import annotations
@@ -23,9 +29,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from codajax import regularizers
 from codajax.models import ARCHITECTURES, get_model
 from codajax.regularizers import logits_and_dynamic_matrix_l1, regularised_classes
-from common import compile_and_time, emit, throughput_record
+from common import compile_and_time, emit, throughput_record, time_interleaved
 
 WEIGHT = 1.0
 
@@ -68,11 +75,46 @@ def make_step(model, tx, kind):
   return step
 
 
+def compare_stream_forms(model, params, images, labels, forms, rounds: int, steps: int) -> dict:
+  """Median step ms of ``plain`` and of ``new`` with each stream form, timed in alternation."""
+  tx = optax.adam(1e-3)
+  key = jax.random.key(3)
+  library = regularizers.STREAM_FORM
+  calls, flops = {}, {}
+  for name, form in [("plain", None)] + [(f"new/{form}", form) for form in forms]:
+    regularizers.STREAM_FORM = form or library  # read when the step is traced
+    try:
+      compiled = (
+          make_step(model, tx, "plain" if form is None else "new")
+          .lower((params, tx.init(params)), images, labels, key)
+          .compile()
+      )
+    finally:
+      regularizers.STREAM_FORM = library
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    flops[name] = float(cost["flops"]) if cost and "flops" in cost else None
+    state = (params, tx.init(params))
+    calls[name] = lambda compiled=compiled, state=state: compiled(state, images, labels, key)
+  seconds = time_interleaved(calls, rounds=rounds, steps=steps)
+  batch = images.shape[0]
+  record = {"batch": batch, "calls_each": rounds * steps}
+  for name, s in seconds.items():
+    record[f"{name}_ms"] = round(1e3 * s, 1)
+    if flops[name] is not None:
+      record[f"{name}_gflop_per_img"] = round(flops[name] / batch / 1e9, 3)
+    if name != "plain":
+      record[f"{name}_over_plain"] = round(s / seconds["plain"], 3)
+  return record
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--archs", default="digits-5L,9L-S")
   parser.add_argument("--batch", type=int, default=16)
   parser.add_argument("--steps", type=int, default=5)
+  parser.add_argument("--stream_forms", default="", help="e.g. explicit,implicit (see above)")
+  parser.add_argument("--rounds", type=int, default=3, help="with --stream_forms")
   args = parser.parse_args()
   for arch in args.archs.split(","):
     spec = ARCHITECTURES[arch]
@@ -81,6 +123,12 @@ def main():
     images = jax.random.uniform(jax.random.key(1), shape)
     labels = jax.random.randint(jax.random.key(2), (args.batch,), 0, model.num_classes)
     params = jax.jit(model.init)(jax.random.key(0), images[:1])["params"]
+    if args.stream_forms:
+      record = compare_stream_forms(
+          model, params, images, labels, args.stream_forms.split(","), args.rounds, args.steps
+      )
+      emit({"name": f"{arch}/train_step/stream_forms", **record})
+      continue
     tx = optax.adam(1e-3)
     times = {}
     for kind in ("plain", "old", "new"):
