@@ -96,6 +96,7 @@ def test_maxout_keeps_the_largest_linear_response(data):
   np.testing.assert_allclose(full, np.abs(pooled) / norm * pooled, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_gradients():
   rng = np.random.default_rng(3)
   with jax.enable_x64():

@@ -217,6 +217,7 @@ def test_converter_round_trip_and_errors():
     from_bcos_state_dict(sd, "bcos-vitc-tiny", num_classes=6)
 
 
+@pytest.mark.slow
 def test_posthoc_baselines_and_ours_run_on_a_vit(small):
   name, model, variables, images, _ = small
   info = eval_methods.inspect_model(model, variables, images.shape[1:])

@@ -145,6 +145,7 @@ def _localisation_numpy(maps, grid):
   return np.array(scores)
 
 
+@pytest.mark.slow
 def test_eval_cli_end_to_end_on_digits(digits_run, tmp_path):
   methods = ["Ours", "Grad", "GCam"]
   out = str(tmp_path / "eval")
@@ -320,6 +321,7 @@ def test_eval_cli_end_to_end_on_digits(digits_run, tmp_path):
     _assert_png(os.path.join(out, name))
 
 
+@pytest.mark.slow
 def test_ground_truth_scores_on_shapes_and_too_few_grids(shapes_run, tmp_path, capsys):
   out = str(tmp_path / "eval")
   config = _quick(
@@ -454,6 +456,7 @@ def test_presets_build_and_validate(digits_run):
     evaluators.from_config({"x": {"type": "lime"}})
 
 
+@pytest.mark.slow
 def test_eval_during_training_is_logged(data_dir, tmp_path):
   config = digits_config.get_config("smoke")
   config.data_dir, config.max_steps = data_dir, 4
@@ -485,6 +488,7 @@ def test_eval_during_training_is_logged(data_dir, tmp_path):
   assert os.listdir(os.path.join(workdir, "tensorboard"))
 
 
+@pytest.mark.slow
 def test_two_processes_give_the_report_of_one(digits_run, tmp_path):
   args = [
       "--workdir",
@@ -649,6 +653,7 @@ def test_every_method_runs_on_a_tiny_evaluation(digits_run, tmp_path):
   assert set(report["compiles"].values()) == {1}
 
 
+@pytest.mark.slow
 def test_hybrid_with_a_cnn_embedding_is_explained_over_the_image():
   model = get_model(
       "hybrid-shapes-s2",

@@ -44,6 +44,7 @@ def _evidence_of(explanation):
   return jnp.take_along_axis(ev, idx.reshape(ev.shape[0], -1), axis=1).reshape(idx.shape)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layer", [0, 4, 8])
 def test_completeness_on_9l_s_for_predicted_given_and_all_classes(nine_layer_small, layer):
   model, variables, images = nine_layer_small

@@ -122,6 +122,7 @@ def gs_run(emulator, data_dir, local_run):
   return workdir, steps, resumed.stdout
 
 
+@pytest.mark.slow
 def test_train_on_gs_resumes_bit_identically_after_sigkill(gs_run, local_run):
   workdir, steps_at_kill, output = gs_run
   assert "took over the abandoned lease" in output
@@ -232,6 +233,7 @@ def test_gs_lease_has_one_winner_among_racing_processes(emulator):
   assert not storage.exists(uri)
 
 
+@pytest.mark.slow
 def test_eval_on_gs_writes_report_and_figures_to_the_bucket(gs_run, data_dir):
   from codajax import data
 
@@ -270,6 +272,7 @@ def test_eval_on_gs_writes_report_and_figures_to_the_bucket(gs_run, data_dir):
     assert png.format == "PNG" and min(png.size) >= 100
 
 
+@pytest.mark.slow
 def test_prepare_and_two_processes_on_gs_match_one_local_process(emulator, data_dir, tmp_path):
   """``prepare`` into gs://BUCKET/tfds, then two processes x 2 fake devices training on that
   data into one gs:// work directory: the parameters of one local process with 4 devices."""

@@ -44,6 +44,7 @@ def test_nnx_layer_checks_its_settings_and_uses_the_dau_initialisers():
     NNXCoDAConv(5, 7, 3, norm="l1", rngs=nnx.Rngs(1))
 
 
+@pytest.mark.slow
 def test_nnx_net_trains_with_nnx_optimizer_and_explains_exactly():
   model = NNXCoDANet(LAYERS, temperature=3.0, rngs=nnx.Rngs(0))
   optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)

@@ -140,6 +140,7 @@ def test_smoke_training_writes_logs_checkpoints_and_evaluates(data_dir, straight
   assert train_and_evaluate(_smoke(data_dir), workdir)["step"] == 4
 
 
+@pytest.mark.slow
 def test_jit_mesh_pmap_and_single_device_give_the_same_parameters(tmp_path):
   out = tmp_path / "params.npz"
   result = _run(["tests/train_worker.py", "parallel_equivalence", str(out)], env_devices=8)
@@ -279,6 +280,7 @@ def test_sigterm_saves_and_exits_cleanly(data_dir, tmp_path, signum):
   assert f"saved step {step} " in output
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_process_with_four_devices(data_dir, tmp_path):
   args = ["--config.max_steps=4", "--config.batch_size=16", "--config.eval_every_epochs=100"]
   single = _run(_train_cmd(tmp_path / "one", data_dir, *args), env_devices=4)
