@@ -46,6 +46,7 @@ from typing import Any, Mapping
 import jax
 import jax.numpy as jnp
 
+from codajax.explain import protocol
 from codajax.explain.contributions import ExplainableModel
 
 Array = jax.Array
@@ -136,9 +137,7 @@ def logits_and_dynamic_map(
         f"classes must have shape (N, n) with N = {images.shape[0]} images, got "
         f"{tuple(classes.shape)}."
     )
-  count = model.num_explainable_layers
-  if not 0 <= layer < count:
-    raise ValueError(f"layer must be in 0..{count - 1}, got {layer}.")
+  protocol.check_layer(layer, model.num_explainable_layers)
   logits, inputs = model.apply(variables, images, method="forward_and_inputs")
   # The stream's transpose runs once per class: the explicit form's costs D·P per position
   # and class against D·r·P for the implicit form's (same function, same parameters).

@@ -62,6 +62,7 @@ from codajax.bcos.common import default_logit_bias
 from codajax.bcos.layers import BcosConv, BcosDense, default_kernel_init
 from codajax.bcos.nnx_layers import NNXBcosConv, NNXBcosDense
 from codajax.bcos.ops import add_inverse
+from codajax.explain import protocol
 from codajax.nn.modules import explanation_dtype
 
 Array = jax.Array
@@ -314,8 +315,7 @@ class ViTForward:
     return logits + self.logit_bias if add_bias else logits
 
   def _check_layer(self, layer: int) -> int:
-    if isinstance(layer, bool) or not 0 <= int(layer) < self.num_explainable_layers:
-      raise ValueError(f"layer must be in 0..{self.num_explainable_layers - 1}, got {layer!r}.")
+    protocol.check_layer(layer, self.num_explainable_layers)
     return int(layer)
 
   # ------------------------------------------------------------------ ExplainableModel
