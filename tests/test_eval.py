@@ -94,8 +94,8 @@ def _assert_png(path):
     assert image.format == "PNG" and min(image.size) >= 100
 
 
-def _assert_provenance(record):
-  """Versions, commit, date and devices of this process and this checkout."""
+def _assert_provenance(record, device_count=None):
+  """Versions, commit, date and devices of this process (``device_count`` devices) and checkout."""
   import datetime
 
   import codajax
@@ -103,7 +103,7 @@ def _assert_provenance(record):
   assert (record["codajax"], record["jax"]) == (codajax.__version__, jax.__version__)
   assert (record["device_kind"], record["device_count"]) == (
       jax.devices()[0].device_kind,
-      jax.device_count(),
+      device_count or jax.device_count(),
   )
   head = subprocess.run(
       ["git", "-C", ROOT, "rev-parse", "HEAD"], capture_output=True, text=True
@@ -145,29 +145,46 @@ def _localisation_numpy(maps, grid):
   return np.array(scores)
 
 
-@pytest.mark.slow
-def test_eval_cli_end_to_end_on_digits(digits_run, tmp_path):
-  methods = ["Ours", "Grad", "GCam"]
-  out = str(tmp_path / "eval")
+# eval.py's command line for the digits run, shared by the end-to-end and the two-process tests.
+CLI_METHODS = ["Ours", "Grad", "GCam"]
+CLI_ARGS = [
+    "--methods",
+    ",".join(CLI_METHODS),
+    "--n_grids",
+    "2",
+    "--n_removal",
+    "8",
+    "--batch_size",
+    "9",
+    "--n_figure",
+    "3",
+    "--method_setting",
+    "Grad.abs=True",
+    "--config.evals.completeness.n_images=8",
+    "--config.progress=False",
+]
+CLI_DEVICES = 4  # the one-process run has the device count of the two-process run
+
+
+@pytest.fixture(scope="module")
+def cli_eval(digits_run, tmp_path_factory):
+  """``eval.py`` on the digits run in one process with 4 (fake CPU) devices: (output dir, result)."""
+  out = str(tmp_path_factory.mktemp("cli_eval"))
   result = _eval_cli(
       "--workdir",
       digits_run,
-      "--methods",
-      ",".join(methods),
-      "--n_grids",
-      "2",
-      "--n_removal",
-      "8",
-      "--batch_size",
-      "9",
-      "--n_figure",
-      "3",
+      *CLI_ARGS,
       "--out",
       out,
-      "--method_setting",
-      "Grad.abs=True",
-      "--config.evals.completeness.n_images=8",
+      env={"XLA_FLAGS": f"--xla_force_host_platform_device_count={CLI_DEVICES}"},
   )
+  return out, result
+
+
+@pytest.mark.slow
+def test_eval_cli_end_to_end_on_digits(digits_run, cli_eval):
+  methods = CLI_METHODS
+  out, result = cli_eval
   assert result.returncode == 0, result.stderr[-3000:]
   assert "report:" in result.stdout and "Ours" in result.stdout
 
@@ -221,31 +238,29 @@ def test_eval_cli_end_to_end_on_digits(digits_run, tmp_path):
   # Localisation of "Ours" and Grad, recomputed here on grids built here.
   grids = _grid_images(run, indices, 3)
   labels = test["label"][indices]
+  # Each grid repeated once per tile: row k is explained for the class of tile k.
+  ours_maps = jax.jit(
+      lambda x, t: explain(run.model, run.variables, x, targets=t)["contribution_map"].sum(-1)
+  )
+  grad_maps = jax.jit(
+      lambda x, t: jnp.abs(
+          jax.grad(lambda x: run.model.apply(run.variables, x)[jnp.arange(len(t)), t].sum())(x)
+      ).sum(-1)
+  )  # the images of a batch are independent: each row is the gradient of its own logit
   for g in range(2):
-    x = jnp.asarray(grids[g : g + 1])
-    ours = np.stack(
-        [
-            np.asarray(
-                explain(run.model, run.variables, x, targets=int(t))["contribution_map"][0].sum(-1)
-            )
-            for t in labels[g]
-        ]
-    )
-    grad = np.stack(
-        [
-            np.abs(
-                np.asarray(
-                    jax.grad(lambda image, t=t: run.model.apply(run.variables, image)[0, t])(x)[0]
-                )
-            ).sum(-1)
-            for t in labels[g]
-        ]
+    x = jnp.repeat(jnp.asarray(grids[g : g + 1]), 9, axis=0)
+    t = jnp.asarray(labels[g])
+    np.testing.assert_allclose(
+        scores["localisation/Ours"][g],
+        _localisation_numpy(ours_maps(x, t), 3),
+        rtol=1e-4,
+        atol=1e-6,
     )
     np.testing.assert_allclose(
-        scores["localisation/Ours"][g], _localisation_numpy(ours, 3), rtol=1e-4, atol=1e-6
-    )
-    np.testing.assert_allclose(
-        scores["localisation/Grad"][g], _localisation_numpy(grad, 3), rtol=1e-3, atol=1e-5
+        scores["localisation/Grad"][g],
+        _localisation_numpy(grad_maps(x, t), 3),
+        rtol=1e-3,
+        atol=1e-5,
     )
   assert report["methods"]["Ours"]["localisation"]["mean"] == pytest.approx(
       scores["localisation/Ours"].mean(), abs=1e-6
@@ -286,7 +301,7 @@ def test_eval_cli_end_to_end_on_digits(digits_run, tmp_path):
     np.testing.assert_allclose(errors[layer], expected, rtol=0.2, atol=2e-7)
   assert report["completeness"]["max"] == pytest.approx(errors.max())
   assert report["methods"]["Ours"]["completeness_error"]["max"] == pytest.approx(errors.max())
-  _assert_provenance(report["provenance"])
+  _assert_provenance(report["provenance"], device_count=CLI_DEVICES)
 
   depths = report["depths"]
   assert [d["layer"] for d in depths] == [0, 1, 2, 3, 4]
@@ -489,41 +504,28 @@ def test_eval_during_training_is_logged(data_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_two_processes_give_the_report_of_one(digits_run, tmp_path):
-  args = [
-      "--workdir",
-      digits_run,
-      "--methods",
-      "Ours,GCam",
-      "--n_grids",
-      "2",
-      "--n_removal",
-      "6",
-      "--batch_size",
-      "9",
-      "--n_figure",
-      "2",
-      "--config.evals.completeness.n_images=6",
-      "--config.progress=False",
-  ]
-  one = _eval_cli(
-      *args,
-      "--out",
-      str(tmp_path / "one"),
-      env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"},
-  )
+def test_two_processes_give_the_report_of_one(digits_run, cli_eval, tmp_path):
+  one_dir, one = cli_eval  # one process, 4 devices
   assert one.returncode == 0, one.stderr[-3000:]
   env = dict(os.environ, PYTHONUNBUFFERED="1", XLA_FLAGS="--xla_force_host_platform_device_count=2")
   outputs = run_two_processes(
-      [sys.executable, "eval.py", *args, "--out", str(tmp_path / "two")],
+      [
+          sys.executable,
+          "eval.py",
+          "--workdir",
+          digits_run,
+          *CLI_ARGS,
+          "--out",
+          str(tmp_path / "two"),
+      ],
       cwd=ROOT,
       env=env,
       timeout=300,
   )
   assert "report:" in outputs[0] and "report:" not in outputs[1]  # process 0 writes
   reports = []
-  for name in ("one", "two"):
-    with open(tmp_path / name / "report.json") as f:
+  for path in (one_dir, tmp_path / "two"):
+    with open(os.path.join(path, "report.json")) as f:
       reports.append(json.load(f))
   a, b = reports
   assert (a["processes"], b["processes"]) == (1, 2)
@@ -531,7 +533,8 @@ def test_two_processes_give_the_report_of_one(digits_run, tmp_path):
   for key in ("accuracy", "methods", "depths", "completeness"):
     assert _close(a[key], b[key]), key
   assert a["protocol"] == b["protocol"] and a["figures"] == b["figures"]
-  sa, sb = np.load(tmp_path / "one" / "scores.npz"), np.load(tmp_path / "two" / "scores.npz")
+  sa = np.load(os.path.join(one_dir, "scores.npz"))
+  sb = np.load(tmp_path / "two" / "scores.npz")
   assert set(sa) == set(sb)
   for name in sa:
     np.testing.assert_allclose(sa[name], sb[name], rtol=1e-5, atol=1e-6, err_msg=name)
