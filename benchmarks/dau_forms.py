@@ -5,6 +5,7 @@
     python benchmarks/dau_forms.py --arch 9L-L --batches 8,32
     python benchmarks/dau_forms.py --batches 8 --steps 5 --norm_impls qr,gram  # norm before/after
     python benchmarks/dau_forms.py --batches 8 --steps 3 --interleaved_rounds 4  # same, alternated
+    python benchmarks/dau_forms.py --batches 8 --steps 3 --interleaved_rounds 3 --compare conv
 
 Prints one JSON line per (form, dtype, batch) with img/s, step time, compile
 time, GFLOP per image (XLA cost analysis), MFU (against the chip's bfloat16
@@ -18,6 +19,12 @@ baseline; ``--skip_explicit_above N`` skips it for batches over N (it needs
 expansion ``zᵀ(A_dᵀA_d)z + 2(A_dᵀb_d)·z + ‖b_d‖²`` (``gram``, kept here only
 for this comparison; it loses accuracy when ``‖w_d‖`` is small), and prints
 the qr/gram ratio of each.
+
+``--interleaved_rounds N`` compiles two variants of the implicit float32 step and
+times them in alternation: ``--compare norm`` (default) the ``qr`` and ``gram``
+norms, ``--compare conv`` the layer's convolutions as ``lax.conv_general_dilated``
+(``conv``, the library's) and as im2col patches times the flattened kernel
+(``patches``, kept here only for this comparison).
 """
 
 from __future__ import annotations
@@ -25,7 +32,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import time
 
 import jax
 import jax.numpy as jnp
@@ -33,7 +39,7 @@ import optax
 
 from codajax.models import ARCHITECTURES, get_model
 from codajax.nn import dau
-from common import compile_and_time, emit, throughput_record
+from common import compile_and_time, emit, throughput_record, time_interleaved
 
 
 def gram_squared_norms(a, b, z):
@@ -53,6 +59,30 @@ def gram_squared_norms(a, b, z):
   return jnp.maximum(squared_norm, 0.0)
 
 
+def patches_conv(x, kernel, stride, padding):
+  """``dau._conv`` as im2col patches times the flattened kernel: NHWC × HWIO -> NHWC."""
+  k, _, c, q = kernel.shape
+  patches = dau.extract_patches(x, k, stride, padding)  # rows in c·k² + ki·k + kj order
+  flat = jnp.transpose(kernel, (2, 0, 1, 3)).reshape(c * k * k, q)
+  return jnp.einsum(
+      "nhwp,pq->nhwq", patches, flat, preferred_element_type=dau._accumulation_dtype(x.dtype)
+  )
+
+
+@contextlib.contextmanager
+def conv_impl(name: str):
+  """Traces the layers with the library's convolution (``conv``) or with ``patches_conv``."""
+  library = dau._conv
+  if name == "patches":
+    dau._conv = patches_conv
+  elif name != "conv":
+    raise ValueError(f"Unknown convolution implementation {name!r}; known: conv, patches.")
+  try:
+    yield
+  finally:
+    dau._conv = library
+
+
 @contextlib.contextmanager
 def norm_impl(name: str):
   """Traces the implicit form with the library's norm (``qr``) or the former ``gram`` one."""
@@ -65,6 +95,10 @@ def norm_impl(name: str):
     yield
   finally:
     dau._squared_norms = library
+
+
+# --compare: the two variants of the implicit step timed in alternation, library's first.
+COMPARISONS = {"norm": (norm_impl, ("qr", "gram")), "conv": (conv_impl, ("conv", "patches"))}
 
 
 def make_train_step(model, tx):
@@ -100,42 +134,44 @@ def time_train_step(arch: str, form: str, dtype: str, batch: int, steps: int) ->
   return throughput_record(f"{arch}/train/{form}/{dtype}", batch, timing, form=form, dtype=dtype)
 
 
-def interleaved_norm_comparison(arch: str, batch: int, steps: int, rounds: int) -> dict:
-  """Median step time of the implicit float32 train step with each norm, timed in alternation.
+def interleaved_comparison(arch: str, batch: int, steps: int, rounds: int, compare: str) -> dict:
+  """Median step time of the implicit float32 train step in two variants, timed in alternation.
 
-  Both steps are compiled first; then ``rounds`` times, ``steps`` calls of the ``qr`` step and
-  ``steps`` of the ``gram`` step (order alternating per round), so a change of machine load
-  hits both alike. Returns ``{"qr_step_ms", "gram_step_ms", "qr_over_gram"}`` (throughput ratio).
+  ``compare`` names the pair (``COMPARISONS``). Both steps are compiled first; then ``rounds``
+  times, ``steps`` calls of each (order alternating per round), so a change of machine load hits
+  both alike. Returns ``{"<a>_step_ms", "<b>_step_ms", "<a>_over_<b>"}`` (throughput ratio) and
+  the largest difference of their losses.
   """
+  context, (first, second) = COMPARISONS[compare]
   size = ARCHITECTURES[arch].image_size
   images = jax.random.uniform(jax.random.key(1), (batch, size, size, 3))
   model = get_model(arch, form="implicit")
   labels = jax.random.randint(jax.random.key(2), (batch,), 0, model.num_classes)
   tx = optax.adam(2.5e-4)
   params = jax.jit(model.init)(jax.random.key(0), images[:1])["params"]
-  compiled, states = {}, {}
-  for impl in ("qr", "gram"):
-    with norm_impl(impl):
+  compiled, states, losses = {}, {}, {}
+  for impl in (first, second):
+    with context(impl):
       state = (params, tx.init(params))
       compiled[impl] = make_train_step(model, tx).lower(state, images, labels).compile()
     states[impl] = jax.tree.map(jnp.copy, (params, tx.init(params)))
-  times = {"qr": [], "gram": []}
-  for round_index in range(rounds):
-    for impl in ("qr", "gram") if round_index % 2 == 0 else ("gram", "qr"):
-      for i in range(steps + 1):  # the first call of a round is a warm-up
-        start = time.perf_counter()
-        states[impl], loss = compiled[impl](states[impl], images, labels)
-        jax.block_until_ready((states[impl], loss))
-        if i:
-          times[impl].append(time.perf_counter() - start)
-  median = {impl: sorted(t)[len(t) // 2] for impl, t in times.items()}
+
+  def call(impl):
+    states[impl], losses[impl] = compiled[impl](states[impl], images, labels)
+    return losses[impl]
+
+  first_losses = {impl: float(call(impl)) for impl in (first, second)}  # same state: same loss
+  median = time_interleaved(
+      {impl: functools.partial(call, impl) for impl in (first, second)}, rounds=rounds, steps=steps
+  )
   return {
-      "name": f"{arch}/train/implicit_float32_norm_qr_vs_gram_interleaved",
+      "name": f"{arch}/train/implicit_float32_{compare}_{first}_vs_{second}_interleaved",
       "batch": batch,
-      "calls_each": len(times["qr"]),
-      "qr_step_ms": round(1e3 * median["qr"], 1),
-      "gram_step_ms": round(1e3 * median["gram"], 1),
-      "qr_over_gram": round(median["gram"] / median["qr"], 3),
+      "calls_each": rounds * steps,
+      f"{first}_step_ms": round(1e3 * median[first], 1),
+      f"{second}_step_ms": round(1e3 * median[second], 1),
+      f"{first}_over_{second}": round(median[second] / median[first], 3),
+      "first_loss_difference": abs(first_losses[first] - first_losses[second]),
   }
 
 
@@ -155,14 +191,24 @@ def main():
       "--interleaved_rounds",
       type=int,
       default=0,
-      help="if > 0: only compare the implicit step's qr and gram norms, timed in "
-      "this many alternating rounds of --steps calls (float32)",
+      help="if > 0: only compare two variants of the implicit step (--compare), timed "
+      "in this many alternating rounds of --steps calls (float32)",
+  )
+  parser.add_argument(
+      "--compare",
+      default="norm",
+      choices=sorted(COMPARISONS),
+      help="with --interleaved_rounds: norm (qr vs gram) or conv (conv vs patches)",
   )
   args = parser.parse_args()
   impls = args.norm_impls.split(",")
   if args.interleaved_rounds > 0:
     for batch in map(int, args.batches.split(",")):
-      emit(interleaved_norm_comparison(args.arch, batch, args.steps, args.interleaved_rounds))
+      emit(
+          interleaved_comparison(
+              args.arch, batch, args.steps, args.interleaved_rounds, args.compare
+          )
+      )
     return
 
   for batch in map(int, args.batches.split(",")):

@@ -19,3 +19,7 @@ python explain_throughput.py --arch 9L-S --batches 256 --targets predicted,all -
     | tee "$out/explain_9ls.jsonl"
 python end_to_end.py --dataset shapes --arch 9L-S --batch 1024 --workers 8 --steps 50 \
     | tee "$out/end_to_end.jsonl"
+python norm_factors.py --arch 9L-S --impls mgs,cholqr2,cholqr2_lapack \
+    | tee "$out/norm_factors_9ls.jsonl"
+python dau_forms.py --arch 9L-S --batches 256 --steps 10 --interleaved_rounds 3 \
+    | tee "$out/norm_share_9ls.jsonl"
