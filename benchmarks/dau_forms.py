@@ -70,31 +70,22 @@ def patches_conv(x, kernel, stride, padding):
 
 
 @contextlib.contextmanager
-def conv_impl(name: str):
-  """Traces the layers with the library's convolution (``conv``) or with ``patches_conv``."""
-  library = dau._conv
-  if name == "patches":
-    dau._conv = patches_conv
-  elif name != "conv":
-    raise ValueError(f"Unknown convolution implementation {name!r}; known: conv, patches.")
+def _swapped(attribute: str, variants: dict, name: str):
+  """Traces with ``dau.<attribute>`` replaced by ``variants[name]`` (None: the library's own)."""
+  if name not in variants:
+    raise ValueError(f"Unknown {attribute} implementation {name!r}; known: {', '.join(variants)}.")
+  library = getattr(dau, attribute)
+  setattr(dau, attribute, variants[name] or library)
   try:
     yield
   finally:
-    dau._conv = library
+    setattr(dau, attribute, library)
 
 
-@contextlib.contextmanager
-def norm_impl(name: str):
-  """Traces the implicit form with the library's norm (``qr``) or the former ``gram`` one."""
-  library = dau._squared_norms
-  if name == "gram":
-    dau._squared_norms = gram_squared_norms
-  elif name != "qr":
-    raise ValueError(f"Unknown norm implementation {name!r}; known: qr, gram.")
-  try:
-    yield
-  finally:
-    dau._squared_norms = library
+# `with norm_impl("gram"):` traces the implicit form with the former Gram norm; "qr" is the library's.
+norm_impl = functools.partial(_swapped, "_squared_norms", {"qr": None, "gram": gram_squared_norms})
+# `with conv_impl("patches"):` traces the layers with ``patches_conv``; "conv" is the library's.
+conv_impl = functools.partial(_swapped, "_conv", {"conv": None, "patches": patches_conv})
 
 
 # --compare: the two variants of the implicit step timed in alternation, library's first.
