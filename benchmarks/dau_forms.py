@@ -131,7 +131,7 @@ def interleaved_comparison(arch: str, batch: int, steps: int, rounds: int, compa
   ``compare`` names the pair (``COMPARISONS``). Both steps are compiled first; then ``rounds``
   times, ``steps`` calls of each (order alternating per round), so a change of machine load hits
   both alike. Returns ``{"<a>_step_ms", "<b>_step_ms", "<a>_over_<b>"}`` (throughput ratio) and
-  the largest difference of their losses.
+  ``first_loss_difference``, ``|loss_a − loss_b|`` of their first steps (same parameters).
   """
   context, (first, second) = COMPARISONS[compare]
   size = ARCHITECTURES[arch].image_size
