@@ -147,9 +147,7 @@ def _localisation_numpy(maps, grid):
 
 # eval.py's command line for the digits run, shared by the end-to-end and the two-process tests.
 CLI_METHODS = ["Ours", "Grad", "GCam"]
-CLI_ARGS = [
-    "--methods",
-    ",".join(CLI_METHODS),
+CLI_SHARED_ARGS = [  # the one-process and the two-process runs
     "--n_grids",
     "2",
     "--n_removal",
@@ -158,11 +156,19 @@ CLI_ARGS = [
     "9",
     "--n_figure",
     "3",
-    "--method_setting",
-    "Grad.abs=True",
     "--config.evals.completeness.n_images=8",
     "--config.progress=False",
 ]
+CLI_ARGS = [
+    "--methods",
+    ",".join(CLI_METHODS),
+    "--method_setting",
+    "Grad.abs=True",
+    *CLI_SHARED_ARGS,
+]
+# The two-process run evaluates Ours only: every evaluator still runs on two processes, and the
+# methods share one batching and gathering path, so one covers it at a third of the cost.
+TWO_PROCESS_ARGS = ["--methods", "Ours", *CLI_SHARED_ARGS]
 CLI_DEVICES = 4  # the one-process run has the device count of the two-process run
 
 
@@ -505,7 +511,7 @@ def test_eval_during_training_is_logged(data_dir, tmp_path):
 
 @pytest.mark.slow
 def test_two_processes_give_the_report_of_one(digits_run, cli_eval, tmp_path):
-  one_dir, one = cli_eval  # one process, 4 devices
+  one_dir, one = cli_eval  # one process, 4 devices, CLI_METHODS
   assert one.returncode == 0, one.stderr[-3000:]
   env = dict(os.environ, PYTHONUNBUFFERED="1", XLA_FLAGS="--xla_force_host_platform_device_count=2")
   outputs = run_two_processes(
@@ -514,7 +520,7 @@ def test_two_processes_give_the_report_of_one(digits_run, cli_eval, tmp_path):
           "eval.py",
           "--workdir",
           digits_run,
-          *CLI_ARGS,
+          *TWO_PROCESS_ARGS,
           "--out",
           str(tmp_path / "two"),
       ],
@@ -530,13 +536,16 @@ def test_two_processes_give_the_report_of_one(digits_run, cli_eval, tmp_path):
   a, b = reports
   assert (a["processes"], b["processes"]) == (1, 2)
   assert a["device"].startswith("4 x") and b["device"].startswith("4 x")
-  for key in ("accuracy", "methods", "depths", "completeness"):
+  assert list(b["methods"]) == ["Ours"]
+  for key in ("accuracy", "depths", "completeness"):
     assert _close(a[key], b[key]), key
-  assert a["protocol"] == b["protocol"] and a["figures"] == b["figures"]
+  assert _close(a["methods"]["Ours"], b["methods"]["Ours"])
+  settings = lambda protocol: {k: v for k, v in protocol.items() if k != "method_settings"}
+  assert settings(a["protocol"]) == settings(b["protocol"]) and a["figures"] == b["figures"]
   sa = np.load(os.path.join(one_dir, "scores.npz"))
   sb = np.load(tmp_path / "two" / "scores.npz")
-  assert set(sa) == set(sb)
-  for name in sa:
+  assert set(sb) == {name for name in sa if not name.endswith(("/Grad", "/GCam"))}
+  for name in sb:
     np.testing.assert_allclose(sa[name], sb[name], rtol=1e-5, atol=1e-6, err_msg=name)
 
 
@@ -637,22 +646,18 @@ def test_every_method_runs_on_a_tiny_evaluation(digits_run, tmp_path):
       localisation=dict(n_grids=1),
       depths=None,
       completeness=None,
-      pixel_removal=dict(n_images=2),
-      figures=dict(n_images=1),
+      # Pixel removal and figures only add a one-target call of each method (one more compile
+      # each): tests/test_attribution.py checks that call per method, the CLI test the evaluators.
+      pixel_removal=None,
+      figures=None,
   )
   config.batch_size = 9
   config.method_settings = {"RISE": {"n_masks": 300}, "SmoothGrad": {"nt_samples": 8}}
   report = evaluators.evaluate_run(digits_run, config)
   assert list(report["methods"]) == list(evaluators.known_methods())
   assert report["protocol"]["method_settings"]["RISE"]["n_masks"] == 300
-  run = restore(digits_run)
-  first = data.load_examples("digits", "test", data_dir=run.config.data_dir, indices=[0, 1])
-  logits = np.asarray(run.model.apply(run.variables, first["image"].astype(np.float32) / 255))
-  p0 = float(jax.nn.sigmoid(logits[[0, 1], first["label"]]).mean())
   for result in report["methods"].values():
     assert result["localisation"]["count"] == 9
-    assert 0.0 <= result["pixel_removal"]["mean"] <= 1.0
-    assert result["pixel_removal"]["curve"][0] == pytest.approx(p0, abs=1e-5)
   assert set(report["compiles"].values()) == {1}
 
 
