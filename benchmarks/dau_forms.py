@@ -6,6 +6,7 @@
     python benchmarks/dau_forms.py --batches 8 --steps 5 --norm_impls qr,gram  # norm before/after
     python benchmarks/dau_forms.py --batches 8 --steps 3 --interleaved_rounds 4  # same, alternated
     python benchmarks/dau_forms.py --batches 8 --steps 3 --interleaved_rounds 3 --compare conv
+    python benchmarks/dau_forms.py --batches 8 --steps 3 --interleaved_rounds 3 --compare factors
 
 Prints one JSON line per (form, dtype, batch) with img/s, step time, compile
 time, GFLOP per image (XLA cost analysis), MFU (against the chip's bfloat16
@@ -24,7 +25,9 @@ the qr/gram ratio of each.
 times them in alternation: ``--compare norm`` (default) the ``qr`` and ``gram``
 norms, ``--compare conv`` the layer's convolutions as ``lax.conv_general_dilated``
 (``conv``, the library's) and as im2col patches times the flattened kernel
-(``patches``, kept here only for this comparison).
+(``patches``, kept here only for this comparison), ``--compare factors`` the norm's triangular
+factors ``R_d`` by modified Gram–Schmidt (``mgs``, the library's) and by LAPACK's Householder QR
+(``householder``).
 """
 
 from __future__ import annotations
@@ -88,8 +91,21 @@ norm_impl = functools.partial(_swapped, "_squared_norms", {"qr": None, "gram": g
 conv_impl = functools.partial(_swapped, "_conv", {"conv": None, "patches": patches_conv})
 
 
+# `with factors_impl("householder"):` factors every ``M_d`` by LAPACK's Householder QR
+# (``jnp.linalg.qr(mode="r")``); "mgs" is the library's modified Gram–Schmidt.
+factors_impl = functools.partial(
+    _swapped,
+    "_triangular_factors",
+    {"mgs": None, "householder": functools.partial(jnp.linalg.qr, mode="r")},
+)
+
+
 # --compare: the two variants of the implicit step timed in alternation, library's first.
-COMPARISONS = {"norm": (norm_impl, ("qr", "gram")), "conv": (conv_impl, ("conv", "patches"))}
+COMPARISONS = {
+    "norm": (norm_impl, ("qr", "gram")),
+    "conv": (conv_impl, ("conv", "patches")),
+    "factors": (factors_impl, ("mgs", "householder")),
+}
 
 
 def make_train_step(model, tx):
@@ -189,7 +205,8 @@ def main():
       "--compare",
       default="norm",
       choices=sorted(COMPARISONS),
-      help="with --interleaved_rounds: norm (qr vs gram) or conv (conv vs patches)",
+      help="with --interleaved_rounds: norm (qr vs gram), conv (conv vs patches) or factors "
+      "(mgs vs householder)",
   )
   args = parser.parse_args()
   impls = args.norm_impls.split(",")

@@ -1,18 +1,23 @@
 """Per-layer cost of the two DAU forms in a train step, from XLA's cost analysis (issue 17 lever).
 
-    python benchmarks/form_per_layer.py --arch 9L-S --batch 8 [--time_steps 3]
+    python benchmarks/form_per_layer.py --arch 9L-S --batch 8 [--time_steps 3] [--fusions]
 
 For every CoDA layer of the architecture, at its input shape for ``--batch`` images, compiles the
 layer's forward + backward (gradients with respect to the parameters and the input, as inside a
 train step) in the implicit and the explicit form and prints XLA's FLOPs and bytes accessed for
 each, the form with fewer FLOPs, and (with ``--time_steps``) the measured time of each layer's
 step in the same process, so the FLOP-based choice can be checked against the clock.
+
+``--fusions`` also lists, for the implicit form, every convolution of the compiled step with the
+size of its output (MB) and the other operations XLA fused with it (``[]``: the convolution is
+alone in its fusion, so its whole output is written to memory and read back by its consumer).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 
 import jax
@@ -38,6 +43,26 @@ def cost(compiled) -> tuple[float, float]:
   return float(analysis.get("flops", 0.0)), float(analysis.get("bytes accessed", 0.0))
 
 
+_BOOKKEEPING_OPS = {"parameter", "constant", "bitcast", "tuple", "get-tuple-element", "convolution"}
+
+
+def convolution_fusions(compiled) -> list[dict]:
+  """Every convolution of the optimised HLO: output MB and the other ops of its fusion."""
+  found = []
+  for computation in compiled.as_text().split("\n\n"):
+    outputs = re.findall(r"= f32\[([\d,]+)\]\S* convolution\(", computation)
+    if not outputs:
+      continue
+    fused = "fused" in computation.lstrip().split("\n", 1)[0]  # else the entry computation
+    ops = set(re.findall(r"= \S+ ([a-z][\w-]*)\(", computation)) if fused else set()
+    ops -= _BOOKKEEPING_OPS
+    for shape in outputs:
+      numbers = [int(n) for n in shape.split(",")]
+      megabytes = 4 * float(jnp.prod(jnp.array(numbers))) / 1e6
+      found.append({"output": numbers, "mb": round(megabytes, 2), "fused_with": sorted(ops)})
+  return found
+
+
 def seconds_per_call(fn, *args, steps: int) -> float:
   jax.block_until_ready(fn(*args))
   start = time.perf_counter()
@@ -51,6 +76,9 @@ def main() -> None:
   parser.add_argument("--arch", default="9L-S")
   parser.add_argument("--batch", type=int, default=8)
   parser.add_argument("--time_steps", type=int, default=0)
+  parser.add_argument(
+      "--fusions", action="store_true", help="list the implicit step's convolutions"
+  )
   args = parser.parse_args()
   arch = ARCHITECTURES[args.arch]
   size, channels = arch.image_size, 2 * arch.image_channels
@@ -70,7 +98,10 @@ def main() -> None:
     }
     for form in ("implicit", "explicit"):
       step = layer_step(form, spec.stride, spec.padding)
-      flops, bytes_ = cost(step.lower(params, x).compile())
+      compiled = step.lower(params, x).compile()
+      flops, bytes_ = cost(compiled)
+      if args.fusions and form == "implicit":
+        record["implicit_convolutions"] = convolution_fusions(compiled)
       record[f"{form}_gflop"] = round(flops / 1e9, 4)
       record[f"{form}_mb"] = round(bytes_ / 1e6, 2)
       if args.time_steps:

@@ -2,6 +2,7 @@
 
     python benchmarks/norm_factors.py --arch 9L-S                     # CPU: the LAPACK-free ones
     python benchmarks/norm_factors.py --arch 9L-S --impls mgs,mgs_vmap,cholqr2,cholqr2_lapack
+    python benchmarks/norm_factors.py --arch 9L-S --impls mgs,householder
 
 The implicit form evaluates ``‖w_d‖ = ‖R_d [z; 1]‖`` (``codajax.nn.dau``); ``R_d`` depends on the
 parameters only, so it is computed once per call, for every layer whose ``M_d`` has more rows
@@ -20,6 +21,8 @@ float64 numpy. Implementations:
   the default list: on the 2-core CPU (jax 0.10.2) a program with two or more of these LAPACK
   calls hung now and then. CholeskyQR2 needs ``κ(M_d) ≲ ε^(-1/2)``; the library's MGS has no such
   limit.
+- ``householder``: LAPACK's Householder QR, ``jnp.linalg.qr(m, mode="r")`` (one batched call per
+  layer).
 """
 
 from __future__ import annotations
@@ -92,6 +95,7 @@ IMPLEMENTATIONS = {
     "mgs_map4": functools.partial(lax.map, dau._triangular_factor, batch_size=4),
     "cholqr2": cholqr2,
     "cholqr2_lapack": cholqr2_lapack,
+    "householder": functools.partial(jnp.linalg.qr, mode="r"),
 }
 
 

@@ -200,10 +200,11 @@ def _triangular_factors(m: Array) -> Array:
 
   MGS's ``R`` is as accurate as Householder's (it is Householder QR of
   ``[0; M_d]``, Björck & Paige 1992): ``R_dᵀR_d = (M_d + ΔM)ᵀ(M_d + ΔM)`` with
-  ``‖ΔM‖ = O(ε‖M_d‖)``. Written as a loop of ``q`` rank-one updates because
-  LAPACK's batched QR of small matrices is 10-100× slower on CPU. On CPU the
-  matrices are factored one at a time (each stays in cache: ~2× faster than
-  all at once); elsewhere all ``D`` at once (``vmap``).
+  ``‖ΔM‖ = O(ε‖M_d‖)``. Written as a loop of ``q`` rank-one updates: on CPU,
+  LAPACK's Householder QR (``jnp.linalg.qr``) is 1.3× faster alone but made a
+  9L-S train step 1.1-1.3× slower (``benchmarks/RESULTS.md``, session 7). On
+  CPU the matrices are factored one at a time (each stays in cache: ~2× faster
+  than all at once); elsewhere all ``D`` at once (``vmap``).
   """
   if jax.default_backend() == "cpu":
     return lax.map(_triangular_factor, m)
