@@ -195,6 +195,7 @@ def _factor_matrices(a: Array, b: Array) -> Array:
   return jnp.transpose(jnp.concatenate([a, b[..., None]], axis=-1), (1, 0, 2))
 
 
+@jax.jit  # called eagerly, the loops would be traced and compiled anew at every call
 def _triangular_factors(m: Array) -> Array:
   """``R_d`` of a QR of every ``M_d`` by modified Gram–Schmidt: ``(D, P, q) -> (D, q, q)``.
 
