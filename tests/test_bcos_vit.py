@@ -223,22 +223,24 @@ def test_posthoc_baselines_and_ours_run_on_a_vit(small):
   info = eval_methods.inspect_model(model, variables, images.shape[1:])
   assert info == eval_methods.ModelInfo(model.num_explainable_layers, True)
   targets = jnp.array([0, 4])
-  ixg = eval_methods.posthoc_attribution(model, info, "IxG", variables, images, targets)
-  grad = jax.vmap(jax.grad(lambda x, t: model.apply(variables, x[None])[0, t]))(images, targets)
-  np.testing.assert_allclose(ixg, grad * images, rtol=1e-5, atol=1e-7)
-  ours = eval_methods.coda_contributions(model, info, variables, images, targets)
+
+  def attribute(method, **settings):  # jitted: a fifth of the time of an eager call here
+    return jax.jit(
+        lambda v, x, t: eval_methods.posthoc_attribution(
+            model, info, method, v, x, t, settings=settings
+        )
+    )(variables, images, targets)
+
+  ixg = attribute("IxG")
+  grad = jax.jit(jax.vmap(jax.grad(lambda x, t: model.apply(variables, x[None])[0, t])))
+  np.testing.assert_allclose(ixg, grad(images, targets) * images, rtol=1e-5, atol=1e-7)
+  ours = jax.jit(lambda v, x, t: eval_methods.coda_contributions(model, info, v, x, t))(
+      variables, images, targets
+  )
   assert ours.shape == (2, 32, 32, 6)
   methods = ("GCam", "Occ5", "RISE", "IntGrad", "SmoothGrad") if "vitc" in name else ("GCam",)
   for method in methods:  # Grad-CAM reads the last token map
-    attr = eval_methods.posthoc_attribution(
-        model,
-        info,
-        method,
-        variables,
-        images,
-        targets,
-        settings={"RISE": {"n_masks": 50}}.get(method),
-    )
+    attr = attribute(method, **({"n_masks": 50} if method == "RISE" else {}))
     assert attr.shape[:3] == images.shape[:3] and bool(jnp.all(jnp.isfinite(attr))), method
     assert float(jnp.abs(attr).sum()) > 0, method
 
