@@ -224,7 +224,7 @@ def test_posthoc_baselines_and_ours_run_on_a_vit(small):
   assert info == eval_methods.ModelInfo(model.num_explainable_layers, True)
   targets = jnp.array([0, 4])
 
-  def attribute(method, **settings):  # jitted: a fifth of the time of an eager call here
+  def attribute(method, **settings):  # jitted: the test takes half the time of eager calls
     return jax.jit(
         lambda v, x, t: eval_methods.posthoc_attribution(
             model, info, method, v, x, t, settings=settings
