@@ -180,9 +180,9 @@ def main(argv):
 
   if jax.process_index() == 0:
     print(evaluators.summary_table(report))
-    from codajax import storage
+    from codajax.runs import RunDir
 
-    out = config.out or storage.join(FLAGS.workdir, "eval")
+    out = config.out or RunDir(FLAGS.workdir).eval_dir
     print(f"report: {out}/{evaluators.REPORT_FILE} ({report['timings_s']['total']:.1f} s)")
 
 

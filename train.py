@@ -201,12 +201,13 @@ def _main():
     logging.set_verbosity(logging.WARNING)
   cli.join_multihost_run(FLAGS)
 
-  from codajax import storage
+  from codajax.evaluators import TrainingEvaluators
+  from codajax.runs import RunDir
   from codajax.train import train_and_evaluate
 
   config = FLAGS.config
-  workdir = os.fspath(storage.path(FLAGS.workdir or storage.join("runs", config.name)))
-  metrics = train_and_evaluate(config, workdir)
+  workdir = RunDir(FLAGS.workdir or os.path.join("runs", config.name))
+  metrics = train_and_evaluate(config, workdir, hooks=[TrainingEvaluators])
   if metrics.get("interrupted") == "SIGINT":
     print(
         f"train.py: interrupted at step {metrics['step']} (saved); re-run the same command to "

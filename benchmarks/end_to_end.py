@@ -20,7 +20,7 @@ import optax
 
 from codajax import data
 from codajax.models import get_model
-from codajax.train import parallel
+from codajax import parallel
 from codajax.train.step import TrainState, make_train_step
 from common import emit
 

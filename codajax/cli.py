@@ -6,6 +6,8 @@ import os
 
 from absl import flags
 
+from codajax.parallel import initialize_distributed
+
 _COORDINATOR_ENV = "JAX_COORDINATOR_ADDRESS"
 
 
@@ -35,12 +37,10 @@ def _flag_or_env(flag_value: int | None, name: str) -> int | None:
 def join_multihost_run(values: flags.FlagValues) -> None:
   """Joins the multi-host run the flags describe; nothing without ``--multihost``.
 
-  Call before any other JAX call (see :func:`codajax.train.parallel.initialize_distributed`).
+  Call before any other JAX call (see :func:`codajax.parallel.initialize_distributed`).
   """
   if not values.multihost:
     return
-  from codajax.train.parallel import initialize_distributed
-
   initialize_distributed(
       values.coordinator_address,
       _flag_or_env(values.num_processes, "JAX_NUM_PROCESSES"),

@@ -10,6 +10,8 @@ import os
 import subprocess
 from typing import Any
 
+from codajax import __version__
+
 
 def git_commit(path: str | os.PathLike[str] | None = None) -> str | None:
   """``HEAD`` of the git repository holding ``path`` (default: this package), with ``+dirty``
@@ -33,11 +35,9 @@ def provenance() -> dict[str, Any]:
   import jax
   import jaxlib
 
-  import codajax
-
   devices = jax.devices()
   return {
-      "codajax": codajax.__version__,
+      "codajax": __version__,
       "jax": jax.__version__,
       "jaxlib": jaxlib.__version__,
       "flax": flax.__version__,

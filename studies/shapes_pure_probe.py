@@ -21,7 +21,7 @@ import optax
 
 from codajax.data.builders import shapes
 from codajax.models import get_model
-from codajax.train.step import classification_loss
+from codajax.accuracy import classification_loss
 
 
 def parse_args(argv=None) -> argparse.Namespace:

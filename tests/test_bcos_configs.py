@@ -9,7 +9,7 @@ import pytest
 
 from codajax.bcos.resnet import BcosResNet
 from codajax.train.config import validate_config
-from codajax.train.loop import build_model
+from codajax.runs import build_model
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 VARIANTS = {
@@ -52,3 +52,27 @@ def test_bad_overrides_fail_validation():
   config.model.kwargs = {"widht": 3}
   with pytest.raises(ValueError, match="not accepted"):
     validate_config(config)
+
+
+def test_a_bcos_norm_kind_chosen_in_the_config_is_trained_and_restored(tmp_path):
+  """``model.norm`` is the family's own setting: a B-cos norm kind from a training config
+  reaches the model that is trained, and the restored run has it; CoDA settings are refused."""
+  from codajax.train import restore, train_and_evaluate
+
+  config = _load("bcos_digits").get_config("smoke")
+  config.data_dir = str(tmp_path / "tfds")
+  config.model.norm = "none"  # the tiny ResNet's default is "ln"
+  config.max_steps = 2
+  validate_config(config)
+  assert build_model(config, 10, 1).norm == "none"
+  workdir = str(tmp_path / "run")
+  assert train_and_evaluate(config, workdir)["step"] == 2
+  run = restore(workdir)
+  assert run.model.norm == "none" and run.config.model.norm == "none"
+  assert "scale" not in str(jax.tree_util.tree_structure(run.params))  # no norm parameters
+
+  for key, value in (("norm", "squash"), ("form", "explicit")):  # CoDA-only settings
+    bad = _load("bcos_digits").get_config("smoke")
+    bad.model[key] = value
+    with pytest.raises(ValueError, match=f"not accepted by 'bcos-resnet-tiny'"):
+      validate_config(bad)

@@ -309,7 +309,7 @@ def test_an_evaluator_runs_on_a_converted_workdir(tmp_path):
 def test_get_model_settings():
   assert get_model("bcos-resnet50").logit_bias == pytest.approx(-np.log(999))
   assert get_model("bcos-resnet-tiny", norm="gn").norm == "gn"
-  with pytest.raises(ValueError, match="single form"):
+  with pytest.raises(TypeError, match="form"):  # a CoDA setting: B-cos layers have one form
     get_model("bcos-resnet18", form="explicit")
   with pytest.raises(ValueError, match="Unknown B-cos norm"):
     get_model("bcos-resnet18", norm="l2")

@@ -254,7 +254,7 @@ def test_get_model_settings_and_errors():
   variables = model.init(jax.random.key(0), x)
   half = model.clone(logit_temperature=None).apply(variables, x) - model.logit_bias
   np.testing.assert_allclose(model.apply(variables, x) - model.logit_bias, half / 2, rtol=1e-5)
-  with pytest.raises(ValueError, match="B-cos model"):
+  with pytest.raises(TypeError, match=r"unknown settings \['norm'\]"):  # a CoDA setting
     get_model("bcos-vit-ti", norm="l2")
   with pytest.raises(TypeError, match="unknown settings"):
     bcos_vit("bcos-vit-ti", widht=3)

@@ -17,7 +17,7 @@ from codajax.evaluators import methods as eval_methods
 from codajax.evaluators import pixel_removal
 from codajax.explain import explain
 from codajax.models import get_model
-from codajax.train import restore, train_and_evaluate
+from codajax.train import TrainingError, restore, train_and_evaluate
 from codajax.train.metrics_log import read_metrics
 
 from two_processes import run_two_processes  # tests/ is on sys.path
@@ -484,7 +484,9 @@ def test_eval_during_training_is_logged(data_dir, tmp_path):
   config.evals.pixel_removal = dict(every_steps=2, n_images=4, methods="Ours", batch_size=4)
   config.evals.completeness = dict(every_steps=4, n_images=4, batch_size=4)
   workdir = str(tmp_path / "run")
-  train_and_evaluate(config, workdir)
+  train_and_evaluate(config, workdir, hooks=[evaluators.TrainingEvaluators])
+  with pytest.raises(TrainingError, match="config.evals is set but no evaluation hook"):
+    train_and_evaluate(config, str(tmp_path / "no_hooks"))
   records = [r for r in read_metrics(workdir) if "evals/methods/Ours/pixel_removal/mean" in r]
   assert [r["step"] for r in records] == [2, 4]
   assert "evals/completeness/max" in records[-1] and "evals/completeness/max" not in records[0]

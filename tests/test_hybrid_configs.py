@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import pytest
 
 from codajax.train.config import validate_config
-from codajax.train.loop import build_model
+from codajax.runs import build_model
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 VARIANTS = {

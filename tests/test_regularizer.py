@@ -314,7 +314,7 @@ def test_logits_come_from_the_same_pass_with_the_forward_gradient(kind):
 def test_train_step_with_the_regulariser_equals_the_two_pass_gradient():
   """``make_train_step(l1_matrix_weight > 0)`` (logits from the regulariser's pass) equals
   BCE of ``model.apply`` plus λ·``dynamic_matrix_l1``, differentiated directly."""
-  from codajax.train import parallel
+  from codajax import parallel
   from codajax.train.step import TrainState, make_train_step
 
   model, variables, images = _tiny_coda()

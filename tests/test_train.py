@@ -14,6 +14,8 @@ import numpy as np
 import optax
 import pytest
 
+from codajax.evaluators import TrainingEvaluators
+from codajax.runs import RunDir
 from codajax.train import TrainingError, restore, restore_params, train_and_evaluate
 from codajax.train.config import validate_config
 from codajax.train.metrics_log import read_metrics
@@ -331,13 +333,14 @@ def test_restore_onto_another_device_count(data_dir, tmp_path):
       log_every_steps=3,
       **{"model.name": "tiny-3L", "model.temperature": 10.0},
   )
-  metrics = train_and_evaluate(config, str(workdir))  # this process has one device
+  hooks = [TrainingEvaluators]  # the default config's evals, as train.py runs them
+  metrics = train_and_evaluate(config, str(workdir), hooks)  # this process has one device
   assert metrics["step"] == 6
   assert not (workdir / "corrupt").exists()
   # Resumed from step 3, not restarted: the parameters match an uninterrupted 6-step run
   # (up to the round-off of a 2-device vs 1-device reduction in the first 3 steps).
   straight = str(tmp_path / "straight")
-  train_and_evaluate(config, straight)
+  train_and_evaluate(config, straight, hooks)
   a, b = restore_params(str(workdir))[0], restore_params(straight)[0]
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
@@ -363,7 +366,7 @@ def test_bad_configs_and_workdirs_fail_clearly(data_dir, tmp_path):
     validate_config(_smoke(data_dir, seed=-1))
   config = _smoke(data_dir)
   config.model.kwargs.foo = 1
-  with pytest.raises(ValueError, match=r"model.kwargs \['foo'\] are not accepted"):
+  with pytest.raises(ValueError, match=r"model settings \{.*'foo': 1\} are not accepted"):
     validate_config(config)
   result = _run(["train.py", "--config.not_a_key=1", f"--workdir={tmp_path / 'x'}"], timeout=60)
   assert result.returncode != 0 and "not_a_key" in result.stderr
@@ -478,103 +481,18 @@ def test_a_garbage_run_file_is_an_error_naming_it(data_dir, straight_run, tmp_pa
     restore(workdir)
   with open(path, "w") as f:
     f.write("[1, 2]")
-  with pytest.raises(TrainingError, match=f"{path} is not a codajax run file"):
+  with pytest.raises(TrainingError, match=f"{path} is not a codajax run record"):
     train_and_evaluate(_smoke(data_dir), workdir)
   assert not os.path.exists(os.path.join(workdir, "corrupt"))
 
 
-def _rename_coda_key(tree, old, new):
-  """The tree with every dict of exactly {A, B, old} renamed to {A, B, new}."""
-  rename = lambda t: _rename_coda_key(t, old, new)
-  if isinstance(tree, dict):
-    tree = {k: rename(v) for k, v in tree.items()}
-    if set(tree) == {"A", "B", old}:
-      tree[new] = tree.pop(old)
-    return tree
-  if isinstance(tree, (list, tuple)) and not hasattr(tree, "_fields"):
-    return type(tree)(rename(v) for v in tree)
-  if hasattr(tree, "_fields"):  # optax namedtuple states
-    return type(tree)(*(rename(v) for v in tree))
-  if hasattr(tree, "replace") and hasattr(tree, "params"):  # TrainState
-    return tree.replace(params=rename(tree.params), opt_state=rename(tree.opt_state))
-  return tree
-
-
-def _rename_b_to_w0(tree):
-  """The tree with every dict of exactly {A, B, b} renamed to {A, B, w0} (the new names)."""
-  return _rename_coda_key(tree, "b", "w0")
-
-
-@pytest.fixture(scope="module")
-def legacy_run(straight_run, tmp_path_factory):
-  """``straight_run`` with its latest checkpoint written as the code before the rename wrote
-  it: the CoDA parameters (and their optimizer moments) under the old name ``b``."""
-  from codajax.train import Checkpointer
-
-  workdir = str(tmp_path_factory.mktemp("legacy") / "run")
-  shutil.copytree(straight_run[0], workdir, ignore=shutil.ignore_patterns("checkpoints"))
-  state = _state_like(straight_run[0])
-  source = Checkpointer(straight_run[0])
-  try:
-    restored, data_state, step = source.restore_latest(state)
-  finally:
-    source.close()
-  target = Checkpointer(workdir)
-  try:
-    target.save(step, _rename_coda_key(restored, "w0", "b"), data_state)
-  finally:
-    target.close()
-  return workdir
-
-
-def test_checkpoints_with_the_legacy_b_name_restore_into_w0(legacy_run, straight_run):
-  """Checkpoints of the code before the rename (CoDA layers {A, B, b}) load into layers
-  named {A, B, w0}."""
-  from codajax.train import Checkpointer
-  from codajax.train.checkpoint import tree_paths
-
-  workdir = legacy_run
-  saved, step = restore_params(workdir)
-  assert any(path[-1] == "b" for path in tree_paths(saved))
-  like = _rename_b_to_w0(jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), saved))
-  renamed, step_renamed = restore_params(workdir, like=like)
-  assert step_renamed == step
-  want = {
-      path[:-1] + ("w0",) if path[-1] == "b" else path: np.asarray(leaf)
-      for path, leaf in tree_paths(saved).items()
-  }
-  got = tree_paths(renamed)
-  assert set(got) == set(want) and any(path[-1] == "w0" for path in got)
-  for path, leaf in got.items():
-    np.testing.assert_array_equal(np.asarray(leaf), want[path])
-
-  # The whole train state (parameters and the optimizer moments that mirror them).
-  state = _state_like(workdir)
-  abstract = _rename_b_to_w0(state)
-  checkpointer = Checkpointer(workdir)
-  try:
-    restored_state, data_state, restored_step = checkpointer.restore_latest(abstract)
-  finally:
-    checkpointer.close()
-  assert restored_step == 4 and data_state["next_batch"] == 4
-  paths = tree_paths(restored_state)
-  mu_w0 = [p for p in paths if "mu" in p and p[-1] == "w0"]
-  assert mu_w0 and not any(p[-1] == "b" for p in paths)
-  original = Checkpointer(straight_run[0])  # the same state, saved under the new names
-  try:
-    plain, _, _ = original.restore_latest(state)
-  finally:
-    original.close()
-  plain_paths = tree_paths(plain)
-  for path in mu_w0:
-    np.testing.assert_array_equal(paths[path], plain_paths[path])
-  assert not os.path.exists(os.path.join(workdir, "corrupt"))
-  # A real mismatch (another shape) is incompatible, not legacy.
+def test_a_checkpoint_of_another_shape_is_incompatible(straight_run):
   from codajax.train import IncompatibleCheckpointError
 
-  wrong = jax.tree.map(lambda x: jax.ShapeDtypeStruct((*x.shape, 2), x.dtype), like)
+  saved, _ = restore_params(straight_run[0])
+  wrong = jax.tree.map(lambda x: jax.ShapeDtypeStruct((*x.shape, 2), x.dtype), saved)
   with pytest.raises(IncompatibleCheckpointError, match="in the checkpoint"):
-    restore_params(workdir, like=wrong)
+    restore_params(straight_run[0], like=wrong)
 
 
 def test_transient_io_errors_are_retried_and_never_taken_for_damage(
@@ -582,8 +500,8 @@ def test_transient_io_errors_are_retried_and_never_taken_for_damage(
 ):
   import errno
 
+  from codajax import checkpoints as checkpoint_module
   from codajax.train import CheckpointIOError, Checkpointer
-  from codajax.train import checkpoint as checkpoint_module
 
   monkeypatch.setattr(checkpoint_module, "RETRY_DELAY_S", 0.0)
   calls = []
@@ -600,7 +518,7 @@ def test_transient_io_errors_are_retried_and_never_taken_for_damage(
 
   workdir = _copy_run(straight_run[0], tmp_path)
   before = _checkpoint_listing(workdir)
-  checkpointer = Checkpointer(workdir)
+  checkpointer = Checkpointer(RunDir(workdir))
 
   def failing_restore(*args, **kwargs):
     raise OSError(errno.EIO, "Input/output error")
@@ -619,7 +537,8 @@ def test_transient_io_errors_are_retried_and_never_taken_for_damage(
 
 def _state_like(workdir):
   """The abstract TrainState of a smoke run's work directory."""
-  from codajax.train import build_optimizer, parallel
+  from codajax import parallel
+  from codajax.train import build_optimizer
   from codajax.train.loop import _abstract, _init_state
 
   run = restore(workdir)
@@ -650,10 +569,8 @@ def test_a_failing_run_waits_for_its_saves(data_dir, tmp_path, where):
 
 
 def test_a_second_process_on_one_workdir_is_refused(data_dir, tmp_path):
-  from codajax.train.loop import workdir_lock
-
   workdir = str(tmp_path / "run")
-  with workdir_lock(workdir):
+  with RunDir(workdir).lock():
     with pytest.raises(TrainingError, match=f"{workdir} is in use by another train.py"):
       train_and_evaluate(_smoke(data_dir), workdir)
   assert not os.path.exists(os.path.join(workdir, "checkpoints"))
@@ -687,7 +604,8 @@ def test_train_py_errors_are_one_line_with_exit_status_2(data_dir, tmp_path):
 @pytest.mark.parametrize("loss", ["bce", "softmax"])
 def test_eval_step_on_padded_batches_matches_numpy(loss):
   from codajax.models import get_model
-  from codajax.train import make_eval_step, parallel
+  from codajax import parallel
+  from codajax.accuracy import make_eval_step
 
   model = get_model("tiny-3L", num_classes=7)
   rng = np.random.default_rng(0)
@@ -770,7 +688,7 @@ def test_best_checkpoint_is_kept_when_later_evals_are_worse(straight_run, tmp_pa
   worse = jax.tree.map(lambda x: np.asarray(x) + 1.0, params)
   better = jax.tree.map(lambda x: np.asarray(x) - 1.0, params)
   full = {"params": worse, "step": np.int32(5)}
-  checkpointer = Checkpointer(workdir)
+  checkpointer = Checkpointer(RunDir(workdir))
   try:
     checkpointer.save_best(5, full, {}, {"eval/accuracy": accuracy - 0.05})
     checkpointer.wait()

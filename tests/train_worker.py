@@ -23,7 +23,7 @@ import numpy as np
 import optax
 
 from codajax.models import get_model
-from codajax.train import parallel
+from codajax import parallel
 from codajax.train.step import TrainState, make_train_step
 
 

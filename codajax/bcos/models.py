@@ -16,10 +16,10 @@ name                       model                                                
 
 ``get_model`` arguments: ``num_classes`` (default: the model's), ``temperature``
 (``None``: none, as released), ``compute_dtype``, ``image_channels``; ``norm``
-picks the B-cos norm (``"bn"``, ``"gn"``, ``"ln"``, ``"pn"``, ``"none"``; the
-CoDA default ``"squash"`` means the model's own); ``form`` must stay
-``"implicit"`` (B-cos layers have one form); further keywords (``b``,
-``max_out``, ``logit_bias``, ...) go to the model.
+picks the B-cos norm (``"bn"``, ``"gn"``, ``"ln"``, ``"pn"``, ``"none"``; default:
+the model's own, as in the table); further keywords (``b``, ``max_out``,
+``logit_bias``, ...) go to the model. CoDA settings (``form``, the CoDA norms)
+are refused.
 """
 
 from __future__ import annotations
@@ -29,15 +29,13 @@ from typing import Any
 
 from codajax.bcos import resnet, vgg
 from codajax.bcos.norms import check_norm_kind
-from codajax.models.registry import register_model
+from codajax.registry import register_model
 
 
 def _factory(build: Callable[..., Any], default_norm: str) -> Callable[..., Any]:
-  def factory(*, norm: str = "squash", form: str = "implicit", **kwargs):
-    if form != "implicit":
-      raise ValueError(f"B-cos models have a single form; got form={form!r} (a CoDA setting).")
-    if norm == "squash":
-      norm = default_norm
+  """A ``get_model`` factory: ``norm`` is a B-cos norm kind (default: the model's own)."""
+
+  def factory(*, norm: str = default_norm, **kwargs):
     check_norm_kind(norm)
     return build(norm=norm, **kwargs)
 
@@ -60,16 +58,6 @@ def _register() -> None:
   for name in vgg.CONFIGS:
     register_model(f"bcos-{name}", _factory(lambda name=name, **kw: vgg.vgg(name, **kw), "bn"))
   register_model("bcos-resnet-tiny", _factory(resnet.tiny_resnet, "ln"))
-
-
-def bcos_model_names() -> list[str]:
-  """Every registered B-cos model name."""
-  return (
-      [f"bcos-{d}" for d in resnet.IMAGENET_RESNETS]
-      + [f"bcos-cifar10-{d}" for d in resnet.CIFAR_RESNETS]
-      + [f"bcos-{n}" for n in vgg.CONFIGS]
-      + ["bcos-resnet-tiny"]
-  )
 
 
 _register()

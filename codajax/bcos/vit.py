@@ -64,6 +64,7 @@ from codajax.bcos.nnx_layers import NNXBcosConv, NNXBcosDense
 from codajax.bcos.ops import add_inverse
 from codajax.explain import protocol
 from codajax.nn.modules import explanation_dtype
+from codajax.registry import register_model
 
 Array = jax.Array
 
@@ -670,23 +671,15 @@ def bcos_vit(
     image_channels: int | None = None,
     temperature: float | None = None,
     compute_dtype: Any = None,
-    norm: str = "squash",
-    form: str = "implicit",
     **overrides: Any,
 ) -> BcosViT:
   """The :class:`BcosViT` of a named size (``get_model`` factory).
 
-  ``temperature`` is the logit layer's ``T``; ``norm``/``form`` are CoDA settings
-  that ``get_model`` always passes and must stay at their defaults;
-  ``overrides`` replace any :class:`BcosViT` field (e.g. ``image_size``, ``depth``).
+  ``temperature`` is the logit layer's ``T``; ``overrides`` replace any :class:`BcosViT`
+  field (e.g. ``image_size``, ``depth``); others (e.g. the CoDA ``form``) raise ``TypeError``.
   """
   if name not in VIT_SIZES:
     raise ValueError(f"Unknown B-cos ViT {name!r}; known: {', '.join(VIT_SIZES)}.")
-  if norm != "squash" or form != "implicit":
-    raise ValueError(
-        f"{name} is a B-cos model: the CoDA settings norm/form do not apply "
-        f"(got norm={norm!r}, form={form!r})."
-    )
   size = VIT_SIZES[name]
   fields = dict(
       image_size=size.image_size,
@@ -715,14 +708,7 @@ def bcos_vit(
   return BcosViT(**fields)
 
 
-def vit_model_names() -> list[str]:
-  """Every registered B-cos ViT name."""
-  return list(VIT_SIZES)
-
-
 def _register() -> None:
-  from codajax.models.registry import register_model
-
   for name in VIT_SIZES:
     register_model(name, lambda _name=name, **kw: bcos_vit(_name, **kw))
 

@@ -43,7 +43,6 @@ holding the converted parameters.
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any, Mapping
 
 import jax
@@ -51,11 +50,14 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
-from codajax import storage
+from codajax import data, runs, storage
 from codajax.bcos.norms import DEFAULT_EPS, fold_batch_norm
 from codajax.bcos.resnet import BcosResNet
 from codajax.bcos.vgg import BcosVGG
+from codajax.checkpoints import Checkpointer
 from codajax.convert.bcos_vit import BcosViT, from_bcos_vit_state_dict, to_bcos_vit_state_dict
+from codajax.registry import get_model
+from codajax.train.config import base_config
 
 _PREFIXES = ("module.", "_orig_mod.")
 _UNUSED_SUFFIXES = (".running_mean", ".num_batches_tracked")
@@ -79,8 +81,6 @@ def _as_numpy(value: Any) -> np.ndarray:
 
 def _model(name_or_model: Any, overrides: Mapping[str, Any]):
   if isinstance(name_or_model, str):
-    from codajax.models import get_model
-
     return get_model(name_or_model, **overrides)
   if overrides:
     raise ValueError("model overrides apply to a model name, not to a model instance.")
@@ -267,16 +267,22 @@ def write_workdir(
     image_size: int = 224,
     image_channels: int = 3,
     data_dir: str = "",
-) -> epath.Path:
+) -> runs.RunDir:
   """A ``train.py``-style work directory (``run.json`` + a step-0 checkpoint) for ``eval.py``.
 
-  ``run.json`` records ``model.name = name``, temperature 1 (none) and the dataset; the
-  checkpoint's state is ``{"params": ...}`` (what :func:`codajax.train.restore` reads).
+  ``run.json`` is a complete run record (:func:`codajax.runs.new_record`: ``model.name = name``,
+  temperature 1 (none), the dataset and its splits, settings, provenance, and
+  ``converted_from``); the checkpoint's state is ``{"params": ...}``, which
+  :func:`codajax.runs.restore` reads as it reads a trained run.
   """
-  from codajax.train import Checkpointer, base_config
-
-  root = storage.path(workdir)
-  storage.makedirs(root)
+  splits = data.family_splits(dataset)
+  if splits is None:
+    raise ValueError(
+        f"dataset {dataset!r} is not a codajax dataset family (e.g. imagenet_folder@224, "
+        "cifar10): its splits are unknown."
+    )
+  run = runs.RunDir(workdir)
+  storage.makedirs(run.root)
   config = base_config()
   config.name = f"{name}-converted"
   config.description = f"B-cos v2 released weights converted by codajax.convert.bcos ({name})."
@@ -285,20 +291,22 @@ def write_workdir(
   config.model.name = name
   config.model.temperature = 1.0  # x / 1 = x: the released models have no temperature
   config.num_epochs = 0
-  record = {
-      "config": json.loads(json.dumps(config.to_dict(), default=str)),
-      "num_classes": int(num_classes),
-      "image_shape": [image_size, image_size, image_channels],
-      "converted_from": "B-cos v2 PyTorch state dict",
-  }
-  storage.write_json(root / "run.json", record)
-  checkpointer = Checkpointer(str(root), keep=1)
+  run.write_record(
+      runs.new_record(
+          config,
+          num_classes=num_classes,
+          image_shape=(image_size, image_size, image_channels),
+          splits=splits,
+          converted_from="B-cos v2 PyTorch state dict",
+      )
+  )
+  checkpointer = Checkpointer(run, keep=1)
   try:
     params = jax.tree.map(jnp.asarray, dict(variables["params"]))
     checkpointer.save(0, {"params": params}, {})
   finally:
     checkpointer.close()
-  return root
+  return run
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -22,7 +22,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from codajax.models import get_model
+from codajax import storage
+from codajax.registry import get_model
 
 _KEY = re.compile(r"^(?:.*\.)?(\d+)\.weight_mod\.weighting_f\.([01])\.(weight|bias)$")
 
@@ -114,8 +115,6 @@ def load_reference_checkpoint(path: str, arch: str, **model_overrides: Any) -> d
     raise ImportError(
         "Reading PyTorch checkpoints needs PyTorch: pip install 'codajax[torch]'."
     ) from error
-  from codajax import storage
-
   # Read through codajax.storage: a local path or gs://.
   loaded = torch.load(io.BytesIO(storage.read_bytes(path)), map_location="cpu", weights_only=False)
   if hasattr(loaded, "state_dict"):

@@ -6,7 +6,13 @@ dataset name (``digits``, ``shapes``, ``cifar10``, ``imagenet100``,
 array_record format) and an optional TFDS ``data_dir``. See ``docs/data.md``.
 """
 
-from codajax.data.catalog import DatasetSpec, dataset_info, default_data_dir, prepare_dataset
+from codajax.data.catalog import (
+    DatasetSpec,
+    dataset_info,
+    default_data_dir,
+    family_splits,
+    prepare_dataset,
+)
 from codajax.data.errors import (
     BadManualDataError,
     DatasetCorruptError,
@@ -26,6 +32,7 @@ __all__ = [
     "UnknownDatasetError",
     "dataset_info",
     "default_data_dir",
+    "family_splits",
     "eval_loader",
     "load_examples",
     "prepare_dataset",

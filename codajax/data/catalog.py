@@ -603,6 +603,15 @@ def resolve(name: str, data_dir: str | os.PathLike[str] | None = None) -> Resolv
   )
 
 
+def family_splits(name: str) -> dict[str, str] | None:
+  """The train / validation / test splits of a codajax dataset family (``"imagenet_folder@224"``,
+  ``"cifar10"``, ...) without reading its data; None for another TFDS dataset."""
+  family = _FAMILIES.get(_split_name(split_crop(name)[0])[0])
+  if family is None:
+    return None
+  return {"train": FIT_SPLIT, "validation": CARVED_VALIDATION_SPLIT, "test": family.test_split}
+
+
 def dataset_info(name: str, *, data_dir: str | os.PathLike[str] | None = None) -> DatasetSpec:
   """The ``DatasetSpec`` of ``name`` (prepares embedded datasets on first use)."""
   return resolve(name, data_dir).spec()

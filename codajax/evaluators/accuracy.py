@@ -7,7 +7,7 @@ from typing import Any
 
 from codajax import data
 from codajax.evaluators.common import Context
-from codajax.train import evaluate, make_eval_step
+from codajax.accuracy import evaluate, make_eval_step
 
 
 class Evaluator:

@@ -29,7 +29,7 @@ from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
 from codajax import data, storage
-from codajax.train import parallel
+from codajax import parallel
 
 
 class EvaluationError(ValueError):
@@ -160,8 +160,10 @@ class Progress:
 class Context:
   """What a run of evaluators shares.
 
-  ``variables`` are replicated on ``mesh``; ``memo`` holds results that depend on them (reset by
-  :meth:`with_variables`); ``programs`` outlives them (compiled once for a whole training run).
+  ``variables`` are replicated on ``mesh``; ``memo`` caches computations that depend on them
+  (test logits, grids, examples; :meth:`memoized`, reset by :meth:`with_variables`), while what an
+  evaluator measured travels as its ``run``'s return value; ``programs`` outlives them
+  (compiled once for a whole training run).
   ``probe``: evaluators run each batched unit on its first batch only (see :func:`probe_job`).
   """
 

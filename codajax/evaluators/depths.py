@@ -3,11 +3,12 @@ over the grid image (total kept), scored on the localisation grids."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Generator
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from codajax import metrics
 from codajax.evaluators import common, localisation
@@ -15,6 +16,14 @@ from codajax.evaluators.common import Context, EvaluationError
 from codajax.evaluators.methods import contributions_at_depths, over_targets
 
 CHOICES = ("auto", "on")
+
+
+class DepthsResult(NamedTuple):
+  """What :class:`Evaluator` measured: localisation scores (L, G, n²) of the contributions at
+  every explainable layer, on n × n grids."""
+
+  scores: np.ndarray
+  grid: int
 
 
 class Evaluator:
@@ -43,14 +52,15 @@ class Evaluator:
           "depth analysis requested but the model has a single explainable " "layer"
       )
 
-  def run(self, ctx: Context) -> Iterator[tuple[str, Any]]:
+  def run(self, ctx: Context) -> Generator[tuple[str, Any], None, DepthsResult | None]:
     """Yields ``depths`` [{layer, interpretable_depth, localisation}], ``localisation_depths``
-    (L, G, n²) and ``timings_s/depths``."""
+    (L, G, n²) and ``timings_s/depths``. Returns a :class:`DepthsResult` (None: nothing
+    measured)."""
     if ctx.info.num_layers < 2:
-      return
+      return None
     grid_set = localisation.grids(ctx, self.n_grids, self.grid)
     if len(grid_set.images) == 0:
-      return
+      return None
     grid, model = self.grid, ctx.model
 
     def step(variables, images, labels):
@@ -72,7 +82,6 @@ class Evaluator:
         )
     )
     scores = scores.transpose(1, 0, 2)  # (L, G, n²)
-    ctx.memo["depth_scores"] = scores
     layers = ctx.info.num_layers
     yield "depths", [
         {
@@ -84,3 +93,4 @@ class Evaluator:
     ]
     yield "localisation_depths", scores
     yield "timings_s/depths", seconds
+    return DepthsResult(scores, grid)

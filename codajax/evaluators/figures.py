@@ -3,7 +3,7 @@ method and per depth) and pixel-removal curves, from what the other evaluators c
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -11,7 +11,15 @@ import numpy as np
 from codajax import storage
 from codajax.evaluators import common
 from codajax.evaluators.common import Context
+from codajax.evaluators.depths import DepthsResult
+from codajax.evaluators.localisation import LocalisationResult
 from codajax.evaluators.methods import OURS, MethodsEvaluator
+from codajax.evaluators.pixel_removal import PixelRemovalResult
+
+
+def _first(results: Sequence[Any], kind: type) -> Any:
+  """The first of ``results`` of type ``kind`` (None: none)."""
+  return next((r for r in results if isinstance(r, kind)), None)
 
 
 def figure_indices(grids, n_images: int, num_test: int) -> np.ndarray:
@@ -121,7 +129,10 @@ def save_figures(
 
 
 class Evaluator(MethodsEvaluator):
-  """The figures; runs after the other evaluators and draws what they computed.
+  """The figures; runs after the other evaluators and draws the results they returned
+  (:class:`~codajax.evaluators.localisation.LocalisationResult`,
+  :class:`~codajax.evaluators.depths.DepthsResult`,
+  :class:`~codajax.evaluators.pixel_removal.PixelRemovalResult`), given to :meth:`run`.
 
   Args:
     n_images: images in ``contributions.png``.
@@ -129,17 +140,23 @@ class Evaluator(MethodsEvaluator):
       batch size and settings as pixel removal reuse its compiled programs).
   """
 
-  runs_last = True
+  runs_last = True  # the driver passes it the results of the evaluators before it
 
   def __init__(self, n_images: int = 8, **kwargs):
     super().__init__(**kwargs)
     self.n_images = int(n_images)
 
-  def run(self, ctx: Context) -> Iterator[tuple[str, Any]]:
-    """Yields ``figures`` (file names); writes them (process 0) when the context has ``out``."""
+  def run(self, ctx: Context, results: Sequence[Any] = ()) -> Iterator[tuple[str, Any]]:
+    """Yields ``figures`` (file names); writes them (process 0) when the context has ``out``.
+
+    ``results``: what the evaluators before it returned (others are ignored).
+    """
     if ctx.probe or not ctx.out or self.n_images < 1:
       return
-    grid_set = ctx.memo.get("figure_grids")
+    located = _first(results, LocalisationResult)
+    removal = _first(results, PixelRemovalResult)
+    depths = _first(results, DepthsResult)
+    grid_set = None if located is None else located.grids
     chosen = figure_indices(grid_set, self.n_images, ctx.num_test)
     shown = ctx.load(chosen)
     maps = {}
@@ -162,7 +179,7 @@ class Evaluator(MethodsEvaluator):
           truncate=False,
           unit=f"figures/{method}",
       )
-    grid = 3 if grid_set is None else int(round(np.sqrt(grid_set.indices.shape[1])))
+    grid = 3 if located is None else located.grid
     written = []
     if common.is_main_process():
       written = save_figures(
@@ -173,12 +190,12 @@ class Evaluator(MethodsEvaluator):
           masks=shown.get("object_mask") if ctx.spec.has_object_mask else None,
           grid_image=None if grid_set is None else grid_set.images[0],
           grid_labels=None if grid_set is None else grid_set.labels[0],
-          grid_maps=ctx.memo.get("first_grid_maps", {}),
-          localisation_scores=ctx.memo.get("localisation_scores", {}),
-          depth_scores=ctx.memo.get("depth_scores"),
-          removal_curves=ctx.memo.get("removal_curves", {}),
-          fractions=ctx.memo.get("removal_fractions"),
+          grid_maps={} if located is None else located.first_grid_maps,
+          localisation_scores={} if located is None else located.scores,
+          depth_scores=None if depths is None else depths.scores,
+          removal_curves={} if removal is None else removal.curves,
+          fractions=None if removal is None else removal.fractions,
           grid=grid,
-          removal_count=ctx.memo.get("removal_count"),
+          removal_count=None if removal is None else removal.n_images,
       )
     yield "figures", written

@@ -4,7 +4,7 @@ for the class of tile k is scored by the share of its positive mass inside tile 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any, NamedTuple
 
 import jax.numpy as jnp
@@ -25,6 +25,16 @@ class GridSet(NamedTuple):
   labels: np.ndarray
   indices: np.ndarray
   n_confident: int
+
+
+class LocalisationResult(NamedTuple):
+  """What :class:`Evaluator` measured: the grids, per method its scores (G, n²) and its summed
+  maps (n², n·H, n·W) on the first grid."""
+
+  grids: GridSet
+  grid: int
+  scores: dict[str, np.ndarray]
+  first_grid_maps: dict[str, np.ndarray]
 
 
 def test_logits(ctx: Context, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
@@ -147,15 +157,15 @@ class Evaluator(MethodsEvaluator):
   def check(self, ctx: Context) -> None:
     check_grid(ctx, self.n_grids, self.grid)
 
-  def run(self, ctx: Context) -> Iterator[tuple[str, Any]]:
+  def run(self, ctx: Context) -> Generator[tuple[str, Any], None, LocalisationResult | None]:
     """Yields ``protocol/localisation``; per method ``methods/<m>/localisation`` (summary),
     ``localisation/<m>`` (scores (G, n²), to scores.npz) and ``timings_s/methods/<m>/localisation``;
-    ``grid_indices`` (G, n²)."""
+    ``grid_indices`` (G, n²). Returns a :class:`LocalisationResult` (None: no grid)."""
     grid_set = grids(ctx, self.n_grids, self.grid)
     yield "protocol/localisation", protocol(ctx, grid_set, self.n_grids, self.grid)
     if len(grid_set.images) == 0:
-      return
-    ctx.memo["figure_grids"] = grid_set
+      return None
+    result = LocalisationResult(grid_set, self.grid, {}, {})
     yield "grid_indices", grid_set.indices
     grid_batch = max(1, self.batch_size // (self.grid * self.grid))
     for method in self.methods:
@@ -180,8 +190,9 @@ class Evaluator(MethodsEvaluator):
               ("image", "label"),
           )
       )
-      ctx.memo.setdefault("localisation_scores", {})[method] = out["scores"]
-      ctx.memo.setdefault("first_grid_maps", {})[method] = out[common.FIRST + "maps"][0]
+      result.scores[method] = out["scores"]
+      result.first_grid_maps[method] = out[common.FIRST + "maps"][0]
       yield f"methods/{method}/localisation", summary(out["scores"])
       yield f"localisation/{method}", out["scores"]
       yield f"timings_s/methods/{method}/localisation", seconds
+    return result

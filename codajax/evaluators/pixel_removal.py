@@ -3,8 +3,8 @@ the pixels are removed, on the first test images in dataset order."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Generator, Sequence
+from typing import Any, NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
@@ -89,6 +89,15 @@ def removal_step(model, info, n_points: int):
   return step
 
 
+class PixelRemovalResult(NamedTuple):
+  """What :class:`Evaluator` measured: the removed fractions (P,), the number of images and per
+  method the mean curve (P,)."""
+
+  fractions: np.ndarray
+  n_images: int
+  curves: dict[str, np.ndarray]
+
+
 class Evaluator(MethodsEvaluator):
   """The pixel-removal curve of every method.
 
@@ -104,18 +113,17 @@ class Evaluator(MethodsEvaluator):
   def check(self, ctx: Context) -> None:
     count_images(ctx, self.n_images)
 
-  def run(self, ctx: Context) -> Iterator[tuple[str, Any]]:
+  def run(self, ctx: Context) -> Generator[tuple[str, Any], None, PixelRemovalResult]:
     """Yields ``protocol/pixel_removal``; per method ``methods/<m>/pixel_removal`` {mean, curve},
     ``pixel_removal/<m>`` (N, P) probabilities and ``timings_s/methods/<m>/{attribution,
-    pixel_removal}``."""
+    pixel_removal}``. Returns a :class:`PixelRemovalResult`."""
     n_images = count_images(ctx, self.n_images)
     if n_images < self.n_images and common.is_main_process() and not ctx.probe:
       print(f"pixel removal: the test split has {n_images} images; using all of them.", flush=True)
     hw = ctx.spec.image_shape[:2]
     n_points = removal_points(hw)
     fractions = metrics.removal_fractions(hw[0] * hw[1], FRACTION, n_points)
-    ctx.memo["removal_fractions"] = fractions
-    ctx.memo["removal_count"] = n_images
+    result = PixelRemovalResult(fractions, n_images, {})
     yield "protocol/pixel_removal", {
         "n_images": n_images,
         "images": "first test images in dataset order",
@@ -143,7 +151,7 @@ class Evaluator(MethodsEvaluator):
           )
       )
       curve = probabilities.mean(0)
-      ctx.memo.setdefault("removal_curves", {})[method] = curve
+      result.curves[method] = curve
       yield f"methods/{method}/pixel_removal", {
           "mean": float(curve.mean()),
           "curve": curve.round(6).tolist(),
@@ -151,3 +159,4 @@ class Evaluator(MethodsEvaluator):
       yield f"pixel_removal/{method}", probabilities
       yield f"timings_s/methods/{method}/attribution", attribution_seconds
       yield f"timings_s/methods/{method}/pixel_removal", seconds
+    return result

@@ -12,8 +12,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from codajax import storage
-from codajax.evaluators import Entry, from_config, make_context, run_evaluators
+from codajax.runs import RunDir
+from codajax.evaluators.driver import (
+    Entry,
+    flat_scalars,
+    from_config,
+    make_context,
+    replicated,
+    run_evaluators,
+)
 from codajax.evaluators.common import EvaluationError
 
 PREFIX = "evals/"
@@ -21,8 +28,6 @@ DEFAULT_METHODS = "Ours"  # an entry without ``methods`` scores the CoDA contrib
 
 
 def _flat(report: dict[str, Any]) -> dict[str, float]:
-  from codajax.evaluators import flat_scalars
-
   return flat_scalars(
       {k: v for k, v in report.items() if k not in ("protocol", "timings_s")}, PREFIX
   )
@@ -36,10 +41,12 @@ class TrainingEvaluators:
     model: the model being trained.
     spec: the dataset's :class:`codajax.data.DatasetSpec`.
     mesh: the training mesh.
-    workdir: the run's work directory.
+    run: the run's :class:`codajax.runs.RunDir`.
+
+  Pass the class itself to ``codajax.train.train_and_evaluate(..., hooks=[TrainingEvaluators])``.
   """
 
-  def __init__(self, config, model, spec, mesh, workdir: str):
+  def __init__(self, config, model, spec, mesh, run: RunDir):
     evals = config.get("evals", None) or {}
     self.entries: list[Entry] = from_config(evals, {"methods": DEFAULT_METHODS})
     for entry in self.entries:
@@ -56,7 +63,7 @@ class TrainingEvaluators:
         loss=config.loss,
         eval_batch_size=config.eval_batch_size,
     )
-    self.workdir = workdir
+    self.run_dir = run
     self._ctx = None
 
   def due(self, step: int, last: bool = False) -> list[Entry]:
@@ -76,16 +83,12 @@ class TrainingEvaluators:
       ctx = self._ctx
     else:
       ctx = self._ctx.with_variables(self._make_variables(params))
-    ctx.out = storage.join(self.workdir, "evals", f"step_{step}")
-    values: dict[str, float] = {}
-    for entry in entries:
-      report, _ = run_evaluators([entry], ctx)
-      values.update(_flat(report))
+    ctx.out = self.run_dir.evals_dir(step)
+    report, _ = run_evaluators(entries, ctx)  # in one call: the figures get the results
+    values = _flat(report)
     if values:
       logger.write(step, values)
     return values
 
   def _make_variables(self, params: Any) -> dict[str, Any]:
-    from codajax.evaluators import _replicated
-
-    return {"params": _replicated(params, self._ctx.mesh)}
+    return {"params": replicated(params, self._ctx.mesh)}

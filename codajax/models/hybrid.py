@@ -47,9 +47,10 @@ import jax
 
 from codajax.explain import protocol
 from codajax.models.coda_net import CoDANet, LayerSpec
-from codajax.models.registry import ARCHITECTURES, register_model, with_num_classes
+from codajax.models.architectures import ARCHITECTURES, with_num_classes
 from codajax.nn import dau
 from codajax.nn.modules import DEFAULT_LOGIT_BIAS
+from codajax.registry import register_model
 
 Array = jax.Array
 

@@ -11,6 +11,10 @@ from __future__ import annotations
 import math
 
 import ml_collections
+from ml_collections.config_dict import placeholder
+
+from codajax.registry import architecture_names
+from codajax.runs import build_model, model_settings
 
 SCHEDULES = ("constant", "cifar_step", "imagenet_warmup_halving", "warmup_cosine")
 LOSSES = ("bce", "softmax")
@@ -32,9 +36,10 @@ def base_config() -> ml_collections.ConfigDict:
   config.model = ml_collections.ConfigDict()
   config.model.name = "digits-5L"  # codajax.models.get_model name
   config.model.temperature = 100.0
-  config.model.norm = "squash"
-  config.model.form = "implicit"
-  config.model.kwargs = ml_collections.ConfigDict()  # extra get_model keyword arguments
+  # The family's own settings (None: the model's default), checked by its get_model factory:
+  config.model.norm = placeholder(str)  # CoDA: "squash" | "l2"; B-cos: "bn" | "gn" | "ln" | ...
+  config.model.form = placeholder(str)  # CoDA: "implicit" | "explicit"
+  config.model.kwargs = ml_collections.ConfigDict()  # further get_model settings of the family
   config.compute_dtype = "float32"  # "bfloat16": bf16 compute, f32 params/optimizer/norms
 
   config.seed = 0
@@ -129,15 +134,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   (Unknown keys are already refused by ml_collections when overridden from
   the command line.)
   """
-  from codajax.models import architecture_names
-  from codajax.nn import FORMS, NORMS
-
   _require(
       config.model.name in architecture_names(),
       f"model.name {config.model.name!r} is unknown; known: " f"{', '.join(architecture_names())}.",
   )
-  _require(config.model.norm in NORMS, f"model.norm must be one of {NORMS}.")
-  _require(config.model.form in FORMS, f"model.form must be one of {FORMS}.")
   _require(
       math.isfinite(config.model.temperature) and config.model.temperature > 0,
       f"model.temperature must be finite and > 0, got {config.model.temperature}.",
@@ -183,7 +183,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       math.isfinite(config.l1_matrix_weight) and config.l1_matrix_weight >= 0,
       f"l1_matrix_weight must be finite and >= 0, got {config.l1_matrix_weight}.",
   )
-  _check_model_kwargs(config)
+  _check_model_settings(config)
   if config.virtual_batch_size > config.batch_size:
     _require(
         config.virtual_batch_size % config.batch_size == 0,
@@ -192,15 +192,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     )
 
 
-def _check_model_kwargs(config: ml_collections.ConfigDict) -> None:
-  """Refuses ``model.kwargs`` that ``get_model`` does not accept (one line, at start-up)."""
-  from codajax.models import get_model
-
-  kwargs = config.model.kwargs.to_dict()
+def _check_model_settings(config: ml_collections.ConfigDict) -> None:
+  """Refuses model settings the model's family does not accept (one line, at start-up)."""
   try:
-    get_model(config.model.name, num_classes=2, image_channels=3, **kwargs)
-  except TypeError as error:
+    build_model(config, num_classes=2, image_channels=3)
+  except (TypeError, ValueError) as error:
+    given = {k: v for k, v in model_settings(config).items() if k != "compute_dtype"}
     raise ValueError(
-        f"Bad config: model.kwargs {sorted(kwargs)} are not accepted by "
-        f"{config.model.name!r} ({error})."
+        f"Bad config: model settings {given} are not accepted by {config.model.name!r} "
+        f"({error})."
     ) from None

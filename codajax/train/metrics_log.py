@@ -19,6 +19,7 @@ from typing import Any
 import jax
 
 from codajax import storage
+from codajax.runs import RunDir
 
 
 class _StorageRecordWriter:
@@ -58,9 +59,9 @@ def _register_tensorboard_storage() -> None:
 class MetricsLogger:
   """Appends ``{"step": s, "time": t, name: value, ...}`` lines and TensorBoard scalars."""
 
-  def __init__(self, workdir: str):
+  def __init__(self, run: RunDir):
     self.enabled = jax.process_index() == 0
-    self.path = storage.join(workdir, "metrics.jsonl")
+    self.path = run.metrics_file
     self._tensorboard = None
     self._lines: list[str] = []
     if self.enabled:
@@ -69,7 +70,7 @@ class MetricsLogger:
       _register_tensorboard_storage()
       if storage.exists(self.path):  # a resumed run: keep what was logged
         self._lines = [line for line in storage.read_text(self.path).splitlines() if line.strip()]
-      self._tensorboard = SummaryWriter(storage.join(workdir, "tensorboard"))
+      self._tensorboard = SummaryWriter(run.tensorboard_dir)
 
   def write(self, step: int, metrics: dict[str, Any]) -> None:
     """Logs scalar ``metrics`` at ``step``; lists/arrays go to the JSON file only."""
@@ -89,7 +90,7 @@ class MetricsLogger:
       self._tensorboard.close()
 
 
-def read_metrics(workdir: str) -> list[dict[str, Any]]:
-  """All records of ``workdir/metrics.jsonl``, in order."""
-  text = storage.read_text(storage.join(workdir, "metrics.jsonl"))
+def read_metrics(workdir) -> list[dict[str, Any]]:
+  """All records of a run's ``metrics.jsonl`` (``workdir``: ``str`` or :class:`RunDir`), in order."""
+  text = storage.read_text(RunDir(workdir).metrics_file)
   return [json.loads(line) for line in text.splitlines() if line.strip()]

@@ -12,7 +12,9 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from codajax.train import parallel
+from codajax import parallel
+from codajax.accuracy import classification_loss, images_to_float
+from codajax.regularizers import logits_and_dynamic_matrix_l1
 
 Array = jax.Array
 PMAP_AXIS = "batch"
@@ -28,30 +30,12 @@ class TrainState:
   rng: Array  # raw key data (uint32), so checkpoints hold plain arrays
 
 
-def images_to_float(images: Array) -> Array:
-  """uint8 images from the loaders → float32 in [0, 1] (on the device)."""
-  return images.astype(jnp.float32) / 255.0
-
-
-def classification_loss(logits: Array, labels: Array, kind: str) -> Array:
-  """Per-example loss ``(N,)``: ``"bce"`` (mean over the K sigmoids, the papers) or ``"softmax"``."""
-  logits = logits.astype(jnp.float32)
-  if kind == "bce":
-    targets = jax.nn.one_hot(labels, logits.shape[-1])
-    return optax.sigmoid_binary_cross_entropy(logits, targets).mean(axis=-1)
-  if kind == "softmax":
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-  raise ValueError(f"Unknown loss {kind!r}; known losses: bce, softmax.")
-
-
 def _loss_and_metrics(
     model: nn.Module, loss_kind: str, l1_matrix_weight: float, params, batch, rng
 ):
   """Mean loss of a batch and its metrics (means over the batch)."""
   images = images_to_float(batch["image"])
   if l1_matrix_weight:  # the logits and the dynamic map from one forward pass
-    from codajax.regularizers import logits_and_dynamic_matrix_l1
-
     logits, penalty = logits_and_dynamic_matrix_l1(model, params, images, batch["label"], rng)
   else:
     logits = model.apply({"params": params}, images)
@@ -128,35 +112,3 @@ def make_train_step(
 
     return jax.pmap(pmap_step, axis_name=PMAP_AXIS, donate_argnums=0)
   raise ValueError(f"Unknown parallel mode {parallel_mode!r}; known: jit, pmap.")
-
-
-def make_eval_step(model: nn.Module, *, loss: str = "bce", mesh: Mesh | None = None):
-  """Compiled ``(params, batch) -> sums`` over the valid rows of a sharded batch.
-
-  Returns per-batch sums (``count``, ``loss``, ``top1``, ``top5``) and per-class
-  ``(K,)`` counts ``class_count`` / ``class_top1``; accumulate them on the host.
-  """
-
-  def step(params, batch):
-    logits = model.apply({"params": params}, images_to_float(batch["image"]))
-    labels, valid = batch["label"], batch["valid"].astype(jnp.float32)
-    k = min(5, logits.shape[-1])
-    top_k = jax.lax.top_k(logits, k)[1]
-    top1 = (top_k[:, 0] == labels).astype(jnp.float32) * valid
-    top5 = jnp.any(top_k == labels[:, None], axis=-1).astype(jnp.float32) * valid
-    one_hot = jax.nn.one_hot(labels, logits.shape[-1]) * valid[:, None]
-    return {
-        "count": valid.sum(),
-        "loss": jnp.sum(classification_loss(logits, labels, loss) * valid),
-        "top1": top1.sum(),
-        "top5": top5.sum(),
-        "class_count": one_hot.sum(0),
-        "class_top1": (one_hot * top1[:, None]).sum(0),
-    }
-
-  if mesh is None:
-    return jax.jit(step)
-  replicated = parallel.replicated_sharding(mesh)
-  return jax.jit(
-      step, in_shardings=(replicated, parallel.batch_sharding(mesh)), out_shardings=replicated
-  )

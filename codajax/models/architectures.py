@@ -1,16 +1,18 @@
-"""Named CoDA-Net architectures of the papers, and small ones for the embedded datasets."""
+"""Named CoDA-Net architectures of the papers, and small ones for the embedded datasets.
+
+Each is registered with :func:`codajax.registry.get_model` under its name.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import math
-from typing import Any, Callable, Sequence
-
-import flax.linen as nn
-import jax.numpy as jnp
+import functools
+from collections.abc import Sequence
+from typing import Any
 
 from codajax.models.coda_net import CoDANet, LayerSpec
 from codajax.nn import dau
+from codajax.registry import register_model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,53 +133,7 @@ def with_num_classes(layers: Sequence[LayerSpec], num_classes: int) -> tuple[Lay
   return (*layers[:-1], layers[-1]._replace(features=num_classes))
 
 
-def architecture_names() -> list[str]:
-  """Names accepted by :func:`get_model`, sorted."""
-  return sorted(set(ARCHITECTURES) | set(_MODEL_FACTORIES))
-
-
-# Factories for model families defined elsewhere (e.g. hybrids): name -> callable(**kw).
-_MODEL_FACTORIES: dict[str, Callable[..., nn.Module]] = {}
-
-
-def register_model(name: str, factory: Callable[..., nn.Module]) -> None:
-  """Registers ``factory(**overrides) -> nn.Module`` under ``name`` for :func:`get_model`."""
-  if name in ARCHITECTURES or name in _MODEL_FACTORIES:
-    raise ValueError(f"A model named {name!r} is already registered.")
-  _MODEL_FACTORIES[name] = factory
-
-
-def _check_settings(
-    num_classes: Any, temperature: Any, compute_dtype: Any, image_channels: Any
-) -> None:
-  """One clear error for a model setting that would build a broken model."""
-
-  def positive_int(value, name):
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
-      raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-
-  positive_int(num_classes, "num_classes")
-  positive_int(image_channels, "image_channels")
-  if temperature is not None:
-    try:
-      value = float(temperature)
-    except (TypeError, ValueError):
-      value = float("nan")
-    if not (math.isfinite(value) and value > 0):
-      raise ValueError(f"temperature must be finite and > 0, got {temperature!r}.")
-  if compute_dtype is not None:
-    try:
-      floating = jnp.issubdtype(jnp.dtype(compute_dtype), jnp.floating)
-    except TypeError:
-      floating = False
-    if not floating:
-      raise ValueError(
-          f"compute_dtype must be a float dtype (e.g. jnp.bfloat16) or None, got "
-          f"{compute_dtype!r}."
-      )
-
-
-def get_model(
+def coda_net(
     name: str,
     *,
     num_classes: int | None = None,
@@ -186,54 +142,36 @@ def get_model(
     form: dau.Form = "implicit",
     compute_dtype: Any = None,
     image_channels: int | None = None,
-    **overrides: Any,
-) -> nn.Module:
-  """Returns the Linen module of a named architecture.
+    **fields: Any,
+) -> CoDANet:
+  """The :class:`CoDANet` of the named architecture (``get_model(name, ...)`` calls this).
 
   Args:
-    name: one of :func:`architecture_names` (e.g. ``"9L-S"``, ``"9L-L"``).
+    name: a key of :data:`ARCHITECTURES`.
     num_classes: replace the last layer's number of DAUs (default: the paper's).
     temperature: logit temperature ``T`` (default: the architecture's).
     norm: ``"squash"`` or ``"l2"``.
     form: ``"implicit"`` or ``"explicit"``.
     compute_dtype: e.g. ``jnp.bfloat16`` for mixed precision.
     image_channels: channels of the input images (default: the architecture's).
-    **overrides: further :class:`CoDANet` fields (e.g. ``logit_bias``), or the
-      keyword arguments of a registered model factory.
-
-  ``model.apply(variables, images)`` takes NHWC images in [0, 1] and returns
-  logits ``(N, K)``. Invalid settings raise one ``ValueError``.
+    **fields: further :class:`CoDANet` fields (e.g. ``logit_bias``).
   """
-  _check_settings(num_classes, temperature, compute_dtype, image_channels)
-  if name in _MODEL_FACTORIES:
-    kwargs = dict(
-        num_classes=num_classes,
-        temperature=temperature,
-        norm=norm,
-        form=form,
-        compute_dtype=compute_dtype,
-        image_channels=image_channels,
-        **overrides,
-    )
-    return _MODEL_FACTORIES[name](**{k: v for k, v in kwargs.items() if v is not None})
-  if name not in ARCHITECTURES:
-    raise ValueError(
-        f"Unknown architecture {name!r}; known architectures: {', '.join(architecture_names())}."
-    )
-  arch = ARCHITECTURES[name]
-  layers = arch.layers if num_classes is None else with_num_classes(arch.layers, num_classes)
   if norm not in dau.NORMS:
     raise ValueError(f"Unknown norm {norm!r}; known norms: {', '.join(dau.NORMS)}.")
   if form not in dau.FORMS:
     raise ValueError(f"Unknown form {form!r}; known forms: {', '.join(dau.FORMS)}.")
+  unknown = set(fields) - {f.name for f in dataclasses.fields(CoDANet)} - {"parent", "name"}
+  if unknown:
+    raise TypeError(f"{name}: unknown settings {sorted(unknown)}.")
+  arch = ARCHITECTURES[name]
   return CoDANet(
-      layers=layers,
+      layers=arch.layers if num_classes is None else with_num_classes(arch.layers, num_classes),
       temperature=arch.temperature if temperature is None else temperature,
       norm=norm,
       form=form,
       compute_dtype=compute_dtype,
       image_channels=arch.image_channels if image_channels is None else image_channels,
-      **overrides,
+      **fields,
   )
 
 
@@ -244,3 +182,7 @@ def count_params(layers: Sequence[LayerSpec], image_channels: int = 3) -> int:
     total += dau.num_params(channels, spec.features, spec.rank, spec.kernel_size)
     channels = spec.features
   return total
+
+
+for _name in ARCHITECTURES:
+  register_model(_name, functools.partial(coda_net, _name))

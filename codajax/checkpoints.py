@@ -1,11 +1,7 @@
-"""Orbax checkpoints: the last K and the best, exact resume, damaged-checkpoint fallback.
+"""Orbax checkpoints of a run: the last K and the best, exact resume, damaged-checkpoint fallback.
 
-Layout of a work directory::
-
-    workdir/run.json             the run's config (a resumed run must match its model/data)
-    workdir/checkpoints/<step>/  {state: TrainState, data: iterator state (JSON)}, last K
-    workdir/best/<step>/         the same, for the best eval accuracy so far
-    workdir/corrupt/             checkpoints that failed to decode, moved aside
+The directories are those of :class:`codajax.runs.RunDir` (``checkpoints/``, ``best/``,
+``corrupt/``); each step holds ``{state: TrainState, data: iterator state (JSON)}``.
 
 Restoring tells two failures apart:
 
@@ -18,18 +14,14 @@ Restoring tells two failures apart:
 The structure is compared from the checkpoint's metadata before any array is read.
 Transient I/O errors (EIO, EAGAIN, timeouts, ...) are retried, and never taken for damage.
 On several hosts every verdict is agreed on (the worst one wins) before anything moves.
-
-Legacy names: CoDA layers whose parameters were saved as ``{"A", "B", "b"}`` load into
-layers that call them ``{"A", "B", "w0"}`` (parameters and optimizer state alike).
 """
 
 from __future__ import annotations
 
 import errno
 import logging
-import os
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import jax
 import numpy as np
@@ -38,10 +30,10 @@ from jax.experimental import multihost_utils
 
 from codajax import storage
 
+if TYPE_CHECKING:  # the type only: codajax.runs imports this module
+  from codajax.runs import RunDir
+
 BEST_METRIC = "eval/accuracy"
-# Old child names -> new child names of one dict, renamed on restore when the
-# checkpoint has exactly the old set and the expected state exactly the new one.
-LEGACY_RENAMES = ((frozenset({"A", "B", "b"}), frozenset({"A", "B", "w0"}), {"b": "w0"}),)
 # errno values of I/O errors that may go away on a retry (network file systems, busy disks).
 TRANSIENT_ERRNOS = frozenset(
     {
@@ -100,33 +92,14 @@ def tree_paths(tree: Any) -> dict[Path, Any]:
   return {tuple(_key_name(k) for k in path): leaf for path, leaf in leaves}
 
 
-def legacy_renames(saved: set[Path] | dict, expected: set[Path] | dict) -> dict[Path, Path]:
-  """Saved path -> expected path for every legacy-named leaf (see ``LEGACY_RENAMES``)."""
-
-  def children(paths):
-    out: dict[Path, set[str]] = {}
-    for path in paths:
-      out.setdefault(path[:-1], set()).add(path[-1])
-    return out
-
-  saved_children, expected_children = children(saved), children(expected)
-  renames = {}
-  for parent, names in saved_children.items():
-    for old, new, mapping in LEGACY_RENAMES:
-      if names == old and expected_children.get(parent) == new:
-        renames.update({parent + (a,): parent + (b,) for a, b in mapping.items()})
-  return renames
-
-
 def _signature(leaf: Any) -> tuple[tuple[int, ...], str]:
   return tuple(leaf.shape), str(np.dtype(leaf.dtype))
 
 
 def structure_differences(
-    saved: dict[Path, Any], expected: dict[Path, Any], renames: dict[Path, Path], limit: int = 4
+    saved: dict[Path, Any], expected: dict[Path, Any], limit: int = 4
 ) -> list[str]:
-  """Human-readable differences between two ``tree_paths`` maps (legacy names allowed)."""
-  saved = {renames.get(p, p): leaf for p, leaf in saved.items()}
+  """Human-readable differences between two ``tree_paths`` maps."""
   diffs = []
   missing = sorted(set(expected) - set(saved))
   extra = sorted(set(saved) - set(expected))
@@ -156,23 +129,22 @@ def structure_differences(
   return diffs
 
 
-def _rebuild(restored: Any, expected: Any, renames: dict[Path, Path]) -> Any:
-  """The restored leaves arranged as ``expected`` (its pytree type, legacy names renamed)."""
-  by_path = {renames.get(p, p): leaf for p, leaf in tree_paths(restored).items()}
+def _rebuild(restored: Any, expected: Any) -> Any:
+  """The restored leaves arranged as ``expected`` (its pytree type)."""
+  by_path = tree_paths(restored)
   paths = list(tree_paths(expected))
   return jax.tree_util.tree_unflatten(
       jax.tree_util.tree_structure(expected), [by_path[p] for p in paths]
   )
 
 
-def _target_for(saved_metadata: Any, expected: Any, renames: dict[Path, Path]) -> Any:
-  """An abstract restore target in the checkpoint's own structure and names, with the
-  expected leaves' dtypes and shardings."""
+def _target_for(saved_metadata: Any, expected: Any) -> Any:
+  """An abstract restore target in the checkpoint's own structure, with the expected leaves'
+  dtypes and shardings."""
   expected_leaves = tree_paths(expected)
 
   def leaf(path, _):
-    p = tuple(_key_name(k) for k in path)
-    return expected_leaves[renames.get(p, p)]
+    return expected_leaves[tuple(_key_name(k) for k in path)]
 
   return jax.tree_util.tree_map_with_path(leaf, saved_metadata)
 
@@ -282,16 +254,15 @@ def _read(
   except Exception as error:  # noqa: BLE001  (orbax raises many types for damaged files)
     return _DAMAGED, f"{type(error).__name__}: {error}"
   expected = tree_paths(expected_state)
-  renames = legacy_renames(saved, expected)
-  diffs = structure_differences(saved, expected, renames)
+  diffs = structure_differences(saved, expected)
   if diffs:
     return _INCOMPATIBLE, "; ".join(diffs)
-  items = {"state": ocp.args.StandardRestore(_target_for(saved_tree, expected_state, renames))}
+  items = {"state": ocp.args.StandardRestore(_target_for(saved_tree, expected_state))}
   if with_data:
     items["data"] = ocp.args.JsonRestore()
   try:
     restored = with_retries(lambda: manager.restore(step, args=ocp.args.Composite(**items)), where)
-    state = _rebuild(restored["state"], expected_state, renames)
+    state = _rebuild(restored["state"], expected_state)
     data_state = restored["data"] if with_data else None
   except CheckpointIOError as error:
     return _IO, str(error)
@@ -306,10 +277,10 @@ def _read(
 class Checkpointer:
   """Asynchronous saves of ``(TrainState, data iterator state)``; restores with fallback."""
 
-  def __init__(self, workdir: str, keep: int = 2):
-    self.workdir = os.fspath(storage.path(workdir))
-    self.latest = _manager(storage.join(self.workdir, "checkpoints"), keep, best=False)
-    self.best = _manager(storage.join(self.workdir, "best"), 1, best=True)
+  def __init__(self, run: RunDir, keep: int = 2):
+    self.run = run
+    self.latest = _manager(run.checkpoints_dir("latest"), keep, best=False)
+    self.best = _manager(run.checkpoints_dir("best"), 1, best=True)
     # Saves are collective: every process must take the same decision, so it is
     # taken from these counters (read while the directories are quiescent), never
     # from a directory listing that a peer's in-flight save may be changing.
@@ -355,7 +326,7 @@ class Checkpointer:
       CheckpointIOError: reads kept failing with transient I/O errors; nothing is moved.
 
     A checkpoint that does not decode (or whose data state is unusable) is moved to
-    ``workdir/corrupt/`` with a warning and the one before it is tried.
+    ``corrupt/`` with a warning and the one before it is tried.
     """
     for step in sorted(self.latest.all_steps(), reverse=True):
       verdict, payload = _read(self.latest, step, abstract_state, expected_data, with_data=True)
@@ -365,7 +336,7 @@ class Checkpointer:
         return state, dict(data_state), step
       where = storage.join(self.latest.directory, str(step))
       if verdict == _INCOMPATIBLE:
-        run_file = storage.join(self.workdir, "run.json")
+        run_file = self.run.run_file
         source = f" ({run_file})" if storage.exists(run_file) else ""
         raise IncompatibleCheckpointError(
             f"Checkpoint {where} does not fit this config: {payload}. Nothing was moved. Resume "
@@ -384,7 +355,7 @@ class Checkpointer:
       )
       print(
           f"WARNING: checkpoint {step} is damaged ({str(payload)[:200]}); moved to "
-          f"{storage.join(self.workdir, 'corrupt')}, using an earlier one.",
+          f"{self.run.corrupt_dir()}, using an earlier one.",
           flush=True,
       )
       self._move_aside(step)
@@ -394,7 +365,7 @@ class Checkpointer:
   def _move_aside(self, step: int) -> None:
     source = storage.join(self.latest.directory, str(step))
     if jax.process_index() == 0 and storage.exists(source):
-      storage.move_tree(source, storage.join(self.workdir, "corrupt", f"{step}-{int(time.time())}"))
+      storage.move_tree(source, self.run.corrupt_dir(f"{step}-{int(time.time())}"))
     multihost_utils.sync_global_devices(f"codajax_move_aside_{step}")
     self.latest.reload()
 
@@ -414,28 +385,19 @@ class Checkpointer:
       self.best.close()
 
 
-def restore_params(workdir: str, which: str = "latest", like: Any = None) -> tuple[dict, int]:
-  """``(params, step)`` of a work directory's latest or best checkpoint, as host arrays.
+def read_params(directory: str, best: bool = False, like: Any = None) -> tuple[dict, int]:
+  """``(params, step)`` of the newest restorable checkpoint in ``directory``, as host arrays.
 
   Needs no knowledge of the optimizer: the state is restored as a plain pytree. A damaged
   newest checkpoint is skipped (with a warning, nothing moved: this is read-only) and the
   previous one is used, as ``train.py`` does.
 
   Args:
-    workdir: the run's directory.
-    which: ``"latest"`` or ``"best"``.
-    like: optional expected params (arrays or ``ShapeDtypeStruct``s, e.g. from
-      ``jax.eval_shape`` of ``model.init``): the checkpoint must match it (legacy names
-      are converted to its names), else :class:`IncompatibleCheckpointError`.
+    directory: a checkpoint directory (``RunDir.checkpoints_dir(which)``).
+    best: start from the manager's best step (``best/``) instead of the newest.
+    like: optional expected params (arrays or ``ShapeDtypeStruct``s): the checkpoint must
+      match it, else :class:`IncompatibleCheckpointError`.
   """
-  if which not in ("latest", "best"):
-    raise ValueError(f"which must be 'latest' or 'best', got {which!r}.")
-  directory = storage.join(workdir, "checkpoints" if which == "latest" else "best")
-  if not storage.isdir(directory):
-    raise FileNotFoundError(
-        f"No checkpoints in {workdir} (looked for {directory}); train first: "
-        f"python train.py --workdir {workdir}"
-    )
   manager = ocp.CheckpointManager(
       directory, item_names=("state", "data"), item_handlers=_handlers()
   )
@@ -443,9 +405,9 @@ def restore_params(workdir: str, which: str = "latest", like: Any = None) -> tup
   problems = []
   try:
     steps = sorted(manager.all_steps(), reverse=True)
-    best = manager.best_step() if which == "best" else None
-    if best is not None:
-      steps = [best] + [s for s in steps if s != best]
+    best_step = manager.best_step() if best else None
+    if best_step is not None:
+      steps = [best_step] + [s for s in steps if s != best_step]
     for step in steps:
       verdict, payload = _read_params(manager, step, like, on_device)
       if verdict == _OK:
@@ -481,11 +443,8 @@ def _read_params(manager, step: int, like: Any, on_device) -> tuple[int, Any]:
   except Exception as error:  # noqa: BLE001
     return _DAMAGED, f"{type(error).__name__}: {error}"
   saved_params = {p[1:]: leaf for p, leaf in saved.items() if p[0] == "params"}
-  renames = {}
   if like is not None:
-    expected = tree_paths(like)
-    renames = legacy_renames(saved_params, expected)
-    diffs = structure_differences(saved_params, expected, renames)
+    diffs = structure_differences(saved_params, tree_paths(like))
     if diffs:
       return _INCOMPATIBLE, "; ".join(diffs)
   target = jax.tree.map(
@@ -504,5 +463,5 @@ def _read_params(manager, step: int, like: Any, on_device) -> tuple[int, Any]:
   except Exception as error:  # noqa: BLE001
     return _DAMAGED, f"{type(error).__name__}: {error}"
   if like is not None:
-    params = _rebuild(params, like, renames)
+    params = _rebuild(params, like)
   return _OK, params
