@@ -31,6 +31,7 @@ from codajax.train.metrics_log import MetricsLogger, read_metrics
 from codajax.train.schedules import learning_rate_schedule
 from codajax.train.step import TrainState, make_train_step
 
+
 def build_optimizer(
     config: ml_collections.ConfigDict, steps_per_epoch: int, total_steps: int
 ) -> optax.GradientTransformation:
@@ -318,9 +319,7 @@ def _loop(
 
   def run_eval(step, state):
     eval_metrics = evaluate(eval_step, unreplicated(state).params, make_eval_loader(), mesh)
-    logger.write(
-        step, {**eval_metrics, "eval/split": splits["validation"]}
-    )
+    logger.write(step, {**eval_metrics, "eval/split": splits["validation"]})
     if is_main:
       bar.write(
           f"step {step} (epoch {step / steps_per_epoch:.2f}): validation accuracy "
