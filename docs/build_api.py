@@ -5,7 +5,7 @@
 
 Equivalent to ``python -m pdoc -o docs/api codajax``, with two differences: every warning pdoc
 reports (an unresolvable name, an annotation it cannot evaluate, a module that does not import,
-a docstring it cannot convert) is printed and makes the exit status 1; and two things pdoc 16
+a docstring include it cannot read) is printed and makes the exit status 1; and two things pdoc 16
 does not follow are resolved first, so the reference is complete:
 
 * names a package serves lazily through a module ``__getattr__`` (e.g. ``codajax.convert``'s
