@@ -1,6 +1,7 @@
 """The API reference builds from the docstrings with pdoc (``docs/build_api.py``) without a warning."""
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -72,3 +73,20 @@ def test_a_pdoc_warning_fails_the_build(tmp_path):
   problems = [line for line in result.stderr.splitlines() if line.startswith("pdoc: ")]
   assert len(problems) == 1, result.stderr  # the NamedTuple is no warning; the bad name is
   assert "'missing'" in problems[0], problems
+
+
+def _markdown_files() -> list[Path]:
+  folders = ("docs", "studies", "benchmarks")
+  return [ROOT / "README.md", *(f for d in folders for f in sorted((ROOT / d).glob("*.md")))]
+
+
+def test_relative_links_of_the_markdown_files_point_at_files_in_the_repo():
+  checked, missing = 0, []
+  for page in _markdown_files():
+    for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
+      if "://" not in target:
+        checked += 1
+        if not (page.parent / target).exists():
+          missing.append(f"{page.relative_to(ROOT)} -> {target}")
+  assert checked >= 20  # 25 when written: README's table links 13
+  assert not missing, missing
