@@ -2,7 +2,7 @@
 
 With no argument it trains the embedded default (digits) on the local devices.
 Re-running the same command in the same work directory resumes. Multi-host
-(TPU pods, clusters): add ``--multihost`` on every host (see README).
+(TPU pods, clusters): add ``--multihost`` on every host (see ``docs/training.md``).
 
 Errors (bad config or flags, unprepared or corrupt data, a work directory in use, a full
 disk, ...) print one line ``train.py: error: ...`` and exit with status 2; the traceback

@@ -1,4 +1,4 @@
-"""Replays the bad inputs of issue 11 (items 3 and 4) and classifies what each one does.
+"""Replays bad inputs (images, targets, configs, flags) and classifies what each one does.
 
     python benchmarks/bad_inputs.py              # library calls and CLI runs (a few minutes)
     python benchmarks/bad_inputs.py --skip_cli   # library calls only (seconds)

@@ -7,7 +7,7 @@ One map = one (image, class) contribution map over the explained layer's
 input. For ``all`` a batch of N images gives N·K maps. Every setting is timed
 in the same process for
 
-* ``old``: the pre-issue-13 path, kept here for the comparison: all layer
+* ``old``: the former two-pass path, kept here for the comparison: all layer
   inputs from ``explanation_inputs``, then a VJP of ``forward_from`` (the
   model's own DAU form);
 * ``new/<form>``: :func:`codajax.explain.explain` with ``form`` = ``model``
@@ -31,7 +31,7 @@ from common import compile_and_time, emit, throughput_record
 
 
 def old_explain(model, variables, images, targets, layer):
-  """The contribution maps as codajax computed them before issue 13 (for the ratio)."""
+  """The contribution maps as codajax formerly computed them (for the ratio)."""
   inputs = model.apply(variables, images, method="explanation_inputs")
   h = jax.lax.stop_gradient(inputs[layer])
   evidence, vjp = jax.vjp(

@@ -1,4 +1,4 @@
-"""Replays the training faults and bad inputs of issue 11; prints ``case | outcome | nothing lost?``.
+"""Replays training faults and bad inputs; prints ``case | outcome | nothing lost?``.
 
     python benchmarks/fault_replay.py [--data_dir DIR] [--keep]
 

@@ -1,4 +1,4 @@
-"""Per-layer cost of the two DAU forms in a train step, from XLA's cost analysis (issue 17 lever).
+"""Per-layer cost of the two DAU forms in a train step, from XLA's cost analysis.
 
     python benchmarks/form_per_layer.py --arch 9L-S --batch 8 [--time_steps 3] [--fusions]
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The issue-7 measurements on one GPU, in one run (~6-8 min on an H100/H200):
+# The GPU benchmarks on one GPU, in one run (~6-8 min on an H100/H200):
 #   bash benchmarks/gpu_suite.sh OUT_DIR
 # Every line of OUT_DIR/*.jsonl is one JSON record; the explicit form (the
 # reference's algorithm) is the in-run baseline of each figure.

@@ -5,7 +5,7 @@
 Three steps are timed in the same process (Adam, BCE loss, the same batch):
 
 * ``plain``: λ = 0, ``model.apply`` only;
-* ``old``: λ > 0 as before issue 13, kept here for the ratio: logits from
+* ``old``: λ > 0 as codajax formerly ran it, kept here for the ratio: logits from
   ``model.apply``, every layer input from a second pass
   (``explanation_inputs``), then the VJP of the weights-input stream;
 * ``new``: λ > 0 with :func:`codajax.regularizers.logits_and_dynamic_matrix_l1`
@@ -38,7 +38,7 @@ WEIGHT = 1.0
 
 
 def old_logits_and_l1(model, params, images, labels, key):
-  """The pre-issue-13 regulariser: three passes (forward, layer inputs, stream VJP)."""
+  """The former regulariser: three passes (forward, layer inputs, stream VJP)."""
   variables = {"params": params}
   logits = model.apply(variables, images)
   classes = regularised_classes(labels, model.num_classes, key)

@@ -10,7 +10,7 @@ change of machine load hits all of them alike. Each child compiles and times, on
 
 * ``train``: the plain Adam/BCE train step (``benchmarks/dau_forms.py``'s);
 * ``lambda``: the step with the dynamic-matrix L1 regulariser (``benchmarks/regularizer_step.py``'s
-  ``new``), so ``lambda_over_train`` is the issue's λ-step ratio under that setting;
+  ``new``), so ``lambda_over_train`` is the λ-step ratio under that setting;
 * ``maps``: contribution maps of the predicted class at the input (``codajax.explain.explain``).
 
 It also records the logits, and the parent reports each setting's largest logit difference

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 16: B-cos against CoDA on the shapes ground truth (studies/bcos_vs_coda.md), CPU only.
+# B-cos against CoDA on the shapes ground truth (studies/bcos_vs_coda.md), CPU only.
 #
 #   bash studies/bcos_vs_coda.sh                   # train both, evaluate both, tables
 #   STAGES="bcos eval_bcos" bash studies/bcos_vs_coda.sh   # a subset

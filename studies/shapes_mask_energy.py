@@ -1,4 +1,4 @@
-"""Where the positive attribution outside the object mask lies: Ours vs IxG vs IntGrad (issue 12).
+"""Where the positive attribution outside the object mask lies: Ours vs IxG vs IntGrad.
 
     python studies/shapes_mask_energy.py runs/pure/shapes-T10 runs/pure/shapes-T100 runs/pure/shapes-T1000
 

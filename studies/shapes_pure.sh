@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Issue 12: the pure CoDA-Net on shapes, its ground-truth evaluation, and the temperature study.
+# The pure CoDA-Net on shapes, its ground-truth evaluation, and the temperature study.
 # Reruns everything of studies/shapes_pure.md from a clean clone (CPU only):
 #
 #   bash studies/shapes_pure.sh            # probes, shapes run + eval, temperatures, original data, report
 #   STAGES="shapes temps" bash studies/shapes_pure.sh   # a subset
 #
 # Data are prepared into $CODAJAX_DATA_DIR (default: runs/data inside the clone); runs go to $OUT.
-# CPU time (summed from the measured parts in shapes_pure.md §5, machine shared, not one
+# CPU time (summed from the measured parts in shapes_pure.md, section 5; machine shared, not one
 # end-to-end run): about 137 CPU minutes (probes ~25, shapes ~20, temperatures ~59, report ~2,
 # the original-data run ~31: train 693 CPU s + eval 1,143 CPU s).
 set -euo pipefail

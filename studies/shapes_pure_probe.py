@@ -1,4 +1,4 @@
-"""Cheap diagnosis probes for the pure CoDA-Net on ``shapes`` variants (issue 12).
+"""Cheap diagnosis probes for the pure CoDA-Net on ``shapes`` variants.
 
 Trains a codajax CoDA-Net with Adam on in-memory generated ``shapes`` (no TFDS preparation, no
 augmentation) and prints train/test accuracy every ``--eval_every`` steps, then one JSON line.

@@ -1,4 +1,4 @@
-"""Tables and the temperature figure of the pure-CoDA-Net study (issue 12, ``studies/shapes_pure.md``).
+"""Tables and the temperature figure of the pure-CoDA-Net study (``studies/shapes_pure.md``).
 
     python studies/shapes_pure_report.py --out docs/figures/temperature.png \
         --digits runs/pure/digits-T10 runs/pure/digits-T100 runs/pure/digits-T1000 \

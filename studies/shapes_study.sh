@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The shapes study of issues 5 and 6, sized for a 2-core CPU (about 1.5 h of training).
+# The shapes study (studies/shapes_study.md), sized for a 2-core CPU (about 1.5 h of training).
 #
 #   bash studies/shapes_study.sh train   # embedding depths s3, s2, s1, then λ on s2
 #   bash studies/shapes_study.sh eval    # eval.py on every run (see the EVAL_* settings)

@@ -531,7 +531,7 @@ def test_bad_inputs_are_rejected(linear):
     attribution.noise_tunnel(attribution.gradient, fn, images, 0, key=0, nt_type="median")
 
 
-# ---------------------------------------------------------------------------------- issue 11: silent wrong results
+# ---------------------------------------------------------------------------------- silent wrong results
 
 
 @pytest.mark.parametrize("target", [2, np.int64(2), jnp.int32(2), np.array([2, 2])])

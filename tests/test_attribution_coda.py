@@ -1,4 +1,4 @@
-"""Attribution and metrics on a small CoDA-Net (codajax.models): the identities of spec 4.3."""
+"""Attribution and metrics on a small CoDA-Net (codajax.models): identities of the explainers."""
 
 import jax
 import jax.numpy as jnp

@@ -51,7 +51,7 @@ def test_completeness_on_9l_s_for_predicted_given_and_all_classes(nine_layer_sma
   for targets in (None, jnp.array([1, 9]), "all"):
     e = explain(model, variables, images, targets, layer=layer)
     assert float(completeness_error(e).max()) < 1e-6
-  # Predicted class: relative to the evidence itself, as in the issue (<= 1e-5).
+  # Predicted class: relative to the evidence itself (<= 1e-5).
   e = explain(model, variables, images, layer=layer)
   total = jnp.sum(e["contribution_map_sum"], axis=(-2, -1))
   rel = jnp.abs(total - _evidence_of(e)) / jnp.abs(_evidence_of(e))

@@ -280,7 +280,7 @@ def test_summarise_matches_numpy():
   assert all(isinstance(v, float) for v in summary.values())
 
 
-# ---------------------------------------------------------------------------------- empty batches (issue 11)
+# ---------------------------------------------------------------------------------- empty batches
 
 
 def test_per_image_scores_of_an_empty_batch_are_empty_and_curves_raise():

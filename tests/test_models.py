@@ -48,7 +48,7 @@ def test_output_shapes_of_the_papers_models():
       variables,
       jnp.zeros((1, 240, 240, 3)),
   )[-1]
-  assert last.shape == (1, 20, 20, 64)  # 9L-L's class map is 20×20 (spec §2.4)
+  assert last.shape == (1, 20, 20, 64)  # 9L-L's class map is 20×20 (CoDA Nets, ImageNet setting)
 
 
 def test_unknown_architecture_lists_known_names():

@@ -1,4 +1,4 @@
-"""The ``shapes`` variants (issue 12): deterministic in their seed, each knob doing what it says."""
+"""The ``shapes`` variants: deterministic in their seed, each knob doing what it says."""
 
 import importlib.util
 import os

@@ -26,7 +26,7 @@ def occlusion_window_bounds(
   """Pixel ranges ``[start, stop)`` along one axis of the ``size // stride`` windows: (size//stride, 2).
 
   Window ``a`` is centred on pixel ``a * stride`` and clipped to ``[0, size)``.
-  With ``reference_window_quirk`` (the reference's code, spec 4.3): odd ``window`` k covers
+  With ``reference_window_quirk`` (the CoDA authors' evaluation code): odd ``window`` k covers
   ``[a·s − (k−1)/2, a·s + (k−1)/2)``, i.e. only k − 1 pixels (Occ5 -> 4, Occ9 -> 8), so the first
   windows are cut at the top/left border; even k covers ``[(a+1)·s − k, a·s + k)``.
   Without it every window covers the k pixels ``[a·s − (k−1)//2, a·s − (k−1)//2 + k)``.

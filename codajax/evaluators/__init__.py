@@ -4,9 +4,9 @@ Each module holds one ``Evaluator(**settings)`` whose ``run(ctx)`` yields ``(nam
 
 =================  ===========================================================================
 ``accuracy``       top-1, top-5, loss, per class
-``localisation``   the papers' grid localisation per method (spec 4.1)
+``localisation``   the papers' grid localisation per method
 ``depths``         the same for the contributions at every explainable depth
-``pixel_removal``  the papers' pixel-removal curve per method (spec 4.2)
+``pixel_removal``  the papers' pixel-removal curve per method
 ``ground_truth``   mask energy and pointing game (datasets with object masks)
 ``completeness``   sum of the contributions against logit − bias, every layer
 ``figures``        PNG figures of what the others computed (runs last)

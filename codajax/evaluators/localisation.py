@@ -1,5 +1,5 @@
-"""Grid localisation per method (spec 4.1): confident test images tiled into n × n grids; each map
-for the class of tile k is scored by the share of its positive mass inside tile k.
+"""Grid localisation per method (CoDA Nets, CVPR 2021): confident test images tiled into n × n
+grids; each map for the class of tile k is scored by the share of its positive mass inside tile k.
 """
 
 from __future__ import annotations
@@ -76,8 +76,9 @@ def count_grids(labels: np.ndarray, order: np.ndarray, grid: int, limit: int) ->
 
 
 def grids(ctx: Context, n_grids: int, grid: int) -> GridSet:
-  """Steps 1–6 of spec 4.1 (memoized): confident correct images, seeded class draws, column-major
-  grids. At most ``n_grids``; fewer (with a message) when the confident images run out."""
+  """Steps 1–6 of :mod:`codajax.metrics.localisation` (memoized): confident correct images, seeded
+  class draws, column-major grids. At most ``n_grids``; fewer (with a message) when the confident
+  images run out."""
 
   def compute():
     logits, labels = test_logits(ctx, ctx.eval_batch_size)

@@ -1,5 +1,5 @@
-"""Pixel removal (spec 4.2): the probability of the true class while the least important 25 % of
-the pixels are removed, on the first test images in dataset order."""
+"""Pixel removal (CoDA Nets, CVPR 2021): the probability of the true class while the least
+important 25 % of the pixels are removed, on the first test images in dataset order."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Grid pointing game ("localisation metric") of the CoDA-Net papers (spec 4.1).
+"""Grid pointing game ("localisation metric") of the CoDA-Net papers (CoDA Nets, CVPR 2021).
 
 Protocol: :func:`select_confident_images` (steps 1-4) picks confidently and correctly classified
 images in a seeded order; :func:`grid_indices` / :func:`make_grids` (steps 5-6) tile n x n of them

@@ -1,4 +1,4 @@
-"""Pixel-removal metric of the CoDA-Net papers (spec 4.2).
+"""Pixel-removal metric of the CoDA-Net papers (CoDA Nets, CVPR 2021).
 
 Pixels are removed in order of importance (channel-summed attribution), ``direction="least"``
 (ascending: most negative first) by default; after every ``stride`` removed pixels, up to

@@ -1,4 +1,4 @@
-"""Summary statistics of a metric's values, as tabulated for the reference numbers (spec 5.1)."""
+"""Summary statistics of a metric's values, as the CoDA authors' stored results are tabulated."""
 
 from __future__ import annotations
 

@@ -2,8 +2,8 @@
 
 Accuracy; "Ours", Grad, IxG, Grad-CAM and Occlusion (5 × 5) on localisation (a few grids),
 pixel removal and ground truth (where the dataset has object masks); the depth analysis; the
-completeness check; the figures. On the default digits run it takes about a minute and a half
-on the 2-core CPU (README). For the papers' protocol use ``configs/eval/paper.py``.
+completeness check; the figures. On the default digits run it takes about two minutes on the
+2-core CPU (``benchmarks/RESULTS.md``). For the papers' protocol use ``configs/eval/paper.py``.
 
     python eval.py --workdir runs/digits                    # this config
     python eval.py --workdir runs/digits --config.evals.localisation.n_grids=30
