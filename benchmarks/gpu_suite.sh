@@ -3,9 +3,20 @@
 #   bash benchmarks/gpu_suite.sh OUT_DIR
 # Every line of OUT_DIR/*.jsonl is one JSON record; the explicit form (the
 # reference's algorithm) is the in-run baseline of each figure.
+# benchmarks/tpu_suite.sh is the same suite for a TPU VM.
 set -uo pipefail
-out=${1:-/tmp/codajax-bench}
+usage="usage: bash benchmarks/gpu_suite.sh OUT_DIR  (OUT_DIR: a directory for the results, created if missing)"
+case "${1:-}" in
+  -h|--help) echo "$usage"; exit 0 ;;
+esac
+if [[ $# -ne 1 || -z "$1" || "$1" == -* || ( -e "$1" && ! -d "$1" ) ]]; then
+  echo "gpu_suite.sh: expected one argument, a directory; got: $*" >&2
+  echo "$usage" >&2
+  exit 2
+fi
+out=$1
 mkdir -p "$out"
+out=$(cd "$out" && pwd)
 cd "$(dirname "$0")"
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"

@@ -171,3 +171,83 @@ def test_a_second_eager_call_compiles_nothing(caplog):
     dau.dau_conv(params, x)
   compiles = [r.getMessage() for r in caplog.records if "compil" in r.getMessage().lower()]
   assert not compiles, compiles
+
+
+def _factor_inputs(key, d=6, p=20, q=5):
+  """``(d, p, q)`` matrices, the last with a column dependent on the others (a zero row of R)."""
+  m = jax.random.normal(key, (d, p, q))
+  return m.at[-1, :, 2].set(m[-1, :, 0] - 0.5 * m[-1, :, 1])
+
+
+_QR_FORMS = {
+    "one_at_a_time": dau._triangular_factors_one_at_a_time,  # the CPU form (lax.map)
+    "all_at_once": dau._triangular_factors_all_at_once,  # the GPU/TPU form (vmap)
+}
+
+
+@pytest.mark.parametrize("form", sorted(_QR_FORMS))
+def test_each_qr_form_is_a_triangular_factor_of_m(form):
+  """``RᵀR = MᵀM`` with ``R`` upper triangular and a zero diagonal entry for a dependent column; of a
+  full rank ``M``, ``diag R`` is ``|diag R|`` of numpy's Householder QR (unique)."""
+  m = _factor_inputs(jax.random.key(11))
+  r = np.asarray(_QR_FORMS[form](m))
+  m64 = np.asarray(m, np.float64)
+  np.testing.assert_array_equal(r, np.triu(r))
+  np.testing.assert_allclose(
+      np.einsum("dki,dkj->dij", r, r), np.einsum("dpi,dpj->dij", m64, m64), rtol=1e-5, atol=1e-4
+  )
+  full_rank = slice(0, -1)  # past a dependent column, R is not unique
+  want_diag = np.abs(np.diagonal(np.linalg.qr(m64[full_rank])[1], axis1=1, axis2=2))
+  got_diag = np.diagonal(r[full_rank], axis1=1, axis2=2)
+  np.testing.assert_allclose(got_diag, want_diag, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(r[-1, 2, 2], 0.0, atol=1e-5)  # the dependent column adds no length
+
+
+def test_qr_forms_agree_called_directly_under_vmap_and_under_grad():
+  """The CPU and GPU/TPU forms of the QR loop are one function: equal to float round-off as
+  called, batched by ``vmap`` (which the per-example paths do) and differentiated."""
+  m = _factor_inputs(jax.random.key(12))
+  cpu, accelerator = _QR_FORMS["one_at_a_time"], _QR_FORMS["all_at_once"]
+  np.testing.assert_allclose(cpu(m), accelerator(m), rtol=1e-6, atol=1e-6)
+
+  batch = jnp.stack([m, 2.0 * m[::-1], m + 1.0])  # (3, D, P, q)
+  batched = jax.vmap(cpu)(batch)
+  np.testing.assert_allclose(batched, jax.vmap(accelerator)(batch), rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(batched[1], cpu(batch[1]), rtol=1e-6, atol=1e-6)
+
+  # The QR's derivative blows up at a dependent column (1 / its round-off length): full rank only.
+  m = m[:-1]
+  weights = jax.random.normal(jax.random.key(13), (m.shape[0], m.shape[2], m.shape[2]))
+
+  def loss_grad(form):
+    return jax.jit(jax.grad(lambda m: jnp.sum(weights * form(m) ** 2)))
+
+  grad_cpu, grad_accelerator = loss_grad(cpu)(m), loss_grad(accelerator)(m)
+  assert bool(jnp.all(jnp.isfinite(grad_cpu)))
+  assert float(jnp.max(jnp.abs(grad_cpu))) > 0.0
+  np.testing.assert_allclose(grad_cpu, grad_accelerator, rtol=1e-5, atol=1e-5)
+
+
+def test_the_qr_form_is_chosen_for_the_platform_lowered_for():
+  """``_triangular_factors`` takes the ``lax.map`` form when lowered for CPU and the ``vmap`` form
+  when lowered for GPU/TPU (chosen at lowering, not by the host's backend), also under ``vmap``
+  and ``grad``; run here, it is the CPU form."""
+  m = _factor_inputs(jax.random.key(14))
+  cpu_name, accelerator_name = (
+      "@_triangular_factors_one_at_a_time",
+      "@_triangular_factors_all_at_once",
+  )
+  spec = jax.ShapeDtypeStruct((2, *m.shape), m.dtype)
+  programs = {
+      "plain": lambda b: dau._triangular_factors(b[0]),
+      "vmap": jax.vmap(dau._triangular_factors),
+      "grad": jax.grad(lambda b: jnp.sum(jax.vmap(dau._triangular_factors)(b) ** 2)),
+  }
+  for name, program in programs.items():
+    for platforms, want, unwanted in (
+        (["cpu"], cpu_name, accelerator_name),
+        (["cuda", "tpu"], accelerator_name, cpu_name),
+    ):
+      text = jax.export.export(jax.jit(program), platforms=platforms)(spec).mlir_module()
+      assert want in text and unwanted not in text, (name, platforms)
+  np.testing.assert_array_equal(dau._triangular_factors(m), _QR_FORMS["one_at_a_time"](m))

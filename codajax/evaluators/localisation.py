@@ -4,7 +4,7 @@ grids; each map for the class of tile k is scored by the share of its positive m
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any, NamedTuple
 
 import jax.numpy as jnp
@@ -13,7 +13,7 @@ import numpy as np
 from codajax import metrics
 from codajax.evaluators import common
 from codajax.evaluators.common import Context, EvaluationError
-from codajax.evaluators.methods import MethodsEvaluator
+from codajax.evaluators.methods import AttributionFn, MethodsEvaluator
 
 SELECTION_SEED = 42
 
@@ -142,6 +142,23 @@ def protocol(ctx: Context, grid_set: GridSet, n_grids: int, grid: int) -> dict[s
   }
 
 
+def grid_program(attribute: AttributionFn, grid: int) -> Callable[..., dict[str, Any]]:
+  """The evaluator's program for one method (jitted by ``common.map_batches``).
+
+  ``(variables, images uint8 (B, n·H, n·W, C), tile labels (B, n²)) -> {"scores": (B, n²),
+  "first_maps": (B, n·H, n·W)}``: each grid's map for the class of every tile, scored.
+  """
+
+  def step(variables, images, labels):
+    maps = attribute(variables, images, labels)
+    return {
+        "scores": metrics.localisation_metric(maps, grid),
+        common.FIRST + "maps": maps.sum(-1),
+    }
+
+  return step
+
+
 class Evaluator(MethodsEvaluator):
   """The localisation metric of every method on up to ``n_grids`` n × n grids.
 
@@ -170,15 +187,7 @@ class Evaluator(MethodsEvaluator):
     yield "grid_indices", grid_set.indices
     grid_batch = max(1, self.batch_size // (self.grid * self.grid))
     for method in self.methods:
-      attribute = self.attribute(ctx, method)
-
-      def step(variables, images, labels, attribute=attribute):
-        maps = attribute(variables, images, labels)
-        return {
-            "scores": metrics.localisation_metric(maps, self.grid),
-            common.FIRST + "maps": maps.sum(-1),
-        }
-
+      step = grid_program(self.attribute(ctx, method), self.grid)
       label = self.label(f"localisation{self.grid}", method)
       out, seconds = common.timed(
           lambda: common.map_batches(

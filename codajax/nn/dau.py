@@ -205,10 +205,25 @@ def _triangular_factors(m: Array) -> Array:
   LAPACK's Householder QR (``jnp.linalg.qr``) is 1.3× faster alone but made a
   9L-S train step 1.1-1.3× slower (``benchmarks/RESULTS.md``, session 7). On
   CPU the matrices are factored one at a time (each stays in cache: ~2× faster
-  than all at once); elsewhere all ``D`` at once (``vmap``).
+  than all at once); elsewhere all ``D`` at once (``vmap``). The choice is made
+  when the program is lowered, for the platform it is lowered for
+  (``lax.platform_dependent``), so a program exported on a CPU host for a GPU or
+  TPU carries the accelerator's form.
   """
-  if jax.default_backend() == "cpu":
-    return lax.map(_triangular_factor, m)
+  return lax.platform_dependent(
+      m, cpu=_triangular_factors_one_at_a_time, default=_triangular_factors_all_at_once
+  )
+
+
+@jax.jit  # its name marks the CPU form in a lowered program (tests/test_export.py)
+def _triangular_factors_one_at_a_time(m: Array) -> Array:
+  """``_triangular_factors`` on CPU, a ``lax.map`` over ``D``: ``(D, P, q) -> (D, q, q)``."""
+  return lax.map(_triangular_factor, m)
+
+
+@jax.jit  # its name marks the accelerator form in a lowered program (tests/test_export.py)
+def _triangular_factors_all_at_once(m: Array) -> Array:
+  """``_triangular_factors`` on GPU/TPU, a ``vmap`` over ``D``: ``(D, P, q) -> (D, q, q)``."""
   return jax.vmap(_triangular_factor)(m)
 
 
