@@ -20,7 +20,7 @@ CODA_T=${CODA_T:-10}                 # the CoDA run's temperature (the study use
 CODA_RUN=${CODA_RUN:-$OUT/coda-shapes-T$CODA_T}
 # The modest CPU settings of studies/shapes_pure.md, every method but Occlusion-9.
 METHODS=${METHODS:-"Ours,Grad,IxG,IntGrad,SmoothGrad,GCam,Occ5,RISE"}
-EVAL_FLAGS=${EVAL_FLAGS:-"--methods $METHODS --n_grids 6 --grid 3 --n_removal 96 --depths off --method_setting IntGrad.n_steps=10 --method_setting SmoothGrad.nt_samples=10 --method_setting RISE.n_masks=500"}
+EVAL_FLAGS=${EVAL_FLAGS:-"--config.methods=$METHODS --config.evals.localisation.n_grids=6 --config.evals.localisation.grid=3 --config.evals.pixel_removal.n_images=96 --config.evals.ground_truth.n_images=96 --config.skip=depths --method_setting IntGrad.n_steps=10 --method_setting SmoothGrad.nt_samples=10 --method_setting RISE.n_masks=500"}
 mkdir -p "$OUT"
 
 has() { [[ " $STAGES " == *" $1 "* ]]; }

@@ -19,7 +19,7 @@ STAGES=${STAGES:-"probes shapes temps original report"}
 TEMPS=${TEMPS:-"10 100 1000"}
 SHAPES_TEMPS=${SHAPES_TEMPS:-"10 100 1000"}   # the shapes temperature runs (3 x ~13 CPU min)
 # Modest eval settings (CPU): grids, ground-truth / removal images, cheaper RISE and SmoothGrad.
-EVAL_FLAGS=${EVAL_FLAGS:-"--methods Ours,Grad,IxG,IntGrad,SmoothGrad,GCam,Occ5,Occ9,RISE --n_grids 6 --grid 3 --n_removal 96 --depths off --method_setting IntGrad.n_steps=10 --method_setting SmoothGrad.nt_samples=10 --method_setting RISE.n_masks=500"}
+EVAL_FLAGS=${EVAL_FLAGS:-"--config.methods=Ours,Grad,IxG,IntGrad,SmoothGrad,GCam,Occ5,Occ9,RISE --config.evals.localisation.n_grids=6 --config.evals.localisation.grid=3 --config.evals.pixel_removal.n_images=96 --config.evals.ground_truth.n_images=96 --config.skip=depths --method_setting IntGrad.n_steps=10 --method_setting SmoothGrad.nt_samples=10 --method_setting RISE.n_masks=500"}
 mkdir -p "$OUT/probe"
 
 has() { [[ " $STAGES " == *" $1 "* ]]; }
@@ -46,13 +46,13 @@ if has temps; then
   # Digits: the config's 30 epochs at every T; shapes: the config's 2 epochs at every T.
   for t in $TEMPS; do
     timed "$PY" train.py --config configs/digits.py --workdir "$OUT/digits30-T$t" --config.model.temperature="$t"
-    timed "$PY" eval.py --workdir "$OUT/digits30-T$t" --methods Ours,IxG,IntGrad --n_grids 30 --depths off \
-      --n_figure 0 --method_setting IntGrad.n_steps=10
+    timed "$PY" eval.py --workdir "$OUT/digits30-T$t" --config.methods=Ours,IxG,IntGrad --config.evals.localisation.n_grids=30 \
+      --config.skip=depths,figures --method_setting IntGrad.n_steps=10
   done
   for t in $SHAPES_TEMPS; do
     timed "$PY" train.py --config configs/shapes.py --workdir "$OUT/shapes-T$t" --config.model.temperature="$t"
-    timed "$PY" eval.py --workdir "$OUT/shapes-T$t" --methods Ours,IxG,IntGrad,Grad --n_grids 12 \
-      --n_removal 128 --depths off --method_setting IntGrad.n_steps=10
+    timed "$PY" eval.py --workdir "$OUT/shapes-T$t" --config.methods=Ours,IxG,IntGrad,Grad --config.evals.localisation.n_grids=12 \
+      --config.evals.pixel_removal.n_images=128 --config.evals.ground_truth.n_images=128 --config.skip=depths --method_setting IntGrad.n_steps=10
   done
   shapes_runs=()
   for t in $SHAPES_TEMPS; do shapes_runs+=("$OUT/shapes-T$t"); done

@@ -45,13 +45,17 @@ runs | while read -r name config lambda; do
       ;;
     eval)
       echo "== $(date +%T) eval $name ($EVAL_METHODS)"
-      python eval.py --workdir "$workdir" --n_grids "$EVAL_GRIDS" --grid "$EVAL_GRID" \
-        --n_removal "$EVAL_REMOVAL" --methods "$EVAL_METHODS" </dev/null
+      python eval.py --workdir "$workdir" --config.evals.localisation.n_grids="$EVAL_GRIDS" --config.evals.depths.n_grids="$EVAL_GRIDS" \
+        --config.evals.localisation.grid="$EVAL_GRID" --config.evals.depths.grid="$EVAL_GRID" \
+        --config.evals.pixel_removal.n_images="$EVAL_REMOVAL" --config.evals.ground_truth.n_images="$EVAL_REMOVAL" \
+        --config.methods="$EVAL_METHODS" </dev/null
       if [[ "$name" == "$ALL_METHODS_RUN" ]]; then
         echo "== $(date +%T) eval $name (every method)"
         # shellcheck disable=SC2086
-        python eval.py --workdir "$workdir" --config configs/eval/paper.py --out "$workdir/eval_all" --n_grids "$ALL_GRIDS" \
-          --grid "$EVAL_GRID" --n_removal "$ALL_REMOVAL" $ALL_SETTINGS </dev/null
+        python eval.py --workdir "$workdir" --config configs/eval/paper.py --config.out="$workdir/eval_all" \
+          --config.evals.localisation.n_grids="$ALL_GRIDS" --config.evals.depths.n_grids="$ALL_GRIDS" \
+          --config.evals.localisation.grid="$EVAL_GRID" --config.evals.depths.grid="$EVAL_GRID" \
+          --config.evals.pixel_removal.n_images="$ALL_REMOVAL" --config.evals.ground_truth.n_images="$ALL_REMOVAL" $ALL_SETTINGS </dev/null
       fi
       ;;
     *) echo "unknown stage $STAGE (train|eval)" >&2; exit 2 ;;

@@ -148,27 +148,24 @@ def _localisation_numpy(maps, grid):
 # eval.py's command line for the digits run, shared by the end-to-end and the two-process tests.
 CLI_METHODS = ["Ours", "Grad", "GCam"]
 CLI_SHARED_ARGS = [  # the one-process and the two-process runs
-    "--n_grids",
-    "2",
-    "--n_removal",
-    "8",
-    "--batch_size",
-    "9",
-    "--n_figure",
-    "3",
+    "--config.evals.localisation.n_grids=2",
+    "--config.evals.depths.n_grids=2",
+    "--config.evals.pixel_removal.n_images=8",
+    "--config.evals.ground_truth.n_images=8",
+    "--config.batch_size=9",
+    "--config.evals.figures.n_images=3",
     "--config.evals.completeness.n_images=8",
     "--config.progress=False",
 ]
 CLI_ARGS = [
-    "--methods",
-    ",".join(CLI_METHODS),
+    f"--config.methods={','.join(CLI_METHODS)}",
     "--method_setting",
     "Grad.abs=True",
     *CLI_SHARED_ARGS,
 ]
 # The two-process run evaluates Ours only: every evaluator still runs on two processes, and the
 # methods share one batching and gathering path, so one covers it at a third of the cost.
-TWO_PROCESS_ARGS = ["--methods", "Ours", *CLI_SHARED_ARGS]
+TWO_PROCESS_ARGS = ["--config.methods=Ours", *CLI_SHARED_ARGS]
 CLI_DEVICES = 4  # the one-process run has the device count of the two-process run
 
 
@@ -180,8 +177,7 @@ def cli_eval(digits_run, tmp_path_factory):
       "--workdir",
       digits_run,
       *CLI_ARGS,
-      "--out",
-      out,
+      f"--config.out={out}",
       env={"XLA_FLAGS": f"--xla_force_host_platform_device_count={CLI_DEVICES}"},
   )
   return out, result
@@ -523,8 +519,7 @@ def test_two_processes_give_the_report_of_one(digits_run, cli_eval, tmp_path):
           "--workdir",
           digits_run,
           *TWO_PROCESS_ARGS,
-          "--out",
-          str(tmp_path / "two"),
+          f"--config.out={tmp_path / 'two'}",
       ],
       cwd=ROOT,
       env=env,
@@ -563,7 +558,7 @@ def _close(a, b):
 
 
 def test_unknown_method_lists_the_known_ones(tmp_path):
-  result = _eval_cli("--workdir", str(tmp_path), "--methods", "Ours,LIME", timeout=120)
+  result = _eval_cli("--workdir", str(tmp_path), "--config.methods=Ours,LIME", timeout=120)
   assert result.returncode != 0 and "Traceback" not in result.stderr
   assert "unknown method 'LIME'" in result.stderr
   assert (

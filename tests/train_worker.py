@@ -78,13 +78,13 @@ def parallel_equivalence(out_path: str) -> None:
 
 
 def pmap_regulariser_rng(out_path: str) -> None:
-  import codajax.regularizers
+  import codajax.train.step
 
   def logits_and_uniform(model, params, images, labels, rng, **kwargs):
     """The step's logits, and a 'penalty' that shows which RNG key the step passed."""
     return model.apply({"params": params}, images), jax.random.uniform(rng)
 
-  codajax.regularizers.logits_and_dynamic_matrix_l1 = logits_and_uniform
+  codajax.train.step.logits_and_dynamic_matrix_l1 = logits_and_uniform  # the name the step calls
   model = get_model("tiny-3L")
   tx = optax.sgd(0.0)
   params = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))["params"]

@@ -291,6 +291,18 @@ def _settings_record(config, methods: Sequence[str]) -> dict[str, Any]:
   return {m: effective_settings(m, overrides.get(m)) for m in methods if m != "Ours"}
 
 
+def _without_skipped(evals: Mapping[str, Any], skip: str) -> dict[str, Any]:
+  """``evals`` without the entries named in ``skip`` (comma-separated; each must be there)."""
+  names = [name.strip() for name in skip.split(",") if name.strip()]
+  unknown = [name for name in names if name not in evals]
+  if unknown:
+    raise EvaluationError(
+        f"skip names {', '.join(unknown)}, not an entry of this config's evals "
+        f"({', '.join(evals)})"
+    )
+  return {name: entry for name, entry in _plain(evals).items() if name not in names}
+
+
 def evaluate_run(workdir: str, config) -> dict[str, Any]:
   """Evaluates the run in ``workdir`` with an eval config (``configs/eval/*.py``).
 
@@ -310,7 +322,7 @@ def evaluate_run(workdir: str, config) -> dict[str, Any]:
       "chunk": config.chunk,
       "method_settings": _plain(config.get("method_settings", {})),
   }
-  entries = from_config(config.evals, shared)
+  entries = from_config(_without_skipped(config.evals, config.get("skip", "")), shared)
   run = load_run(workdir, config.checkpoint)
   data_dir = config.get("data_dir") or run.config.data_dir or None
   spec = data.dataset_info(run.config.dataset, data_dir=data_dir)
