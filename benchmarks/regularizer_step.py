@@ -44,7 +44,7 @@ def old_logits_and_l1(model, params, images, labels, key):
   classes = regularised_classes(labels, model.num_classes, key)
   inputs = model.apply(variables, images, method="explanation_inputs")
   evidence, vjp = jax.vjp(
-      lambda h: model.apply(variables, h, 0, False, False, inputs, method="forward_from"),
+      lambda h: model.apply(variables, h, 0, inputs, False, method="forward_with_weights_from"),
       jax.lax.stop_gradient(inputs[0]),
   )
   one_hots = jax.nn.one_hot(classes.T, evidence.shape[-1], dtype=evidence.dtype)

@@ -23,9 +23,10 @@ attribute ``dlcn_layers`` that does not exist (AttributeError; the trainer has
 **How the gradient reaches the parameters.** In explanation mode the dynamic
 weights are ``stop_gradient``-ed, which detaches them from the parameters too.
 Here the model's own CoDA layers run with ``weights_input`` instead
-(``model.forward_from(h, layer, weights_inputs=inputs)``): layer ``i`` takes
-its dynamic weights from its *ordinary* forward input ``inputs[i]`` and applies
-them to a separate linear stream. The stream is exactly linear, its transpose
+(``model.forward_with_weights_from(h, layer, inputs)``, the
+:class:`RegularisableModel` protocol): layer ``i`` takes its dynamic weights
+from its *ordinary* forward input ``inputs[i]`` (the layer's ``weights_input``)
+and applies them to a separate linear stream. The stream is exactly linear, its transpose
 (``jax.linear_transpose``, which never evaluates the stream forward) maps a
 class one-hot to ``W_c(x)``, and ``W_c(x)`` stays a differentiable function of
 every parameter (the CoDA layers', through their weights, and the backbone's,
@@ -41,13 +42,13 @@ modules compute everything.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Sequence
+from typing import Any, Mapping, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
 
 from codajax.explain import protocol
-from codajax.explain.contributions import ExplainableModel
 
 Array = jax.Array
 
@@ -63,11 +64,46 @@ def as_variables(params_or_variables: Mapping[str, Any]) -> dict[str, Any]:
   return {"params": params_or_variables}
 
 
+@runtime_checkable
+class RegularisableModel(Protocol):
+  """What the regulariser needs of a Linen model (CoDANet, HybridNet): the explanation protocol's
+  one-pass ``forward_and_inputs`` and a forward pass whose layers take their dynamic weights from
+  given inputs (the models of :mod:`codajax.models`; B-cos models have no such pass)."""
+
+  @property
+  def num_classes(self) -> int:
+    """``K``."""
+
+  @property
+  def num_explainable_layers(self) -> int:
+    """``L``: ``layer`` ranges over ``0..L − 1``."""
+
+  def forward_and_inputs(
+      self, images: Array, add_bias: bool = True
+  ) -> tuple[Array, tuple[Array, ...]]:
+    """Logits ``(N, K)`` and the input of every explainable layer, from one forward pass."""
+
+  def forward_with_weights_from(
+      self, h: Array, layer: int, weights_inputs: Sequence[Array], add_bias: bool = True
+  ) -> Array:
+    """Logits from the input ``h`` of layer ``layer`` on, layer ``i`` taking its dynamic weights
+    from ``weights_inputs[i]`` (exactly linear in ``h``)."""
+
+
+_REQUIRED = (
+    "num_classes",
+    "num_explainable_layers",
+    "forward_and_inputs",
+    "forward_with_weights_from",
+)
+
+
 def _check_model(model: Any) -> None:
-  if not (isinstance(model, ExplainableModel) and hasattr(model, "forward_and_inputs")):
+  if not isinstance(model, RegularisableModel):
+    missing = ", ".join(name for name in _REQUIRED if not hasattr(model, name))
     raise TypeError(
         f"dynamic-matrix regularisation needs a CoDANet or a HybridNet (a Linen "
-        f"ExplainableModel with forward_and_inputs), got {type(model).__name__}."
+        f"RegularisableModel), got {type(model).__name__}, which lacks {missing}."
     )
 
 
@@ -117,8 +153,7 @@ def logits_and_dynamic_map(
 
   Args:
     model: a :class:`~codajax.models.CoDANet` or
-      :class:`~codajax.models.HybridNet` (any Linen explainable model with
-      ``forward_and_inputs``).
+      :class:`~codajax.models.HybridNet` (any Linen :class:`RegularisableModel`).
     params_or_variables: its params, or ``{"params": params}``.
     images: ``(N, H, W, C)`` in [0, 1].
     classes: ``(N, n)`` class indices (e.g. :func:`regularised_classes`).
@@ -145,7 +180,7 @@ def logits_and_dynamic_map(
 
   def evidence(h: Array) -> Array:
     """``logits − bias`` as an exactly linear function of the layer input ``h``."""
-    return stream.apply(variables, h, layer, False, False, inputs, method="forward_from")
+    return stream.apply(variables, h, layer, inputs, False, method="forward_with_weights_from")
 
   transpose = jax.linear_transpose(evidence, inputs[layer])
   one_hots = jax.nn.one_hot(classes.T, logits.shape[-1], dtype=logits.dtype)  # (n, N, K)

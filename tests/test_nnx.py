@@ -34,6 +34,24 @@ def test_nnx_net_computes_the_linen_net_with_the_same_parameters():
     )
 
 
+def test_nnx_net_weights_stream_at_its_own_inputs_is_its_forward_pass():
+  nnx_model = NNXCoDANet(LAYERS, temperature=3.0, rngs=nnx.Rngs(0))
+  params = {f"layer_{i}": layer.params() for i, layer in enumerate(nnx_model.coda_layers)}
+  linen = CoDANet(LAYERS, temperature=3.0)
+  logits, inputs = nnx_model.forward_and_inputs(IMAGES)
+  np.testing.assert_allclose(logits, nnx_model(IMAGES), rtol=1e-6)
+  for layer in (0, 1):
+    stream = nnx_model.forward_with_weights_from(inputs[layer], layer, inputs, add_bias=False)
+    want = linen.apply(
+        {"params": params}, inputs[layer], layer, inputs, False, method="forward_with_weights_from"
+    )
+    np.testing.assert_allclose(stream, want, rtol=1e-6)
+    np.testing.assert_allclose(stream + nnx_model.logit_bias, logits, rtol=1e-5)
+  # Weights from other inputs change the logits: the stream uses weights_inputs.
+  other = tuple(2.0 * h for h in inputs)
+  assert not np.allclose(nnx_model.forward_with_weights_from(inputs[0], 0, other), logits)
+
+
 def test_nnx_layer_checks_its_settings_and_uses_the_dau_initialisers():
   layer = NNXCoDAConv(5, 7, 3, rngs=nnx.Rngs(1))
   assert set(layer.params()) == {"B", "A", "w0"}

@@ -8,9 +8,12 @@ import numpy as np
 import optax
 import pytest
 
+from codajax.bcos.resnet import tiny_resnet
+from codajax.explain import ExplainableModel
 from codajax.models import BackboneSpec, CoDANet, HybridNet, LayerSpec
 from codajax.nn import dau
 from codajax.regularizers import (
+    RegularisableModel,
     as_variables,
     differentiable_dynamic_map,
     dynamic_matrix_l1,
@@ -244,6 +247,13 @@ def test_regulariser_jits_with_more_classes_and_rejects_other_models():
   np.testing.assert_allclose(jitted, want, rtol=1e-6)
   with pytest.raises(TypeError, match="CoDANet or a HybridNet"):
     dynamic_matrix_l1(object(), variables, images, labels, key)
+  # A B-cos model explains (the explanation protocol) but has no weights-input pass.
+  bcos = tiny_resnet(num_classes=4)
+  assert isinstance(bcos, ExplainableModel) and not isinstance(bcos, RegularisableModel)
+  with pytest.raises(TypeError, match="BcosResNet, which lacks forward_with_weights_from"):
+    dynamic_matrix_l1(bcos, variables, images, labels, key)
+  for coda_model in (model, _tiny_hybrid()[0]):
+    assert isinstance(coda_model, RegularisableModel)
   with pytest.raises(ValueError, match=r"classes must have shape \(N, n\)"):
     differentiable_dynamic_map(model, variables, images, jnp.array([1, 2]))
   with pytest.raises(ValueError, match=r"layer must be in 0\.\.2"):

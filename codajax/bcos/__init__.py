@@ -7,11 +7,11 @@
 * Models: :mod:`codajax.bcos.resnet`, :mod:`codajax.bcos.vgg` (Linen, registered with
   ``codajax.models.get_model`` as ``bcos-*``, see :mod:`codajax.bcos.models`),
   :mod:`codajax.bcos.nnx_models` (NNX ResNets); :mod:`codajax.bcos.common` (the
-  explainable-segment structure they share).
+  segments and readout they declare for :mod:`codajax.explain.base`).
 * Released checkpoints: :mod:`codajax.convert.bcos`.
 """
 
-from codajax.bcos.common import SegmentedModel, default_logit_bias
+from codajax.bcos.common import ClassMapSegments, class_map_logits, default_logit_bias
 from codajax.bcos.layers import (
     BcosConv,
     BcosDense,
@@ -57,7 +57,8 @@ __all__ = [
     "BcosResNet",
     "BcosVGG",
     "NNXBcosResNet",
-    "SegmentedModel",
+    "ClassMapSegments",
+    "class_map_logits",
     "default_logit_bias",
     "load_linen_params",
     "BcosDense",

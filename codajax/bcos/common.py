@@ -1,4 +1,4 @@
-"""What every B-cos model shares: segments behind :class:`codajax.explain.ExplainableModel`.
+"""What the B-cos CNNs share: their declarations for :mod:`codajax.explain.base`.
 
 A B-cos model is a chain of *segments*, submodules named ``layer_0 .. layer_{L−1}``
 (codajax's convention: ``layer_l`` takes explainable input ``l``). ``layer_0``
@@ -10,19 +10,20 @@ divided by the temperature and shifted by the logit bias::
 
 Every segment is dynamic linear (B-cos layers, uncentred norms, sums, average
 pooling), so in explanation mode ``logit_c = W_c(h) · h + logit_bias`` exactly
-for the input ``h`` of any segment.
+for the input ``h`` of any segment. :class:`ClassMapSegments` declares the
+segments and this readout; the explanation protocol comes from
+:class:`codajax.explain.base.ExplainableModule` (Linen) or
+:class:`codajax.explain.base.ExplainableMixin` (NNX).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
-
-from codajax.bcos.ops import add_inverse
-from codajax.explain import protocol
 
 Array = jax.Array
 
@@ -32,58 +33,23 @@ def default_logit_bias(num_classes: int) -> float:
   return -math.log(num_classes - 1) if num_classes > 2 else 0.0
 
 
-class SegmentedModel:
-  """Mixin for Linen B-cos models: ``self.segments`` (list of modules, from ``setup``),
-  ``num_explainable_layers`` (their number, known before binding), ``num_classes``,
-  ``image_channels``, ``temperature`` (``None``: 1), ``logit_bias``."""
+def class_map_logits(
+    class_map: Array, temperature: float | None, logit_bias: float, add_bias: bool = True
+) -> Array:
+  """``(N, h, w, K) -> (N, K)``: the mean over positions (float32), ``/ temperature`` (``None``:
+  1), ``+ logit_bias`` when ``add_bias``."""
+  logits = jnp.mean(class_map.astype(jnp.float32), axis=(1, 2))
+  if temperature is not None:
+    logits = logits / temperature
+  return logits + logit_bias if add_bias else logits
 
-  def encode(self, images: Array) -> Array:
-    """Checks and encodes images: ``(N, H, W, C)`` in [0, 1] -> ``(N, H, W, 2C)``."""
-    protocol.check_images(images, self.image_channels, type(self).__name__)
-    return add_inverse(images)
 
-  def _pool(self, class_map: Array, add_bias: bool) -> Array:
-    logits = jnp.mean(class_map.astype(jnp.float32), axis=(1, 2))
-    if self.temperature is not None:
-      logits = logits / self.temperature
-    return logits + self.logit_bias if add_bias else logits
+class ClassMapSegments:
+  """Declarations of a B-cos CNN: segments ``self.segments`` (the last returns the class map)
+  and the readout :func:`class_map_logits` with ``temperature`` and ``logit_bias``."""
 
-  def forward_from(
-      self,
-      h: Array,
-      layer: int = 0,
-      explain: bool = False,
-      add_bias: bool = True,
-      weights_inputs: Sequence[Array] | None = None,
-  ) -> Array:
-    """Logits ``(N, K)`` from the input ``h`` of segment ``layer`` onwards.
+  def _segments(self) -> Sequence[Any]:
+    return self.segments
 
-    ``explain=True``: every B-cos layer and norm detaches its dynamic factor,
-    so the result is exactly linear in ``h``. ``add_bias=False`` omits the
-    logit bias. ``weights_inputs`` (CoDA's regulariser hook) is not supported.
-    """
-    if weights_inputs is not None:
-      raise NotImplementedError("B-cos models do not take weights_inputs.")
-    protocol.check_layer(layer, self.num_explainable_layers)
-    h = protocol.run_segments(h, self.segments, range(layer, len(self.segments)), explain)
-    return self._pool(h, add_bias)
-
-  def layer_input(self, images: Array, layer: int = 0) -> Array:
-    """The input of segment ``layer`` (``0``: the encoded image); the segments below run once."""
-    protocol.check_layer(layer, self.num_explainable_layers)
-    return protocol.run_segments(self.encode(images), self.segments, range(layer))
-
-  def explanation_inputs(self, images: Array) -> tuple[Array, ...]:
-    """The input of every segment, ``[0]`` being the encoded image."""
-    return protocol.segment_inputs(self.encode(images), self.segments)
-
-  def forward_and_inputs(
-      self, images: Array, add_bias: bool = True
-  ) -> tuple[Array, tuple[Array, ...]]:
-    """One forward pass: logits ``(N, K)`` and the input of every segment."""
-    inputs = self.explanation_inputs(images)
-    return self.forward_from(inputs[-1], len(inputs) - 1, add_bias=add_bias), inputs
-
-  def __call__(self, images: Array, explain: bool = False) -> Array:
-    """Logits ``(N, K)`` of images ``(N, H, W, C)`` in [0, 1]."""
-    return self.forward_from(self.encode(images), 0, explain=explain)
+  def _readout(self, class_map: Array, add_bias: bool) -> Array:
+    return class_map_logits(class_map, self.temperature, self.logit_bias, add_bias)

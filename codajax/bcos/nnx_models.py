@@ -14,12 +14,11 @@ from typing import Any
 import jax
 from flax import nnx
 
-from codajax.bcos.common import default_logit_bias
+from codajax.bcos.common import ClassMapSegments, default_logit_bias
 from codajax.bcos.nnx_layers import NNXBcosConv, make_nnx_norm
 from codajax.bcos.norms import check_norm_kind
-from codajax.bcos.ops import add_inverse
 from codajax.bcos.resnet import EXPANSION, avg_pool_3x3_s2
-from codajax.explain import protocol
+from codajax.explain.base import ExplainableMixin
 
 Array = jax.Array
 
@@ -121,10 +120,11 @@ class NNXClassHead(nnx.Module):
     return self.fc(x, explain)
 
 
-class NNXBcosResNet(nnx.Module):
+class NNXBcosResNet(ClassMapSegments, ExplainableMixin, nnx.Module):
   """The NNX twin of :class:`codajax.bcos.resnet.BcosResNet` (same arguments, same protocol).
 
-  Follows :class:`codajax.explain.ExplainableModel`, called directly
+  Follows :class:`codajax.explain.ExplainableModel` (the methods of
+  :class:`codajax.explain.base.ExplainableMixin`), called directly
   (``model.layer_input(images, l)``, ``model.forward_from(h, l, explain=True)``).
   ``logit_bias=None``: the authors' ``−ln(K − 1)``.
   """
@@ -168,42 +168,6 @@ class NNXBcosResNet(nnx.Module):
       segments.append(NNXStage(blocks))
     segments.append(NNXClassHead(channels, num_classes, b, max_out, compute_dtype, rngs))
     self.segments = nnx.List(segments)
-
-  @property
-  def num_explainable_layers(self) -> int:
-    return len(self.segments)
-
-  def encode(self, images: Array) -> Array:
-    """``(N, H, W, C)`` in [0, 1] -> ``(N, H, W, 2C)``."""
-    protocol.check_images(images, self.image_channels, "NNXBcosResNet")
-    return add_inverse(images)
-
-  def layer_input(self, images: Array, layer: int = 0) -> Array:
-    """The input of segment ``layer`` (``0``: the encoded image)."""
-    protocol.check_layer(layer, self.num_explainable_layers)
-    return protocol.run_segments(self.encode(images), self.segments, range(layer))
-
-  def forward_from(
-      self,
-      h: Array,
-      layer: int = 0,
-      explain: bool = False,
-      add_bias: bool = True,
-      weights_inputs: Sequence[Array] | None = None,
-  ) -> Array:
-    """Logits ``(N, K)`` from the input of segment ``layer`` on (``explain``: exactly linear)."""
-    if weights_inputs is not None:
-      raise NotImplementedError("B-cos models do not take weights_inputs.")
-    protocol.check_layer(layer, self.num_explainable_layers)
-    h = protocol.run_segments(h, self.segments, range(layer, len(self.segments)), explain)
-    logits = h.astype("float32").mean(axis=(1, 2))
-    if self.temperature is not None:
-      logits = logits / self.temperature
-    return logits + self.logit_bias if add_bias else logits
-
-  def __call__(self, images: Array, explain: bool = False) -> Array:
-    """Logits ``(N, K)`` of images ``(N, H, W, C)`` in [0, 1]."""
-    return self.forward_from(self.encode(images), 0, explain=explain)
 
 
 def load_linen_params(model: NNXBcosResNet, params: Mapping[str, Any]) -> NNXBcosResNet:

@@ -32,9 +32,10 @@ import jax
 import numpy as np
 from jax import lax
 
-from codajax.bcos.common import SegmentedModel, default_logit_bias
+from codajax.bcos.common import ClassMapSegments, default_logit_bias
 from codajax.bcos.layers import BcosConv, make_norm
 from codajax.bcos.norms import check_norm_kind
+from codajax.explain.base import ExplainableModule
 
 Array = jax.Array
 
@@ -158,7 +159,7 @@ class ClassHead(nn.Module):
     )(x, explain)
 
 
-class BcosResNet(SegmentedModel, nn.Module):
+class BcosResNet(ClassMapSegments, ExplainableModule):
   """A B-cos ResNet; implements :class:`codajax.explain.ExplainableModel`.
 
   Attributes:

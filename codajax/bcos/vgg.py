@@ -24,9 +24,10 @@ import jax
 import numpy as np
 from jax import lax
 
-from codajax.bcos.common import SegmentedModel, default_logit_bias
+from codajax.bcos.common import ClassMapSegments, default_logit_bias
 from codajax.bcos.layers import BcosConv, make_norm
 from codajax.bcos.norms import check_norm_kind
+from codajax.explain.base import ExplainableModule
 
 Array = jax.Array
 
@@ -121,7 +122,7 @@ class VGGHead(nn.Module):
     return BcosConv(self.num_classes, 1, 1, 0, name="classifier_2", **args)(x, explain)
 
 
-class BcosVGG(SegmentedModel, nn.Module):
+class BcosVGG(ClassMapSegments, ExplainableModule):
   """A B-cos VGG; implements :class:`codajax.explain.ExplainableModel`.
 
   Attributes:

@@ -40,16 +40,19 @@ image block. Completeness at the input is therefore exact (``logit − logit_bia
 ``depth + 1``: the tokens leaving the last block; token layers are laid out on
 their grid, ``(N, h, w, D)``, so their maps upsample to the image like a CNN's.
 
-Linen :class:`BcosViT` and NNX :class:`NNXBcosViT` share the forward pass and the
-explanation methods (:class:`ViTForward`); ``NNXBcosViT.from_linen`` copies parameters.
+Linen :class:`BcosViT` and NNX :class:`NNXBcosViT` share the forward pass
+(:class:`ViTForward`: the segments and readout they declare for
+:mod:`codajax.explain.base`, whose bases give the explanation methods);
+``NNXBcosViT.from_linen`` copies parameters.
 Named sizes (``get_model``): :data:`VIT_SIZES`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 from flax import nnx
@@ -62,7 +65,7 @@ from codajax.bcos.common import default_logit_bias
 from codajax.bcos.layers import BcosConv, BcosDense, default_kernel_init
 from codajax.bcos.nnx_layers import NNXBcosConv, NNXBcosDense
 from codajax.bcos.ops import add_inverse
-from codajax.explain import protocol
+from codajax.explain.base import ExplainableMixin, ExplainableModule
 from codajax.nn.modules import explanation_dtype
 from codajax.registry import register_model
 
@@ -235,8 +238,8 @@ class EncoderBlock(nn.Module):
 
 
 class ViTForward:
-  """The forward pass and :class:`codajax.explain.ExplainableModel` of a B-cos ViT, shared by
-  the Linen :class:`BcosViT` and the NNX :class:`NNXBcosViT`.
+  """The forward pass of a B-cos ViT as :mod:`codajax.explain.base` segments and readout, shared
+  by the Linen :class:`BcosViT` and the NNX :class:`NNXBcosViT`.
 
   Needs the fields of :class:`BcosViT` and the submodules ``stem_convs``, ``stem_norms``,
   ``patch_embed``, ``blocks``, ``head_norm``, ``head`` (each called as ``f(x, explain)``).
@@ -270,26 +273,18 @@ class ViTForward:
 
   # ------------------------------------------------------------------ pieces
 
-  def _check(self, images: Array) -> Array:
-    if images.ndim != 4 or images.shape[-1] != self.image_channels:
-      raise ValueError(
-          f"BcosViT expects (N, H, W, {self.image_channels}) images, got shape "
-          f"{tuple(images.shape)}."
-      )
+  def _dtype(self, explain: bool) -> Any:
+    return explanation_dtype(self.compute_dtype) if explain else self.compute_dtype
+
+  def _encode(self, images: Array) -> Array:
+    """``[x, 1 − x]``: ``(N, H, W, C) -> (N, H, W, 2C)`` float32; the sides must fit the grid."""
     step = self.stem_stride * self.patch_size
     if images.shape[1] % step or images.shape[2] % step:
       raise ValueError(
           f"image sides must be multiples of {step} (stem stride x patch size), "
           f"got {images.shape[1]}x{images.shape[2]}."
       )
-    return images
-
-  def _dtype(self, explain: bool) -> Any:
-    return explanation_dtype(self.compute_dtype) if explain else self.compute_dtype
-
-  def encode(self, images: Array) -> Array:
-    """``[x, 1 − x]``: ``(N, H, W, C) -> (N, H, W, 2C)`` float32."""
-    return add_inverse(self._check(images).astype(jnp.float32))
+    return add_inverse(images.astype(jnp.float32))
 
   def _tokens(self, h0: Array, explain: bool) -> Array:
     """Encoded image -> tokens on their grid with the positional term, ``(N, h, w, D)``."""
@@ -307,78 +302,27 @@ class ViTForward:
     out = self.blocks[index](grid_tokens.reshape(n, gh * gw, d), explain)
     return out.reshape(n, gh, gw, d)
 
-  def _head(self, grid_tokens: Array, explain: bool, add_bias: bool) -> Array:
+  def _head(self, grid_tokens: Array, explain: bool) -> Array:
+    """The last segment: tokens on their grid -> class scores ``(N, K)`` float32 (mean over
+    tokens, LN, the B-cos classifier)."""
     grid_tokens = getattr(self, f"layer_{self.depth + 1}")(grid_tokens)
     pooled = jnp.mean(grid_tokens, axis=(1, 2))
-    logits = self.head(self.head_norm(pooled, explain), explain).astype(jnp.float32)
+    return self.head(self.head_norm(pooled, explain), explain).astype(jnp.float32)
+
+  # ------------------------------------------------------------------ codajax.explain.base
+
+  def _segments(self) -> list[Callable[[Array, bool], Array]]:
+    """The tokens (stem, patches, positions), every encoder block, the head."""
+    blocks = [functools.partial(self._block, index) for index in range(self.depth)]
+    return [self._tokens, *blocks, self._head]
+
+  def _readout(self, scores: Array, add_bias: bool) -> Array:
     if self.logit_temperature is not None:
-      logits = logits / self.logit_temperature
-    return logits + self.logit_bias if add_bias else logits
-
-  def _check_layer(self, layer: int) -> int:
-    protocol.check_layer(layer, self.num_explainable_layers)
-    return int(layer)
-
-  # ------------------------------------------------------------------ ExplainableModel
-
-  def explanation_inputs(self, images: Array) -> tuple[Array, ...]:
-    """The input of every explainable layer, in one forward pass."""
-    return self.forward_and_inputs(images)[1]
-
-  def forward_and_inputs(
-      self, images: Array, add_bias: bool = True
-  ) -> tuple[Array, tuple[Array, ...]]:
-    """One forward pass: logits ``(N, K)`` and the inputs of the explainable layers."""
-    h0 = self.encode(images)
-    inputs = [h0]
-    t = self._tokens(h0, False)
-    for index in range(self.depth):
-      inputs.append(t)
-      t = self._block(index, t, False)
-    inputs.append(t)
-    return self._head(t, False, add_bias), tuple(inputs)
-
-  def layer_input(self, images: Array, layer: int = 0) -> Array:
-    """The input of explainable layer ``layer`` (the layers below it run once)."""
-    layer = self._check_layer(layer)
-    h = self.encode(images)
-    if layer == 0:
-      return h
-    t = self._tokens(h, False)
-    for index in range(layer - 1):
-      t = self._block(index, t, False)
-    return t
-
-  def forward_from(
-      self,
-      h: Array,
-      layer: int = 0,
-      explain: bool = False,
-      add_bias: bool = True,
-      weights_inputs: Sequence[Array] | None = None,
-  ) -> Array:
-    """Logits ``(N, K)`` from the input ``h`` of explainable layer ``layer`` onwards.
-
-    ``weights_inputs`` is not supported (B-cos factors depend on ``h`` itself).
-    """
-    if weights_inputs is not None:
-      raise ValueError("BcosViT.forward_from does not take weights_inputs.")
-    layer = self._check_layer(layer)
-    if layer == 0:
-      t = self._tokens(h, explain)
-      start = 0
-    else:
-      t, start = h, layer - 1
-    for index in range(start, self.depth):
-      t = self._block(index, t, explain)
-    return self._head(t, explain, add_bias)
-
-  def __call__(self, images: Array, explain: bool = False) -> Array:
-    """Logits ``(N, K)`` of images ``(N, H, W, C)`` in [0, 1]."""
-    return self.forward_from(self.encode(images), 0, explain)
+      scores = scores / self.logit_temperature
+    return scores + self.logit_bias if add_bias else scores
 
 
-class BcosViT(ViTForward, nn.Module):
+class BcosViT(ViTForward, ExplainableModule):
   """A B-cos simple ViT (``conv_stem=()``) or ViT-C, following :class:`codajax.explain.ExplainableModel`.
 
   ``logit_c = W_c(h) · h + logit_bias`` exactly in explanation mode for the input
@@ -509,7 +453,7 @@ class NNXEncoderBlock(nnx.Module):
     return t + self.mlp_out(y, explain)
 
 
-class NNXBcosViT(ViTForward, nnx.Module):
+class NNXBcosViT(ViTForward, ExplainableMixin, nnx.Module):
   """The NNX :class:`BcosViT`: same fields, parameter names and methods (``explain_nnx`` works).
 
   ``NNXBcosViT.from_linen(model, variables)`` copies a Linen model's parameters (e.g. converted

@@ -1,11 +1,12 @@
 """Exact explanations of dynamic-linear networks (``W(x)·x``): contribution maps.
 
-Figures live in :mod:`codajax.explain.render` (imports matplotlib on use).
+Models get the explanation protocol from :mod:`codajax.explain.base`. Figures live in
+:mod:`codajax.explain.render` (imports matplotlib on use).
 """
 
+from codajax.explain.base import ExplainableMixin, ExplainableModel, ExplainableModule
 from codajax.explain.contributions import (
     FIELDS,
-    ExplainableModel,
     Explanation,
     check_images,
     completeness_error,
@@ -19,7 +20,9 @@ from codajax.explain.contributions import (
 
 __all__ = [
     "FIELDS",
+    "ExplainableMixin",
     "ExplainableModel",
+    "ExplainableModule",
     "Explanation",
     "check_images",
     "completeness_error",

@@ -14,7 +14,8 @@ Two levels:
   predicted or all classes (all classes through one ``vmap`` of the VJP).
 * :func:`explain` (Linen: ``explain(model, variables, images, ...)``) and
   :func:`explain_nnx` (an NNX module), thin adapters for models following
-  :class:`ExplainableModel`: the input of the explained layer comes from
+  :class:`~codajax.explain.base.ExplainableModel` (e.g. through the bases of
+  :mod:`codajax.explain.base`): the input of the explained layer comes from
   ``layer_input`` (the layers below it run once) and the evidence function is
   ``forward_from(h, layer, explain=True, add_bias=False)`` (the layers from it
   on run once, forward and transposed).
@@ -44,7 +45,7 @@ zero map); :func:`completeness_error` is then NaN too.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Literal, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Literal
 
 import flax.struct
 import jax
@@ -52,6 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from codajax.explain import protocol
+from codajax.explain.base import ExplainableModel
 
 Array = jax.Array
 Targets = Array | np.ndarray | int | Literal["all"] | None
@@ -106,38 +108,6 @@ class Explanation:
 
   def __contains__(self, key: object) -> bool:
     return key in FIELDS
-
-
-@runtime_checkable
-class ExplainableModel(Protocol):
-  """What :func:`explain` needs of a model (Linen: called through ``model.apply``).
-
-  ``logit_c = W_c(h) · h + logit_bias`` exactly, for the input ``h`` of every
-  explainable layer, when the layers run in explanation mode.
-  """
-
-  logit_bias: float
-
-  @property
-  def num_classes(self) -> int:
-    """``K``."""
-
-  @property
-  def num_explainable_layers(self) -> int:
-    """``L``: ``layer`` ranges over ``0..L − 1``."""
-
-  def layer_input(self, images: Array, layer: int = 0) -> Array:
-    """The input ``h`` of explainable layer ``layer``; the layers below it run once."""
-
-  def forward_from(
-      self,
-      h: Array,
-      layer: int = 0,
-      explain: bool = False,
-      add_bias: bool = True,
-      weights_inputs: Sequence[Array] | None = None,
-  ) -> Array:
-    """Logits ``(N, K)`` from ``h`` onwards; ``explain=True``: exactly linear in ``h``."""
 
 
 def _is_concrete(x) -> bool:

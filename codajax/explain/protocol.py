@@ -1,4 +1,4 @@
-"""The plumbing every :class:`~codajax.explain.ExplainableModel` shares: checks and segment loops.
+"""The plumbing of :mod:`codajax.explain.base`: checks and segment loops.
 
 A model is a chain of *segments* (CoDA layers, B-cos stages, ...): callables
 ``h -> h`` (or ``(h, explain) -> h``) whose inputs are the explainable inputs
@@ -57,10 +57,15 @@ def run_segments(
   return h
 
 
-def segment_inputs(h: Array, segments: Sequence[Callable[..., Array]]) -> tuple[Array, ...]:
-  """The input of every segment: ``(h, s_0(h), s_1(s_0(h)), ...)``, the last segment not run."""
+def segment_inputs(
+    h: Array, segments: Sequence[Callable[..., Array]], *args: Any
+) -> tuple[Array, ...]:
+  """The input of every segment: ``(h, s_0(h), s_1(s_0(h)), ...)``, the last segment not run.
+
+  Each is called as ``segment(h, *args)``.
+  """
   inputs = [h]
-  for segment in segments[:-1]:
-    h = segment(h)
+  for i in range(len(segments) - 1):
+    h = segments[i](h, *args)
     inputs.append(h)
   return tuple(inputs)

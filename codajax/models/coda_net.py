@@ -1,22 +1,16 @@
 """CoDA-Net: a stack of CoDA layers, sum pooling, temperature and a fixed logit bias.
 
 Every model in codajax that can be explained follows
-:class:`codajax.explain.ExplainableModel` (a ``typing.Protocol``): it has the
-attributes ``logit_bias``, ``num_classes`` and ``num_explainable_layers`` and
-the methods
+:class:`codajax.explain.ExplainableModel`; the CoDA models get its methods
+(``__call__``, ``layer_input``, ``forward_from``, ``forward_and_inputs``,
+``explanation_inputs``) from :mod:`codajax.explain.base`, declaring their CoDA
+layers as the segments and the CoDA head as the readout.
 
-* ``__call__(images, explain=False) -> logits (N, K)``;
-* ``layer_input(images, layer) -> h``: the input of explainable layer
-  ``layer`` (``0``: the encoded image ``[x, 1 − x]``, or a hybrid's
-  embedding), running only the layers below it, each once;
-* ``forward_from(h, layer, explain=False, add_bias=True, weights_inputs=None)
-  -> logits``: the network from the input ``h`` of layer ``layer`` onwards
-  (``add_bias=False`` returns ``logits − logit_bias`` without the rounding of
-  adding and subtracting the bias; ``weights_inputs[i]`` makes layer ``i``
-  compute its dynamic weights from that tensor, see ``CoDAConv``);
-* ``forward_and_inputs(images) -> (logits, inputs)``: one ordinary forward
-  pass that also returns the input of every explainable layer;
-* ``explanation_inputs(images) -> tuple``: the inputs alone.
+For the L1 regulariser on the dynamic linear map (:mod:`codajax.regularizers`)
+they also implement :class:`codajax.regularizers.RegularisableModel`
+(:class:`CoDAWeightsStream`): ``forward_with_weights_from(h, layer,
+weights_inputs)`` makes layer ``i`` compute its dynamic weights from
+``weights_inputs[i]`` (the ``weights_input`` of :class:`CoDAConv`).
 """
 
 from __future__ import annotations
@@ -24,10 +18,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-import flax.linen as nn
 import jax
 
 from codajax.explain import protocol
+from codajax.explain.base import ExplainableModule
 from codajax.nn import dau
 from codajax.nn.modules import DEFAULT_LOGIT_BIAS, CoDAConv, add_inverse, coda_head
 
@@ -45,7 +39,32 @@ class LayerSpec(NamedTuple):
   padding: int | None = None
 
 
-class CoDANet(nn.Module):
+class CoDAWeightsStream:
+  """:class:`codajax.regularizers.RegularisableModel` for models whose segments are CoDA layers.
+
+  Needs the declarations of :mod:`codajax.explain.base` (``_segments``, ``_readout``,
+  ``num_explainable_layers``).
+  """
+
+  def forward_with_weights_from(
+      self, h: Array, layer: int, weights_inputs: Sequence[Array], add_bias: bool = True
+  ) -> Array:
+    """Logits ``(N, K)`` from the input ``h`` of CoDA layer ``layer`` onwards, every layer
+    ``i >= layer`` taking its dynamic weights from ``weights_inputs[i]``.
+
+    ``weights_inputs``: the input of every CoDA layer (indexed like
+    ``explanation_inputs``; entries below ``layer`` are unused). Each layer is
+    then exactly linear in its own input and differentiable in the parameters
+    and ``weights_inputs`` (see :func:`codajax.nn.dau.dau_conv`).
+    """
+    protocol.check_layer(layer, self.num_explainable_layers)
+    segments = self._segments()
+    for i in range(layer, len(segments)):
+      h = segments[i](h, weights_input=weights_inputs[i])
+    return self._readout(h, add_bias)
+
+
+class CoDANet(CoDAWeightsStream, ExplainableModule):
   """A Convolutional Dynamic Alignment Network.
 
   ``logit_c(x) = Σ_{i,j} o^L_c[i, j] / temperature + logit_bias`` where ``o^L``
@@ -99,48 +118,11 @@ class CoDANet(nn.Module):
         for i, spec in enumerate(self.layers)
     ]
 
-  def encode(self, images: Array) -> Array:
-    """Checks and encodes images: ``(N, H, W, C)`` in [0, 1] → ``(N, H, W, 2C)``."""
-    protocol.check_images(images, self.image_channels, "CoDANet")
+  def _segments(self) -> Sequence[CoDAConv]:
+    return self.coda_layers
+
+  def _readout(self, class_maps: Array, add_bias: bool) -> Array:
+    return coda_head(class_maps, self.temperature, self.logit_bias if add_bias else 0.0)
+
+  def _encode(self, images: Array) -> Array:
     return add_inverse(images) if self.encode_input else images
-
-  def forward_from(
-      self,
-      h: Array,
-      layer: int = 0,
-      explain: bool = False,
-      add_bias: bool = True,
-      weights_inputs: Sequence[Array] | None = None,
-  ) -> Array:
-    """Logits ``(N, K)`` from the input ``h`` of CoDA layer ``layer`` onwards.
-
-    ``weights_inputs``: ``None``, or the input of every CoDA layer (indexed
-    like :meth:`explanation_inputs`; entries below ``layer`` are unused): layer
-    ``i`` then takes its dynamic weights from ``weights_inputs[i]`` and is
-    exactly linear in its own input.
-    """
-    protocol.check_layer(layer, self.num_explainable_layers)
-    for i in range(layer, len(self.layers)):
-      weights_input = None if weights_inputs is None else weights_inputs[i]
-      h = self.coda_layers[i](h, explain=explain, weights_input=weights_input)
-    return coda_head(h, self.temperature, self.logit_bias if add_bias else 0.0)
-
-  def layer_input(self, images: Array, layer: int = 0) -> Array:
-    """The input of CoDA layer ``layer`` (``0``: the encoded image), each layer run once."""
-    protocol.check_layer(layer, self.num_explainable_layers)
-    return protocol.run_segments(self.encode(images), self.coda_layers, range(layer))
-
-  def forward_and_inputs(
-      self, images: Array, add_bias: bool = True
-  ) -> tuple[Array, tuple[Array, ...]]:
-    """One forward pass: logits ``(N, K)`` and the input of every CoDA layer."""
-    inputs = self.explanation_inputs(images)
-    return self.forward_from(inputs[-1], len(self.layers) - 1, add_bias=add_bias), inputs
-
-  def explanation_inputs(self, images: Array) -> tuple[Array, ...]:
-    """The input of every CoDA layer, ``[0]`` being the encoded image."""
-    return protocol.segment_inputs(self.encode(images), self.coda_layers)
-
-  def __call__(self, images: Array, explain: bool = False) -> Array:
-    """Logits ``(N, K)`` of images ``(N, H, W, C)`` in [0, 1]."""
-    return self.forward_from(self.encode(images), 0, explain=explain)

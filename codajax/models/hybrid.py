@@ -30,9 +30,12 @@ Design choices (codajax's, not the paper's; see ``docs/hybrids.md``):
 * The backbone takes the images in [0, 1] as they are (the GroupNorm after the
   first convolution removes their scale).
 
-The module implements :class:`codajax.explain.ExplainableModel`:
-``layer_input(images, 0)`` is the embedding (the encoded image for
-``embedding_stage = 0``), ``layer_input(images, l)`` the input of CoDA layer ``l``.
+The module implements :class:`codajax.explain.ExplainableModel` through
+:class:`codajax.explain.base.ExplainableModule` (its ``encode`` is the
+embedding, its segments the CoDA layers) and
+:class:`codajax.regularizers.RegularisableModel`: ``layer_input(images, 0)`` is
+the embedding (the encoded image for ``embedding_stage = 0``),
+``layer_input(images, l)`` the input of CoDA layer ``l``.
 """
 
 from __future__ import annotations
@@ -45,9 +48,9 @@ from typing import Any, Literal
 import flax.linen as nn
 import jax
 
-from codajax.explain import protocol
-from codajax.models.coda_net import CoDANet, LayerSpec
+from codajax.explain.base import ExplainableModule
 from codajax.models.architectures import ARCHITECTURES, with_num_classes
+from codajax.models.coda_net import CoDANet, CoDAWeightsStream, LayerSpec
 from codajax.nn import dau
 from codajax.nn.modules import DEFAULT_LOGIT_BIAS
 from codajax.registry import register_model
@@ -264,7 +267,7 @@ def mirrored_coda_layers(
   )
 
 
-class HybridNet(nn.Module):
+class HybridNet(CoDAWeightsStream, ExplainableModule):
   """A backbone cut after ``embedding_stage`` stages, then CoDA layers and the CoDA head.
 
   ``logit_c(x) = W_c(e) · e + logit_bias`` exactly, for the embedding
@@ -337,52 +340,24 @@ class HybridNet(nn.Module):
       self.features = Backbone(self.backbone, self.embedding_stage, self.compute_dtype)
     self.coda = CoDANet(**self._coda_fields())
 
-  def _check(self, images: Array) -> Array:
-    protocol.check_images(images, self.image_channels, "HybridNet")
-    return images
-
-  def embed(self, images: Array) -> Array:
-    """The embedding: ``(N, H, W, C)`` in [0, 1] -> ``(N, h, w, embedding_channels)``."""
-    return self.coda.encode(self._coda_input(images))
-
-  def _coda_input(self, images: Array) -> Array:
-    """What the CoDA part takes: backbone features, or the raw images for stage 0."""
-    images = self._check(images)
-    return self.features(images) if self.embedding_stage > 0 else images
-
   @property
   def num_explainable_layers(self) -> int:
     """``L``: the CoDA layers; layer ``0``'s input is the embedding."""
     return len(self.layers)
 
-  def explanation_inputs(self, images: Array) -> tuple[Array, ...]:
-    """``[0]``: the embedding; ``[l]``: the input of CoDA layer ``l``."""
-    return self.coda.explanation_inputs(self._coda_input(images))
+  def _segments(self) -> Sequence[nn.Module]:
+    return self.coda._segments()
 
-  def layer_input(self, images: Array, layer: int = 0) -> Array:
-    """The input of CoDA layer ``layer`` (``0``: the embedding), each layer run once."""
-    return self.coda.layer_input(self._coda_input(images), layer)
+  def _readout(self, class_maps: Array, add_bias: bool) -> Array:
+    return self.coda._readout(class_maps, add_bias)
 
-  def forward_and_inputs(
-      self, images: Array, add_bias: bool = True
-  ) -> tuple[Array, tuple[Array, ...]]:
-    """One forward pass: logits ``(N, K)`` and the input of every CoDA layer."""
-    return self.coda.forward_and_inputs(self._coda_input(images), add_bias)
+  def _encode(self, images: Array) -> Array:
+    """What the CoDA part encodes: backbone features, or the raw images for stage 0."""
+    return self.coda.encode(self.features(images) if self.embedding_stage > 0 else images)
 
-  def forward_from(
-      self,
-      h: Array,
-      layer: int = 0,
-      explain: bool = False,
-      add_bias: bool = True,
-      weights_inputs: Sequence[Array] | None = None,
-  ) -> Array:
-    """Logits ``(N, K)`` from the input ``h`` of CoDA layer ``layer`` onwards."""
-    return self.coda.forward_from(h, layer, explain, add_bias, weights_inputs)
-
-  def __call__(self, images: Array, explain: bool = False) -> Array:
-    """Logits ``(N, K)`` of images ``(N, H, W, C)`` in [0, 1]."""
-    return self.coda(self._coda_input(images), explain)
+  def embed(self, images: Array) -> Array:
+    """The embedding (``encode``): ``(N, H, W, C)`` in [0, 1] -> ``(N, h, w, C_emb)``."""
+    return self.encode(images)
 
 
 # --------------------------------------------------------------------------- named families

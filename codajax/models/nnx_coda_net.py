@@ -8,8 +8,8 @@ from typing import Any
 import jax
 from flax import nnx
 
-from codajax.explain import protocol
-from codajax.models.coda_net import LayerSpec
+from codajax.explain.base import ExplainableMixin
+from codajax.models.coda_net import CoDAWeightsStream, LayerSpec
 from codajax.nn import dau
 from codajax.nn.modules import DEFAULT_LOGIT_BIAS, add_inverse, coda_head
 from codajax.nn.nnx_layers import NNXCoDAConv
@@ -17,11 +17,13 @@ from codajax.nn.nnx_layers import NNXCoDAConv
 Array = jax.Array
 
 
-class NNXCoDANet(nnx.Module):
+class NNXCoDANet(CoDAWeightsStream, ExplainableMixin, nnx.Module):
   """The NNX twin of :class:`codajax.models.CoDANet` (same function, same protocol).
 
-  Follows :class:`codajax.explain.ExplainableModel`, called directly:
-  ``model.layer_input(images, l)``, ``model.forward_from(h, l, explain=True)``.
+  Follows :class:`codajax.explain.ExplainableModel` (the methods of
+  :class:`codajax.explain.base.ExplainableMixin`), called directly:
+  ``model.layer_input(images, l)``, ``model.forward_from(h, l, explain=True)``; and
+  ``forward_with_weights_from`` as :class:`codajax.models.CoDANet`.
 
   Args:
     layers: the CoDA layers (:class:`LayerSpec`), first to last.
@@ -74,45 +76,11 @@ class NNXCoDANet(nnx.Module):
   def num_classes(self) -> int:
     return self.specs[-1].features
 
-  @property
-  def num_explainable_layers(self) -> int:
-    return len(self.specs)
+  def _segments(self) -> nnx.List:
+    return self.coda_layers
 
-  def encode(self, images: Array) -> Array:
-    """``(N, H, W, C)`` in [0, 1] → ``(N, H, W, 2C)`` (``[x, 1 − x]``)."""
-    protocol.check_images(images, self.image_channels, "NNXCoDANet")
+  def _readout(self, class_maps: Array, add_bias: bool) -> Array:
+    return coda_head(class_maps, self.temperature, self.logit_bias if add_bias else 0.0)
+
+  def _encode(self, images: Array) -> Array:
     return add_inverse(images) if self.encode_input else images
-
-  def layer_input(self, images: Array, layer: int = 0) -> Array:
-    """The input of CoDA layer ``layer`` (``0``: the encoded image), each layer run once."""
-    protocol.check_layer(layer, self.num_explainable_layers)
-    return protocol.run_segments(self.encode(images), self.coda_layers, range(layer))
-
-  def forward_from(
-      self,
-      h: Array,
-      layer: int = 0,
-      explain: bool = False,
-      add_bias: bool = True,
-      weights_inputs: Sequence[Array] | None = None,
-  ) -> Array:
-    """Logits ``(N, K)`` from the input ``h`` of CoDA layer ``layer`` onwards."""
-    protocol.check_layer(layer, self.num_explainable_layers)
-    for i in range(layer, len(self.specs)):
-      weights_input = None if weights_inputs is None else weights_inputs[i]
-      h = self.coda_layers[i](h, explain=explain, weights_input=weights_input)
-    return coda_head(h, self.temperature, self.logit_bias if add_bias else 0.0)
-
-  def forward_and_inputs(
-      self, images: Array, add_bias: bool = True
-  ) -> tuple[Array, tuple[Array, ...]]:
-    """One forward pass: logits ``(N, K)`` and the input of every CoDA layer."""
-    h, inputs = self.encode(images), []
-    for layer in self.coda_layers:
-      inputs.append(h)
-      h = layer(h)
-    return coda_head(h, self.temperature, self.logit_bias if add_bias else 0.0), tuple(inputs)
-
-  def __call__(self, images: Array, explain: bool = False) -> Array:
-    """Logits ``(N, K)`` of images ``(N, H, W, C)`` in [0, 1]."""
-    return self.forward_from(self.encode(images), 0, explain=explain)
