@@ -39,7 +39,7 @@ import optax
 from codajax.explain import explain_jit
 from codajax.models import ARCHITECTURES, get_model
 from codajax.nn import dau
-from codajax.train import parallel
+from codajax import parallel
 from codajax.train.step import TrainState, make_train_step
 
 # (dense bfloat16 FLOP/s, HBM bytes/s) per chip, from the vendors' datasheets:

@@ -19,7 +19,7 @@ from codajax import attribution
 from codajax.evaluators import localisation, methods
 from codajax.explain import explain_jit
 from codajax.models import get_model
-from codajax.train import parallel
+from codajax import parallel
 from codajax.train.step import TrainState, make_train_step
 
 PLATFORMS = ["cuda", "tpu"]
