@@ -73,7 +73,9 @@ flags.DEFINE_enum(
 )
 flags.DEFINE_integer("batch_size", None, "Images per attribution call (= --config.batch_size).")
 flags.DEFINE_integer(
-    "chunk", None, "IntGrad steps / SmoothGrad samples per pass " "(= --config.chunk; memory only)."
+    "items_per_pass",
+    None,
+    "IntGrad steps / SmoothGrad samples per pass (= --config.items_per_pass; memory only).",
 )
 flags.DEFINE_integer("n_figure", None, "Images in the contribution figure (0 removes figures).")
 flags.DEFINE_string("data_dir", None, "TFDS data directory (default: the run's).")
@@ -106,7 +108,7 @@ def apply_flags(config, values, parse_method_settings):
       config.method_settings[method] = {}
     for key, value in settings.items():
       config.method_settings[method][key] = value
-  for name in ("batch_size", "chunk", "data_dir", "out"):
+  for name in ("batch_size", "items_per_pass", "data_dir", "out"):
     if values.get(name) is not None:
       config[name] = values[name]
   if values.get("grid") is not None:
@@ -154,7 +156,7 @@ def main(argv):
       "ground_truth",
       "depths",
       "batch_size",
-      "chunk",
+      "items_per_pass",
       "n_figure",
       "data_dir",
       "out",

@@ -1,4 +1,4 @@
-"""codajax.explain.protocol: the layer and image checks and the segment loops the models share."""
+"""codajax.explain.protocol: the layer check and the segment loops the models share."""
 
 import numpy as np
 import pytest
@@ -12,14 +12,6 @@ def test_check_layer_accepts_ints_in_range_only():
   for bad in (3, -1, True, 1.0, np.float32(1.0), "1", None):
     with pytest.raises(ValueError, match=r"layer must be in 0\.\.2 \(the model has 3 explainable"):
       protocol.check_layer(bad, 3)
-
-
-def test_image_checks_name_the_model_and_the_shape():
-  protocol.check_images(np.zeros((2, 4, 4, 3)), 3, "M")
-  with pytest.raises(ValueError, match=r"^M expects NHWC images of rank 4, got shape \(4, 4, 3\)"):
-    protocol.check_images(np.zeros((4, 4, 3)), 3, "M")
-  with pytest.raises(ValueError, match=r"^M was built for 3-channel images, got 1 channels"):
-    protocol.check_images(np.zeros((2, 4, 4, 1)), 3, "M")
 
 
 def test_segment_loops_run_in_order():

@@ -21,8 +21,9 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from codajax.bcos.ops import add_inverse
+from codajax._checks import check_images
 from codajax.explain import protocol
+from codajax.nn.modules import add_inverse
 
 Array = jax.Array
 
@@ -39,7 +40,7 @@ class SegmentedModel:
 
   def encode(self, images: Array) -> Array:
     """Checks and encodes images: ``(N, H, W, C)`` in [0, 1] -> ``(N, H, W, 2C)``."""
-    protocol.check_images(images, self.image_channels, type(self).__name__)
+    check_images(images, name=type(self).__name__, channels=self.image_channels, allow_empty=True)
     return add_inverse(images)
 
   def _pool(self, class_map: Array, add_bias: bool) -> Array:

@@ -15,7 +15,7 @@ name                       model                                                
 =========================  ===========================================================  ==========
 
 ``get_model`` arguments: ``num_classes`` (default: the model's), ``temperature``
-(``None``: none, as released), ``compute_dtype``, ``image_channels``; ``norm``
+(``None``: none, as released), ``dtype``, ``image_channels``; ``norm``
 picks the B-cos norm (``"bn"``, ``"gn"``, ``"ln"``, ``"pn"``, ``"none"``; the
 CoDA default ``"squash"`` means the model's own); ``form`` must stay
 ``"implicit"`` (B-cos layers have one form); further keywords (``b``,

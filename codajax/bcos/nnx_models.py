@@ -14,12 +14,13 @@ from typing import Any
 import jax
 from flax import nnx
 
+from codajax._checks import check_images
 from codajax.bcos.common import default_logit_bias
 from codajax.bcos.nnx_layers import NNXBcosConv, make_nnx_norm
 from codajax.bcos.norms import check_norm_kind
-from codajax.bcos.ops import add_inverse
 from codajax.bcos.resnet import EXPANSION, avg_pool_3x3_s2
 from codajax.explain import protocol
+from codajax.nn.modules import add_inverse
 
 Array = jax.Array
 
@@ -142,7 +143,7 @@ class NNXBcosResNet(nnx.Module):
       max_out: int = 1,
       temperature: float | None = None,
       logit_bias: float | None = None,
-      compute_dtype: Any = None,
+      dtype: Any = None,
       image_channels: int = 3,
       rngs: nnx.Rngs,
   ):
@@ -155,7 +156,7 @@ class NNXBcosResNet(nnx.Module):
         (temperature),
     )
     self.logit_bias = default_logit_bias(num_classes) if logit_bias is None else float(logit_bias)
-    args = {"norm": norm, "b": b, "max_out": max_out, "dtype": compute_dtype, "rngs": rngs}
+    args = {"norm": norm, "b": b, "max_out": max_out, "dtype": dtype, "rngs": rngs}
     segments: list[nnx.Module] = [NNXStem(2 * image_channels, width, small_inputs, **args)]
     channels = width
     for s, count in enumerate(stage_sizes):
@@ -166,7 +167,7 @@ class NNXBcosResNet(nnx.Module):
         )
         channels = width * 2**s * EXPANSION[block]
       segments.append(NNXStage(blocks))
-    segments.append(NNXClassHead(channels, num_classes, b, max_out, compute_dtype, rngs))
+    segments.append(NNXClassHead(channels, num_classes, b, max_out, dtype, rngs))
     self.segments = nnx.List(segments)
 
   @property
@@ -175,7 +176,7 @@ class NNXBcosResNet(nnx.Module):
 
   def encode(self, images: Array) -> Array:
     """``(N, H, W, C)`` in [0, 1] -> ``(N, H, W, 2C)``."""
-    protocol.check_images(images, self.image_channels, "NNXBcosResNet")
+    check_images(images, name="NNXBcosResNet", channels=self.image_channels, allow_empty=True)
     return add_inverse(images)
 
   def layer_input(self, images: Array, layer: int = 0) -> Array:

@@ -101,7 +101,7 @@ def from_config(evals: Mapping[str, Any], shared: Mapping[str, Any] | None = Non
     evals: ``{name: {"type": module (default name), "every_steps": N (training only),
       "prefix": "...", **settings}}``.
     shared: defaults for every evaluator that accepts the keyword (``methods``, ``batch_size``,
-      ``chunk``, ``method_settings``); an entry's own settings win.
+      ``items_per_pass``, ``method_settings``); an entry's own settings win.
   """
   entries = []
   for name, entry in _plain(evals).items():
@@ -303,7 +303,7 @@ def evaluate_run(workdir: str, config) -> dict[str, Any]:
   shared = {
       "methods": methods,
       "batch_size": config.batch_size,
-      "chunk": config.chunk,
+      "items_per_pass": config.items_per_pass,
       "method_settings": _plain(config.get("method_settings", {})),
   }
   entries = from_config(config.evals, shared)
@@ -368,7 +368,7 @@ def evaluate_run(workdir: str, config) -> dict[str, Any]:
       "protocol",
       {
           "batch_size": config.batch_size,
-          "chunk": config.chunk,
+          "items_per_pass": config.items_per_pass,
           "method_settings": _settings_record(config, methods),
       },
   )

@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 import flax.linen as nn
 import jax
 
+from codajax._checks import check_images
 from codajax.explain import protocol
 from codajax.nn import dau
 from codajax.nn.modules import DEFAULT_LOGIT_BIAS, CoDAConv, add_inverse, coda_head
@@ -58,7 +59,7 @@ class CoDANet(nn.Module):
     logit_bias: the fixed scalar bias added to every logit.
     norm: ``"squash"`` or ``"l2"``.
     form: ``"implicit"`` or ``"explicit"`` DAU computation.
-    compute_dtype: convolution dtype (``None`` = float32; ``jnp.bfloat16`` for
+    dtype: computation dtype of the convolutions (``None`` = float32; ``jnp.bfloat16`` for
       mixed precision with float32 norms and logits); the ``dtype`` of every
       :class:`CoDAConv`. Explanation mode computes in float32 regardless.
     image_channels: channels ``C`` of the images the model takes (it sees 2C).
@@ -70,7 +71,7 @@ class CoDANet(nn.Module):
   logit_bias: float = DEFAULT_LOGIT_BIAS
   norm: dau.Norm = "squash"
   form: dau.Form = "implicit"
-  compute_dtype: Any = None
+  dtype: Any = None
   image_channels: int = 3
   encode_input: bool = True
 
@@ -93,7 +94,7 @@ class CoDANet(nn.Module):
             padding=spec.padding,
             norm=self.norm,
             form=self.form,
-            dtype=self.compute_dtype,
+            dtype=self.dtype,
             name=f"layer_{i}",
         )
         for i, spec in enumerate(self.layers)
@@ -101,7 +102,7 @@ class CoDANet(nn.Module):
 
   def encode(self, images: Array) -> Array:
     """Checks and encodes images: ``(N, H, W, C)`` in [0, 1] → ``(N, H, W, 2C)``."""
-    protocol.check_images(images, self.image_channels, "CoDANet")
+    check_images(images, name="CoDANet", channels=self.image_channels, allow_empty=True)
     return add_inverse(images) if self.encode_input else images
 
   def forward_from(

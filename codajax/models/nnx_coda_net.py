@@ -8,6 +8,7 @@ from typing import Any
 import jax
 from flax import nnx
 
+from codajax._checks import check_images
 from codajax.explain import protocol
 from codajax.models.coda_net import LayerSpec
 from codajax.nn import dau
@@ -27,7 +28,7 @@ class NNXCoDANet(nnx.Module):
     layers: the CoDA layers (:class:`LayerSpec`), first to last.
     image_channels: channels ``C`` of the images (the first layer sees ``2C``
       when ``encode_input``).
-    temperature, logit_bias, norm, form, compute_dtype, encode_input: as in
+    temperature, logit_bias, norm, form, dtype, encode_input: as in
       :class:`codajax.models.CoDANet`.
     rngs: ``nnx.Rngs``.
   """
@@ -41,7 +42,7 @@ class NNXCoDANet(nnx.Module):
       logit_bias: float = DEFAULT_LOGIT_BIAS,
       norm: dau.Norm = "squash",
       form: dau.Form = "implicit",
-      compute_dtype: Any = None,
+      dtype: Any = None,
       encode_input: bool = True,
       rngs: nnx.Rngs,
   ):
@@ -63,7 +64,7 @@ class NNXCoDANet(nnx.Module):
               spec.padding,
               norm,
               form,
-              compute_dtype,
+              dtype,
               rngs=rngs,
           )
       )
@@ -80,7 +81,7 @@ class NNXCoDANet(nnx.Module):
 
   def encode(self, images: Array) -> Array:
     """``(N, H, W, C)`` in [0, 1] → ``(N, H, W, 2C)`` (``[x, 1 − x]``)."""
-    protocol.check_images(images, self.image_channels, "NNXCoDANet")
+    check_images(images, name="NNXCoDANet", channels=self.image_channels, allow_empty=True)
     return add_inverse(images) if self.encode_input else images
 
   def layer_input(self, images: Array, layer: int = 0) -> Array:

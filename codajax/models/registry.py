@@ -147,9 +147,7 @@ def register_model(name: str, factory: Callable[..., nn.Module]) -> None:
   _MODEL_FACTORIES[name] = factory
 
 
-def _check_settings(
-    num_classes: Any, temperature: Any, compute_dtype: Any, image_channels: Any
-) -> None:
+def _check_settings(num_classes: Any, temperature: Any, dtype: Any, image_channels: Any) -> None:
   """One clear error for a model setting that would build a broken model."""
 
   def positive_int(value, name):
@@ -165,15 +163,14 @@ def _check_settings(
       value = float("nan")
     if not (math.isfinite(value) and value > 0):
       raise ValueError(f"temperature must be finite and > 0, got {temperature!r}.")
-  if compute_dtype is not None:
+  if dtype is not None:
     try:
-      floating = jnp.issubdtype(jnp.dtype(compute_dtype), jnp.floating)
+      floating = jnp.issubdtype(jnp.dtype(dtype), jnp.floating)
     except TypeError:
       floating = False
     if not floating:
       raise ValueError(
-          f"compute_dtype must be a float dtype (e.g. jnp.bfloat16) or None, got "
-          f"{compute_dtype!r}."
+          f"dtype must be a float dtype (e.g. jnp.bfloat16) or None, got " f"{dtype!r}."
       )
 
 
@@ -184,7 +181,7 @@ def get_model(
     temperature: float | None = None,
     norm: dau.Norm = "squash",
     form: dau.Form = "implicit",
-    compute_dtype: Any = None,
+    dtype: Any = None,
     image_channels: int | None = None,
     **overrides: Any,
 ) -> nn.Module:
@@ -196,7 +193,8 @@ def get_model(
     temperature: logit temperature ``T`` (default: the architecture's).
     norm: ``"squash"`` or ``"l2"``.
     form: ``"implicit"`` or ``"explicit"``.
-    compute_dtype: e.g. ``jnp.bfloat16`` for mixed precision.
+    dtype: computation dtype (Flax's convention; parameters stay float32), e.g.
+      ``jnp.bfloat16`` for mixed precision.
     image_channels: channels of the input images (default: the architecture's).
     **overrides: further :class:`CoDANet` fields (e.g. ``logit_bias``), or the
       keyword arguments of a registered model factory.
@@ -204,14 +202,14 @@ def get_model(
   ``model.apply(variables, images)`` takes NHWC images in [0, 1] and returns
   logits ``(N, K)``. Invalid settings raise one ``ValueError``.
   """
-  _check_settings(num_classes, temperature, compute_dtype, image_channels)
+  _check_settings(num_classes, temperature, dtype, image_channels)
   if name in _MODEL_FACTORIES:
     kwargs = dict(
         num_classes=num_classes,
         temperature=temperature,
         norm=norm,
         form=form,
-        compute_dtype=compute_dtype,
+        dtype=dtype,
         image_channels=image_channels,
         **overrides,
     )
@@ -231,7 +229,7 @@ def get_model(
       temperature=arch.temperature if temperature is None else temperature,
       norm=norm,
       form=form,
-      compute_dtype=compute_dtype,
+      dtype=dtype,
       image_channels=arch.image_channels if image_channels is None else image_channels,
       **overrides,
   )

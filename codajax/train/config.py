@@ -15,7 +15,7 @@ import ml_collections
 SCHEDULES = ("constant", "cifar_step", "imagenet_warmup_halving", "warmup_cosine")
 LOSSES = ("bce", "softmax")
 PARALLEL = ("jit", "pmap")
-COMPUTE_DTYPES = ("float32", "bfloat16")
+DTYPES = ("float32", "bfloat16")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -35,7 +35,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.model.norm = "squash"
   config.model.form = "implicit"
   config.model.kwargs = ml_collections.ConfigDict()  # extra get_model keyword arguments
-  config.compute_dtype = "float32"  # "bfloat16": bf16 compute, f32 params/optimizer/norms
+  config.model.dtype = "float32"  # "bfloat16": bf16 compute, f32 params/optimizer/norms
 
   config.seed = 0
   config.num_epochs = 30
@@ -143,8 +143,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       f"model.temperature must be finite and > 0, got {config.model.temperature}.",
   )
   _require(
-      config.compute_dtype in COMPUTE_DTYPES,
-      f"compute_dtype must be one of {COMPUTE_DTYPES}, got {config.compute_dtype!r}.",
+      config.model.dtype in DTYPES,
+      f"model.dtype must be one of {DTYPES}, got {config.model.dtype!r}.",
   )
   _require(config.loss in LOSSES, f"loss must be one of {LOSSES}, got {config.loss!r}.")
   _require(config.parallel in PARALLEL, f"parallel must be one of {PARALLEL}.")

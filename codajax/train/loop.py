@@ -36,7 +36,7 @@ from codajax.train.schedules import learning_rate_schedule
 from codajax.train.step import TrainState, make_eval_step, make_train_step
 
 # Config sections that define what a checkpoint holds: a resumed run must match them.
-_IDENTITY_KEYS = ("dataset", "model", "compute_dtype", "loss", "seed")
+_IDENTITY_KEYS = ("dataset", "model", "loss", "seed")  # "model" includes model.dtype
 RUN_FILE = "run.json"
 LOCK_FILE = "train.lock"
 
@@ -50,7 +50,7 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int, image_chann
       temperature=m.temperature,
       norm=m.norm,
       form=m.form,
-      compute_dtype=jnp.bfloat16 if config.compute_dtype == "bfloat16" else None,
+      dtype=jnp.bfloat16 if m.dtype == "bfloat16" else None,
       image_channels=image_channels,
       **m.kwargs.to_dict(),
   )
