@@ -248,8 +248,8 @@ def library_cases() -> list[Case]:
           _empty_results,
       ),
       Case(
-          "metrics completeness_error: batch size 0",
-          lambda: metrics.completeness_error(maps0, jnp.zeros((0,))),
+          "metrics contribution_sum_error: batch size 0",
+          lambda: metrics.contribution_sum_error(maps0, jnp.zeros((0,))),
           _empty_results,
       ),
       Case(
@@ -290,7 +290,7 @@ def library_cases() -> list[Case]:
       dict(temperature=-1.0),
       dict(temperature=float("inf")),
       dict(temperature=float("nan")),
-      dict(compute_dtype=jnp.int32),
+      dict(dtype=jnp.int32),
       dict(image_channels=0),
       dict(image_channels=-3),
   ):

@@ -131,7 +131,7 @@ def time_train_step(arch: str, form: str, dtype: str, batch: int, steps: int) ->
   """One benchmark record of the train step of ``arch``."""
   size = ARCHITECTURES[arch].image_size
   images = jax.random.uniform(jax.random.key(1), (batch, size, size, 3))
-  model = get_model(arch, form=form, compute_dtype=jnp.bfloat16 if dtype == "bfloat16" else None)
+  model = get_model(arch, form=form, dtype=jnp.bfloat16 if dtype == "bfloat16" else None)
   labels = jax.random.randint(jax.random.key(2), (batch,), 0, model.num_classes)
   tx = optax.adam(2.5e-4)
   params = jax.jit(model.init)(jax.random.key(0), images[:1])["params"]

@@ -41,7 +41,7 @@ def main():
       args.arch,
       num_classes=spec.num_classes,
       image_channels=spec.image_shape[-1],
-      compute_dtype=jnp.bfloat16 if args.dtype == "bfloat16" else None,
+      dtype=jnp.bfloat16 if args.dtype == "bfloat16" else None,
   )
   mesh = parallel.make_mesh()
   tx = optax.adam(2.5e-4)

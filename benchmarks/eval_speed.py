@@ -30,7 +30,6 @@ sys.path.insert(0, ROOT)
 
 from codajax import data, evaluators  # noqa: E402
 from codajax.evaluators import localisation, pixel_removal  # noqa: E402
-from codajax import parallel  # noqa: E402
 
 
 def _old_module(revision: str):

@@ -85,7 +85,7 @@ def _cost(stage) -> tuple[float, float]:
 def programs(arch: str) -> dict:
   """``{name: (jitted fn, batch -> argument shapes)}`` of ``arch`` with bfloat16 compute."""
   size = ARCHITECTURES[arch].image_size
-  model, tx = get_model(arch, compute_dtype=jnp.bfloat16), optax.adam(1e-3)
+  model, tx = get_model(arch, dtype=jnp.bfloat16), optax.adam(1e-3)
 
   def init():
     params = model.init(jax.random.key(0), jnp.zeros((1, size, size, 3)))["params"]

@@ -30,7 +30,7 @@ FAMILY_MODULES = (
     "codajax.bcos.vit",
 )
 # Settings every family's factory accepts (``None``: the model's default).
-COMMON_SETTINGS = ("num_classes", "temperature", "compute_dtype", "image_channels")
+COMMON_SETTINGS = ("num_classes", "temperature", "dtype", "image_channels")
 
 _FACTORIES: dict[str, Callable[..., Any]] = {}
 _FAMILIES_LOADED = False
@@ -64,7 +64,7 @@ def architecture_names() -> list[str]:
 def check_common_settings(
     num_classes: Any = None,
     temperature: Any = None,
-    compute_dtype: Any = None,
+    dtype: Any = None,
     image_channels: Any = None,
 ) -> None:
   """One clear ``ValueError`` for a shared setting that would build a broken model."""
@@ -82,15 +82,14 @@ def check_common_settings(
       value = float("nan")
     if not (math.isfinite(value) and value > 0):
       raise ValueError(f"temperature must be finite and > 0, got {temperature!r}.")
-  if compute_dtype is not None:
+  if dtype is not None:
     try:
-      floating = jnp.issubdtype(jnp.dtype(compute_dtype), jnp.floating)
+      floating = jnp.issubdtype(jnp.dtype(dtype), jnp.floating)
     except TypeError:
       floating = False
     if not floating:
       raise ValueError(
-          f"compute_dtype must be a float dtype (e.g. jnp.bfloat16) or None, got "
-          f"{compute_dtype!r}."
+          f"dtype must be a float dtype (e.g. jnp.bfloat16) or None, got " f"{dtype!r}."
       )
 
 
@@ -100,7 +99,7 @@ def get_model(name: str, **settings: Any):
   Args:
     name: one of :func:`architecture_names` (e.g. ``"9L-S"``, ``"bcos-resnet50"``).
     **settings: the shared :data:`COMMON_SETTINGS` (``num_classes``, ``temperature``,
-      ``compute_dtype`` e.g. ``jnp.bfloat16``, ``image_channels``; ``None`` or absent: the
+      ``dtype`` e.g. ``jnp.bfloat16``, ``image_channels``; ``None`` or absent: the
       model's default) and the settings of the model's family (CoDA-Nets: ``norm``, ``form``,
       :class:`~codajax.models.CoDANet` fields; B-cos: ``norm`` kind, ``b``, ...; hybrids:
       ``embedding_stage``, ...), passed to its factory as given.

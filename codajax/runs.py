@@ -49,7 +49,7 @@ LOCK_FILE = "train.lock"
 CHECKPOINT_KINDS = ("latest", "best")
 
 # Config sections that define what a checkpoint holds: a resumed run must match them.
-IDENTITY_KEYS = ("dataset", "model", "compute_dtype", "loss", "seed")
+IDENTITY_KEYS = ("dataset", "model", "loss", "seed")  # "model" includes model.dtype
 # Settings the checkpoints depend on beyond their structure's identity: a resumed run must
 # keep them (recorded in run.json as "state_settings"), with why each one matters.
 STATE_SETTINGS = {
@@ -269,12 +269,12 @@ def record_conflicts(
 
 
 def model_settings(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """The ``get_model`` settings a config gives beyond the data's: temperature, compute dtype,
+  """The ``get_model`` settings a config gives beyond the data's: temperature, computation dtype,
   the family's ``norm``/``form`` when set, and ``model.kwargs``."""
   m = config.model
   return {
       "temperature": m.temperature,
-      "compute_dtype": jnp.bfloat16 if config.compute_dtype == "bfloat16" else None,
+      "dtype": jnp.bfloat16 if m.dtype == "bfloat16" else None,
       **{k: m[k] for k in ("norm", "form") if m.get(k) is not None},
       **m.kwargs.to_dict(),
   }

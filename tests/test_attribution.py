@@ -110,7 +110,7 @@ def test_integrated_gradients_completeness(method, n_steps, rtol):
       baselines=baselines,
       n_steps=n_steps,
       method=method,
-      internal_batch_size=64,
+      items_per_pass=64,
   )
   rows = jnp.arange(N)
   expected = (
@@ -133,9 +133,7 @@ def test_integrated_gradients_of_linear_model_equals_input_x_gradient(linear):
 def test_integrated_gradients_chunking_does_not_change_the_result():
   images = jax.random.uniform(jax.random.key(5), (N, H, W, C))
   whole = attribution.integrated_gradients(nonlinear_fn, images, 1, n_steps=20)
-  chunked = attribution.integrated_gradients(
-      nonlinear_fn, images, 1, n_steps=20, internal_batch_size=3
-  )
+  chunked = attribution.integrated_gradients(nonlinear_fn, images, 1, n_steps=20, items_per_pass=3)
   np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-7)
 
 
@@ -191,7 +189,7 @@ def test_smoothgrad_is_seeded_and_batch_size_invariant():
       key=jax.random.key(3),
       nt_samples=5,
       stdevs=0.2,
-      nt_samples_batch_size=2,
+      items_per_pass=2,
   )
   np.testing.assert_allclose(chunked, first, rtol=1e-5, atol=1e-7)
   assert not np.allclose(first, run(jax.random.key(4)))
@@ -261,13 +259,11 @@ def test_occlusion_windows_of_the_reference_presets():
 def test_occlusion_baseline_and_chunking(linear):
   fn, weights, images, target = linear
   reference = attribution.occlusion(
-      fn, images, target, sliding_window_shapes=3, perturbations_per_eval=None
+      fn, images, target, sliding_window_shapes=3, items_per_pass=None
   )
-  for per_eval in (1, 7):
+  for per_pass in (1, 7):
     np.testing.assert_allclose(
-        attribution.occlusion(
-            fn, images, target, sliding_window_shapes=3, perturbations_per_eval=per_eval
-        ),
+        attribution.occlusion(fn, images, target, sliding_window_shapes=3, items_per_pass=per_pass),
         reference,
         rtol=1e-5,
         atol=1e-6,
@@ -425,9 +421,7 @@ def test_rise_of_a_constant_model_is_the_mean_mask(linear):
   logits = jnp.array([0.3, -1.0, 2.0, 0.5])
   fn = lambda x: jnp.broadcast_to(logits + 0 * x.sum(), (x.shape[0], K))
   targets = jnp.stack([target, jnp.array([0, 2])], axis=1)  # (N, T=2): shares the masked passes
-  saliency = attribution.rise(
-      fn, images, targets, key=5, n_masks=40, p1=0.2, perturbations_per_eval=16
-  )
+  saliency = attribution.rise(fn, images, targets, key=5, n_masks=40, p1=0.2, items_per_pass=16)
   masks = attribution.rise_masks(5, 40, H, W, p1=0.2)
   expected = jax.nn.sigmoid(logits[targets])[:, :, None, None] * masks.mean(0) / 0.2
   assert saliency.shape == (N, 2, H, W, 1)

@@ -74,5 +74,5 @@ def test_a_bcos_norm_kind_chosen_in_the_config_is_trained_and_restored(tmp_path)
   for key, value in (("norm", "squash"), ("form", "explicit")):  # CoDA-only settings
     bad = _load("bcos_digits").get_config("smoke")
     bad.model[key] = value
-    with pytest.raises(ValueError, match=f"not accepted by 'bcos-resnet-tiny'"):
+    with pytest.raises(ValueError, match="not accepted by 'bcos-resnet-tiny'"):
       validate_config(bad)

@@ -353,7 +353,7 @@ def test_the_cli_writes_a_restorable_work_directory(tmp_path, capsys):
 
 def test_bfloat16_compute_is_explained_in_float32(tiny):
   model, variables, images = tiny
-  half = get_model("bcos-resnet-tiny", num_classes=4, compute_dtype=jnp.bfloat16)
+  half = get_model("bcos-resnet-tiny", num_classes=4, dtype=jnp.bfloat16)
   np.testing.assert_allclose(
       half.apply(variables, images), model.apply(variables, images), rtol=0.1, atol=0.05
   )

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from codajax.bcos.ops import add_inverse
+from codajax.nn import add_inverse
 from codajax.bcos.vit import (
     VIT_SIZES,
     BcosViT,

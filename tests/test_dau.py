@@ -132,7 +132,7 @@ def test_explain_gradient_is_the_dynamic_weight():
 def test_bfloat16_compute_is_close_to_float32():
   params, x = _layer(jax.random.key(8), c=6, d=8, r=8)
   full = dau.dau_conv(params, x, padding=1)
-  half = dau.dau_conv(params, x, padding=1, compute_dtype=jnp.bfloat16)
+  half = dau.dau_conv(params, x, padding=1, dtype=jnp.bfloat16)
   assert half.dtype == jnp.bfloat16
   np.testing.assert_allclose(half.astype(jnp.float32), full, rtol=5e-2, atol=5e-3)
 

@@ -185,7 +185,7 @@ def test_bfloat16_compute_convolves_in_bfloat16_and_accumulates_in_float32(form)
   x = jax.random.uniform(jax.random.key(9), (2, 5, 5, 6))
 
   def loss(params, x):
-    return jnp.sum(dau.dau_conv(params, x, padding=1, form=form, compute_dtype=jnp.bfloat16))
+    return jnp.sum(dau.dau_conv(params, x, padding=1, form=form, dtype=jnp.bfloat16))
 
   forward = list(_equations(jax.make_jaxpr(loss)(params, x).jaxpr))
   convs = [e for e in forward if e.primitive.name == "conv_general_dilated"]

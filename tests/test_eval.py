@@ -445,7 +445,7 @@ def test_presets_build_and_validate(digits_run):
     shared = {
         "methods": config.methods,
         "batch_size": config.batch_size,
-        "chunk": config.chunk,
+        "items_per_pass": config.items_per_pass,
         "method_settings": config.method_settings,
     }
     entries = evaluators.from_config(config.evals, shared)

@@ -194,7 +194,7 @@ def test_weights_and_contributions_match_an_independent_float64_product_of_layer
 
 
 def test_bfloat16_model_is_explained_in_float32_exactly():
-  model = get_model("tiny-3L", compute_dtype=jnp.bfloat16)
+  model = get_model("tiny-3L", dtype=jnp.bfloat16)
   images = jax.random.uniform(jax.random.key(1), (3, 8, 8, 3))
   variables = model.init(jax.random.key(0), images[:1])
   plain = model.apply(variables, images)
@@ -326,7 +326,7 @@ def test_bad_images_and_model_settings_raise_clear_errors(tiny):
       (dict(num_classes=0), "num_classes must be a positive"),
       (dict(temperature=0.0), "temperature must be finite and > 0"),
       (dict(temperature=float("inf")), "temperature must be finite"),
-      (dict(compute_dtype=jnp.int32), "compute_dtype must be a float"),
+      (dict(dtype=jnp.int32), "dtype must be a float"),
       (dict(image_channels=0), "image_channels must be a positive"),
   ):
     with pytest.raises(ValueError, match=message):

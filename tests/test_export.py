@@ -65,14 +65,14 @@ def _spec(shape, dtype) -> jax.ShapeDtypeStruct:
 
 
 @functools.cache
-def _model(compute_dtype=None):
-  return get_model("9L-S", compute_dtype=compute_dtype)
+def _model(dtype=None):
+  return get_model("9L-S", dtype=dtype)
 
 
 @functools.cache
-def _state_and_tx(compute_dtype=None):
+def _state_and_tx(dtype=None):
   """Shapes of a fresh 9L-S train state (``jax.eval_shape``: nothing is initialised)."""
-  model, tx = _model(compute_dtype), optax.adam(1e-3)
+  model, tx = _model(dtype), optax.adam(1e-3)
 
   def init():
     params = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))["params"]
@@ -111,11 +111,11 @@ def test_the_checks_see_a_host_callback_and_the_cpu_form():
     assert_ready_for_accelerators(cpu_text)
 
 
-@pytest.mark.parametrize("compute_dtype", [None, jnp.bfloat16], ids=["float32", "bfloat16"])
+@pytest.mark.parametrize("dtype", [None, jnp.bfloat16], ids=["float32", "bfloat16"])
 @pytest.mark.parametrize("parallel_mode", ["jit", "pmap"])
-def test_train_step_exports_for_gpu_and_tpu(parallel_mode, compute_dtype):
-  state, tx = _state_and_tx(compute_dtype)
-  model = _model(compute_dtype)
+def test_train_step_exports_for_gpu_and_tpu(parallel_mode, dtype):
+  state, tx = _state_and_tx(dtype)
+  model = _model(dtype)
   batch = {"image": _spec((BATCH, 32, 32, 3), jnp.uint8), "label": _spec((BATCH,), jnp.int32)}
   if parallel_mode == "jit":
     step = make_train_step(model, tx, mesh=parallel.make_mesh(), parallel_mode="jit")
@@ -125,7 +125,7 @@ def test_train_step_exports_for_gpu_and_tpu(parallel_mode, compute_dtype):
     state, batch = jax.tree.map(per_device, (state, batch))
   text = export_text(step, state, batch)
   assert_ready_for_accelerators(text)
-  if compute_dtype is not None:
+  if dtype is not None:
     assert "bf16" in text
   if parallel_mode == "pmap":
     assert "all_reduce" in text  # the gradients' pmean

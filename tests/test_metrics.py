@@ -208,7 +208,7 @@ def test_pixel_removal_curve_zeroes_the_encoded_input():
   labels = np.array([0, 2, 1])
   importance = rng.normal(size=(3, 8, 8)).astype(np.float32)
   probabilities = metrics.pixel_removal_probabilities(
-      fn, images, labels, importance, n_points=8, perturbations_per_eval=4
+      fn, images, labels, importance, n_points=8, items_per_pass=4
   )
   assert probabilities.shape == (3, 9)
   masks = np.asarray(metrics.removal_masks(importance, n_points=8))
@@ -218,7 +218,7 @@ def test_pixel_removal_curve_zeroes_the_encoded_input():
     expected = 1 / (1 + np.exp(-logits[np.arange(3), labels]))
     np.testing.assert_allclose(probabilities[:, j], expected, rtol=1e-5)
   curve = metrics.pixel_removal_curve(
-      fn, images, labels, importance, n_points=8, perturbations_per_eval=None
+      fn, images, labels, importance, n_points=8, items_per_pass=None
   )
   np.testing.assert_allclose(curve, np.asarray(probabilities).mean(axis=0), rtol=1e-6)
 
@@ -259,13 +259,13 @@ def test_mask_energy_and_pointing_game():
     metrics.mask_energy(maps[:, :3], masks)
 
 
-def test_completeness_error():
+def test_contribution_sum_error():
   contributions = np.array([[[1.0, 2.0], [3.0, -4.0]], [[0.5, 0.5], [0.0, 0.0]]])
   np.testing.assert_allclose(
-      metrics.completeness_error(contributions, np.array([2.0, 1.0])), [0.0, 0.0], atol=1e-7
+      metrics.contribution_sum_error(contributions, np.array([2.0, 1.0])), [0.0, 0.0], atol=1e-7
   )
   np.testing.assert_allclose(
-      metrics.completeness_error(contributions, np.array([3.0, 1.5])), [0.1, 0.5], rtol=1e-6
+      metrics.contribution_sum_error(contributions, np.array([3.0, 1.5])), [0.1, 0.5], rtol=1e-6
   )
 
 
@@ -287,7 +287,7 @@ def test_per_image_scores_of_an_empty_batch_are_empty_and_curves_raise():
   maps, masks = np.zeros((0, 6, 6, 2), np.float32), np.zeros((0, 6, 6), bool)
   assert metrics.mask_energy(maps, masks).shape == (0,)
   assert metrics.pointing_game(maps, masks).shape == (0,)
-  assert metrics.completeness_error(maps, np.zeros((0,))).shape == (0,)
+  assert metrics.contribution_sum_error(maps, np.zeros((0,))).shape == (0,)
   assert metrics.localisation_scores(maps, grid=3).shape == (0, 9)
   assert metrics.localisation_metric(np.zeros((0, 9, 6, 6)), grid=3).shape == (0, 9)
   weights = np.ones((6 * 6 * 6, 3), np.float32)

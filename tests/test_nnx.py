@@ -10,7 +10,7 @@ import optax
 import pytest
 from flax import nnx
 
-from codajax.explain import completeness_error, explain_linear, explain_nnx
+from codajax.explain import completeness_error, explain_nnx
 from codajax.models import CoDANet, LayerSpec, NNXCoDANet
 from codajax.nn import NNXCoDAConv
 

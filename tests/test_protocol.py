@@ -17,14 +17,6 @@ def test_check_layer_accepts_ints_in_range_only():
       protocol.check_layer(bad, 3)
 
 
-def test_image_checks_name_the_model_and_the_shape():
-  protocol.check_images(np.zeros((2, 4, 4, 3)), 3, "M")
-  with pytest.raises(ValueError, match=r"^M expects NHWC images of rank 4, got shape \(4, 4, 3\)"):
-    protocol.check_images(np.zeros((4, 4, 3)), 3, "M")
-  with pytest.raises(ValueError, match=r"^M was built for 3-channel images, got 1 channels"):
-    protocol.check_images(np.zeros((2, 4, 4, 1)), 3, "M")
-
-
 def test_segment_loops_run_in_order():
   calls = []
 

@@ -1,10 +1,12 @@
 """Post-hoc attribution methods for any apply function ``fn: (N, H, W, C) -> (N, K) logits``.
 
-Every method is ``method(fn, inputs, target, **settings)`` with inputs (N, H, W, C) in [0, 1] and
-target an int or (N,) ints, is batched and jit-able, and returns (N, H, W, C) (gradient methods)
-or (N, H, W, 1) (Grad-CAM, Occlusion, RISE). A target (N, T) explains T classes per image and
-adds a T axis after N (Occlusion and RISE share their forward passes between the T classes).
-``METHODS`` holds the reference's presets.
+Every method is ``method(fn, images, targets, **settings)`` with images (N, H, W, C) in [0, 1] and
+targets an int or (N,) ints, is batched and jit-able, and returns maps (N, H, W, C) (gradient
+methods) or (N, H, W, 1) (Grad-CAM, Occlusion, RISE). Targets (N, T) explain T classes per image and
+add a T axis after N (Occlusion and RISE share their forward passes between the T classes).
+``METHODS`` holds the reference's presets. Each method names the Captum method it mirrors. Loops
+over integration steps, noise samples or masks evaluate ``items_per_pass`` items per forward pass
+(Captum's ``internal_batch_size``, ``nt_samples_batch_size`` and ``perturbations_per_eval``).
 DeepLIFT reduces to Input×Gradient on a CoDA-Net (see :mod:`codajax.attribution.gradients`).
 """
 

@@ -4,18 +4,19 @@ Conventions used by every method in :mod:`codajax.attribution`:
 
 * ``fn`` maps images ``(N, H, W, C)`` to logits ``(N, K)``, one row per image and no
   interaction between the images of a batch (no batch statistics). The methods differentiate
-  ``sum_n logits[n, target[n]]``, which gives each image its own gradient only under that
+  ``sum_n logits[n, targets[n]]``, which gives each image its own gradient only under that
   assumption.
-* ``target`` is an int, an int array ``(N,)``, or ``(N, T)`` for T classes per image; the
+* ``targets`` is an int, an int array ``(N,)``, or ``(N, T)`` for T classes per image; the
   result then gains a target axis, ``(N, T, ...)``. Perturbation methods (Occlusion, RISE) share
   their forward passes between the T classes, gradient methods ``vmap`` over them.
 * Loops over integration steps, noise samples or masks run as a ``lax.scan`` over chunks whose
   items are ``vmap``-ed, so a method is one traced program whatever its number of forward passes.
-* Bad input is a ``ValueError`` with a one-line message: non-4-D or non-float images, an empty
-  batch (N = 0: there is nothing to explain), non-integer targets, and concrete targets outside
-  ``[0, K)`` (checked even when a method evaluates the model inside ``vmap``/``scan``, e.g.
+* Bad input is an error with a one-line message: ``TypeError`` for non-float images,
+  ``ValueError`` for non-4-D images and an empty batch (N = 0: there is nothing to explain), the
+  same check as :func:`codajax.explain.explain` and the models make; ``ValueError`` for
+  non-integer targets and for concrete targets outside ``[0, K)`` (checked even when a method evaluates the model inside ``vmap``/``scan``, e.g.
   SmoothGrad's noise samples). Targets that are tracers (a method called inside ``jax.jit``
-  with the target as an argument) cannot be checked: there an out-of-range target gives a zero
+  with the targets as an argument) cannot be checked: there an out-of-range target gives a zero
   map (JAX's out-of-bounds gather fills).
 """
 
@@ -31,76 +32,64 @@ Array = jax.Array
 ForwardFn = Callable[[Array], Array]
 
 
-def check_images(inputs: Array) -> Array:
-  """Returns ``inputs`` as an array after checking it is a batch ``(N, H, W, C)``."""
-  inputs = jnp.asarray(inputs)
-  if inputs.ndim != 4:
-    raise ValueError(f"inputs must be a batch of images (N, H, W, C); got shape {inputs.shape}")
-  if not jnp.issubdtype(inputs.dtype, jnp.floating):
-    raise ValueError(f"inputs must be floating point images; got dtype {inputs.dtype}")
-  if inputs.shape[0] == 0:
-    raise ValueError(
-        f"inputs is an empty batch (shape {inputs.shape}); attribution needs at least one image"
-    )
-  return inputs
-
-
-def as_target(target: int | Array, num_images: int) -> Array:
+def as_targets(targets: int | Array, num_images: int) -> Array:
   """Class indices as int32 ``(N,)`` (from an int or ``(N,)``) or ``(N, T)`` (from ``(N, T)``).
 
-  A concrete target (an int, a numpy or a concrete JAX array) comes back as a numpy array, so it
-  stays concrete, and range-checked by :func:`select`, when a method closes over it inside a
+  Concrete targets (an int, a numpy or a concrete JAX array) come back as a numpy array, so they
+  stay concrete, and range-checked by :func:`select`, when a method closes over it inside a
   traced loop (``vmap``/``scan``); a tracer comes back as a tracer.
   """
-  xp = jnp if isinstance(target, jax.core.Tracer) else np
-  target = xp.asarray(target)
-  if not jnp.issubdtype(target.dtype, jnp.integer):
-    raise ValueError(f"target must be integer class indices; got dtype {target.dtype}")
-  if target.ndim > 2 or (target.ndim >= 1 and target.shape[0] != num_images):
+  xp = jnp if isinstance(targets, jax.core.Tracer) else np
+  targets = xp.asarray(targets)
+  if not jnp.issubdtype(targets.dtype, jnp.integer):
+    raise ValueError(f"targets must be integer class indices; got dtype {targets.dtype}")
+  if targets.ndim > 2 or (targets.ndim >= 1 and targets.shape[0] != num_images):
     raise ValueError(
-        f"target must be an int or an array of shape ({num_images},) or ({num_images}, T); got shape {target.shape}"
+        f"targets must be an int or an array of shape ({num_images},) or ({num_images}, T); got shape {targets.shape}"
     )
-  return xp.broadcast_to(target, (num_images,) + target.shape[1:]).astype(xp.int32)
+  return xp.broadcast_to(targets, (num_images,) + targets.shape[1:]).astype(xp.int32)
 
 
-def check_target_range(target: Array, num_classes: int) -> None:
-  """Raises ``ValueError`` if a concrete ``target`` (N,) or (N, T) lies outside ``[0, num_classes)``."""
-  if isinstance(target, jax.core.Tracer):
+def check_target_range(targets: Array, num_classes: int) -> None:
+  """Raises ``ValueError`` if concrete ``targets`` (N,) or (N, T) lie outside ``[0, num_classes)``."""
+  if isinstance(targets, jax.core.Tracer):
     return
-  values = np.asarray(target)
+  values = np.asarray(targets)
   if values.size and (values.min() < 0 or values.max() >= num_classes):
     raise ValueError(
-        f"target must lie in [0, {num_classes}); got values {np.unique(values).tolist()}"
+        f"targets must lie in [0, {num_classes}); got values {np.unique(values).tolist()}"
     )
 
 
-def select(logits: Array, target: Array) -> Array:
-  """``logits[n, target[n]]``: (N, K), (N,) or (N, T) -> (N,) or (N, T), shape- and range-checked."""
-  if logits.ndim != 2 or logits.shape[0] != target.shape[0]:
-    raise ValueError(f"fn must return logits of shape (N={target.shape[0]}, K); got {logits.shape}")
-  check_target_range(target, logits.shape[1])
-  return jnp.take_along_axis(logits, target.reshape(target.shape[0], -1), axis=1).reshape(
-      target.shape
+def select(logits: Array, targets: Array) -> Array:
+  """``logits[n, targets[n]]``: (N, K), (N,) or (N, T) -> (N,) or (N, T), shape/range-checked."""
+  if logits.ndim != 2 or logits.shape[0] != targets.shape[0]:
+    raise ValueError(
+        f"fn must return logits of shape (N={targets.shape[0]}, K); got {logits.shape}"
+    )
+  check_target_range(targets, logits.shape[1])
+  return jnp.take_along_axis(logits, targets.reshape(targets.shape[0], -1), axis=1).reshape(
+      targets.shape
   )
 
 
 def per_target(
-    attribute: Callable[[Array], Array], target: Array, fn: ForwardFn, inputs: Array
+    attribute: Callable[[Array], Array], targets: Array, fn: ForwardFn, images: Array
 ) -> Array:
-  """``attribute(target)`` for (N,) targets; for (N, T) targets vmapped over T -> (N, T, ...).
+  """``attribute(targets)`` for (N,) targets; for (N, T) targets vmapped over T -> (N, T, ...).
 
-  ``fn`` and ``inputs`` serve the range check of concrete (N, T) targets, which the vmap hides.
+  ``fn`` and ``images`` serve the range check of concrete (N, T) targets, which the vmap hides.
   """
-  if target.ndim == 1:
-    return attribute(target)
-  if not isinstance(target, jax.core.Tracer):
-    check_target_range(target, jax.eval_shape(fn, inputs).shape[-1])
-  return jax.vmap(attribute, in_axes=1, out_axes=1)(target)
+  if targets.ndim == 1:
+    return attribute(targets)
+  if not isinstance(targets, jax.core.Tracer):
+    check_target_range(targets, jax.eval_shape(fn, images).shape[-1])
+  return jax.vmap(attribute, in_axes=1, out_axes=1)(targets)
 
 
-def target_gradient(fn: ForwardFn, inputs: Array, target: Array) -> Array:
-  """Gradient of each image's target logit w.r.t. that image: target (N,) -> (N, H, W, C)."""
-  return jax.grad(lambda x: jnp.sum(select(fn(x), target)))(inputs)
+def target_gradient(fn: ForwardFn, images: Array, targets: Array) -> Array:
+  """Gradient of each image's target logit w.r.t. that image: targets (N,) -> (N, H, W, C)."""
+  return jax.grad(lambda x: jnp.sum(select(fn(x), targets)))(images)
 
 
 def as_key(key: Array | int) -> Array:

@@ -22,7 +22,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from codajax.attribution._common import Array, as_target, check_images, per_target, select, upsample_nearest
+from codajax._checks import check_images
+from codajax.attribution._common import Array, as_targets, per_target, select, upsample_nearest
 
 FeatureFn = Callable[[Array, Array], tuple[Array, Array]]
 LayerFilter = str | Callable[[nn.Module, str], bool]
@@ -30,36 +31,39 @@ LayerFilter = str | Callable[[nn.Module, str], bool]
 
 def grad_cam(
     fn: FeatureFn,
-    inputs: Array,
-    target: int | Array,
+    images: Array,
+    targets: int | Array,
     *,
     relu_attributions: bool = True,
     upsample: bool = True,
 ) -> Array:
   """Grad-CAM from a feature function.
 
+  Captum: ``LayerGradCam(fn, layer).attribute(inputs, target, relu_attributions=...)`` followed
+  by ``LayerAttribution.interpolate`` (``upsample``).
+
   Args:
     fn: ``(images (N,H,W,C), delta) -> (logits (N,K), features (N,h,w,D))`` where the logits are
       computed from ``features + delta``; a scalar ``delta = 0`` must work too (used to infer
       the feature shape).
-    inputs: (N,H,W,C); target: int, (N,) or (N,T).
+    images: (N,H,W,C); targets: int, (N,) or (N,T).
     relu_attributions: clamp the map at 0 (the reference's setting).
     upsample: resize to (H, W) with nearest interpolation (PyTorch rule) as the reference.
 
   Returns: (N,H,W,1), or (N,h,w,1) without ``upsample`` (with a T axis after N for (N,T) targets):
   ``sum_d mean_ij(d logit_t / d A_ijd) * A_ijd``.
   """
-  inputs = check_images(inputs)
-  target = as_target(target, inputs.shape[0])
-  feature_shape = jax.eval_shape(lambda x: fn(x, jnp.zeros((), x.dtype))[1], inputs)
-  if len(feature_shape.shape) != 4 or feature_shape.shape[0] != inputs.shape[0]:
+  images = check_images(images, name="grad_cam")
+  targets = as_targets(targets, images.shape[0])
+  feature_shape = jax.eval_shape(lambda x: fn(x, jnp.zeros((), x.dtype))[1], images)
+  if len(feature_shape.shape) != 4 or feature_shape.shape[0] != images.shape[0]:
     raise ValueError(f"the feature map must have shape (N, h, w, D); got {feature_shape.shape}")
 
   delta = jnp.zeros(feature_shape.shape, feature_shape.dtype)
 
   def attribute(t):
     def target_logit(delta):
-      logits, features = fn(inputs, delta)
+      logits, features = fn(images, delta)
       return jnp.sum(select(logits, t)), features
 
     grads, features = jax.grad(target_logit, has_aux=True)(delta)
@@ -67,9 +71,9 @@ def grad_cam(
     cam = jnp.sum(channel_weights * features, axis=-1, keepdims=True)
     if relu_attributions:
       cam = jax.nn.relu(cam)
-    return upsample_nearest(cam, inputs.shape[1], inputs.shape[2]) if upsample else cam
+    return upsample_nearest(cam, images.shape[1], images.shape[2]) if upsample else cam
 
-  return per_target(attribute, target, lambda x: fn(x, jnp.zeros((), x.dtype))[0], inputs)
+  return per_target(attribute, targets, lambda x: fn(x, jnp.zeros((), x.dtype))[0], images)
 
 
 def _as_filter(layer: LayerFilter) -> Callable[[nn.Module, str], bool]:
@@ -80,7 +84,7 @@ def _as_filter(layer: LayerFilter) -> Callable[[nn.Module, str], bool]:
 
 
 def _module_paths(
-    model: nn.Module, variables: Any, inputs: Array, method: Any, apply_kwargs: dict
+    model: nn.Module, variables: Any, images: Array, method: Any, apply_kwargs: dict
 ) -> list[str]:
   """The paths of all submodules called when applying ``model`` (for error messages)."""
   _, state = jax.eval_shape(
@@ -92,7 +96,7 @@ def _module_paths(
           mutable=["intermediates"],
           **apply_kwargs,
       ),
-      inputs,
+      images,
   )
   paths = jax.tree_util.tree_flatten_with_path(state["intermediates"])[0]
   return sorted(
@@ -142,8 +146,8 @@ def layer_function(
 def layer_grad_cam(
     model: nn.Module,
     variables: Any,
-    inputs: Array,
-    target: int | Array,
+    images: Array,
+    targets: int | Array,
     *,
     layer: LayerFilter,
     relu_attributions: bool = True,
@@ -153,7 +157,8 @@ def layer_grad_cam(
 ) -> Array:
   """Grad-CAM on the output of ``layer`` of a Linen module: (N,H,W,C) -> (N,H,W,1).
 
-  See :func:`layer_function` for ``layer`` and :func:`grad_cam` for the computation.
+  See :func:`layer_function` for ``layer`` and :func:`grad_cam` for the computation. Captum:
+  ``LayerGradCam(model, layer).attribute(inputs, target, relu_attributions=...)``.
   """
   fn = layer_function(model, variables, layer, method=method, **apply_kwargs)
-  return grad_cam(fn, inputs, target, relu_attributions=relu_attributions, upsample=upsample)
+  return grad_cam(fn, images, targets, relu_attributions=relu_attributions, upsample=upsample)

@@ -17,12 +17,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from codajax._checks import check_images
 from codajax.attribution._common import (
     Array,
     ForwardFn,
     as_key,
-    as_target,
-    check_images,
+    as_targets,
     per_target,
     target_gradient,
     weighted_sum,
@@ -38,32 +38,35 @@ INTEGRATION_METHODS = (
 NOISE_TUNNEL_TYPES = ("smoothgrad", "smoothgrad_sq", "vargrad")
 
 
-def gradient(fn: ForwardFn, inputs: Array, target: int | Array, *, abs: bool = False) -> Array:  # noqa: A002
-  """Saliency: d logit_target / d inputs, signed unless ``abs`` (Captum's default is abs=True).
+def gradient(fn: ForwardFn, images: Array, targets: int | Array, *, abs: bool = False) -> Array:  # noqa: A002
+  """Saliency: d logit_target / d images, signed unless ``abs`` (Captum's default is abs=True).
 
-  Args: fn (N,H,W,C)->(N,K); inputs (N,H,W,C); target int, (N,) or (N,T).
+  Captum: ``Saliency(fn).attribute(inputs, target, abs=...)``.
+
+  Args: fn (N,H,W,C)->(N,K); images (N,H,W,C); targets int, (N,) or (N,T).
   Returns (N,H,W,C), or (N,T,H,W,C) for (N,T) targets.
   """
-  inputs = check_images(inputs)
+  images = check_images(images, name="gradient")
   grads = per_target(
-      lambda t: target_gradient(fn, inputs, t), as_target(target, inputs.shape[0]), fn, inputs
+      lambda t: target_gradient(fn, images, t), as_targets(targets, images.shape[0]), fn, images
   )
   return jnp.abs(grads) if abs else grads
 
 
-def input_x_gradient(fn: ForwardFn, inputs: Array, target: int | Array) -> Array:
-  """Input×Gradient: inputs * d logit_target / d inputs, (N,H,W,C) -> (N,H,W,C) ((N,T,H,W,C)).
+def input_x_gradient(fn: ForwardFn, images: Array, targets: int | Array) -> Array:
+  """Input×Gradient: images * d logit_target / d images, (N,H,W,C) -> (N,H,W,C) ((N,T,H,W,C)).
 
   On a CoDA-Net this also equals Captum's DeepLift with a zero baseline (no module for DeepLIFT
   to rewrite). It differs from the exact CoDA contribution map ("Ours"), which differentiates the
-  6-channel encoded input with the dynamic weights held fixed.
+  6-channel encoded input with the dynamic weights held fixed. Captum:
+  ``InputXGradient(fn).attribute(inputs, target)``.
   """
-  inputs = check_images(inputs)
+  images = check_images(images, name="input_x_gradient")
   return per_target(
-      lambda t: inputs * target_gradient(fn, inputs, t),
-      as_target(target, inputs.shape[0]),
+      lambda t: images * target_gradient(fn, images, t),
+      as_targets(targets, images.shape[0]),
       fn,
-      inputs,
+      images,
   )
 
 
@@ -95,82 +98,91 @@ def integration_rule(n_steps: int, method: str = "gausslegendre") -> tuple[np.nd
 
 def integrated_gradients(
     fn: ForwardFn,
-    inputs: Array,
-    target: int | Array,
+    images: Array,
+    targets: int | Array,
     *,
     baselines: float | Array | None = None,
     n_steps: int = 50,
     method: str = "gausslegendre",
-    internal_batch_size: int | None = None,
+    items_per_pass: int | None = None,
 ) -> Array:
   """Integrated Gradients: (x - b) * sum_i w_i grad f(b + alpha_i (x - b)).
 
+  Captum: ``IntegratedGradients(fn).attribute(inputs, baselines, target, n_steps=...,
+  method=..., internal_batch_size=...)``.
+
   Args:
     fn: (N,H,W,C) -> (N,K) logits.
-    inputs: (N,H,W,C).
-    target: int, (N,) or (N,T).
-    baselines: scalar or array broadcastable to inputs; None = zeros (black image).
+    images: (N,H,W,C).
+    targets: int, (N,) or (N,T).
+    baselines: scalar or array broadcastable to images; None = zeros (black image).
     n_steps, method: quadrature, see :func:`integration_rule` (reference: 20, "gausslegendre").
-    internal_batch_size: integration points evaluated per forward pass (None = all at once).
+    items_per_pass: integration points evaluated per forward pass (None = all at once;
+      Captum's ``internal_batch_size``).
 
   Returns: (N,H,W,C) ((N,T,H,W,C) for (N,T) targets); summed over pixels it approximates
   f(x)_t - f(b)_t.
   """
-  inputs = check_images(inputs)
-  target = as_target(target, inputs.shape[0])
+  images = check_images(images, name="integrated_gradients")
+  targets = as_targets(targets, images.shape[0])
   baselines = (
-      jnp.zeros_like(inputs)
+      jnp.zeros_like(images)
       if baselines is None
-      else jnp.broadcast_to(jnp.asarray(baselines, inputs.dtype), inputs.shape)
+      else jnp.broadcast_to(jnp.asarray(baselines, images.dtype), images.shape)
   )
   alphas, step_sizes = (
-      jnp.asarray(rule, inputs.dtype) for rule in integration_rule(n_steps, method)
+      jnp.asarray(rule, images.dtype) for rule in integration_rule(n_steps, method)
   )
-  delta = inputs - baselines
+  delta = images - baselines
 
   def attribute(t):
     path_gradient = lambda alpha: target_gradient(fn, baselines + alpha * delta, t)
-    return delta * weighted_sum(path_gradient, alphas, step_sizes, internal_batch_size)
+    return delta * weighted_sum(path_gradient, alphas, step_sizes, items_per_pass)
 
-  return per_target(attribute, target, fn, inputs)
+  return per_target(attribute, targets, fn, images)
 
 
 def noise_tunnel(
     attribution: Callable[..., Array],
     fn: ForwardFn,
-    inputs: Array,
-    target: int | Array,
+    images: Array,
+    targets: int | Array,
     *,
     key: Array | int,
     nt_type: str = "smoothgrad",
     nt_samples: int = 5,
     stdevs: float = 1.0,
-    nt_samples_batch_size: int | None = None,
+    items_per_pass: int | None = None,
     **kwargs,
 ) -> Array:
-  """Noise tunnel around any attribution ``attribution(fn, inputs, target, **kwargs)``.
+  """Noise tunnel around any attribution ``attribution(fn, images, targets, **kwargs)``.
 
-  Draws ``nt_samples`` noisy copies ``inputs + N(0, stdevs²)`` (absolute standard deviation, as
+  Draws ``nt_samples`` noisy copies ``images + N(0, stdevs²)`` (absolute standard deviation, as
   Captum) from ``key`` (a ``jax.random`` key or an int seed) and returns, per ``nt_type``, the
   mean attribution ("smoothgrad"), the mean squared attribution ("smoothgrad_sq") or its
-  variance ("vargrad"). Shapes: inputs (N,H,W,C) -> the wrapped method's output shape.
-  A concrete ``target`` outside ``[0, K)`` raises ``ValueError`` (see :mod:`._common`).
+  variance ("vargrad"). Shapes: images (N,H,W,C) -> the wrapped method's output shape.
+  A concrete ``targets`` outside ``[0, K)`` raises ``ValueError`` (see :mod:`._common`).
+  ``items_per_pass``: noisy samples per pass (None = all at once; Captum's
+  ``nt_samples_batch_size``); to chunk a wrapped method too, wrap it with
+  ``functools.partial(method, items_per_pass=...)``. Captum:
+  ``NoiseTunnel(attribution).attribute(inputs, nt_type, nt_samples, nt_samples_batch_size,
+  stdevs=..., target=...)``.
   """
   if nt_type not in NOISE_TUNNEL_TYPES:
     raise ValueError(f"unknown nt_type {nt_type!r}; known: {', '.join(NOISE_TUNNEL_TYPES)}")
   if nt_samples < 1:
     raise ValueError("nt_samples must be >= 1")
-  inputs = check_images(inputs)
-  target = as_target(target, inputs.shape[0])  # checked once, concrete inside the sample loop
+  images = check_images(images, name="noise_tunnel")
+  targets = as_targets(targets, images.shape[0])  # checked once, concrete inside the sample loop
 
   def moments(sample_key):
-    noisy = inputs + stdevs * jax.random.normal(sample_key, inputs.shape, inputs.dtype)
-    attributions = attribution(fn, noisy, target, **kwargs)
+    noisy = images + stdevs * jax.random.normal(sample_key, images.shape, images.dtype)
+    attributions = attribution(fn, noisy, targets, **kwargs)
     return attributions, attributions * attributions
 
   keys = jax.random.split(as_key(key), nt_samples)
   mean, mean_sq = weighted_sum(
-      moments, keys, jnp.full(nt_samples, 1.0 / nt_samples, inputs.dtype), nt_samples_batch_size
+      moments, keys, jnp.full(nt_samples, 1.0 / nt_samples, images.dtype), items_per_pass
   )
   if nt_type == "smoothgrad":
     return mean
@@ -181,30 +193,32 @@ def noise_tunnel(
 
 def smooth_grad(
     fn: ForwardFn,
-    inputs: Array,
-    target: int | Array,
+    images: Array,
+    targets: int | Array,
     *,
     key: Array | int,
     nt_samples: int = 50,
     stdevs: float = 0.15,
-    nt_samples_batch_size: int | None = None,
+    items_per_pass: int | None = None,
     attribution: Callable[..., Array] = gradient,
     **kwargs,
 ) -> Array:
   """SmoothGrad: the noise-tunnel mean of ``attribution`` (default: signed gradient).
 
   Defaults follow Smilkov et al. (50 samples, noise 15 % of the [0, 1] input range); the
-  reference evaluation has no SmoothGrad. Shapes: (N,H,W,C) -> (N,H,W,C).
+  reference evaluation has no SmoothGrad. Shapes: (N,H,W,C) -> (N,H,W,C). Captum:
+  ``NoiseTunnel(Saliency(fn)).attribute(inputs, nt_type="smoothgrad", ...)``; ``items_per_pass``
+  as :func:`noise_tunnel`.
   """
   return noise_tunnel(
       attribution,
       fn,
-      inputs,
-      target,
+      images,
+      targets,
       key=key,
       nt_type="smoothgrad",
       nt_samples=nt_samples,
       stdevs=stdevs,
-      nt_samples_batch_size=nt_samples_batch_size,
+      items_per_pass=items_per_pass,
       **kwargs,
   )

@@ -2,7 +2,7 @@
 
 Both act on the image given to ``fn`` (for CoDA-Nets the 3-channel [0, 1] image, so an occluded or
 masked-out pixel becomes black, i.e. (0,0,0,1,1,1) after the model's input encoding) and return
-one channel, (N, H, W, 1). Masks are evaluated ``perturbations_per_eval`` at a time.
+one channel, (N, H, W, 1). Masks are evaluated ``items_per_pass`` at a time.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from codajax.attribution._common import Array, ForwardFn, as_key, as_target, check_images, select, weighted_sum
+from codajax._checks import check_images
+from codajax.attribution._common import Array, ForwardFn, as_key, as_targets, select, weighted_sum
 
 
 def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
@@ -53,14 +54,14 @@ def occlusion_window_bounds(
 
 def occlusion(
     fn: ForwardFn,
-    inputs: Array,
-    target: int | Array,
+    images: Array,
+    targets: int | Array,
     *,
     sliding_window_shapes: int | tuple[int, int] = 5,
     strides: int | tuple[int, int] = 2,
     baselines: float | Array = 0.0,
     reference_window_quirk: bool = True,
-    perturbations_per_eval: int | None = 8,
+    items_per_pass: int | None = 8,
 ) -> Array:
   """Occlusion as in the reference: every pixel of window m gets diff_m / |m|, summed over windows.
 
@@ -69,21 +70,24 @@ def occlusion(
   logit changes by minus that). Windows lie on a (H//s_h) x (W//s_w) grid, see
   :func:`occlusion_window_bounds`. Unlike Captum's ``Occlusion`` (windows fully inside the image,
   averaged over the windows covering a pixel), each window's diff is spread over its own pixels.
+  Captum: ``Occlusion(fn).attribute(inputs, sliding_window_shapes, strides, baselines, target,
+  perturbations_per_eval=...)`` (same arguments, different scoring).
 
   Args:
-    fn: (N,H,W,C) -> (N,K) logits; inputs: (N,H,W,C); target: int, (N,) or (N,T) (the T
+    fn: (N,H,W,C) -> (N,K) logits; images: (N,H,W,C); targets: int, (N,) or (N,T) (the T
       classes share the occluded forward passes).
     sliding_window_shapes, strides: window size k and stride, an int or (rows, columns)
       (reference: Occ5 = 5, 2; Occ9 = 9, 2).
-    baselines: value of occluded pixels, a scalar or an array broadcastable to the inputs.
+    baselines: value of occluded pixels, a scalar or an array broadcastable to the images.
     reference_window_quirk: reproduce the reference's k - 1 windows for odd k.
-    perturbations_per_eval: occluded copies per forward pass (None = all at once).
+    items_per_pass: occluded copies per forward pass (None = all at once; Captum's
+      ``perturbations_per_eval``).
 
   Returns: (N,H,W,1), or (N,T,H,W,1) for (N,T) targets.
   """
-  inputs = check_images(inputs)
-  target = as_target(target, inputs.shape[0])
-  height, width = inputs.shape[1:3]
+  images = check_images(images, name="occlusion")
+  targets = as_targets(targets, images.shape[0])
+  height, width = images.shape[1:3]
   (window_h, window_w), (stride_h, stride_w) = _pair(sliding_window_shapes), _pair(strides)
   rows = occlusion_window_bounds(
       height, window_h, stride_h, reference_window_quirk=reference_window_quirk
@@ -94,7 +98,7 @@ def occlusion(
   bounds = np.concatenate(
       [np.repeat(rows, len(cols), axis=0), np.tile(cols, (len(rows), 1))], axis=1
   )
-  reference = select(fn(inputs), target)
+  reference = select(fn(images), targets)
   row_index, col_index = jnp.arange(height), jnp.arange(width)
 
   def spread_diff(window):
@@ -102,13 +106,13 @@ def occlusion(
     mask = ((row_index >= top) & (row_index < bottom))[:, None] & (
         (col_index >= left) & (col_index < right)
     )[None, :]
-    mask = mask.astype(inputs.dtype)
-    occluded = inputs * (1 - mask[..., None]) + baselines * mask[..., None]
-    diff = reference - select(fn(occluded), target)
+    mask = mask.astype(images.dtype)
+    occluded = images * (1 - mask[..., None]) + baselines * mask[..., None]
+    diff = reference - select(fn(occluded), targets)
     return diff[..., None, None] * mask / jnp.sum(mask)
 
-  weights = jnp.ones(len(bounds), inputs.dtype)
-  return weighted_sum(spread_diff, jnp.asarray(bounds), weights, perturbations_per_eval)[..., None]
+  weights = jnp.ones(len(bounds), images.dtype)
+  return weighted_sum(spread_diff, jnp.asarray(bounds), weights, items_per_pass)[..., None]
 
 
 def _bilinear_matrix(size_in: int, size_out: int) -> np.ndarray:
@@ -160,24 +164,26 @@ def _rise_mask(key: Array, height: int, width: int, s: int, p1: float) -> Array:
 
 def rise(
     fn: ForwardFn,
-    inputs: Array,
-    target: int | Array,
+    images: Array,
+    targets: int | Array,
     *,
     key: Array | int,
     n_masks: int = 6000,
     s: int = 6,
     p1: float = 0.1,
-    perturbations_per_eval: int | None = 32,
+    items_per_pass: int | None = 32,
     probabilities=jax.nn.sigmoid,
 ) -> Array:
   """RISE saliency: sum_i p_i(target) * mask_i / (n_masks * p1), (N,H,W,C) -> (N,H,W,1).
 
-  ``target``: int, (N,) or (N,T); (N,T) targets share the masked forward passes and give
+  ``targets``: int, (N,) or (N,T); (N,T) targets share the masked forward passes and give
   (N,T,H,W,1). ``n_masks`` and ``s`` must be positive ints and ``p1`` in (0, 1] (ValueError).
 
-  ``p_i`` = ``probabilities(fn(inputs * mask_i))`` (sigmoid of the logits, as the reference's
+  ``p_i`` = ``probabilities(fn(images * mask_i))`` (sigmoid of the logits, as the reference's
   BCE-trained models). The same masks (drawn from ``key``, see :func:`rise_masks`) serve every
-  image of the batch, as the reference caches them per image size.
+  image of the batch, as the reference caches them per image size. ``items_per_pass``: masked
+  copies per forward pass (None = all at once). Captum has no RISE; the arguments follow its
+  perturbation methods (``perturbations_per_eval`` there).
   """
   if isinstance(n_masks, bool) or not isinstance(n_masks, (int, np.integer)) or n_masks < 1:
     raise ValueError(f"n_masks must be a positive int; got {n_masks!r}")
@@ -185,15 +191,15 @@ def rise(
     raise ValueError(f"s (cells per side) must be a positive int; got {s!r}")
   if not 0 < p1 <= 1:
     raise ValueError(f"p1 (probability of keeping a cell) must lie in (0, 1]; got {p1!r}")
-  inputs = check_images(inputs)
-  target = as_target(target, inputs.shape[0])
-  height, width = inputs.shape[1:3]
+  images = check_images(images, name="rise")
+  targets = as_targets(targets, images.shape[0])
+  height, width = images.shape[1:3]
 
   def weighted_mask(mask_key):
-    mask = _rise_mask(mask_key, height, width, s, p1).astype(inputs.dtype)
-    score = probabilities(select(fn(inputs * mask[:, :, None]), target))
+    mask = _rise_mask(mask_key, height, width, s, p1).astype(images.dtype)
+    score = probabilities(select(fn(images * mask[:, :, None]), targets))
     return score[..., None, None] * mask
 
   keys = jax.random.split(as_key(key), n_masks)
-  weights = jnp.full(n_masks, 1.0 / (n_masks * p1), inputs.dtype)
-  return weighted_sum(weighted_mask, keys, weights, perturbations_per_eval)[..., None]
+  weights = jnp.full(n_masks, 1.0 / (n_masks * p1), images.dtype)
+  return weighted_sum(weighted_mask, keys, weights, items_per_pass)[..., None]

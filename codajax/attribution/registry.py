@@ -1,7 +1,7 @@
 """The reference's explainers as presets with one call signature.
 
-``METHODS[name](fn, inputs, target, **overrides) -> (N, H, W, C or 1)``. Keyword overrides replace
-the preset's settings (e.g. ``perturbations_per_eval`` or a ``key``).
+``METHODS[name](fn, images, targets, **overrides) -> (N, H, W, C or 1)``. Keyword overrides replace
+the preset's settings (e.g. ``items_per_pass`` or a ``key``).
 "GCam" expects the feature function ``(images, delta) -> (logits, features)`` of
 :func:`codajax.attribution.grad_cam` as ``fn`` (build it with
 :func:`codajax.attribution.layer_function` on the last CoDA layer).
@@ -19,10 +19,10 @@ AttributionMethod = Callable[..., object]
 
 
 def _preset(name: str, method: Callable, /, **settings) -> AttributionMethod:
-  """``method`` with default keyword ``settings``; call as ``(fn, inputs, target, **overrides)``."""
+  """``method`` with default ``settings``; call as ``(fn, images, targets, **overrides)``."""
 
-  def configured(fn, inputs, target, **overrides):
-    return method(fn, inputs, target, **{**settings, **overrides})
+  def configured(fn, images, targets, **overrides):
+    return method(fn, images, targets, **{**settings, **overrides})
 
   shown = ", ".join(f"{key}={value!r}" for key, value in settings.items())
   configured.__name__ = configured.__qualname__ = name

@@ -1,7 +1,8 @@
 """B-cos networks (Böhle, Fritz & Schiele; B-cos v2, TPAMI 2024) on codajax's explanation core.
 
 * :mod:`codajax.bcos.ops`: functional B-cos convolution / dense layer,
-  patch norms, MaxOut, logit layer, ``[x, 1 − x]`` encoding.
+  patch norms, MaxOut, logit layer; the ``[x, 1 − x]`` encoding is
+  :func:`codajax.nn.add_inverse`, re-exported here.
 * :mod:`codajax.bcos.norms`: the uncentred norms (batch, group, layer, position).
 * :mod:`codajax.bcos.layers` (Linen) and :mod:`codajax.bcos.nnx_layers` (NNX).
 * Models: :mod:`codajax.bcos.resnet`, :mod:`codajax.bcos.vgg` (Linen, registered with
@@ -38,7 +39,6 @@ from codajax.bcos.norms import (
 )
 from codajax.bcos.nnx_models import NNXBcosResNet, load_linen_params
 from codajax.bcos.ops import (
-    add_inverse,
     bcos_conv,
     bcos_dense,
     default_scale,
@@ -50,6 +50,7 @@ from codajax.bcos.ops import (
 )
 from codajax.bcos.resnet import BcosResNet
 from codajax.bcos.vgg import BcosVGG
+from codajax.nn.modules import add_inverse  # the CoDA/B-cos input encoding, shared
 
 __all__ = [
     "NORM_KINDS",

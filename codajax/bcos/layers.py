@@ -47,7 +47,7 @@ def apply_bcos_conv(layer: Any, x: Array, kernel: Array, explain: bool) -> Array
       groups=layer.groups,
       scale=layer.scale,
       explain=explain,
-      compute_dtype=_dtype(layer.dtype, explain),
+      dtype=_dtype(layer.dtype, explain),
   )
 
 
@@ -64,7 +64,7 @@ def apply_bcos_dense(layer: Any, x: Array, kernel: Array, explain: bool) -> Arra
       max_out=layer.max_out,
       scale=layer.scale,
       explain=explain,
-      compute_dtype=_dtype(layer.dtype, explain),
+      dtype=_dtype(layer.dtype, explain),
   )
 
 

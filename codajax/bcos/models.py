@@ -15,7 +15,7 @@ name                       model                                                
 =========================  ===========================================================  ==========
 
 ``get_model`` arguments: ``num_classes`` (default: the model's), ``temperature``
-(``None``: none, as released), ``compute_dtype``, ``image_channels``; ``norm``
+(``None``: none, as released), ``dtype``, ``image_channels``; ``norm``
 picks the B-cos norm (``"bn"``, ``"gn"``, ``"ln"``, ``"pn"``, ``"none"``; default:
 the model's own, as in the table); further keywords (``b``, ``max_out``,
 ``logit_bias``, ...) go to the model. CoDA settings (``form``, the CoDA norms)

@@ -142,7 +142,7 @@ class NNXBcosResNet(ClassMapSegments, ExplainableMixin, nnx.Module):
       max_out: int = 1,
       temperature: float | None = None,
       logit_bias: float | None = None,
-      compute_dtype: Any = None,
+      dtype: Any = None,
       image_channels: int = 3,
       rngs: nnx.Rngs,
   ):
@@ -155,7 +155,7 @@ class NNXBcosResNet(ClassMapSegments, ExplainableMixin, nnx.Module):
         (temperature),
     )
     self.logit_bias = default_logit_bias(num_classes) if logit_bias is None else float(logit_bias)
-    args = {"norm": norm, "b": b, "max_out": max_out, "dtype": compute_dtype, "rngs": rngs}
+    args = {"norm": norm, "b": b, "max_out": max_out, "dtype": dtype, "rngs": rngs}
     segments: list[nnx.Module] = [NNXStem(2 * image_channels, width, small_inputs, **args)]
     channels = width
     for s, count in enumerate(stage_sizes):
@@ -166,7 +166,7 @@ class NNXBcosResNet(ClassMapSegments, ExplainableMixin, nnx.Module):
         )
         channels = width * 2**s * EXPANSION[block]
       segments.append(NNXStage(blocks))
-    segments.append(NNXClassHead(channels, num_classes, b, max_out, compute_dtype, rngs))
+    segments.append(NNXClassHead(channels, num_classes, b, max_out, dtype, rngs))
     self.segments = nnx.List(segments)
 
 

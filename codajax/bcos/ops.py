@@ -177,7 +177,7 @@ def bcos_conv(
     groups: int = 1,
     scale: float = 1.0,
     explain: bool = False,
-    compute_dtype: Any = None,
+    dtype: Any = None,
 ) -> Array:
   """A B-cos convolution: ``(N, H, W, C) -> (N, H', W', O)``.
 
@@ -195,7 +195,7 @@ def bcos_conv(
     groups: channel groups of the convolution (``feature_group_count``).
     scale: the output is divided by it.
     explain: detach the dynamic factor (exactly linear in ``x``).
-    compute_dtype: dtype of the convolution's operands (``None``: ``x``'s);
+    dtype: dtype of the convolution's operands (``None``: ``x``'s);
       it accumulates in float32 (float64 for float64 inputs).
 
   Returns:
@@ -218,7 +218,7 @@ def bcos_conv(
         f"kernel output channels {cout} must be max_out ({max_out}) x a "
         f"multiple of groups ({groups})."
     )
-  dtype = compute_dtype or x.dtype
+  dtype = dtype or x.dtype
   acc = _accumulation_dtype(dtype)
   w_hat = unit_norm(kernel.astype(acc), (0, 1, 2)).astype(dtype)
   pads = _padding(padding, (kh, kw))
@@ -249,7 +249,7 @@ def bcos_dense(
     max_out: int = 1,
     scale: float = 1.0,
     explain: bool = False,
-    compute_dtype: Any = None,
+    dtype: Any = None,
 ) -> Array:
   """A B-cos dense layer: ``(..., C) -> (..., O)``.
 
@@ -259,7 +259,7 @@ def bcos_dense(
   Args:
     x: ``(..., C)``.
     kernel: ``(C, O·max_out)``, normalised per output column here.
-    b, max_out, scale, explain, compute_dtype: as :func:`bcos_conv`.
+    b, max_out, scale, explain, dtype: as :func:`bcos_conv`.
 
   Returns:
     ``(..., O)`` in the accumulation dtype.
@@ -274,7 +274,7 @@ def bcos_dense(
     raise ValueError(
         f"kernel output units {kernel.shape[1]} are not a multiple of " f"max_out={max_out}."
     )
-  dtype = compute_dtype or x.dtype
+  dtype = dtype or x.dtype
   acc = _accumulation_dtype(dtype)
   w_hat = unit_norm(kernel.astype(acc), (0,)).astype(dtype)
   lin = jnp.einsum("...c,co->...o", x.astype(dtype), w_hat, preferred_element_type=acc)
@@ -294,8 +294,3 @@ def logit_layer(x: Array, temperature: float | None = None, bias: float | None =
   if bias is not None:
     x = x + bias
   return x
-
-
-def add_inverse(images: Array) -> Array:
-  """The B-cos (and CoDA) input encoding ``[x, 1 − x]``: ``(..., C) -> (..., 2C)``."""
-  return jnp.concatenate([images, 1.0 - images], axis=-1)

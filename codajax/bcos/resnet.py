@@ -174,7 +174,7 @@ class BcosResNet(ClassMapSegments, ExplainableModule):
     max_out: MaxOut size of every convolution (and of the classifier).
     temperature: logits are divided by it (``None``: not at all, the released models).
     logit_bias: added to every logit (``get_model`` default: ``−ln(K − 1)``).
-    compute_dtype: dtype of the convolutions (``None``: float32).
+    dtype: dtype of the convolutions (``None``: float32).
     image_channels: ``C`` of the images (the encoding doubles it).
   """
 
@@ -188,7 +188,7 @@ class BcosResNet(ClassMapSegments, ExplainableModule):
   max_out: int = 1
   temperature: float | None = None
   logit_bias: float = 0.0
-  compute_dtype: Any = None
+  dtype: Any = None
   image_channels: int = 3
 
   def __post_init__(self):
@@ -205,7 +205,7 @@ class BcosResNet(ClassMapSegments, ExplainableModule):
     return len(self.stage_sizes) + 2
 
   def setup(self):
-    args = {"norm": self.norm, "b": self.b, "max_out": self.max_out, "dtype": self.compute_dtype}
+    args = {"norm": self.norm, "b": self.b, "max_out": self.max_out, "dtype": self.dtype}
     segments = [Stem(self.width, self.small_inputs, name="layer_0", **args)]
     for s, count in enumerate(self.stage_sizes):
       segments.append(
@@ -223,7 +223,7 @@ class BcosResNet(ClassMapSegments, ExplainableModule):
             self.num_classes,
             self.b,
             self.max_out,
-            self.compute_dtype,
+            self.dtype,
             name=f"layer_{len(self.stage_sizes) + 1}",
         )
     )

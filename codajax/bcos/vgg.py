@@ -131,7 +131,7 @@ class BcosVGG(ClassMapSegments, ExplainableModule):
     norm: ``"bn"`` (frozen uncentred BN: the released ``vgg11_bnu``), ``"gn"``,
       ``"ln"``, ``"pn"`` or ``"none"`` (no norm modules, as the authors' ``vgg11``).
     hidden: classifier width (4096).
-    b, max_out, temperature, logit_bias, compute_dtype, image_channels: as
+    b, max_out, temperature, logit_bias, dtype, image_channels: as
       :class:`codajax.bcos.resnet.BcosResNet`.
   """
 
@@ -143,7 +143,7 @@ class BcosVGG(ClassMapSegments, ExplainableModule):
   max_out: int = 1
   temperature: float | None = None
   logit_bias: float = 0.0
-  compute_dtype: Any = None
+  dtype: Any = None
   image_channels: int = 3
 
   def __post_init__(self):
@@ -163,9 +163,7 @@ class BcosVGG(ClassMapSegments, ExplainableModule):
   def setup(self):
     layout = stage_layout(self._config(), self.norm != "none")
     segments = [
-        VGGStage(
-            tuple(stage), self.norm, self.b, self.max_out, self.compute_dtype, name=f"layer_{s}"
-        )
+        VGGStage(tuple(stage), self.norm, self.b, self.max_out, self.dtype, name=f"layer_{s}")
         for s, stage in enumerate(layout)
     ]
     segments.append(
@@ -174,7 +172,7 @@ class BcosVGG(ClassMapSegments, ExplainableModule):
             self.hidden,
             self.b,
             self.max_out,
-            self.compute_dtype,
+            self.dtype,
             name=f"layer_{len(layout)}",
         )
     )

@@ -64,9 +64,9 @@ from jax import lax
 from codajax.bcos.common import default_logit_bias
 from codajax.bcos.layers import BcosConv, BcosDense, default_kernel_init
 from codajax.bcos.nnx_layers import NNXBcosConv, NNXBcosDense
-from codajax.bcos.ops import add_inverse
+
 from codajax.explain.base import ExplainableMixin, ExplainableModule
-from codajax.nn.modules import explanation_dtype
+from codajax.nn.modules import add_inverse, explanation_dtype
 from codajax.registry import register_model
 
 Array = jax.Array
@@ -212,12 +212,12 @@ class EncoderBlock(nn.Module):
   mlp_dim: int
   b: float = 2.0
   max_out: int = 1
-  compute_dtype: Any = None
+  dtype: Any = None
   param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, t: Array, explain: bool = False) -> Array:
-    dtype = explanation_dtype(self.compute_dtype) if explain else self.compute_dtype
+    dtype = explanation_dtype(self.dtype) if explain else self.dtype
     dense = dict(b=self.b, max_out=self.max_out, dtype=dtype, param_dtype=self.param_dtype)
     inner = self.dim  # d_head · heads = dim for every released size
     y = CenteredLayerNorm(name="attn_norm", param_dtype=self.param_dtype)(t, explain)
@@ -274,7 +274,7 @@ class ViTForward:
   # ------------------------------------------------------------------ pieces
 
   def _dtype(self, explain: bool) -> Any:
-    return explanation_dtype(self.compute_dtype) if explain else self.compute_dtype
+    return explanation_dtype(self.dtype) if explain else self.dtype
 
   def _encode(self, images: Array) -> Array:
     """``[x, 1 − x]``: ``(N, H, W, C) -> (N, H, W, 2C)`` float32; the sides must fit the grid."""
@@ -338,7 +338,7 @@ class BcosViT(ViTForward, ExplainableModule):
     logit_bias: added to every logit (``None``: ``−ln(K − 1)`` as released, 0 for ``K <= 2``).
     logit_temperature: logits are divided by it (``None``: 1).
     b, max_out: of every B-cos layer.
-    compute_dtype: dtype of the matrix products (``None``: float32).
+    dtype: dtype of the matrix products (``None``: float32).
   """
 
   image_size: int
@@ -354,7 +354,7 @@ class BcosViT(ViTForward, ExplainableModule):
   logit_temperature: float | None = None
   b: float = 2.0
   max_out: int = 1
-  compute_dtype: Any = None
+  dtype: Any = None
 
   def __post_init__(self):
     if self.dim % self.heads:
@@ -370,7 +370,7 @@ class BcosViT(ViTForward, ExplainableModule):
     super().__post_init__()
 
   def setup(self):
-    dense = dict(b=self.b, max_out=self.max_out, dtype=self.compute_dtype)
+    dense = dict(b=self.b, max_out=self.max_out, dtype=self.dtype)
     self.stem_convs = [
         BcosConv(width, 3, stride, 1, **dense)
         for width, stride in zip(self.conv_stem, self.stem_strides)
@@ -378,7 +378,7 @@ class BcosViT(ViTForward, ExplainableModule):
     self.stem_norms = [CenteredLayerNorm(axes=(1, 2, 3)) for _ in self.conv_stem]
     self.patch_embed = BcosDense(self.dim, **dense)
     self.blocks = [
-        EncoderBlock(self.dim, self.heads, self.mlp_dim, self.b, self.max_out, self.compute_dtype)
+        EncoderBlock(self.dim, self.heads, self.mlp_dim, self.b, self.max_out, self.dtype)
         for _ in range(self.depth)
     ]
     self.head_norm = CenteredLayerNorm()
@@ -423,13 +423,13 @@ class NNXEncoderBlock(nnx.Module):
       mlp_dim: int,
       b: float = 2.0,
       max_out: int = 1,
-      compute_dtype: Any = None,
+      dtype: Any = None,
       param_dtype: Any = jnp.float32,
       *,
       rngs: nnx.Rngs,
   ):
-    self.heads, self.compute_dtype = heads, compute_dtype
-    dense = dict(b=b, max_out=max_out, dtype=compute_dtype, param_dtype=param_dtype, rngs=rngs)
+    self.heads, self.dtype = heads, dtype
+    dense = dict(b=b, max_out=max_out, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.attn_norm = NNXCenteredLayerNorm(dim, param_dtype=param_dtype)
     self.qkv = nnx.Param(default_kernel_init(rngs.params(), (dim, 3 * dim), param_dtype))
     self.attn_out = NNXBcosDense(dim, dim, **dense)
@@ -438,7 +438,7 @@ class NNXEncoderBlock(nnx.Module):
     self.mlp_out = NNXBcosDense(mlp_dim, dim, **dense)
 
   def __call__(self, t: Array, explain: bool = False) -> Array:
-    dtype = explanation_dtype(self.compute_dtype) if explain else self.compute_dtype
+    dtype = explanation_dtype(self.dtype) if explain else self.dtype
     y = self.attn_norm(t, explain)
     cdt = dtype or y.dtype
     qkv = jnp.einsum(
@@ -475,7 +475,7 @@ class NNXBcosViT(ViTForward, ExplainableMixin, nnx.Module):
       logit_temperature: float | None = None,
       b: float = 2.0,
       max_out: int = 1,
-      compute_dtype: Any = None,
+      dtype: Any = None,
       *,
       rngs: nnx.Rngs,
   ):
@@ -486,8 +486,8 @@ class NNXBcosViT(ViTForward, ExplainableMixin, nnx.Module):
     self.num_classes, self.image_channels = num_classes, image_channels
     self.logit_bias = default_logit_bias(num_classes) if logit_bias is None else logit_bias
     self.logit_temperature, self.b, self.max_out = logit_temperature, b, max_out
-    self.compute_dtype = compute_dtype
-    dense = dict(b=b, max_out=max_out, dtype=compute_dtype, rngs=rngs)
+    self.dtype = dtype
+    dense = dict(b=b, max_out=max_out, dtype=dtype, rngs=rngs)
     convs, norms, channels = [], [], 2 * image_channels
     for width, stride in zip(self.conv_stem, self.stem_strides):
       convs.append(NNXBcosConv(channels, width, 3, stride, 1, **dense))
@@ -496,10 +496,7 @@ class NNXBcosViT(ViTForward, ExplainableMixin, nnx.Module):
     self.stem_convs, self.stem_norms = nnx.List(convs), nnx.List(norms)
     self.patch_embed = NNXBcosDense(patch_size * patch_size * channels, dim, **dense)
     self.blocks = nnx.List(
-        [
-            NNXEncoderBlock(dim, heads, mlp_dim, b, max_out, compute_dtype, rngs=rngs)
-            for _ in range(depth)
-        ]
+        [NNXEncoderBlock(dim, heads, mlp_dim, b, max_out, dtype, rngs=rngs) for _ in range(depth)]
     )
     self.head_norm = NNXCenteredLayerNorm(dim)
     self.head = NNXBcosDense(dim, num_classes, **dense)
@@ -524,7 +521,7 @@ class NNXBcosViT(ViTForward, ExplainableMixin, nnx.Module):
             "logit_temperature",
             "b",
             "max_out",
-            "compute_dtype",
+            "dtype",
         )
     }
     twin = cls(**fields, rngs=nnx.Rngs(0))
@@ -614,7 +611,7 @@ def bcos_vit(
     num_classes: int | None = None,
     image_channels: int | None = None,
     temperature: float | None = None,
-    compute_dtype: Any = None,
+    dtype: Any = None,
     **overrides: Any,
 ) -> BcosViT:
   """The :class:`BcosViT` of a named size (``get_model`` factory).
@@ -633,7 +630,7 @@ def bcos_vit(
       heads=size.heads,
       mlp_dim=size.mlp_dim,
       conv_stem=size.conv_stem,
-      compute_dtype=compute_dtype,
+      dtype=dtype,
   )
   if num_classes is not None:
     fields["num_classes"] = num_classes

@@ -44,7 +44,7 @@ class Evaluator:
       target = jnp.take_along_axis(logits, labels[:, None], 1)[:, 0] - model.logit_bias
       return jnp.stack(
           [
-              metrics.completeness_error(
+              metrics.contribution_sum_error(
                   explain(model, variables, images, targets=labels, layer=layer)[
                       "contribution_map"
                   ],

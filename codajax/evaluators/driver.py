@@ -12,7 +12,6 @@ import dataclasses
 import importlib
 import inspect
 import io
-import os
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -29,8 +28,6 @@ from codajax.evaluators.methods import (
     check_methods,
     effective_settings,
     inspect_model,
-    known_methods,
-    parse_method_settings,
 )
 
 EVALUATORS = (
@@ -85,7 +82,7 @@ def from_config(evals: Mapping[str, Any], shared: Mapping[str, Any] | None = Non
     evals: ``{name: {"type": module (default name), "every_steps": N (training only),
       "prefix": "...", **settings}}``.
     shared: defaults for every evaluator that accepts the keyword (``methods``, ``batch_size``,
-      ``chunk``, ``method_settings``); an entry's own settings win.
+      ``items_per_pass``, ``method_settings``); an entry's own settings win.
   """
   entries = []
   for name, entry in _plain(evals).items():
@@ -319,7 +316,7 @@ def evaluate_run(workdir: str, config) -> dict[str, Any]:
   shared = {
       "methods": methods,
       "batch_size": config.batch_size,
-      "chunk": config.chunk,
+      "items_per_pass": config.items_per_pass,
       "method_settings": _plain(config.get("method_settings", {})),
   }
   entries = from_config(_without_skipped(config.evals, config.get("skip", "")), shared)
@@ -384,7 +381,7 @@ def evaluate_run(workdir: str, config) -> dict[str, Any]:
       "protocol",
       {
           "batch_size": config.batch_size,
-          "chunk": config.chunk,
+          "items_per_pass": config.items_per_pass,
           "method_settings": _settings_record(config, methods),
       },
   )

@@ -4,7 +4,7 @@ grids; each map for the class of tile k is scored by the share of its positive m
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator
 from typing import Any, NamedTuple
 
 import jax.numpy as jnp

@@ -23,14 +23,12 @@ Array = jax.Array
 AttributionFn = Callable[[Any, Array, Array], Array]
 
 OURS = "Ours"
-# The setting that bounds how many repeated passes (integration steps, noise samples) of a
-# gradient method run together; the attributions do not depend on it, the memory does.
-_CHUNK_SETTINGS = {
-    attribution.integrated_gradients: "internal_batch_size",
-    attribution.smooth_grad: "nt_samples_batch_size",
-}
+# The gradient methods whose ``items_per_pass`` (integration steps, noise samples run together)
+# the evaluation sets; the attributions do not depend on it, the memory does. Occlusion and RISE
+# keep their presets' values unless a method setting overrides them.
+_ITEMS_PER_PASS_METHODS = (attribution.integrated_gradients, attribution.smooth_grad)
 # Settings that count something: a positive integer.
-_COUNTS = ("n_masks", "n_steps", "nt_samples", "s", "perturbations_per_eval")
+_COUNTS = ("n_masks", "n_steps", "nt_samples", "s", "items_per_pass")
 
 
 def known_methods() -> tuple[str, ...]:
@@ -220,13 +218,14 @@ def posthoc_attribution(
     images: Array,
     targets: Array,
     *,
-    chunk: int | None = None,
+    items_per_pass: int | None = None,
     settings: Mapping[str, Any] | None = None,
 ) -> Array:
   """A :mod:`codajax.attribution` preset on the image: (N, [T,] H, W, C or 1).
 
-  Grad-CAM uses the output of the last CoDA layer (the class map before pooling). ``chunk``:
-  integration steps (IntGrad) or noise samples (SmoothGrad) per pass (``None``: all at once).
+  Grad-CAM uses the output of the last CoDA layer (the class map before pooling).
+  ``items_per_pass``: integration steps (IntGrad) or noise samples (SmoothGrad) per pass
+  (``None``: all at once).
   ``settings``: keyword overrides of the preset (e.g. ``{"n_masks": 1000}`` for RISE).
   """
   preset = attribution.get_method(method)
@@ -234,7 +233,7 @@ def posthoc_attribution(
     fn = attribution.layer_function(model, variables, _last_coda_layer(info))
   else:
     fn = lambda x: model.apply(variables, x)
-  overrides = {_CHUNK_SETTINGS[preset.method]: chunk} if preset.method in _CHUNK_SETTINGS else {}
+  overrides = {"items_per_pass": items_per_pass} if preset.method in _ITEMS_PER_PASS_METHODS else {}
   return preset(fn, images, targets, **{**overrides, **dict(settings or {})})
 
 
@@ -243,14 +242,14 @@ def attribution_function(
     info: ModelInfo,
     method: str,
     *,
-    chunk: int | None = None,
+    items_per_pass: int | None = None,
     settings: Mapping[str, Any] | None = None,
 ) -> AttributionFn:
   """``(variables, images uint8 (N, H, W, C), targets (N,) | (N, T)) -> maps`` (not jitted).
 
   Maps: (N, [T,] H, W, C') float32 with C' = 2C ("Ours" on an encoded input), C (gradient
-  methods) or 1 (Grad-CAM, Occlusion, RISE, "Ours" on a CNN embedding). ``chunk`` and
-  ``settings``: see :func:`posthoc_attribution`. Evaluators compile it inside their programs.
+  methods) or 1 (Grad-CAM, Occlusion, RISE, "Ours" on a CNN embedding). ``items_per_pass``
+  and ``settings``: see :func:`posthoc_attribution`. Evaluators compile it inside their programs.
   """
 
   def attribute(variables, images, targets):
@@ -258,7 +257,14 @@ def attribution_function(
     if method == OURS:
       return coda_contributions(model, info, variables, images, targets)
     return posthoc_attribution(
-        model, info, method, variables, images, targets, chunk=chunk, settings=settings
+        model,
+        info,
+        method,
+        variables,
+        images,
+        targets,
+        items_per_pass=items_per_pass,
+        settings=settings,
     )
 
   return attribute
@@ -276,7 +282,8 @@ class MethodsEvaluator:
   Args:
     methods: names (``"Ours,Grad"`` or a sequence; empty: all of :func:`known_methods`).
     batch_size: images per attribution call (a localisation grid counts as n² images).
-    chunk: integration steps (IntGrad) or noise samples (SmoothGrad) per pass (memory only).
+    items_per_pass: integration steps (IntGrad) or noise samples (SmoothGrad) per pass (memory
+      only).
     method_settings: ``{method: {keyword: value}}`` overrides of the post-hoc presets.
   """
 
@@ -284,7 +291,7 @@ class MethodsEvaluator:
       self,
       methods: Sequence[str] | str | None = None,
       batch_size: int = 32,
-      chunk: int = 4,
+      items_per_pass: int = 4,
       method_settings: Mapping[str, Mapping[str, Any]] | None = None,
   ):
     self.methods = check_methods(methods)
@@ -295,9 +302,11 @@ class MethodsEvaluator:
           f"settings given for {', '.join(unused)}, which is not evaluated "
           f"(methods: {', '.join(self.methods)}); add it to --methods or drop its setting"
       )
-    if int(batch_size) < 1 or int(chunk) < 1:
-      raise EvaluationError(f"batch_size and chunk must be >= 1; got {batch_size}, {chunk}")
-    self.batch_size, self.chunk = int(batch_size), int(chunk)
+    if int(batch_size) < 1 or int(items_per_pass) < 1:
+      raise EvaluationError(
+          f"batch_size and items_per_pass must be >= 1; got {batch_size}, {items_per_pass}"
+      )
+    self.batch_size, self.items_per_pass = int(batch_size), int(items_per_pass)
 
   def settings_of(self, method: str) -> dict[str, Any]:
     """The overrides given for ``method``."""
@@ -306,12 +315,16 @@ class MethodsEvaluator:
   def attribute(self, ctx, method: str) -> AttributionFn:
     """The attribution function of ``method`` for ``ctx``'s model (see :func:`attribution_function`)."""
     return attribution_function(
-        ctx.model, ctx.info, method, chunk=self.chunk, settings=self.settings_of(method)
+        ctx.model,
+        ctx.info,
+        method,
+        items_per_pass=self.items_per_pass,
+        settings=self.settings_of(method),
     )
 
   def label(self, kind: str, method: str) -> str:
-    """The program label of ``method`` in this evaluator (settings and chunk included)."""
+    """The program label of ``method`` in this evaluator (settings and items per pass included)."""
     extra = self.settings_of(method)
     if method in ("IntGrad", "SmoothGrad"):
-      extra["chunk"] = self.chunk
+      extra.setdefault("items_per_pass", self.items_per_pass)  # a method setting wins
     return program_label(kind, method, extra)

@@ -8,7 +8,6 @@ from codajax.explain.base import ExplainableMixin, ExplainableModel, Explainable
 from codajax.explain.contributions import (
     FIELDS,
     Explanation,
-    check_images,
     completeness_error,
     dynamic_linear_map,
     explain,
@@ -24,7 +23,6 @@ __all__ = [
     "ExplainableModel",
     "ExplainableModule",
     "Explanation",
-    "check_images",
     "completeness_error",
     "dynamic_linear_map",
     "explain",

@@ -40,6 +40,7 @@ from typing import Protocol, runtime_checkable
 import flax.linen as nn
 import jax
 
+from codajax._checks import check_images
 from codajax.explain import protocol
 from codajax.nn.modules import add_inverse
 
@@ -99,7 +100,7 @@ class ExplainableMixin:
 
   def encode(self, images: Array) -> Array:
     """Checks the images ``(N, H, W, C)`` and returns the input of explainable layer 0."""
-    protocol.check_images(images, self.image_channels, type(self).__name__)
+    check_images(images, name=type(self).__name__, channels=self.image_channels, allow_empty=True)
     return self._encode(images)
 
   def forward_from(

@@ -52,6 +52,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from codajax._checks import check_images
 from codajax.explain import protocol
 from codajax.explain.base import ExplainableModel
 
@@ -203,36 +204,6 @@ def explain_linear(
   )
 
 
-def check_images(images: Any, *, check_range: bool = True, name: str = "explain") -> Array:
-  """Validates a batch of NHWC float images in [0, 1]; returns it as a JAX array.
-
-  Raises one clear error for a rank other than 4, an empty batch, integer
-  images, and (when the values are concrete, i.e. not under ``jit``) NaN/Inf
-  pixels and, with ``check_range``, values outside [0, 1].
-  """
-  shape = tuple(np.shape(images))
-  if len(shape) != 4:
-    raise ValueError(f"{name} expects NHWC images of rank 4, got shape {shape}.")
-  if shape[0] == 0:
-    raise ValueError(f"{name} got an empty batch (shape {shape}); pass at least one image.")
-  dtype = jnp.result_type(images)
-  if not jnp.issubdtype(dtype, jnp.floating):
-    raise TypeError(
-        f"{name} expects float images in [0, 1], got dtype {dtype}; convert e.g. uint8 "
-        f"pixels with images.astype(jnp.float32) / 255."
-    )
-  if _is_concrete(images):
-    values = np.asarray(images, dtype=np.float32)
-    if not np.all(np.isfinite(values)):
-      raise ValueError(f"{name}: the images contain NaN or Inf values.")
-    if check_range and (values.min() < 0.0 or values.max() > 1.0):
-      raise ValueError(
-          f"{name} expects images in [0, 1], got values in [{values.min():.4g}, "
-          f"{values.max():.4g}]; pass check_range=False to explain other inputs."
-      )
-  return jnp.asarray(images)
-
-
 def _check_model(model: Any) -> None:
   if not isinstance(model, ExplainableModel):
     raise TypeError(
@@ -301,7 +272,7 @@ def explain(
     ``e.contribution_map``). The contributions sum to ``logits[explained
     class] − model.logit_bias``.
   """
-  images = check_images(images, check_range=check_range)
+  images = check_images(images, name="explain", check_finite=True, check_range=check_range)
   _check_model(model)
   layer = _check_layer(model, layer)
   chosen = explanation_form(model, targets, form)
@@ -328,7 +299,7 @@ def explain_nnx(
   The module is called directly (``model.layer_input``, ``model.forward_from``);
   wrap the call in ``nnx.jit`` (``layer`` and string targets static) to compile it.
   """
-  images = check_images(images, check_range=check_range)
+  images = check_images(images, name="explain", check_finite=True, check_range=check_range)
   _check_model(model)
   layer = _check_layer(model, layer)
   h = model.layer_input(images, layer)
@@ -402,7 +373,7 @@ def dynamic_linear_map(
     ``logits − logit_bias`` ``(N, K)`` and a function mapping a cotangent
     ``(N, K)`` to ``Σ_c cot[:, c] · W_c(h)``, shaped like ``h``.
   """
-  images = check_images(images, check_range=False, name="dynamic_linear_map")
+  images = check_images(images, name="dynamic_linear_map", check_finite=True)
   _check_model(model)
   layer = _check_layer(model, layer)
   h = jax.lax.stop_gradient(model.apply(variables, images, layer, method="layer_input"))

@@ -4,7 +4,8 @@ A model is a chain of *segments* (CoDA layers, B-cos stages, ...): callables
 ``h -> h`` (or ``(h, explain) -> h``) whose inputs are the explainable inputs
 ``0 .. L − 1``. These helpers take the segments as a plain sequence (a Python
 list, Linen submodules, an ``nnx.List``), so Linen and NNX models use the same
-code, and every model checks ``layer`` and the images the same way.
+code, and every model checks ``layer`` the same way (and its images with
+:func:`codajax._checks.check_images`).
 """
 
 from __future__ import annotations
@@ -28,20 +29,6 @@ def check_layer(layer: Any, count: int) -> None:
     raise ValueError(
         f"layer must be in 0..{count - 1} (the model has {count} explainable layers), got "
         f"{layer!r}; it must be a Python int (static under jit, see explain_jit)."
-    )
-
-
-def check_images(images: Array, channels: int, name: str) -> None:
-  """Raises ``ValueError`` unless ``images`` is ``(N, H, W, channels)``: the rank, then the channels.
-
-  ``name``: the model, for the message.
-  """
-  if images.ndim != 4:
-    raise ValueError(f"{name} expects NHWC images of rank 4, got shape {tuple(images.shape)}.")
-  if images.shape[-1] != channels:
-    raise ValueError(
-        f"{name} was built for {channels}-channel images, got {images.shape[-1]} channels "
-        f"(shape {tuple(images.shape)})."
     )
 
 

@@ -1,4 +1,9 @@
-"""Scoring explanations (Quantus-style arrays: x_batch, y_batch, a_batch, s_batch).
+"""Scoring explanations.
+
+Arguments: ``images`` (N, H, W, C) float in [0, 1], ``targets`` (N,) int class indices, ``maps``
+attribution or contribution maps (N, H, W[, C]) and ``masks`` (N, H, W) object masks. Where a
+metric mirrors Quantus it says so and keeps Quantus' argument order (``x_batch, y_batch, a_batch,
+s_batch`` = ``images, targets, maps, masks``).
 
 * localisation: the papers' grid pointing game (image selection, grids, per-tile scores);
 * pixel removal: probability of the true class while removing the least important pixels;
@@ -6,12 +11,12 @@
 * completeness of contribution maps, and a summary of metric values.
 
 An empty batch (N = 0) gives an empty result for the per-image scores (``mask_energy``,
-``pointing_game``, ``completeness_error``, ``localisation_scores``/``localisation_metric``,
+``pointing_game``, ``contribution_sum_error``, ``localisation_scores``/``localisation_metric``,
 ``pixel_removal_probabilities``: shape (0, ...)); the aggregates (``pixel_removal_curve``,
 ``summarise``) raise ``ValueError``, as a mean over no images is undefined.
 """
 
-from codajax.metrics.completeness import completeness_error
+from codajax.metrics.completeness import contribution_sum_error
 from codajax.metrics.ground_truth import mask_energy, pointing_game
 from codajax.metrics.localisation import (
     Grids,
@@ -34,7 +39,7 @@ from codajax.metrics.summary import summarise
 
 __all__ = [
     "Grids",
-    "completeness_error",
+    "contribution_sum_error",
     "grid_indices",
     "localisation_metric",
     "localisation_scores",

@@ -10,18 +10,18 @@ import jax.numpy as jnp
 Array = jax.Array
 
 
-def completeness_error(contributions: Array, logits_minus_bias: Array) -> Array:
-  """Relative error of ``sum(contributions) = logit - bias``: (N, ...), (N,) -> (N,).
+def contribution_sum_error(maps: Array, logits_minus_bias: Array) -> Array:
+  """Relative error of ``sum(maps) = logit - bias``: maps (N, ...), (N,) -> (N,).
 
   ``|sum c - target| / sum |c|``: relative to the sum of absolute contributions (the bound of
-  float round-off for a sum), as :func:`codajax.explain.completeness_error`, so a class with
-  evidence near zero does not blow the error up.
+  float round-off for a sum), as :func:`codajax.explain.completeness_error` (which takes an
+  ``Explanation``), so a class with evidence near zero does not blow the error up.
   """
-  contributions, targets = jnp.asarray(contributions), jnp.asarray(logits_minus_bias)
-  if targets.ndim != 1 or contributions.shape[:1] != targets.shape:
+  maps, targets = jnp.asarray(maps), jnp.asarray(logits_minus_bias)
+  if targets.ndim != 1 or maps.shape[:1] != targets.shape:
     raise ValueError(
-        f"need contributions (N, ...) and logits_minus_bias (N,); got {contributions.shape}, {targets.shape}"
+        f"need maps (N, ...) and logits_minus_bias (N,); got {maps.shape}, {targets.shape}"
     )
-  flat = contributions.reshape(contributions.shape[0], math.prod(contributions.shape[1:]))
+  flat = maps.reshape(maps.shape[0], math.prod(maps.shape[1:]))
   scale = jnp.sum(jnp.abs(flat), axis=1)
   return jnp.abs(flat.sum(axis=1) - targets) / jnp.maximum(scale, jnp.finfo(scale.dtype).tiny)

@@ -1,7 +1,7 @@
 """Localisation against ground-truth object masks (e.g. a synthetic dataset with per-pixel masks).
 
-Quantus-style arguments: ``a_batch`` attributions (N, H, W[, C]) (channels are summed), ``s_batch``
-binary masks (N, H, W) marking the object.
+Arguments: ``maps`` attributions (N, H, W[, C]) (channels are summed), ``masks`` binary masks
+(N, H, W) marking the object, in Quantus' order (``a_batch, s_batch``).
 """
 
 from __future__ import annotations
@@ -12,36 +12,38 @@ import jax.numpy as jnp
 Array = jax.Array
 
 
-def _maps_and_masks(a_batch: Array, s_batch: Array) -> tuple[Array, Array]:
+def _maps_and_masks(maps: Array, masks: Array) -> tuple[Array, Array]:
   """Channel-summed maps (N, H, W) and boolean masks (N, H, W), shape-checked."""
-  a_batch, s_batch = jnp.asarray(a_batch), jnp.asarray(s_batch)
-  if a_batch.ndim == 4:
-    a_batch = a_batch.sum(axis=-1)
-  if a_batch.ndim != 3 or a_batch.shape != s_batch.shape:
+  maps, masks = jnp.asarray(maps), jnp.asarray(masks)
+  if maps.ndim == 4:
+    maps = maps.sum(axis=-1)
+  if maps.ndim != 3 or maps.shape != masks.shape:
     raise ValueError(
-        f"need a_batch (N, H, W[, C]) and s_batch (N, H, W) of the same size; got {a_batch.shape}, {s_batch.shape}"
+        f"need maps (N, H, W[, C]) and masks (N, H, W) of the same size; got {maps.shape}, {masks.shape}"
     )
-  return a_batch, s_batch.astype(bool)
+  return maps, masks.astype(bool)
 
 
-def mask_energy(a_batch: Array, s_batch: Array) -> Array:
+def mask_energy(maps: Array, masks: Array) -> Array:
   """Share of positive attribution inside the mask: (N, H, W[, C]), (N, H, W) -> (N,).
 
   Quantus' relevance mass accuracy on the positive part; 0 for a map without positive mass.
+  Quantus: ``a_batch, s_batch`` (of ``RelevanceMassAccuracy``).
   """
-  maps, masks = _maps_and_masks(a_batch, s_batch)
+  maps, masks = _maps_and_masks(maps, masks)
   positive = jax.nn.relu(maps)
   inside = jnp.sum(positive * masks, axis=(1, 2))
   total = jnp.sum(positive, axis=(1, 2))
   return jnp.where(total > 0, inside / jnp.where(total > 0, total, 1), 0.0)
 
 
-def pointing_game(a_batch: Array, s_batch: Array) -> Array:
+def pointing_game(maps: Array, masks: Array) -> Array:
   """1.0 if the maximum of the channel-summed map lies in the mask, else 0.0: -> (N,).
 
-  Ties go to the first maximum in row-major order (``argmax``).
+  Ties go to the first maximum in row-major order (``argmax``). Quantus: ``a_batch, s_batch``
+  (of ``PointingGame``).
   """
-  maps, masks = _maps_and_masks(a_batch, s_batch)
+  maps, masks = _maps_and_masks(maps, masks)
   num, height, width = maps.shape
   peak = jnp.argmax(maps.reshape(num, height * width), axis=1)
   return jnp.take_along_axis(masks.reshape(num, height * width), peak[:, None], axis=1)[

@@ -139,21 +139,21 @@ def make_grids(
   return Grids(tile_grids(tiles, grid), np.asarray(labels)[indices], indices)
 
 
-def localisation_scores(a_batch: Array, grid: int = 3) -> Array:
+def localisation_scores(maps: Array, grid: int = 3) -> Array:
   """Share of positive attribution per grid cell: (G, n·H, n·W[, C]) -> (G, n²).
 
   Channels are summed, then negative values are dropped; cell k = col * n + row (column-major,
   so the cell index equals the tile index). A map without positive mass scores 0 everywhere.
   """
-  a_batch = jnp.asarray(a_batch)
-  if a_batch.ndim == 4:
-    a_batch = a_batch.sum(axis=-1)
-  if a_batch.ndim != 3 or a_batch.shape[1] % grid or a_batch.shape[2] % grid:
+  maps = jnp.asarray(maps)
+  if maps.ndim == 4:
+    maps = maps.sum(axis=-1)
+  if maps.ndim != 3 or maps.shape[1] % grid or maps.shape[2] % grid:
     raise ValueError(
-        f"need maps (G, n*H, n*W[, C]) with sides divisible by n={grid}; got {a_batch.shape}"
+        f"need maps (G, n*H, n*W[, C]) with sides divisible by n={grid}; got {maps.shape}"
     )
-  num, height, width = a_batch.shape
-  positive = jax.nn.relu(a_batch)
+  num, height, width = maps.shape
+  positive = jax.nn.relu(maps)
   cells = positive.reshape(num, grid, height // grid, grid, width // grid).sum(
       axis=(2, 4)
   )  # (G, row, col)
@@ -162,16 +162,16 @@ def localisation_scores(a_batch: Array, grid: int = 3) -> Array:
   return jnp.where(total > 0, cells / jnp.where(total > 0, total, 1), 0.0)
 
 
-def localisation_metric(a_batch: Array, grid: int = 3) -> Array:
+def localisation_metric(maps: Array, grid: int = 3) -> Array:
   """The papers' scores: (G, n², n·H, n·W[, C]) maps for target tile k -> (G, n²).
 
-  ``a_batch[g, k]`` is the attribution of grid image g for the class of its tile k; the score is
+  ``maps[g, k]`` is the attribution of grid image g for the class of its tile k; the score is
   that map's share of positive attribution in cell k. ``.reshape(-1)`` gives the reference's
   flat order (index = g * n² + k).
   """
-  a_batch = jnp.asarray(a_batch)
-  if a_batch.ndim not in (4, 5) or a_batch.shape[1] != grid * grid:
-    raise ValueError(f"need maps (G, {grid * grid}, n*H, n*W[, C]); got {a_batch.shape}")
-  num = a_batch.shape[0]
-  shares = localisation_scores(a_batch.reshape((num * grid * grid,) + a_batch.shape[2:]), grid)
+  maps = jnp.asarray(maps)
+  if maps.ndim not in (4, 5) or maps.shape[1] != grid * grid:
+    raise ValueError(f"need maps (G, {grid * grid}, n*H, n*W[, C]); got {maps.shape}")
+  num = maps.shape[0]
+  shares = localisation_scores(maps.reshape((num * grid * grid,) + maps.shape[2:]), grid)
   return jnp.diagonal(shares.reshape(num, grid * grid, grid * grid), axis1=1, axis2=2)

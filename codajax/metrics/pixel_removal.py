@@ -63,14 +63,14 @@ def removal_rank(importance: Array, direction: str = "least") -> Array:
   return jnp.argsort(order, axis=1)
 
 
-def _importance(a_batch: Array) -> Array:
+def _importance(maps: Array) -> Array:
   """Channel-summed importance (N, H, W) from (N, H, W) or (N, H, W, C)."""
-  a_batch = jnp.asarray(a_batch)
-  if a_batch.ndim == 4:
-    return a_batch.sum(axis=-1)
-  if a_batch.ndim != 3:
-    raise ValueError(f"need attributions (N, H, W[, C]); got shape {a_batch.shape}")
-  return a_batch
+  maps = jnp.asarray(maps)
+  if maps.ndim == 4:
+    return maps.sum(axis=-1)
+  if maps.ndim != 3:
+    raise ValueError(f"need attributions (N, H, W[, C]); got shape {maps.shape}")
+  return maps
 
 
 def removal_masks(
@@ -94,57 +94,61 @@ def removal_masks(
 
 def pixel_removal_probabilities(
     fn: Callable[[Array], Array],
-    x_batch: Array,
-    y_batch: Array,
-    a_batch: Array,
+    images: Array,
+    targets: Array,
+    maps: Array,
     *,
     fraction: float = 0.25,
     n_points: int = 128,
     direction: str = "least",
     mode: str = "zero_encoded",
-    perturbations_per_eval: int | None = 8,
+    items_per_pass: int | None = 8,
 ) -> Array:
   """Sigmoid probability of the true class after each removal step: (N, n_masks).
+
+  Quantus: ``model, x_batch, y_batch, a_batch`` (the order of its ``PixelFlipping`` call).
 
   Args:
     fn: logits (N, K) of a masked input. ``mode="zero_encoded"`` (the reference): ``fn`` takes the
       encoded input [x, 1 - x] (N, H, W, 2C) and a removed pixel is 0 in all 2C channels.
       ``mode="black"``: ``fn`` takes images (N, H, W, C) and a removed pixel is 0 (black).
-    x_batch: images (N, H, W, C) in [0, 1]; y_batch: true classes (N,);
-    a_batch: attributions (N, H, W[, C]) (channels are summed).
-    perturbations_per_eval: masks per forward pass (None = all at once).
+    images: (N, H, W, C) in [0, 1]; targets: true classes (N,);
+    maps: attributions (N, H, W[, C]) (channels are summed).
+    items_per_pass: masks per forward pass (None = all at once).
   """
   if mode not in MODES:
     raise ValueError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
-  x_batch = jnp.asarray(x_batch)
-  if x_batch.ndim != 4:
-    raise ValueError(f"need images (N, H, W, C); got shape {x_batch.shape}")
-  importance = _importance(a_batch)
-  if importance.shape != x_batch.shape[:3]:
-    raise ValueError(f"attributions {importance.shape} do not match images {x_batch.shape}")
+  images = jnp.asarray(images)
+  if images.ndim != 4:
+    raise ValueError(f"need images (N, H, W, C); got shape {images.shape}")
+  importance = _importance(maps)
+  if importance.shape != images.shape[:3]:
+    raise ValueError(f"attributions {importance.shape} do not match images {images.shape}")
   num, height, width = importance.shape
-  model_input = add_inverse(x_batch) if mode == "zero_encoded" else x_batch
+  model_input = add_inverse(images) if mode == "zero_encoded" else images
   rank = removal_rank(importance, direction).reshape(num, height, width, 1)
-  labels = jnp.asarray(y_batch).astype(jnp.int32).reshape(num, 1)
+  labels = jnp.asarray(targets).astype(jnp.int32).reshape(num, 1)
 
   def probability(removed):
     logits = fn(model_input * (rank >= removed).astype(model_input.dtype))
     return jax.nn.sigmoid(jnp.take_along_axis(logits, labels, axis=1)[:, 0])
 
   steps = jnp.asarray(removal_steps(height * width, fraction, n_points))
-  batch_size = len(steps) if perturbations_per_eval is None else perturbations_per_eval
+  batch_size = len(steps) if items_per_pass is None else items_per_pass
   return jax.lax.map(probability, steps, batch_size=batch_size).T
 
 
 def pixel_removal_curve(
-    fn: Callable[[Array], Array], x_batch: Array, y_batch: Array, a_batch: Array, **kwargs
+    fn: Callable[[Array], Array], images: Array, targets: Array, maps: Array, **kwargs
 ) -> Array:
   """Mean over images of :func:`pixel_removal_probabilities`: (n_masks,) (reference: 129 values).
 
+  Quantus: ``model, x_batch, y_batch, a_batch``.
+
   Raises ``ValueError`` for an empty batch (the mean over no images is undefined).
   """
-  if jnp.shape(x_batch)[:1] == (0,):
+  if jnp.shape(images)[:1] == (0,):
     raise ValueError(
-        f"pixel_removal_curve needs at least one image; got an empty batch of shape {jnp.shape(x_batch)}"
+        f"pixel_removal_curve needs at least one image; got an empty batch of shape {jnp.shape(images)}"
     )
-  return pixel_removal_probabilities(fn, x_batch, y_batch, a_batch, **kwargs).mean(axis=0)
+  return pixel_removal_probabilities(fn, images, targets, maps, **kwargs).mean(axis=0)

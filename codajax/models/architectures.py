@@ -140,7 +140,7 @@ def coda_net(
     temperature: float | None = None,
     norm: dau.Norm = "squash",
     form: dau.Form = "implicit",
-    compute_dtype: Any = None,
+    dtype: Any = None,
     image_channels: int | None = None,
     **fields: Any,
 ) -> CoDANet:
@@ -152,7 +152,8 @@ def coda_net(
     temperature: logit temperature ``T`` (default: the architecture's).
     norm: ``"squash"`` or ``"l2"``.
     form: ``"implicit"`` or ``"explicit"``.
-    compute_dtype: e.g. ``jnp.bfloat16`` for mixed precision.
+    dtype: computation dtype (Flax's convention; parameters stay float32), e.g.
+      ``jnp.bfloat16`` for mixed precision.
     image_channels: channels of the input images (default: the architecture's).
     **fields: further :class:`CoDANet` fields (e.g. ``logit_bias``).
   """
@@ -169,7 +170,7 @@ def coda_net(
       temperature=arch.temperature if temperature is None else temperature,
       norm=norm,
       form=form,
-      compute_dtype=compute_dtype,
+      dtype=dtype,
       image_channels=arch.image_channels if image_channels is None else image_channels,
       **fields,
   )

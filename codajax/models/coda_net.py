@@ -77,7 +77,7 @@ class CoDANet(CoDAWeightsStream, ExplainableModule):
     logit_bias: the fixed scalar bias added to every logit.
     norm: ``"squash"`` or ``"l2"``.
     form: ``"implicit"`` or ``"explicit"`` DAU computation.
-    compute_dtype: convolution dtype (``None`` = float32; ``jnp.bfloat16`` for
+    dtype: computation dtype of the convolutions (``None`` = float32; ``jnp.bfloat16`` for
       mixed precision with float32 norms and logits); the ``dtype`` of every
       :class:`CoDAConv`. Explanation mode computes in float32 regardless.
     image_channels: channels ``C`` of the images the model takes (it sees 2C).
@@ -89,7 +89,7 @@ class CoDANet(CoDAWeightsStream, ExplainableModule):
   logit_bias: float = DEFAULT_LOGIT_BIAS
   norm: dau.Norm = "squash"
   form: dau.Form = "implicit"
-  compute_dtype: Any = None
+  dtype: Any = None
   image_channels: int = 3
   encode_input: bool = True
 
@@ -112,7 +112,7 @@ class CoDANet(CoDAWeightsStream, ExplainableModule):
             padding=spec.padding,
             norm=self.norm,
             form=self.form,
-            dtype=self.compute_dtype,
+            dtype=self.dtype,
             name=f"layer_{i}",
         )
         for i, spec in enumerate(self.layers)

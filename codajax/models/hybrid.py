@@ -281,7 +281,7 @@ class HybridNet(CoDAWeightsStream, ExplainableModule):
     logit_bias: the fixed scalar bias added to every logit.
     norm: ``"squash"`` or ``"l2"`` (CoDA layers).
     form: ``"implicit"`` or ``"explicit"`` DAU computation.
-    compute_dtype: dtype of every convolution (``None``: float32); parameters,
+    dtype: dtype of every convolution (``None``: float32); parameters,
       norms and logits stay float32.
     image_channels: channels ``C`` of the input images.
   """
@@ -293,7 +293,7 @@ class HybridNet(CoDAWeightsStream, ExplainableModule):
   logit_bias: float = DEFAULT_LOGIT_BIAS
   norm: dau.Norm = "squash"
   form: dau.Form = "implicit"
-  compute_dtype: Any = None
+  dtype: Any = None
   image_channels: int = 3
 
   def __post_init__(self):
@@ -326,7 +326,7 @@ class HybridNet(CoDAWeightsStream, ExplainableModule):
         "logit_bias": self.logit_bias,
         "norm": self.norm,
         "form": self.form,
-        "compute_dtype": self.compute_dtype,
+        "dtype": self.dtype,
         "image_channels": self.image_channels if pure else self.embedding_channels,
         "encode_input": pure,
     }
@@ -337,7 +337,7 @@ class HybridNet(CoDAWeightsStream, ExplainableModule):
 
   def setup(self):
     if self.embedding_stage > 0:
-      self.features = Backbone(self.backbone, self.embedding_stage, self.compute_dtype)
+      self.features = Backbone(self.backbone, self.embedding_stage, self.dtype)
     self.coda = CoDANet(**self._coda_fields())
 
   @property
@@ -451,7 +451,7 @@ def hybrid_from_family(
     temperature: float | None = None,
     norm: dau.Norm = "squash",
     form: dau.Form = "implicit",
-    compute_dtype: Any = None,
+    dtype: Any = None,
     image_channels: int = 3,
     logit_bias: float = DEFAULT_LOGIT_BIAS,
     backbone_widths: Sequence[int] | None = None,
@@ -468,7 +468,7 @@ def hybrid_from_family(
       a CoDA head).
     num_classes: DAUs of the class layer (default: the family's).
     temperature: ``T`` (default: the family's for this stage).
-    norm, form, compute_dtype, image_channels, logit_bias: see :class:`HybridNet`.
+    norm, form, dtype, image_channels, logit_bias: see :class:`HybridNet`.
     backbone_widths: replace the backbone's stage widths (narrow test models).
     coda_width, coda_rank, layers_per_stage: override the mirrored CoDA part
       (``embedding_stage > 0``; see :func:`mirrored_coda_layers`).
@@ -524,7 +524,7 @@ def hybrid_from_family(
       logit_bias=logit_bias,
       norm=norm,
       form=form,
-      compute_dtype=compute_dtype,
+      dtype=dtype,
       image_channels=image_channels,
   )
 

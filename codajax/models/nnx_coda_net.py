@@ -29,7 +29,7 @@ class NNXCoDANet(CoDAWeightsStream, ExplainableMixin, nnx.Module):
     layers: the CoDA layers (:class:`LayerSpec`), first to last.
     image_channels: channels ``C`` of the images (the first layer sees ``2C``
       when ``encode_input``).
-    temperature, logit_bias, norm, form, compute_dtype, encode_input: as in
+    temperature, logit_bias, norm, form, dtype, encode_input: as in
       :class:`codajax.models.CoDANet`.
     rngs: ``nnx.Rngs``.
   """
@@ -43,7 +43,7 @@ class NNXCoDANet(CoDAWeightsStream, ExplainableMixin, nnx.Module):
       logit_bias: float = DEFAULT_LOGIT_BIAS,
       norm: dau.Norm = "squash",
       form: dau.Form = "implicit",
-      compute_dtype: Any = None,
+      dtype: Any = None,
       encode_input: bool = True,
       rngs: nnx.Rngs,
   ):
@@ -65,7 +65,7 @@ class NNXCoDANet(CoDAWeightsStream, ExplainableMixin, nnx.Module):
               spec.padding,
               norm,
               form,
-              compute_dtype,
+              dtype,
               rngs=rngs,
           )
       )

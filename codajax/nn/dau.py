@@ -408,7 +408,7 @@ def dau_conv(
     norm: Norm = "squash",
     form: Form = "implicit",
     explain: bool = False,
-    compute_dtype=None,
+    dtype=None,
     weights_input: Array | None = None,
 ) -> Array:
   """A CoDA layer: ``D`` dynamic alignment units applied convolutionally.
@@ -424,7 +424,7 @@ def dau_conv(
     form: ``"implicit"`` (default, never materialises ``w``) or ``"explicit"``.
     explain: detach the dynamic weights and the norm factor so the layer is
       exactly linear in ``x``.
-    compute_dtype: dtype of the convolution inputs (e.g. ``jnp.bfloat16``);
+    dtype: dtype of the convolution inputs (e.g. ``jnp.bfloat16``);
       accumulation and norms stay float32 (float64 for float64 inputs).
       Default: ``x.dtype``.
     weights_input: compute the dynamic weights and the norm factor from this
@@ -433,7 +433,7 @@ def dau_conv(
       Default: ``x``.
 
   Returns:
-    ``(N, H', W', D)`` with ``H' = ⌊(H + 2p − k)/s⌋ + 1``, in ``compute_dtype``.
+    ``(N, H', W', D)`` with ``H' = ⌊(H + 2p − k)/s⌋ + 1``, in ``dtype``.
   """
   if x.ndim != 4:
     raise ValueError(f"dau_conv expects NHWC input of rank 4, got shape {x.shape}.")
@@ -451,12 +451,12 @@ def dau_conv(
         f"they must match."
     )
   padding = resolve_padding(padding, params["B"].shape[0])
-  compute_dtype = compute_dtype or x.dtype
-  x = x.astype(compute_dtype)
-  weights_input = x if weights_input is None else weights_input.astype(compute_dtype)
+  dtype = dtype or x.dtype
+  x = x.astype(dtype)
+  weights_input = x if weights_input is None else weights_input.astype(dtype)
   raw_and_norm = _implicit_raw_and_norm if form == "implicit" else _explicit_raw_and_norm
   u, squared_norm = raw_and_norm(params, x, weights_input, stride, padding, explain)
   scale = norm_factor(squared_norm, norm)
   if explain:
     scale = lax.stop_gradient(scale)
-  return (u * scale).astype(compute_dtype)
+  return (u * scale).astype(dtype)

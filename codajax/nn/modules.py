@@ -95,7 +95,7 @@ class CoDAConv(nn.Module):
         norm=self.norm,
         form=self.form,
         explain=explain,
-        compute_dtype=explanation_dtype(self.dtype) if explain else self.dtype,
+        dtype=explanation_dtype(self.dtype) if explain else self.dtype,
         weights_input=weights_input,
     )
 

@@ -33,6 +33,7 @@ __all__ = [
     "base_config",
     "build_model",
     "build_optimizer",
+    "make_train_step",
     "restore",
     "restore_params",
     "train_and_evaluate",

@@ -19,7 +19,7 @@ from codajax.runs import build_model, model_settings
 SCHEDULES = ("constant", "cifar_step", "imagenet_warmup_halving", "warmup_cosine")
 LOSSES = ("bce", "softmax")
 PARALLEL = ("jit", "pmap")
-COMPUTE_DTYPES = ("float32", "bfloat16")
+DTYPES = ("float32", "bfloat16")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -40,7 +40,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.model.norm = placeholder(str)  # CoDA: "squash" | "l2"; B-cos: "bn" | "gn" | "ln" | ...
   config.model.form = placeholder(str)  # CoDA: "implicit" | "explicit"
   config.model.kwargs = ml_collections.ConfigDict()  # further get_model settings of the family
-  config.compute_dtype = "float32"  # "bfloat16": bf16 compute, f32 params/optimizer/norms
+  config.model.dtype = "float32"  # "bfloat16": bf16 compute, f32 params/optimizer/norms
 
   config.seed = 0
   config.num_epochs = 30
@@ -143,8 +143,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       f"model.temperature must be finite and > 0, got {config.model.temperature}.",
   )
   _require(
-      config.compute_dtype in COMPUTE_DTYPES,
-      f"compute_dtype must be one of {COMPUTE_DTYPES}, got {config.compute_dtype!r}.",
+      config.model.dtype in DTYPES,
+      f"model.dtype must be one of {DTYPES}, got {config.model.dtype!r}.",
   )
   _require(config.loss in LOSSES, f"loss must be one of {LOSSES}, got {config.loss!r}.")
   _require(config.parallel in PARALLEL, f"parallel must be one of {PARALLEL}.")
@@ -197,7 +197,7 @@ def _check_model_settings(config: ml_collections.ConfigDict) -> None:
   try:
     build_model(config, num_classes=2, image_channels=3)
   except (TypeError, ValueError) as error:
-    given = {k: v for k, v in model_settings(config).items() if k != "compute_dtype"}
+    given = {k: v for k, v in model_settings(config).items() if k != "dtype"}
     raise ValueError(
         f"Bad config: model settings {given} are not accepted by {config.model.name!r} "
         f"({error})."

@@ -18,7 +18,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.methods = ALL_METHODS  # comma-separated; evaluators that score methods use these
   config.method_settings = ml_collections.ConfigDict()  # {"RISE": {"n_masks": 1000}}
   config.batch_size = 32  # images per attribution call (a grid counts as n² images)
-  config.chunk = 4  # IntGrad steps / SmoothGrad samples per pass (memory only)
+  config.items_per_pass = 4  # IntGrad steps / SmoothGrad samples per pass (memory only)
   config.skip = ""  # comma-separated evaluators of the preset to leave out, e.g. "depths,figures"
   config.estimate = False  # time each unit's first batch and print the total first
   config.progress = True  # one progress bar over the whole job
