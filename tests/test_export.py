@@ -150,7 +150,7 @@ def test_a_posthoc_method_exports_for_gpu_and_tpu():
 
   def program(variables, images, targets):
     fn = lambda x: model.apply(variables, x)
-    return integrated_gradients(fn, images, targets, internal_batch_size=4)
+    return integrated_gradients(fn, images, targets, items_per_pass=4)
 
   text = export_text(program, _variables(), _images(), _spec((BATCH,), jnp.int32))
   assert_ready_for_accelerators(text)
