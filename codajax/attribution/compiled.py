@@ -1,0 +1,124 @@
+"""Eager calls of the presets in ``METHODS``: checked eagerly, then run as one jitted program.
+
+Called outside any JAX transformation, a preset checks its images and targets (one clear error,
+before anything runs) and then runs the method as one ``jax.jit`` program, cached per method,
+settings, ``fn``, target shape and input shape. A second call on other images of the same shape
+compiles nothing; op by op, every call would cost what a first call costs.
+
+How ``fn`` enters that program:
+
+* a pytree of arrays, e.g. ``jax.tree_util.Partial(model.apply, variables)``: its leaves (the
+  parameters) are arguments of the program and its function is part of the cache key, so new
+  parameters, or a new ``Partial`` of the same function, reuse the compiled program;
+* any other callable (a closure such as ``lambda x: model.apply(variables, x)``): static, hashed
+  by identity. Each new function object compiles a new program, and the arrays it closes over
+  are constants of that program (XLA constant-folds them: slower to compile, and a copy of the
+  parameters per program). Keep one function object, or pass a ``Partial``.
+
+Inside ``jax.jit`` (or any transformation) the preset is traced in place, unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from codajax.attribution._common import as_target, check_images, check_target_range
+from codajax.attribution.gradcam import grad_cam
+
+_ARRAY_TYPES = (jax.Array, np.ndarray, np.generic, float, int, complex, bool)
+_CLASS_COUNTS: dict[Any, int] = {}  # (fn key, input shape, dtype) -> K, for the eager range check
+_CLASS_COUNTS_MAX = 256
+
+
+def _is_traced(tree: Any) -> bool:
+  return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(tree))
+
+
+def _is_array_pytree(fn: Callable) -> bool:
+  """Whether ``fn`` is a pytree of arrays (a ``Partial``), not a leaf itself."""
+  leaves, treedef = jax.tree.flatten(fn)
+  return treedef.num_nodes > 1 and all(isinstance(leaf, _ARRAY_TYPES) for leaf in leaves)
+
+
+def _split_settings(settings: dict[str, Any]) -> tuple[tuple, dict[str, Any]] | None:
+  """``(static items, array settings)``: arrays (e.g. a ``jax.random`` key) become arguments.
+
+  ``None`` when a non-array setting is unhashable (then the call runs op by op).
+  """
+  static, arrays = [], {}
+  for name, value in sorted(settings.items()):
+    if isinstance(value, (jax.Array, np.ndarray)):
+      arrays[name] = value
+    else:
+      static.append((name, value))
+  try:
+    hash(tuple(static))
+  except TypeError:
+    return None
+  return tuple(static), arrays
+
+
+def _logits_fn(method: Callable, fn: Callable) -> Callable:
+  """``images -> logits`` of ``fn`` (Grad-CAM's ``fn`` also takes a feature offset)."""
+  if method is grad_cam:
+    return lambda x: fn(x, jnp.zeros((), x.dtype))[0]
+  return fn
+
+
+def _num_classes(method: Callable, fn: Callable, inputs: jax.Array) -> int:
+  """``K`` of ``fn``'s logits for ``inputs`` (``jax.eval_shape``, cached per fn and shape)."""
+  if _is_array_pytree(fn):
+    leaves, treedef = jax.tree.flatten(fn)
+    fn_key = (treedef, tuple((np.shape(x), jnp.result_type(x)) for x in leaves))
+  else:
+    fn_key = fn
+  key = (method is grad_cam, fn_key, inputs.shape, inputs.dtype)
+  try:
+    return _CLASS_COUNTS[key]
+  except KeyError:
+    pass
+  except TypeError:  # an unhashable fn
+    return jax.eval_shape(_logits_fn(method, fn), inputs).shape[-1]
+  if len(_CLASS_COUNTS) >= _CLASS_COUNTS_MAX:
+    _CLASS_COUNTS.clear()
+  _CLASS_COUNTS[key] = jax.eval_shape(_logits_fn(method, fn), inputs).shape[-1]
+  return _CLASS_COUNTS[key]
+
+
+def _run(method, static, fn, inputs, target, arrays):
+  return method(fn, inputs, target, **dict(static), **arrays)
+
+
+_run_with_fn_argument = jax.jit(_run, static_argnums=(0, 1))
+_run_with_fn_static = jax.jit(_run, static_argnums=(0, 1, 2))
+
+
+def call(method: Callable, fn: Callable, inputs: Any, target: Any, settings: dict[str, Any]):
+  """``method(fn, inputs, target, **settings)``; eagerly: checked, then one cached jitted program.
+
+  Args:
+    method: an attribution function of :mod:`codajax.attribution` (``(fn, inputs, target,
+      **settings)``).
+    fn: ``(N, H, W, C) -> (N, K)`` logits (Grad-CAM: its feature function), a ``Partial`` or
+      any callable (see the module docstring for what each costs).
+    inputs: ``(N, H, W, C)`` float images; target: int, ``(N,)`` or ``(N, T)`` class indices.
+    settings: the method's keyword settings.
+
+  Returns:
+    What ``method`` returns, ``(N, [T,] H, W, C or 1)``.
+  """
+  split = _split_settings(settings)
+  if split is None or _is_traced((fn, inputs, target, settings)):
+    return method(fn, inputs, target, **settings)
+  static, arrays = split
+  inputs = check_images(inputs)
+  target = as_target(target, inputs.shape[0])
+  check_target_range(target, _num_classes(method, fn, inputs))
+  if _is_array_pytree(fn):
+    return _run_with_fn_argument(method, static, fn, inputs, target, arrays)
+  return _run_with_fn_static(method, static, fn, inputs, target, arrays)
+
