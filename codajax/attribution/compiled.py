@@ -20,6 +20,7 @@ Inside ``jax.jit`` (or any transformation) the preset is traced in place, unchan
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import jax
@@ -30,7 +31,7 @@ from codajax.attribution._common import as_target, check_images, check_target_ra
 from codajax.attribution.gradcam import grad_cam
 
 _ARRAY_TYPES = (jax.Array, np.ndarray, np.generic, float, int, complex, bool)
-_CLASS_COUNTS: dict[Any, int] = {}  # (fn key, input shape, dtype) -> K, for the eager range check
+_CLASS_COUNTS: dict[Any, int] = {}  # program key -> K of fn's logits, for the eager range check
 _CLASS_COUNTS_MAX = 256
 
 
@@ -62,6 +63,37 @@ def _split_settings(settings: dict[str, Any]) -> tuple[tuple, dict[str, Any]] | 
   return tuple(static), arrays
 
 
+_TRACED_CLASSES: list[int] = []  # K seen by the last trace of the jitted program
+
+
+def _recording(method: Callable, fn: Callable) -> Callable:
+  """``fn``, noting the number of classes ``K`` of its logits when traced."""
+
+  def recorded(*args):
+    out = fn(*args)
+    _TRACED_CLASSES.append((out[0] if method is grad_cam else out).shape[-1])
+    return out
+
+  return recorded
+
+
+def _run(method, static, fn, inputs, target, arrays):
+  return method(_recording(method, fn), inputs, target, **dict(static), **arrays)
+
+
+_run_with_fn_argument = jax.jit(_run, static_argnums=(0, 1))
+_run_with_fn_static = jax.jit(_run, static_argnums=(0, 1, 2))
+
+
+def _fn_key(fn: Callable) -> Any:
+  """What identifies ``fn`` in the compiled program: its tree structure and leaf shapes, or
+  itself (a static function)."""
+  if not _is_array_pytree(fn):
+    return fn
+  leaves, treedef = jax.tree.flatten(fn)
+  return treedef, tuple((np.shape(x), jnp.result_type(x)) for x in leaves)
+
+
 def _logits_fn(method: Callable, fn: Callable) -> Callable:
   """``images -> logits`` of ``fn`` (Grad-CAM's ``fn`` also takes a feature offset)."""
   if method is grad_cam:
@@ -69,32 +101,21 @@ def _logits_fn(method: Callable, fn: Callable) -> Callable:
   return fn
 
 
-def _num_classes(method: Callable, fn: Callable, inputs: jax.Array) -> int:
-  """``K`` of ``fn``'s logits for ``inputs`` (``jax.eval_shape``, cached per fn and shape)."""
-  if _is_array_pytree(fn):
-    leaves, treedef = jax.tree.flatten(fn)
-    fn_key = (treedef, tuple((np.shape(x), jnp.result_type(x)) for x in leaves))
-  else:
-    fn_key = fn
-  key = (method is grad_cam, fn_key, inputs.shape, inputs.dtype)
-  try:
+def _num_classes(program: Callable, key: Any, args: tuple, method, fn, inputs) -> int:
+  """``K`` of ``fn``'s logits, cached per ``key``: noted while ``jax.eval_shape`` traces the
+  jitted ``program`` (whose trace the call then reuses), else from ``fn`` alone."""
+  if key in _CLASS_COUNTS:
     return _CLASS_COUNTS[key]
-  except KeyError:
-    pass
-  except TypeError:  # an unhashable fn
-    return jax.eval_shape(_logits_fn(method, fn), inputs).shape[-1]
+  _TRACED_CLASSES.clear()
+  jax.eval_shape(program, *args)
+  if _TRACED_CLASSES:
+    classes = _TRACED_CLASSES[-1]
+  else:  # the program was traced before (this cache was cleared since)
+    classes = jax.eval_shape(_logits_fn(method, fn), inputs).shape[-1]
   if len(_CLASS_COUNTS) >= _CLASS_COUNTS_MAX:
     _CLASS_COUNTS.clear()
-  _CLASS_COUNTS[key] = jax.eval_shape(_logits_fn(method, fn), inputs).shape[-1]
-  return _CLASS_COUNTS[key]
-
-
-def _run(method, static, fn, inputs, target, arrays):
-  return method(fn, inputs, target, **dict(static), **arrays)
-
-
-_run_with_fn_argument = jax.jit(_run, static_argnums=(0, 1))
-_run_with_fn_static = jax.jit(_run, static_argnums=(0, 1, 2))
+  _CLASS_COUNTS[key] = classes
+  return classes
 
 
 def call(method: Callable, fn: Callable, inputs: Any, target: Any, settings: dict[str, Any]):
@@ -117,8 +138,18 @@ def call(method: Callable, fn: Callable, inputs: Any, target: Any, settings: dic
   static, arrays = split
   inputs = check_images(inputs)
   target = as_target(target, inputs.shape[0])
-  check_target_range(target, _num_classes(method, fn, inputs))
   if _is_array_pytree(fn):
-    return _run_with_fn_argument(method, static, fn, inputs, target, arrays)
-  return _run_with_fn_static(method, static, fn, inputs, target, arrays)
-
+    program = functools.partial(_run_with_fn_argument, method, static)
+    args = (fn, inputs, target, arrays)
+  else:
+    program = functools.partial(_run_with_fn_static, method, static, fn)
+    args = (inputs, target, arrays)
+  leaves, structure = jax.tree.flatten((inputs, target, arrays))
+  avals = tuple((np.shape(x), jnp.result_type(x)) for x in leaves)
+  key = (method, static, _fn_key(fn), structure, avals)
+  try:
+    hash(key)
+  except TypeError:  # an unhashable function cannot be static: run op by op
+    return method(fn, inputs, target, **settings)
+  check_target_range(target, _num_classes(program, key, args, method, fn, inputs))
+  return program(*args)
