@@ -35,6 +35,7 @@ def test_quickstart_notebook_runs_and_shows_its_figures(tmp_path, monkeypatch):
   for name in ("Ours", "IxG"):
     score = float(text.split(f"{name}: mean localisation ")[1].split()[0])
     assert 0.0 <= score <= 1.0, text
+  assert os.path.isdir(tmp_path / "tfds" / "codajax_digits")  # the data went where it was told
   figures = [o.data["image/png"] for o in outputs if "image/png" in o.get("data", {})]
   assert len(figures) == 4  # every class, predicted + baselines, the first grid, a layer
   assert all(base64.b64decode(png).startswith(b"\x89PNG") for png in figures)
