@@ -117,14 +117,18 @@ def test_contribution_figure_layout_and_symmetric_per_map_limits(tmp_path):
   assert len(panels) == 4 * 4  # images + 3 rows, 4 columns
   limits = [axis.images[0].get_clim() for axis in panels if axis.images[0].colorbar is not None]
   assert len(limits) == 2 * 4  # a colour bar on every map
-  for low, high in limits:
+  signed_limits, rise_limits = limits[:4], limits[4:]  # row by row: Ours, then RISE
+  for low, high in signed_limits:
     assert low == -high and high > 0
-  # Each map has its own limit: the 99.5th percentile of its |values| (numpy here).
-  highs = sorted(high for _, high in limits)
-  expected = sorted(
-      [np.percentile(np.abs(m), 99.5) for m in signed] + [np.percentile(m, 99.5) for m in rise]
+  # Each signed map has its own limit: the 99.5th percentile of its |values| (numpy here).
+  np.testing.assert_allclose(
+      [high for _, high in signed_limits],
+      [np.percentile(np.abs(m), 99.5) for m in signed],
+      rtol=1e-12,
   )
-  np.testing.assert_allclose(highs, expected, rtol=1e-12)
+  # RISE (non-negative, a narrow range) spans each map's own minimum to its maximum, white-red.
+  np.testing.assert_allclose(rise_limits, [(m.min(), m.max()) for m in rise], rtol=1e-12)
+  assert {axis.images[0].get_cmap().name for axis in panels[8:12]} == {"Reds"}
 
 
 def test_localisation_grid_figure_shows_one_grid_and_a_map_per_method_and_tile(tmp_path):
@@ -138,9 +142,12 @@ def test_localisation_grid_figure_shows_one_grid_and_a_map_per_method_and_tile(t
   panels = _image_axes(figure)
   assert len(panels) == 1 + 2 * 4
   assert sum(axis.images[0].colorbar is None for axis in panels) == 1  # the grid image, once
-  for axis in panels[1:]:
+  for axis in panels[1:5]:  # Ours: signed, symmetric
     low, high = axis.images[0].get_clim()
     assert low == -high > -np.inf and high > 0
+  for axis, tile_map in zip(panels[5:], maps["GCam"], strict=True):  # GCam: min..max
+    np.testing.assert_allclose(axis.images[0].get_clim(), (tile_map.min(), tile_map.max()))
+  for axis in panels[1:]:
     assert len(axis.patches) == 4  # the tile outlines
   with pytest.raises(ValueError):
     render.save_localisation_grid_figure(tmp_path / "bad.png", grid_image, [1, 2, 3], maps, grid=2)

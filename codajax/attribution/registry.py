@@ -2,15 +2,30 @@
 
 ``METHODS[name](fn, images, targets, **overrides) -> (N, H, W, C or 1)``. Keyword overrides replace
 the preset's settings (e.g. ``items_per_pass`` or a ``key``).
+
+Called eagerly, a preset checks its inputs and runs one jitted program cached per method,
+settings, ``fn``, target shape and input shape (see :mod:`codajax.attribution.compiled`); pass
+the parameters as arguments of that program with a ``jax.tree_util.Partial``::
+
+    fn = jax.tree_util.Partial(model.apply, variables)
+    maps = METHODS["IntGrad"](fn, images, targets)   # later calls of this shape compile nothing
+
+A plain closure ``lambda x: model.apply(variables, x)`` works too but is static: each new
+function object compiles a new program with the parameters folded in as constants. Under
+``jax.jit`` a preset is traced in place.
+
 "GCam" expects the feature function ``(images, delta) -> (logits, features)`` of
 :func:`codajax.attribution.grad_cam` as ``fn`` (build it with
-:func:`codajax.attribution.layer_function` on the last CoDA layer).
+:func:`codajax.attribution.layer_function` on the last CoDA layer; as a ``Partial`` with the
+parameters as its argument: ``Partial(lambda v, x, d: layer_function(model, v, name)(x, d),
+variables)``, the lambda defined once).
 """
 
 from __future__ import annotations
 
 from typing import Callable
 
+from codajax.attribution import compiled
 from codajax.attribution.gradcam import grad_cam
 from codajax.attribution.gradients import gradient, input_x_gradient, integrated_gradients, smooth_grad
 from codajax.attribution.perturbation import occlusion, rise
@@ -22,7 +37,7 @@ def _preset(name: str, method: Callable, /, **settings) -> AttributionMethod:
   """``method`` with default ``settings``; call as ``(fn, images, targets, **overrides)``."""
 
   def configured(fn, images, targets, **overrides):
-    return method(fn, images, targets, **{**settings, **overrides})
+    return compiled.call(method, fn, images, targets, {**settings, **overrides})
 
   shown = ", ".join(f"{key}={value!r}" for key, value in settings.items())
   configured.__name__ = configured.__qualname__ = name

@@ -49,7 +49,8 @@ def save_figures(
   """Writes the PNG figures; returns their file names.
 
   * ``contributions.png``: images (N, H, W, C) uint8 with, per method, the channel-summed map
-    (blue-white-red, symmetric limit and colour bar per map); "Ours" also split into its
+    (blue-white-red, symmetric limit and colour bar per map; white-to-red from min to max for
+    ``render.MIN_MAX_METHODS``); "Ours" also split into its
     contributions from ``x`` and from ``1 − x`` (the encoded input) and as the explanation image
     (on black); the object masks (N, H, W) when given. ``maps``: {method: (N, H, W, C') or (N, H, W)}.
   * ``localisation_grid.png``: the first grid image once, with tile outlines, and per method its
@@ -65,13 +66,10 @@ def save_figures(
   rows: dict[str, np.ndarray] = {}
   for method, method_maps in maps.items():
     encoded = method_maps.ndim == 4 and method == OURS and method_maps.shape[-1] == 2 * channels
-    rows[f"{method} (sum)" if encoded else method] = (
-        method_maps.sum(-1) if method_maps.ndim == 4 else method_maps
-    )
     if encoded:
-      rows[f"{OURS}: from x"] = method_maps[..., :channels].sum(-1)
-      rows[f"{OURS}: from 1-x"] = method_maps[..., channels:].sum(-1)
-      rows[f"{OURS} (explanation)"] = render.explanation_image(method_maps)
+      rows.update(render.contribution_rows(method_maps, channels, OURS))
+    else:
+      rows[method] = method_maps.sum(-1) if method_maps.ndim == 4 else method_maps
   if masks is not None:
     rows["object mask"] = np.concatenate(
         [np.repeat(masks[..., None].astype(np.float64), 3, -1), np.ones(masks.shape + (1,))], -1
@@ -85,8 +83,9 @@ def save_figures(
         dark_rows=(f"{OURS} (explanation)",),
         title=(
             f"Contribution maps for the true class, n = {len(labels)} test images.\nBlue-white-red, "
-            "symmetric limit ±L per map (colour bar). Ours (sum) = from x + from 1-x\n(the encoded "
-            "input [x, 1-x]); explanation on black: white = evidence from bright pixels x"
+            "symmetric limit ±L per map (colour bar); GCam, Occ, RISE white-red from min to max.\n"
+            "Ours (sum) = from x + from 1-x (the encoded input [x, 1-x]); explanation on black: "
+            "white = evidence from bright pixels x"
         ),
     )
     written.append("contributions.png")
@@ -99,7 +98,8 @@ def save_figures(
         grid=grid,
         title=(
             f"The first localisation grid ({grid}x{grid}) and each method's map for each tile's "
-            "class\n(target tile in green; blue-white-red, symmetric limit ±L per map)"
+            "class\n(target tile in green; blue-white-red, symmetric limit ±L per map; GCam, Occ, "
+            "RISE white-red from min to max)"
         ),
     )
     written.append("localisation_grid.png")

@@ -1,7 +1,9 @@
 """Exact explanations of dynamic-linear networks (``W(x)·x``): contribution maps.
 
-Models get the explanation protocol from :mod:`codajax.explain.base`. Figures live in
-:mod:`codajax.explain.render` (imports matplotlib on use).
+Models get the explanation protocol from :mod:`codajax.explain.base`. Figures: :func:`plot` and
+:func:`plot_attributions` return a matplotlib figure (a notebook shows it), drawn by
+:mod:`codajax.explain.render` as ``eval.py``'s figures; both import matplotlib on their first
+call, so importing this package stays light.
 """
 
 from codajax.explain.base import ExplainableMixin, ExplainableModel, ExplainableModule
@@ -16,6 +18,7 @@ from codajax.explain.contributions import (
     explain_nnx,
     explanation_form,
 )
+from codajax.explain.plotting import plot, plot_attributions
 
 __all__ = [
     "FIELDS",
@@ -30,4 +33,6 @@ __all__ = [
     "explain_linear",
     "explain_nnx",
     "explanation_form",
+    "plot",
+    "plot_attributions",
 ]

@@ -26,6 +26,13 @@ layer in float32 (see :func:`codajax.nn.explanation_dtype`), so a bfloat16
 model's contributions sum to its float32 evidence to float32 round-off. The
 layers *below* the explained one run as the model was trained (e.g. bfloat16).
 
+**Compiled once.** After its eager checks, :func:`explain` (and :func:`explain_nnx`) runs one
+jitted program, cached per model, layer, DAU form, kind of targets (``None``, ``"all"`` or class
+indices, which are arguments) and input shape; the variables are arguments of that program, never
+constants folded into it. So a second call on another batch of the same shape compiles nothing,
+and an eager call costs what :func:`explain_jit` costs. Called under a JAX transformation (any
+argument a tracer), it traces the computation in place instead.
+
 **jit.** ``layer`` and ``targets="all"``/``None`` change the computation and
 must be static: use :func:`explain_jit` (ready jitted, dispatches on
 ``targets``), or ``jax.jit(explain, static_argnames=("model", "targets",
@@ -238,6 +245,33 @@ def explanation_form(model: Any, targets: Targets, form: FormChoice = "auto") ->
   return form
 
 
+def _all_concrete(*trees: Any) -> bool:
+  """Whether no leaf of ``trees`` is a tracer (the call is eager, outside any transformation)."""
+  return all(_is_concrete(leaf) for leaf in jax.tree.leaves(trees))
+
+
+def _check_concrete_targets(targets: Targets, num_classes: int, batch: int) -> None:
+  """The eager check of ``targets`` (NumPy only, so it compiles nothing); one clear error."""
+  if targets is None:
+    return
+  if isinstance(targets, str):
+    if targets != "all":
+      raise ValueError(f"targets must be None, class indices or 'all', got {targets!r}.")
+    return
+  values = np.asarray(targets)
+  if not np.issubdtype(values.dtype, np.integer):
+    raise TypeError(f"targets must be integer class indices, got dtype {values.dtype}.")
+  if values.ndim > 1 or (values.ndim == 1 and values.shape[0] != batch):
+    raise ValueError(
+        f"targets must be a scalar or have shape ({batch},), got {tuple(values.shape)}."
+    )
+  if np.any((values < 0) | (values >= num_classes)):
+    raise ValueError(
+        f"target class out of range: got {values.tolist()}, the model has {num_classes} "
+        f"classes (valid: 0..{num_classes - 1})."
+    )
+
+
 def explain(
     model: Any,
     variables: Any,
@@ -252,8 +286,11 @@ def explain(
 
   Runs the layers below ``layer`` once (``layer_input``) and the layers from
   ``layer`` on once in explanation mode (``forward_from``), then
-  :func:`explain_linear`. Jit-able with ``model``, ``layer`` and a string or
-  ``None`` ``targets`` static (see :func:`explain_jit`); stateless.
+  :func:`explain_linear`. Called eagerly, it checks its inputs and then runs
+  the program of :func:`explain_jit` (compiled once per model, layer, form,
+  kind of targets and input shape; ``variables`` are its arguments). Jit-able
+  with ``model``, ``layer`` and a string or ``None`` ``targets`` static (see
+  :func:`explain_jit`); stateless.
 
   Args:
     model: a Linen module following :class:`ExplainableModel` (CoDA-Nets,
@@ -272,6 +309,20 @@ def explain(
     ``e.contribution_map``). The contributions sum to ``logits[explained
     class] − model.logit_bias``.
   """
+  images = check_images(images, name="explain", check_finite=True, check_range=check_range)
+  _check_model(model)
+  layer = _check_layer(model, layer)
+  if not _all_concrete(variables, images, targets):
+    return _explain_traced(model, variables, images, targets, layer, form, check_range)
+  explanation_form(model, targets, form)  # its one error for an unknown form
+  _check_concrete_targets(targets, model.num_classes, images.shape[0])
+  return explain_jit(
+      model, variables, images, targets, layer=layer, form=form, check_range=check_range
+  )
+
+
+def _explain_traced(model, variables, images, targets, layer, form, check_range) -> Explanation:
+  """The computation of :func:`explain`, traced in place (the body of its jitted program)."""
   images = check_images(images, name="explain", check_finite=True, check_range=check_range)
   _check_model(model)
   layer = _check_layer(model, layer)
@@ -296,12 +347,39 @@ def explain_nnx(
 ) -> Explanation:
   """:func:`explain` for a Flax NNX module following :class:`ExplainableModel`.
 
-  The module is called directly (``model.layer_input``, ``model.forward_from``);
-  wrap the call in ``nnx.jit`` (``layer`` and string targets static) to compile it.
+  The module is called directly (``model.layer_input``, ``model.forward_from``).
+  Called eagerly, it checks its inputs and then runs one jitted program cached
+  per module structure (``nnx.split``'s graph definition), layer, kind of
+  targets and input shape, with the module's state as an argument; the state is
+  read, never written back (explaining updates no statistics). Inside
+  ``nnx.jit`` (``layer`` and string targets static) it is traced in place.
   """
   images = check_images(images, name="explain", check_finite=True, check_range=check_range)
   _check_model(model)
   layer = _check_layer(model, layer)
+  from flax import nnx  # flax.nnx is imported by the modules that build NNX models
+
+  graphdef, state = nnx.split(model)
+  if not _all_concrete(state, images, targets):
+    return _explain_nnx_traced(model, images, targets, layer, check_range)
+  _check_concrete_targets(targets, model.num_classes, images.shape[0])
+  mode, targets = (
+      (targets, None) if targets is None or isinstance(targets, str) else (None, targets)
+  )
+  return _explain_nnx_compiled(
+      graphdef,
+      state,
+      images,
+      None if targets is None else jnp.asarray(targets),
+      mode=mode,
+      layer=layer,
+      check_range=check_range,
+  )
+
+
+def _explain_nnx_traced(model, images, targets, layer, check_range) -> Explanation:
+  """The computation of :func:`explain_nnx`, traced in place."""
+  images = check_images(images, name="explain", check_finite=True, check_range=check_range)
   h = model.layer_input(images, layer)
   return explain_linear(
       lambda h: model.forward_from(h, layer, explain=True, add_bias=False),
@@ -311,16 +389,20 @@ def explain_nnx(
   )
 
 
+@functools.partial(jax.jit, static_argnames=("graphdef", "mode", "layer", "check_range"))
+def _explain_nnx_compiled(graphdef, state, images, targets, *, mode, layer, check_range):
+  from flax import nnx
+
+  model = nnx.merge(graphdef, state)
+  return _explain_nnx_traced(
+      model, images, mode if targets is None else targets, layer, check_range
+  )
+
+
 @functools.partial(jax.jit, static_argnames=("model", "mode", "layer", "form", "check_range"))
 def _explain_compiled(model, variables, images, targets, *, mode, layer, form, check_range):
-  return explain(
-      model,
-      variables,
-      images,
-      mode if targets is None else targets,
-      layer=layer,
-      form=form,
-      check_range=check_range,
+  return _explain_traced(
+      model, variables, images, mode if targets is None else targets, layer, form, check_range
   )
 
 

@@ -5,10 +5,13 @@ TPAMI 2022 qualitative figures):
 
 * :func:`contribution_colormap`: signed maps in blue-white-red ("bwr") on a symmetric scale
   [-limit, limit], by default the 99.5th percentile of |map| over all maps given.
-* The figures (:func:`save_grid_figure`, :func:`save_localisation_grid_figure`) scale every map
-  on its own symmetric limit ``±L`` (:func:`per_image_limits`; white = 0, red = positive) and
-  draw a colour bar with ``±L`` next to it, so non-negative maps (RISE, Grad-CAM, Occlusion)
-  are neither saturated nor blank.
+* The figures (:func:`grid_figure`, :func:`save_grid_figure`,
+  :func:`save_localisation_grid_figure`) scale every signed map on its own symmetric limit
+  ``±L`` (:func:`per_image_limits`; white = 0, red = positive) and draw a colour bar with ``±L``
+  next to it. Maps of the methods in :data:`MIN_MAX_METHODS` (RISE, Grad-CAM, Occlusion: non-negative,
+  or nearly) are drawn white-to-red from their minimum to their maximum instead (colour bar:
+  min, max), so maps that are positive everywhere, such as RISE's, show their structure rather
+  than a uniform red.
 * :func:`explanation_image`: the B-cos/CoDA "explanation image" of contributions to the encoded
   input [x, 1 - x]: colour = positive contribution of x over that of x and 1 - x per colour
   channel, opacity = positive channel-summed contribution scaled to its 99.5th percentile.
@@ -104,10 +107,41 @@ def explanation_image(contributions, *, percentile: float = 99.5) -> np.ndarray:
   return np.concatenate([rgb, alpha[..., None]], axis=-1)
 
 
+def contribution_rows(contributions, channels: int, name: str = "Ours") -> dict[str, np.ndarray]:
+  """Rows of a figure for contributions to the encoded input ``[x, 1 − x]``.
+
+  Args:
+    contributions: (N, H, W, 2C) contributions to the encoded image.
+    channels: C, the image's channels.
+    name: the method's name in the row labels.
+
+  Returns:
+    ``{"<name> (sum)": (N, H, W), "<name>: from x": (N, H, W), "<name>: from 1-x": (N, H, W),
+    "<name> (explanation)": (N, H, W, 4) RGBA}``: the channel sum, its split into the
+    contributions of ``x`` and of ``1 − x``, and :func:`explanation_image` (drawn on black).
+  """
+  contributions = np.asarray(contributions)
+  if contributions.ndim != 4 or contributions.shape[-1] != 2 * channels:
+    raise ValueError(
+        f"need contributions (N, H, W, {2 * channels}) to the encoded input; "
+        f"got {contributions.shape}"
+    )
+  return {
+      f"{name} (sum)": contributions.sum(-1),
+      f"{name}: from x": contributions[..., :channels].sum(-1),
+      f"{name}: from 1-x": contributions[..., channels:].sum(-1),
+      f"{name} (explanation)": explanation_image(contributions),
+  }
+
+
 def per_image_limits(maps, percentile: float = 99.5) -> np.ndarray:
   """Symmetric colour limit of each map: (N, H, W) -> (N,), :func:`symmetric_limit` per image."""
   maps = np.asarray(maps, dtype=np.float64)
   return np.array([symmetric_limit(m, percentile) for m in maps.reshape(len(maps), -1)])
+
+
+#: Methods whose maps are (mostly) non-negative: drawn from their minimum to their maximum.
+MIN_MAX_METHODS = ("GCam", "Occ5", "Occ9", "RISE")
 
 
 def _draw_signed(figure: Figure, axis, image: np.ndarray, limit: float) -> None:
@@ -116,6 +150,36 @@ def _draw_signed(figure: Figure, axis, image: np.ndarray, limit: float) -> None:
   bar = figure.colorbar(shown, ax=axis, fraction=0.046, pad=0.03, ticks=[-limit, 0, limit])
   bar.ax.set_yticklabels([f"{-limit:.2g}", "0", f"{limit:.2g}"], fontsize=5)
   bar.ax.tick_params(length=1.5, pad=1)
+
+
+def min_max_limits(image) -> tuple[float, float]:
+  """``(min, max)`` of a map, widened to ``(min, min + 1)`` for a constant map."""
+  image = np.asarray(image, dtype=np.float64)
+  low, high = float(image.min()), float(image.max())
+  return (low, high) if high > low else (low, low + 1.0)
+
+
+def _draw_min_max(figure: Figure, axis, image: np.ndarray) -> None:
+  """``image`` (H, W) white-to-red ("Reds") from its minimum to its maximum, with a colour bar."""
+  low, high = min_max_limits(image)
+  shown = axis.imshow(image, cmap="Reds", vmin=low, vmax=high)
+  bar = figure.colorbar(shown, ax=axis, fraction=0.046, pad=0.03, ticks=[low, high])
+  bar.ax.set_yticklabels([f"{low:.2g}", f"{high:.2g}"], fontsize=5)
+  bar.ax.tick_params(length=1.5, pad=1)
+
+
+def is_min_max(label: str) -> bool:
+  """Whether maps of row ``label`` are drawn min..max: its first word names a
+  :data:`MIN_MAX_METHODS` method ("RISE", "GCam (class 3)", ...)."""
+  return label.split(" ")[0].rstrip(":") in MIN_MAX_METHODS
+
+
+def _draw_map(figure: Figure, axis, image: np.ndarray, limit: float | None, min_max: bool) -> None:
+  """One map: min..max (``min_max``) or signed on ``±limit`` (default: its own limit)."""
+  if min_max:
+    _draw_min_max(figure, axis, image)
+  else:
+    _draw_signed(figure, axis, image, symmetric_limit(image) if limit is None else float(limit))
 
 
 def _rows(maps) -> dict[str, np.ndarray]:
@@ -142,15 +206,30 @@ def save_grid_figure(
     title: str | None = None,
     dark_rows: Sequence[str] = (),
 ) -> Figure:
-  """PNG with the images in the first row and one row of maps per method below.
+  """:func:`grid_figure` written as a PNG to ``path`` (a local path or URI); returns the figure."""
+  figure = grid_figure(images, maps, titles=titles, limit=limit, title=title, dark_rows=dark_rows)
+  _save_png(figure, path)
+  return figure
+
+
+def grid_figure(
+    images,
+    maps,
+    *,
+    titles: Sequence[str] | None = None,
+    limit: float | None = None,
+    title: str | None = None,
+    dark_rows: Sequence[str] = (),
+) -> Figure:
+  """The images in the first row and one row of maps per method below.
 
   Signed maps are drawn in blue-white-red with a symmetric limit per image (``±L`` of
-  :func:`per_image_limits`, or ``±limit`` for all when given) and a colour bar each; RGBA rows
-  are drawn as they are (on black for the rows named in ``dark_rows``, e.g. explanation images
-  whose bright-pixel evidence is white).
+  :func:`per_image_limits`, or ``±limit`` for all when given) and a colour bar each; rows of a
+  :data:`MIN_MAX_METHODS` method white-to-red from each map's minimum to its maximum (see
+  :func:`is_min_max`); RGBA rows are drawn as they are (on black for the
+  rows named in ``dark_rows``, e.g. explanation images whose bright-pixel evidence is white).
 
   Args:
-    path: output file.
     images: (N, H, W, C) in [0, 1], C = 1 or 3.
     maps: (N, H, W) signed maps, (N, H, W, 4) RGBA images (e.g. :func:`explanation_image`), or a
       mapping {method name: such an array} for several rows.
@@ -158,7 +237,8 @@ def save_grid_figure(
     title: the figure's title (what is shown, n, the scale).
 
   Returns:
-    The figure (``(rows + 1) × N`` image panels; signed maps also have a colour bar axis).
+    The figure on an Agg canvas (``(rows + 1) × N`` image panels; maps also have a colour bar
+    axis); a notebook with the inline backend shows it.
   """
   images = np.clip(np.asarray(images, dtype=np.float64), 0, 1)
   if images.ndim != 4:
@@ -167,6 +247,7 @@ def save_grid_figure(
   num = images.shape[0]
   if any(len(row) != num for row in rows.values()) or (titles is not None and len(titles) != num):
     raise ValueError("images, every row of maps and titles need the same length")
+  min_max = {label: row.ndim == 3 and is_min_max(label) for label, row in rows.items()}
   figure = _new_figure(1.9 * num + 0.8, 1.6 * (len(rows) + 1) + _title_inches(title))
   axes = figure.subplots(len(rows) + 1, num, squeeze=False)
   for column in range(num):
@@ -179,12 +260,7 @@ def save_grid_figure(
     for row_index, (label, row) in enumerate(rows.items(), start=1):
       axis = axes[row_index, column]
       if row.ndim == 3:
-        _draw_signed(
-            figure,
-            axis,
-            row[column],
-            symmetric_limit(row[column]) if limit is None else float(limit),
-        )
+        _draw_map(figure, axis, row[column], limit, min_max[label])
       else:
         if label in dark_rows:
           axis.set_facecolor("black")
@@ -195,7 +271,6 @@ def save_grid_figure(
     axis.set_xticks([])
     axis.set_yticks([])
   _layout(figure, title)
-  _save_png(figure, path)
   return figure
 
 
@@ -237,7 +312,7 @@ def save_localisation_grid_figure(
 
   Returns:
     The figure: 1 + len(maps_by_method) · n² image panels (maps with colour bars, per-map
-    symmetric limits).
+    symmetric limits, or min..max for the methods of :func:`is_min_max`).
   """
   image = np.clip(np.asarray(grid_image, dtype=np.float64), 0, 1)
   labels = np.asarray(labels).reshape(-1)
@@ -275,7 +350,7 @@ def save_localisation_grid_figure(
     maps = np.asarray(maps_by_method[name], dtype=np.float64)
     for k in range(tiles):
       axis = figure.add_subplot(spec[row, k])
-      _draw_signed(figure, axis, maps[k], symmetric_limit(maps[k]))
+      _draw_map(figure, axis, maps[k], None, is_min_max(name))
       _outline_tiles(axis, grid, height, width, highlight=k)
       if row == 1:
         axis.set_title(f"class {labels[k]} (tile {k})", fontsize=7)

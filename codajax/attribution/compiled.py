@@ -1,0 +1,157 @@
+"""Eager calls of the presets in ``METHODS``: checked eagerly, then run as one jitted program.
+
+Called outside any JAX transformation, a preset checks its images and targets (one clear error,
+before anything runs) and then runs the method as one ``jax.jit`` program, cached per method,
+settings, ``fn``, target shape and input shape. A second call on other images of the same shape
+compiles nothing; op by op, every call would cost what a first call costs.
+
+How ``fn`` enters that program:
+
+* a pytree of arrays, e.g. ``jax.tree_util.Partial(model.apply, variables)``: its leaves (the
+  parameters) are arguments of the program and its function is part of the cache key, so new
+  parameters, or a new ``Partial`` of the same function, reuse the compiled program;
+* any other callable (a closure such as ``lambda x: model.apply(variables, x)``): static, hashed
+  by identity. Each new function object compiles a new program, and the arrays it closes over
+  are constants of that program (XLA constant-folds them: slower to compile, and a copy of the
+  parameters per program). Keep one function object, or pass a ``Partial``.
+
+Inside ``jax.jit`` (or any transformation) the preset is traced in place, unchanged.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from codajax._checks import check_images
+from codajax.attribution._common import as_targets, check_target_range
+from codajax.attribution.gradcam import grad_cam
+
+_ARRAY_TYPES = (jax.Array, np.ndarray, np.generic, float, int, complex, bool)
+_CLASS_COUNTS: dict[Any, int] = {}  # program key -> K of fn's logits, for the eager range check
+_CLASS_COUNTS_MAX = 256
+
+
+def _is_traced(tree: Any) -> bool:
+  return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(tree))
+
+
+def _is_array_pytree(fn: Callable) -> bool:
+  """Whether ``fn`` is a pytree of arrays (a ``Partial``), not a leaf itself."""
+  leaves, treedef = jax.tree.flatten(fn)
+  return treedef.num_nodes > 1 and all(isinstance(leaf, _ARRAY_TYPES) for leaf in leaves)
+
+
+def _split_settings(settings: dict[str, Any]) -> tuple[tuple, dict[str, Any]] | None:
+  """``(static items, array settings)``: arrays (e.g. a ``jax.random`` key) become arguments.
+
+  ``None`` when a non-array setting is unhashable (then the call runs op by op).
+  """
+  static, arrays = [], {}
+  for name, value in sorted(settings.items()):
+    if isinstance(value, (jax.Array, np.ndarray)):
+      arrays[name] = value
+    else:
+      static.append((name, value))
+  try:
+    hash(tuple(static))
+  except TypeError:
+    return None
+  return tuple(static), arrays
+
+
+_TRACED_CLASSES: list[int] = []  # K seen by the last trace of the jitted program
+
+
+def _recording(method: Callable, fn: Callable) -> Callable:
+  """``fn``, noting the number of classes ``K`` of its logits when traced."""
+
+  def recorded(*args):
+    out = fn(*args)
+    _TRACED_CLASSES.append((out[0] if method is grad_cam else out).shape[-1])
+    return out
+
+  return recorded
+
+
+def _run(method, static, fn, images, targets, arrays):
+  return method(_recording(method, fn), images, targets, **dict(static), **arrays)
+
+
+_run_with_fn_argument = jax.jit(_run, static_argnums=(0, 1))
+_run_with_fn_static = jax.jit(_run, static_argnums=(0, 1, 2))
+
+
+def _fn_key(fn: Callable) -> Any:
+  """What identifies ``fn`` in the compiled program: its tree structure and leaf shapes, or
+  itself (a static function)."""
+  if not _is_array_pytree(fn):
+    return fn
+  leaves, treedef = jax.tree.flatten(fn)
+  return treedef, tuple((np.shape(x), jnp.result_type(x)) for x in leaves)
+
+
+def _logits_fn(method: Callable, fn: Callable) -> Callable:
+  """``images -> logits`` of ``fn`` (Grad-CAM's ``fn`` also takes a feature offset)."""
+  if method is grad_cam:
+    return lambda x: fn(x, jnp.zeros((), x.dtype))[0]
+  return fn
+
+
+def _num_classes(program: Callable, key: Any, args: tuple, method, fn, images) -> int:
+  """``K`` of ``fn``'s logits, cached per ``key``: noted while ``jax.eval_shape`` traces the
+  jitted ``program`` (whose trace the call then reuses), else from ``fn`` alone."""
+  if key in _CLASS_COUNTS:
+    return _CLASS_COUNTS[key]
+  _TRACED_CLASSES.clear()
+  jax.eval_shape(program, *args)
+  if _TRACED_CLASSES:
+    classes = _TRACED_CLASSES[-1]
+  else:  # the program was traced before (this cache was cleared since)
+    classes = jax.eval_shape(_logits_fn(method, fn), images).shape[-1]
+  if len(_CLASS_COUNTS) >= _CLASS_COUNTS_MAX:
+    _CLASS_COUNTS.clear()
+  _CLASS_COUNTS[key] = classes
+  return classes
+
+
+def call(method: Callable, fn: Callable, images: Any, targets: Any, settings: dict[str, Any]):
+  """``method(fn, images, targets, **settings)``; eagerly: checked, then one cached jitted program.
+
+  Args:
+    method: an attribution function of :mod:`codajax.attribution` (``(fn, images, targets,
+      **settings)``).
+    fn: ``(N, H, W, C) -> (N, K)`` logits (Grad-CAM: its feature function), a ``Partial`` or
+      any callable (see the module docstring for what each costs).
+    images: ``(N, H, W, C)`` float images.
+    targets: int, ``(N,)`` or ``(N, T)`` class indices.
+    settings: the method's keyword settings.
+
+  Returns:
+    What ``method`` returns, ``(N, [T,] H, W, C or 1)``.
+  """
+  split = _split_settings(settings)
+  if split is None or _is_traced((fn, images, targets, settings)):
+    return method(fn, images, targets, **settings)
+  static, arrays = split
+  images = check_images(images, name=getattr(method, "__name__", "attribution"))
+  targets = as_targets(targets, images.shape[0])
+  if _is_array_pytree(fn):
+    program = functools.partial(_run_with_fn_argument, method, static)
+    args = (fn, images, targets, arrays)
+  else:
+    program = functools.partial(_run_with_fn_static, method, static, fn)
+    args = (images, targets, arrays)
+  leaves, structure = jax.tree.flatten((images, targets, arrays))
+  avals = tuple((np.shape(x), jnp.result_type(x)) for x in leaves)
+  key = (method, static, _fn_key(fn), structure, avals)
+  try:
+    hash(key)
+  except TypeError:  # an unhashable function cannot be static: run op by op
+    return method(fn, images, targets, **settings)
+  check_target_range(targets, _num_classes(program, key, args, method, fn, images))
+  return program(*args)
