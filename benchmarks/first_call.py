@@ -26,19 +26,9 @@ import subprocess
 import sys
 import time
 
-ROWS = (
-    "explain predicted",
-    "explain all",
-    "explain layer",
-    "Grad",
-    "IxG",
-    "IntGrad",
-    "SmoothGrad",
-    "GCam",
-    "Occ5",
-    "Occ9",
-    "RISE",
-)
+from codajax.attribution import METHODS
+
+ROWS = ("explain predicted", "explain all", "explain layer", *METHODS)
 RUN = "runs/digits"
 
 

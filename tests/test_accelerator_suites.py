@@ -70,6 +70,11 @@ def test_a_valid_call_runs_the_suite_into_out_dir(suite, tmp_path):
   assert any("explain_throughput.py" in line for line in benchmarks), calls
   written = {p.name for p in (tmp_path / "results").iterdir()}
   assert {"train_9ls.jsonl", "train_9ll.jsonl", "explain_9ls.jsonl"} <= written
+  explicit_up_to = {"gpu_suite.sh": 256, "tpu_suite.sh": 64}[suite]  # what one device holds
+  assert (
+      f"--batches 16,64,256,1024 --dtypes float32,bfloat16 --steps 20 --skip_explicit_above {explicit_up_to}"
+      in calls
+  )
   if suite == "tpu_suite.sh":
     assert "python -m pip install" in calls  # jax[tpu] first
     assert "torch_reference.py" not in calls

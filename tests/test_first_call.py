@@ -135,19 +135,14 @@ def test_eager_presets_equal_jitted_ones_and_compile_once(tiny, caplog, name):
   model, variables, images = tiny
   method, settings = attribution.METHODS[name], SMALL.get(name, {})
   targets = np.array([3, 7])
+  jitted = jax.jit(lambda v, x, t: method(_method_fn(name, model, v), x, t, **settings))
   eager = method(_method_fn(name, model, variables), images, targets, **settings)
-  jitted = jax.jit(lambda v, x, t: method(_method_fn(name, model, v), x, t, **settings))(
-      variables, images, targets
-  )
-  np.testing.assert_array_equal(np.asarray(eager), np.asarray(jitted))
+  np.testing.assert_array_equal(np.asarray(eager), np.asarray(jitted(variables, images, targets)))
   other = _other(variables, 0.9)
   again = []
   fn = _method_fn(name, model, other)
   assert not _compiles(caplog, lambda: again.append(method(fn, images, targets, **settings)))
-  expected = jax.jit(lambda v, x, t: method(_method_fn(name, model, v), x, t, **settings))(
-      other, images, targets
-  )
-  np.testing.assert_array_equal(np.asarray(again[0]), np.asarray(expected))
+  np.testing.assert_array_equal(np.asarray(again[0]), np.asarray(jitted(other, images, targets)))
   with pytest.raises(ValueError, match=r"\[0, 10\)"):
     method(fn, images, np.array([0, 10]), **settings)
 

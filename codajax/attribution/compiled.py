@@ -21,7 +21,8 @@ Inside ``jax.jit`` (or any transformation) the preset is traced in place, unchan
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -64,22 +65,8 @@ def _split_settings(settings: dict[str, Any]) -> tuple[tuple, dict[str, Any]] | 
   return tuple(static), arrays
 
 
-_TRACED_CLASSES: list[int] = []  # K seen by the last trace of the jitted program
-
-
-def _recording(method: Callable, fn: Callable) -> Callable:
-  """``fn``, noting the number of classes ``K`` of its logits when traced."""
-
-  def recorded(*args):
-    out = fn(*args)
-    _TRACED_CLASSES.append((out[0] if method is grad_cam else out).shape[-1])
-    return out
-
-  return recorded
-
-
 def _run(method, static, fn, images, targets, arrays):
-  return method(_recording(method, fn), images, targets, **dict(static), **arrays)
+  return method(fn, images, targets, **dict(static), **arrays)
 
 
 _run_with_fn_argument = jax.jit(_run, static_argnums=(0, 1))
@@ -102,21 +89,13 @@ def _logits_fn(method: Callable, fn: Callable) -> Callable:
   return fn
 
 
-def _num_classes(program: Callable, key: Any, args: tuple, method, fn, images) -> int:
-  """``K`` of ``fn``'s logits, cached per ``key``: noted while ``jax.eval_shape`` traces the
-  jitted ``program`` (whose trace the call then reuses), else from ``fn`` alone."""
-  if key in _CLASS_COUNTS:
-    return _CLASS_COUNTS[key]
-  _TRACED_CLASSES.clear()
-  jax.eval_shape(program, *args)
-  if _TRACED_CLASSES:
-    classes = _TRACED_CLASSES[-1]
-  else:  # the program was traced before (this cache was cleared since)
-    classes = jax.eval_shape(_logits_fn(method, fn), images).shape[-1]
-  if len(_CLASS_COUNTS) >= _CLASS_COUNTS_MAX:
-    _CLASS_COUNTS.clear()
-  _CLASS_COUNTS[key] = classes
-  return classes
+def _num_classes(key: Any, method: Callable, fn: Callable, images: jax.Array) -> int:
+  """``K`` of ``fn``'s logits (an abstract trace, no compile), cached per program ``key``."""
+  if key not in _CLASS_COUNTS:
+    if len(_CLASS_COUNTS) >= _CLASS_COUNTS_MAX:
+      _CLASS_COUNTS.clear()
+    _CLASS_COUNTS[key] = jax.eval_shape(_logits_fn(method, fn), images).shape[-1]
+  return _CLASS_COUNTS[key]
 
 
 def call(method: Callable, fn: Callable, images: Any, targets: Any, settings: dict[str, Any]):
@@ -153,5 +132,5 @@ def call(method: Callable, fn: Callable, images: Any, targets: Any, settings: di
     hash(key)
   except TypeError:  # an unhashable function cannot be static: run op by op
     return method(fn, images, targets, **settings)
-  check_target_range(targets, _num_classes(program, key, args, method, fn, images))
+  check_target_range(targets, _num_classes(key, method, fn, images))
   return program(*args)
