@@ -20,12 +20,26 @@ Ctrl-C exits with status 130. ``--verbosity=1`` or ``CODAJAX_TRACEBACK=1`` adds 
 """
 
 import os
+import signal
 import sys
 
-from absl import app, flags, logging
-from ml_collections import config_flags
 
-from codajax import cli
+def _interrupted_early(signum, frame):
+  """Ctrl-C while the libraries load or the flags are parsed: nothing was written yet."""
+  del signum, frame
+  print("eval.py: interrupted before the evaluation started; nothing was written.", file=sys.stderr)
+  sys.stderr.flush()
+  os._exit(130)  # noqa: SLF001  (imports may swallow KeyboardInterrupt)
+
+
+_CATCHES_SIGINT = signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
+if _CATCHES_SIGINT:  # installed before the heavy imports below
+  signal.signal(signal.SIGINT, _interrupted_early)
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from codajax import cli  # noqa: E402
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CONFIG = os.path.join(_HERE, "configs", "eval", "quick.py")
@@ -94,15 +108,17 @@ def main(argv):
   if not FLAGS["verbosity"].present:  # orbax logs every restore at INFO
     logging.set_verbosity(logging.WARNING)
   out = FLAGS.config.get("out") or None
+  if _CATCHES_SIGINT:  # from here Ctrl-C is a KeyboardInterrupt, handled below
+    signal.signal(signal.SIGINT, signal.default_int_handler)
   try:
     _main()
   except KeyboardInterrupt:
     print(
-        "eval.py: interrupted; report.json was not written (it is written last).",
-        file=sys.stderr,
-        flush=True,
+        "eval.py: interrupted; report.json was not written (it is written last).", file=sys.stderr
     )
-    sys.exit(130)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)  # noqa: SLF001  (no interpreter shutdown under running XLA threads)
   except Exception as error:  # noqa: BLE001  (every error becomes one line)
     if cli.wants_traceback(sys.argv):
       import traceback
@@ -158,8 +174,4 @@ def parse_flags(argv):
 
 
 if __name__ == "__main__":
-  try:
-    app.run(main, flags_parser=parse_flags)
-  except KeyboardInterrupt:
-    print("eval.py: interrupted; nothing was evaluated.", file=sys.stderr, flush=True)
-    sys.exit(130)
+  app.run(main, flags_parser=parse_flags)
