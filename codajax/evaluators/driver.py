@@ -245,7 +245,7 @@ def load_run(workdir, checkpoint: str = "latest") -> runs.RestoredRun:
     if not removed or not after:
       raise
     _say(
-        f"eval.py: checkpoint {', '.join(map(str, removed))} in {directory} was removed while "
+        f"codajax eval: checkpoint {', '.join(map(str, removed))} in {directory} was removed while "
         f"being read (a running train.py keeps only the newest); reading step {after[-1]}, the "
         "newest now."
     )
@@ -254,7 +254,7 @@ def load_run(workdir, checkpoint: str = "latest") -> runs.RestoredRun:
   newer = [step for step in steps if step > run.step]
   if newer or in_flight:
     _say(
-        f"eval.py: {directory} is being written (newer: "
+        f"codajax eval: {directory} is being written (newer: "
         f"{', '.join([*map(str, newer), *in_flight])}); evaluating the complete checkpoint of "
         f"step {run.step}."
     )

@@ -13,7 +13,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from eval_base import ALL_METHODS, base_config, config_tokens  # noqa: E402  (configs/ is not a package)
+# configs/ is not a package: eval_base is imported from this folder.
+from eval_base import ALL_METHODS, base_config, config_tokens  # noqa: E402
 
 
 def get_config(arg=None):
