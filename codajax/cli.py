@@ -4,6 +4,7 @@ status 2), and that line for any other error."""
 
 from __future__ import annotations
 
+import difflib
 import errno
 import os
 import re
@@ -188,7 +189,9 @@ def unknown_key(config, key: str) -> str | None:
       if not hasattr(node, "keys"):
         return f"config.{key} ({parent} is a value, not a group of keys)"
       keys = ", ".join(sorted(node.keys())) or "no keys"
-      return f"config.{key} ({parent} has {keys})"
+      close = difflib.get_close_matches(part, list(node.keys()), n=1)
+      guess = f"; did you mean {close[0]}?" if close else ""
+      return f"config.{key} ({parent} has {keys}{guess})"
     node = node[part]
   return None
 

@@ -141,7 +141,7 @@ def test_flag_errors_name_what_is_wrong(tmp_path):
   argv = ["train.py", "--config", digits, "--config.optimiser.learning_rate=1"]
   message = cli.flag_error(KeyError("optimiser"), argv, digits)
   assert message.startswith("unknown config key config.optimiser.learning_rate (the config has ")
-  assert "optimizer" in message and "check the spelling" in message
+  assert "; did you mean optimizer?); check the spelling." in message
   argv = ["train.py", "--config.model.kwargs.foo=1"]
   assert "(model.kwargs has no keys); model.kwargs takes no new keys" in cli.flag_error(
       AttributeError("foo"), argv, digits

@@ -764,8 +764,8 @@ def test_unusable_output_data_and_run_json_are_refused_before_any_work(tmp_path)
     evaluators.evaluate_run(workdir, config)
   for model, message in (
       ({"name": "digits-9Z"}, "model.name 'digits-9Z' is unknown"),
-      ({"temperature": "10"}, "model.temperature must be a finite number > 0, got '10'"),
-      ({"temperature": -1.0}, "model.temperature must be a finite number > 0, got -1.0"),
+      ({"temperature": "10"}, "model.temperature must be finite and > 0 \\(a number\\), got '10'"),
+      ({"temperature": -1.0}, "model.temperature must be finite and > 0 \\(a number\\), got -1.0"),
   ):
     bad = _record_only_run(tmp_path / f"bad_{len(message)}", **model)
     with pytest.raises(evaluators.EvaluationError, match="run.json records a model that cannot"):

@@ -218,7 +218,7 @@ def _check_model_fields(config: ml_collections.ConfigDict) -> None:
   temperature = config.model.temperature
   _require(
       _is_number(temperature) and math.isfinite(temperature) and temperature > 0,
-      f"model.temperature must be a finite number > 0, got {temperature!r}.",
+      f"model.temperature must be finite and > 0 (a number), got {temperature!r}.",
   )
   _require(
       config.model.dtype in DTYPES,
