@@ -9,9 +9,7 @@ disk, ...) print one line ``train.py: error: ...`` and exit with status 2; the t
 is printed too with ``--verbosity=1`` or ``CODAJAX_TRACEBACK=1``.
 """
 
-import errno
 import os
-import re
 import sys
 import traceback
 
@@ -32,47 +30,19 @@ flags.DEFINE_bool("print_config", False, "Print the resolved config (file + over
 FLAGS = flags.FLAGS
 
 
-TRACEBACK_ENV = "CODAJAX_TRACEBACK"
-_VERBOSITY_ARG = re.compile(r"^--?(?:verbosity|v)=(-?\d+)$")
-
-
-def _wants_traceback(argv) -> bool:
-  """``CODAJAX_TRACEBACK=1`` in the environment, or ``--verbosity=N`` (N >= 1) on the command line."""
-  if os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):
-    return True
-  argv = list(argv)
-  for i, arg in enumerate(argv):
-    if arg in ("--verbosity", "-verbosity", "-v", "--v") and i + 1 < len(argv):
-      arg = f"{arg}={argv[i + 1]}"
-    match = _VERBOSITY_ARG.match(arg)
-    if match and int(match.group(1)) >= 1:
-      return True
-  return False
-
-
-def _chain(error: BaseException):
-  seen = set()
-  while error is not None and id(error) not in seen:
-    seen.add(id(error))
-    yield error
-    error = error.__cause__ or error.__context__
-
-
 def error_message(error: BaseException) -> str:
   """The one-line (or few-line) explanation of ``error`` for the user."""
-  for link in _chain(error):
-    if (
-        isinstance(link, OSError) and link.errno == errno.ENOSPC
-    ) or "No space left on device" in str(link):
-      where = getattr(link, "filename", None) or "the work directory"
-      if where == "the work directory" and FLAGS.is_parsed():
-        from codajax import storage
+  full = cli.disk_full(error)
+  if full is not None:
+    where = getattr(full, "filename", None) or "the work directory"
+    if where == "the work directory" and FLAGS.is_parsed():
+      from codajax import storage
 
-        where = os.fspath(storage.path(FLAGS.workdir or "runs"))
-      return (
-          f"disk full while writing {where}. Free some space and re-run the same command: "
-          "it resumes from the last complete checkpoint."
-      )
+      where = os.fspath(storage.path(FLAGS.workdir or "runs"))
+    return (
+        f"disk full while writing {where}. Free some space and re-run the same command: "
+        "it resumes from the last complete checkpoint."
+    )
   from codajax.data import errors as data_errors
   from codajax.train import TrainingError
 
@@ -106,7 +76,7 @@ def quiet_background_errors(argv) -> None:
   """Without ``--verbosity=1``/``CODAJAX_TRACEBACK``: no tracebacks from background threads,
   ``atexit`` callbacks or log records (a failed save, a full disk when tensorboard flushes);
   the error reaches the main thread and is printed there as one line."""
-  if _wants_traceback(argv):
+  if cli.wants_traceback(argv):
     return
   import logging as std_logging
   import threading
@@ -120,62 +90,43 @@ def quiet_background_errors(argv) -> None:
 
 def fail(error: BaseException, argv) -> None:
   """Prints ``train.py: error: ...`` (and the traceback if asked) and exits with status 2."""
-  if _wants_traceback(argv):
+  if cli.wants_traceback(argv):
     traceback.print_exception(error)
-  print(f"train.py: error: {error_message(error)}", file=sys.stderr, flush=True)
-  sys.exit(2)
+  cli.fail("train.py", error_message(error), argv)
 
 
-def _flag_error(error: Exception, argv) -> Exception:
-  """A config override naming an unknown key -> a ``ValueError`` that says which and why."""
-  if not isinstance(error, (AttributeError, KeyError)):
-    return error
-  key = str(error).strip().strip('"').strip("'")
-  overrides = [
-      a.split("=")[0]
-      for a in argv[1:]
-      if a.startswith("--config.") and a.split("=")[0].endswith("." + key)
-  ]
-  where = overrides[0][len("--") :] if overrides else key
-  hint = (
-      "model.kwargs takes no new keys on the command line; add them to the config "
-      "file's config.model.kwargs"
-      if where.startswith("config.model.kwargs.")
-      else "check the spelling; see the config file for the keys"
-  )
-  return ValueError(f"unknown config key {where} ({hint}).")
-
-
-HELP_ARGS = ("-h", "-?", "--help", "--helpshort", "--helpfull")
+DEFAULT_CONFIG = os.path.join(_HERE, "configs", "digits.py")
 CONFIG_HELP = (
     "Config fields: every key of codajax/train/config.py:base_config (with its default and "
     "a comment), set by the config file and overridden with --config.KEY=VALUE; "
     "--print_config prints the resolved config and exits."
 )
+FLAG_NAMES = (
+    "--config FILE[:ARG]",
+    "--config.KEY=VALUE",
+    "--workdir DIR",
+    "--print_config",
+    "--multihost",
+)
 
 
 def parse_flags(argv):
-  """absl's flag parsing, with a bad flag or config override as one ``error:`` line;
-  ``--help`` prints the usage and where the config fields are documented, and exits 0."""
-  if any(arg in HELP_ARGS for arg in argv[1:]):
-    print(f"{__doc__}\n{CONFIG_HELP}\n\nflags:\n{FLAGS.main_module_help()}")
-    sys.exit(0)
-  try:
-    return FLAGS(argv)
-  except Exception as error:  # noqa: BLE001  (flags and ml_collections raise many types)
-    fail(_flag_error(error, argv), argv)
+  """absl's flag parsing, with a bad flag, config file, config argument, config override or a
+  positional argument as one ``error:`` line; ``--help`` prints the usage and where the config
+  fields are documented, and exits 0."""
+  return cli.parse_flags("train.py", argv, f"{__doc__}\n{CONFIG_HELP}", DEFAULT_CONFIG, FLAG_NAMES)
 
 
 # Defined last: ml_collections already applies the command line's overrides here.
 try:
   config_flags.DEFINE_config_file(
       "config",
-      os.path.join(_HERE, "configs", "digits.py"),
+      DEFAULT_CONFIG,
       "Training config file (configs/*.py), optionally with ':arg'.",
       lock_config=True,
   )
 except Exception as _error:  # noqa: BLE001
-  fail(_flag_error(_error, sys.argv), sys.argv)
+  cli.fail("train.py", cli.flag_error(_error, sys.argv, DEFAULT_CONFIG), sys.argv)
 
 
 def main(argv):

@@ -333,10 +333,139 @@ def classify_cli(returncode: int, output: str, valid: bool) -> tuple[str, str]:
   return "traceback", f"exit {returncode}, {len(lines)} lines"
 
 
+def _edited_run(workdir: str, suffix: str, **model: Any) -> str:
+  """A copy of the run ``workdir`` whose run.json has ``model`` settings replaced."""
+  import json
+  import shutil
+
+  copy = f"{workdir}-{suffix}"
+  shutil.rmtree(copy, ignore_errors=True)
+  shutil.copytree(workdir, copy)
+  with open(os.path.join(copy, "run.json")) as f:
+    record = json.load(f)
+  record["config"]["model"].update(model)
+  with open(os.path.join(copy, "run.json"), "w") as f:
+    json.dump(record, f)
+  return copy
+
+
 def cli_cases(workdir: str) -> list[tuple[str, list[str], dict[str, str], bool]]:
   """(name, argv, extra environment, valid): ``valid`` = a run that succeeds is right."""
   smoke = ["train.py", "--config", "configs/digits.py:smoke"]
-  return [
+  tmp = os.path.dirname(workdir)
+  no_get_config = os.path.join(tmp, "no_get_config.py")
+  with open(no_get_config, "w") as f:
+    f.write("NAME = 'a config file without get_config'\n")
+  a_file = os.path.join(tmp, "a_file")
+  with open(a_file, "w") as f:
+    f.write("not a directory")
+  # Every method evaluator but localisation left out: the settings' method still runs.
+  localisation_only = "--config.skip=depths,pixel_removal,ground_truth,completeness,figures"
+  eval_run = ["eval.py", "--workdir", workdir]
+  occ5 = [*eval_run, "--config.methods=Ours,Occ5", localisation_only, "--method_setting"]
+  accuracy_only = (
+      "--config.skip=localisation,depths,pixel_removal,ground_truth,completeness,figures"
+  )
+  cli = [
+      (
+          "train.py --config configs/digits.py:smok (a typo of smoke)",
+          [*smoke[:2], "configs/digits.py:smok", "--workdir", workdir + "-smok", "--print_config"],
+          {},
+          False,
+      ),
+      (
+          "train.py with a stray positional argument",
+          [*smoke, "--workdir", workdir, "--print_config", "foo"],
+          {},
+          False,
+      ),
+      (
+          "train.py --config configs/cifar10.py:bogus",
+          ["train.py", "--config", "configs/cifar10.py:bogus", "--print_config"],
+          {},
+          False,
+      ),
+      (
+          "train.py --config FILE without get_config",
+          ["train.py", "--config", no_get_config, "--workdir", workdir + "-noget"],
+          {},
+          False,
+      ),
+      ("eval.py --method_setting Occ5.strides=0", [*occ5, "Occ5.strides=0"], {}, False),
+      (
+          "eval.py --method_setting RISE.p1=2.0",
+          [
+              *occ5[:3],
+              "--config.methods=Ours,RISE",
+              localisation_only,
+              "--method_setting",
+              "RISE.p1=2.0",
+          ],
+          {},
+          False,
+      ),
+      (
+          "eval.py --method_setting Occ5.sliding_window_shapes=0",
+          [*occ5, "Occ5.sliding_window_shapes=0"],
+          {},
+          False,
+      ),
+      (
+          "eval.py --method_setting Occ5.strides=20 (16 x 16 images)",
+          [*occ5, "Occ5.strides=20"],
+          {},
+          False,
+      ),
+      (
+          "eval.py --config configs/eval/nope.py",
+          [*eval_run, "--config", "configs/eval/nope.py"],
+          {},
+          False,
+      ),
+      (
+          "eval.py unknown key --config.evals.foo.n=1",
+          [*eval_run, "--config.evals.foo.n=1"],
+          {},
+          False,
+      ),
+      (
+          "eval.py --config.out=<a file>",
+          [*eval_run, accuracy_only, f"--config.out={a_file}"],
+          {},
+          False,
+      ),
+      (
+          "eval.py --config.data_dir=<a file>",
+          [*eval_run, accuracy_only, f"--config.data_dir={a_file}"],
+          {},
+          False,
+      ),
+      ("eval.py with a stray positional argument", [*eval_run, accuracy_only, "extra"], {}, False),
+      (
+          "eval.py on a run.json naming an unknown model",
+          ["eval.py", "--workdir", _edited_run(workdir, "model", name="digits-9Z"), accuracy_only],
+          {},
+          False,
+      ),
+      (
+          "eval.py on a run.json with temperature '10' (a string)",
+          [
+              "eval.py",
+              "--workdir",
+              _edited_run(workdir, "temperature", temperature="10"),
+              accuracy_only,
+          ],
+          {},
+          False,
+      ),
+      (
+          "eval.py --config configs/eval/paper.py:bogus",
+          [*eval_run, "--config", "configs/eval/paper.py:bogus", "--print_config"],
+          {},
+          False,
+      ),
+  ]
+  return cli + [
       (
           "eval.py --method_setting RISE.n_masks=abc",
           [

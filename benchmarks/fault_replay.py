@@ -2,16 +2,20 @@
 
     python benchmarks/fault_replay.py [--data_dir DIR] [--keep]
 
-Each case runs ``train.py`` (or ``tests/train_worker.py``) as a subprocess on a tiny config
-(digits, tiny-3L, 6 steps, checkpoints every 2) in a temporary directory. Faults pass when
-the run resumes (or stops) with nothing lost: the final parameters equal an uninterrupted
-run's and nothing good was moved to ``corrupt/``. Bad inputs pass with exit status 2 and a
-one-line ``train.py: error: ...``. Takes a few minutes on 2 CPU cores.
+Each case runs ``train.py`` (or ``tests/train_worker.py``, or ``eval.py`` on such a run) as a
+subprocess on a tiny config (digits, tiny-3L, 6 steps, checkpoints every 2) in a temporary
+directory. Faults pass when the run resumes (or stops) with nothing lost: the final parameters
+equal an uninterrupted run's and nothing good was moved to ``corrupt/``; ``eval.py`` faults pass
+with one line ``eval.py: error: ...`` (exit 2) and no ``report.json`` (a read-only or full output
+directory), exit 130 and one line on Ctrl-C, and exit 0 on a run that ``train.py`` is writing.
+Bad inputs pass with exit status 2 and a one-line ``train.py: error: ...``. Takes a few minutes
+on 2 CPU cores.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -95,6 +99,15 @@ def _error_lines(result) -> list[str]:
 def _one_line_error(result) -> bool:
   lines = _error_lines(result)
   return result.returncode == 2 and len(lines) == 1 and lines[0].startswith("train.py: error: ")
+
+
+def _one_line_eval_error(result) -> bool:
+  lines = [line for line in result.stderr.splitlines() if line.strip()]
+  return result.returncode == 2 and len(lines) == 1 and lines[0].startswith("eval.py: error: ")
+
+
+# eval.py on accuracy and completeness only (seconds): the faults are in reading and writing.
+EVAL_ACCURACY_ONLY = "--config.skip=localisation,depths,pixel_removal,ground_truth,figures"
 
 
 def _wait_for(path: str, proc, timeout: float = 240) -> None:
@@ -316,6 +329,96 @@ class Replay:
     finally:
       subprocess.run(["umount", mount], capture_output=True)
 
+  # ---- eval.py faults
+  def _eval_cmd(self, workdir: str, out: str, skip: str = EVAL_ACCURACY_ONLY) -> list[str]:
+    return [
+        sys.executable,
+        "eval.py",
+        f"--workdir={workdir}",
+        f"--config.out={out}",
+        f"--config.data_dir={self.data_dir}",
+        "--config.progress=False",
+        skip,
+    ]
+
+  def eval_ctrl_c(self):
+    out = self._dir("eval_ctrl_c")
+    proc = subprocess.Popen(
+        self._eval_cmd(self.reference, out, "--config.skip=depths,ground_truth,figures"),
+        cwd=ROOT,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as from a terminal
+    )
+    for line in proc.stdout:
+      if line.startswith("codajax eval:"):  # the evaluation has started
+        break
+    time.sleep(2)
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=120)
+    lines = [line for line in rest.splitlines() if line.strip()]
+    ok = (
+        proc.returncode == 130
+        and lines[-1:]
+        == ["eval.py: interrupted; report.json was not written (it is written last)."]
+        and "Traceback" not in rest
+        and not os.path.exists(os.path.join(out, "report.json"))
+    )
+    return f"exit {proc.returncode}: {lines[-1][:70] if lines else ''}", ok
+
+  def eval_read_only_output(self):
+    mount = self._tmpfs("eval_ro_fs", "1M")
+    if mount is None:
+      return "skipped: cannot mount a tmpfs (needs root)", None
+    try:
+      self._remount(mount, "ro")
+      result = _run(self._eval_cmd(self.reference, os.path.join(mount, "eval")))
+      return "refused: " + result.stderr.strip()[:60], _one_line_eval_error(result)
+    finally:
+      subprocess.run(["umount", mount], capture_output=True)
+
+  def eval_full_output(self):
+    mount = self._tmpfs("eval_full_fs", "64K")
+    if mount is None:
+      return "skipped: cannot mount a tmpfs (needs root)", None
+    try:
+      with open(os.path.join(mount, "fill"), "wb") as f:
+        f.write(bytes(60 * 1024))
+      out = os.path.join(mount, "eval")
+      result = _run(self._eval_cmd(self.reference, out))
+      ok = _one_line_eval_error(result) and not os.path.exists(os.path.join(out, "report.json"))
+      return "refused: " + result.stderr.strip()[:60], ok
+    finally:
+      subprocess.run(["umount", mount], capture_output=True)
+
+  def eval_while_training(self):
+    """eval.py three times on a run that train.py writes (a checkpoint every 2 steps, 2 kept):
+    each evaluates a complete checkpoint, says which, and exits 0."""
+    workdir = self._dir("eval_training")
+    train = subprocess.Popen(
+        _cmd(workdir, self.data_dir, "--config.max_steps=100000"),
+        cwd=ROOT,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+      _wait_for(os.path.join(workdir, "checkpoints", "4"), train)
+      results = [_run(self._eval_cmd(workdir, self._dir(f"eval_training_{i}"))) for i in range(3)]
+    finally:
+      train.send_signal(signal.SIGTERM)
+      train.wait(timeout=120)
+    steps = [
+        json.load(open(os.path.join(self._dir(f"eval_training_{i}"), "report.json")))["checkpoint"]
+        for i, r in enumerate(results)
+        if r.returncode == 0
+    ]
+    said = sum("is being written" in r.stdout or "was removed while" in r.stdout for r in results)
+    ok = all(r.returncode == 0 and "Traceback" not in r.stderr for r in results)
+    return f"steps {[s['step'] for s in steps]}; {said} said a newer save was in flight", ok
+
   # ---- bad inputs
   def _bad(self, *extra: str, devices: int | None = None):
     result = _run(_cmd(self._dir("bad"), self.data_dir, *extra), devices=devices)
@@ -355,6 +458,12 @@ FAULTS = (
     "read_only_workdir",
     "disk_full",
 )
+EVAL_FAULTS = (
+    "eval_ctrl_c",
+    "eval_read_only_output",
+    "eval_full_output",
+    "eval_while_training",
+)
 BAD_INPUTS = (
     "misspelled_key",
     "model_kwargs_foo",
@@ -375,7 +484,7 @@ def main() -> None:
   try:
     replay = Replay(tmp, data_dir)
     rows, totals = [], {"faults": [0, 0, 0], "bad inputs": [0, 0, 0]}
-    for kind, names in (("faults", FAULTS), ("bad inputs", BAD_INPUTS)):
+    for kind, names in (("faults", FAULTS + EVAL_FAULTS), ("bad inputs", BAD_INPUTS)):
       for name in names:
         start = time.time()
         try:

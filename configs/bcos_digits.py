@@ -28,6 +28,6 @@ def get_config(arg: str | None = None):
   config.eval_every_epochs = 5
   config.log_every_steps = 20
   config.checkpoint_every_steps = 200
-  if "smoke" in config_tokens(arg):
+  if "smoke" in config_tokens(arg, ("smoke",), "configs/bcos_digits.py"):
     apply_smoke(config, steps=4, batch_size=8, eval_batch_size=512)
   return config

@@ -27,7 +27,7 @@ TINY_CODA_LAYERS = ((8, 4, 3, 1, 1), (8, 4, 3, 2, 1), (10, 4, 1, 1, 0))
 
 
 def get_config(arg: str | None = None):
-  stage, smoke = parse_stage_arg(arg, "s2", NUM_STAGES)
+  stage, smoke = parse_stage_arg(arg, "s2", NUM_STAGES, "configs/cifar10_hybrid.py")
   config = base_config()
   config.name = f"cifar10_hybrid-{FAMILY}-s{stage}"
   config.description = f"ResNet-18 (CIFAR stem) cut after stage {stage}, CoDA layers on top."

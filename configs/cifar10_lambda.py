@@ -17,7 +17,7 @@ numbers. λ = 0 is plain BCE at T = 64.
     python train.py --config configs/cifar10_lambda.py:0.25,smoke
 """
 
-from codajax.train.config import apply_smoke, base_config, config_tokens
+from codajax.train.config import ConfigArgumentError, apply_smoke, base_config, config_tokens
 
 PAPER_LAMBDAS = (0.0, 0.1, 0.25, 0.5, 1.0)
 
@@ -26,16 +26,16 @@ def get_config(arg: str | None = None):
   tokens = config_tokens(arg)
   values = [t for t in tokens if t != "smoke"]
   if len(values) > 1:
-    raise ValueError(f"cifar10_lambda takes one λ (and/or 'smoke'), got {values}.")
+    raise ConfigArgumentError(f"cifar10_lambda takes one λ (and/or 'smoke'), got {values}.")
   text = values[0] if values else "0.1"
   try:
     weight = float(text)
   except ValueError:
-    raise ValueError(
+    raise ConfigArgumentError(
         f"cifar10_lambda: λ must be a number >= 0 (the paper's: {PAPER_LAMBDAS}), " f"got {text!r}."
     ) from None
   if weight < 0:
-    raise ValueError(f"cifar10_lambda: λ must be >= 0, got {weight}.")
+    raise ConfigArgumentError(f"cifar10_lambda: λ must be >= 0, got {weight}.")
 
   config = base_config()
   config.name = f"cifar10_9L-S-CoDA-SQ-lambda-{text}"

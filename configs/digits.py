@@ -28,7 +28,7 @@ def get_config(arg: str | None = None):
   # Interpretability during training: "Ours" localisation on a few grids every 10 epochs
   # (logged as evals/methods/Ours/localisation/mean; see docs/evaluation.md).
   config.evals.localisation = dict(every_steps=220, n_grids=8, methods="Ours")
-  if "smoke" in config_tokens(arg):
+  if "smoke" in config_tokens(arg, ("smoke",), "configs/digits.py"):
     apply_smoke(config, steps=4, batch_size=8, eval_batch_size=512)
     config.evals = {}
   return config

@@ -35,7 +35,7 @@ def get_config(arg: str | None = None):
   config.worker_count = 8
   config.log_every_steps = 100
   config.checkpoint_every_steps = 2000
-  if "smoke" in config_tokens(arg):
+  if "smoke" in config_tokens(arg, ("smoke",), "configs/imagenet100.py"):
     apply_smoke(config, steps=2, batch_size=4, eval_batch_size=8, model="tiny-3L", temperature=10.0)
     config.worker_count = 0
   return config

@@ -31,7 +31,7 @@ TINY_CODA_LAYERS = ((8, 4, 3, 1, 1), (8, 4, 3, 2, 1), (10, 4, 1, 1, 0))
 
 
 def get_config(arg: str | None = None):
-  stage, smoke = parse_stage_arg(arg, "s3", NUM_STAGES)
+  stage, smoke = parse_stage_arg(arg, "s3", NUM_STAGES, "configs/imagenet_hybrid.py")
   config = base_config()
   config.name = f"imagenet_hybrid-{FAMILY}-s{stage}"
   config.description = f"ResNet-50 (ImageNet stem) cut after stage {stage}, CoDA layers on top."

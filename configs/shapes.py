@@ -20,7 +20,7 @@ DATASET = "shapes/train20000_test2000_seed0_light"
 
 
 def get_config(arg: str | None = None):
-  tokens = config_tokens(arg)
+  tokens = config_tokens(arg, ("original", "smoke"), "configs/shapes.py")
   config = base_config()
   config.name = "shapes"
   config.dataset = "shapes" if "original" in tokens else DATASET

@@ -22,7 +22,7 @@ NUM_STAGES = 3
 
 
 def get_config(arg: str | None = None):
-  stage, smoke = parse_stage_arg(arg, "s2", NUM_STAGES)
+  stage, smoke = parse_stage_arg(arg, "s2", NUM_STAGES, "configs/shapes_hybrid.py")
   config = base_config()
   config.name = f"shapes_hybrid-s{stage}"
   config.description = f"Tiny ResNet cut after stage {stage}, CoDA layers on top (shapes)."

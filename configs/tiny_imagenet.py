@@ -25,7 +25,7 @@ def get_config(arg: str | None = None):
   config.eval_every_epochs = 2
   config.log_every_steps = 200
   config.checkpoint_every_steps = 2000
-  if "smoke" in config_tokens(arg):
+  if "smoke" in config_tokens(arg, ("smoke",), "configs/tiny_imagenet.py"):
     apply_smoke(
         config, steps=2, batch_size=8, eval_batch_size=64, model="tiny-3L", temperature=10.0
     )

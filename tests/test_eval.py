@@ -692,3 +692,126 @@ def test_hybrid_with_a_cnn_embedding_is_explained_over_the_image():
       jax.nn.sigmoid(jnp.take_along_axis(evidence + model.logit_bias, targets[:, :1], 1)[:, 0]),
       rtol=1e-5,
   )
+
+
+# ------------------------------------------------------------- refused before any work, one line
+
+
+def _record_only_run(path, **model):
+  """A run directory with a run.json (digits-5L on 16 x 16 x 1 digits) and no checkpoint."""
+  from codajax.train.config import base_config
+
+  config = base_config().to_dict()
+  config["model"].update(model)
+  record = {
+      "config": config,
+      "num_classes": 10,
+      "image_shape": [16, 16, 1],
+      "splits": {"train": "train", "test": "test"},
+  }
+  os.makedirs(path, exist_ok=True)
+  with open(os.path.join(path, "run.json"), "w") as f:
+    json.dump(record, f)
+  return str(path)
+
+
+@pytest.mark.parametrize(
+    "setting,message",
+    [
+        ({"Occ5": {"strides": 20}}, r"Occ5.strides=20: .*stride=20, size=16 \(images of 16x16x1\)"),
+        ({"Occ5": {"sliding_window_shapes": 1}}, "Occ5.sliding_window_shapes=1: .*empty masks"),
+    ],
+)
+def test_a_method_setting_the_images_do_not_allow_fails_before_any_work(tmp_path, setting, message):
+  workdir = _record_only_run(tmp_path / "run")
+  config = _quick(tmp_path / "out", "Ours,Occ5")
+  config.method_settings = setting
+  with pytest.raises(evaluators.EvaluationError, match=message):
+    evaluators.evaluate_run(workdir, config)
+  assert not os.path.exists(tmp_path / "out")
+  # Checked and accepted, the same request goes on to look for a checkpoint: there is none.
+  config.method_settings = {"Occ5": {"strides": 3}}
+  with pytest.raises(evaluators.EvaluationError, match="no restorable checkpoint|No checkpoints"):
+    evaluators.evaluate_run(workdir, config)
+
+
+@pytest.mark.parametrize(
+    "item,message",
+    [
+        ("Occ5.strides=0", "Occ5.strides=0: must be an integer >= 1"),
+        ("Occ5.sliding_window_shapes=0", "Occ5.sliding_window_shapes=0: must be an integer >= 1"),
+        ("RISE.p1=2.0", r"RISE.p1=2.0: must be a number in \(0, 1\]"),
+        ("SmoothGrad.stdevs=-0.1", "SmoothGrad.stdevs=-0.1: must be a number >= 0"),
+    ],
+)
+def test_method_settings_out_of_range_are_refused_when_parsed(item, message):
+  with pytest.raises(evaluators.EvaluationError, match=message):
+    evaluators.parse_method_settings([item])
+  with pytest.raises(evaluators.EvaluationError, match="must be a finite number"):
+    eval_methods.check_setting("RISE", "p1", float("nan"))
+
+
+def test_unusable_output_data_and_run_json_are_refused_before_any_work(tmp_path):
+  workdir = _record_only_run(tmp_path / "run")
+  a_file = tmp_path / "a_file"
+  a_file.write_text("x")
+  config = _quick(a_file)
+  with pytest.raises(evaluators.EvaluationError, match="output directory .*a_file is a file"):
+    evaluators.evaluate_run(workdir, config)
+  config = _quick(tmp_path / "out")
+  config.data_dir = str(a_file)
+  with pytest.raises(evaluators.EvaluationError, match="data directory .*a_file is a file"):
+    evaluators.evaluate_run(workdir, config)
+  for model, message in (
+      ({"name": "digits-9Z"}, "model.name 'digits-9Z' is unknown"),
+      ({"temperature": "10"}, "model.temperature must be finite and > 0 \\(a number\\), got '10'"),
+      ({"temperature": -1.0}, "model.temperature must be finite and > 0 \\(a number\\), got -1.0"),
+  ):
+    bad = _record_only_run(tmp_path / f"bad_{len(message)}", **model)
+    with pytest.raises(evaluators.EvaluationError, match="run.json records a model that cannot"):
+      evaluators.evaluate_run(bad, _quick(tmp_path / "out"))
+    with pytest.raises(evaluators.EvaluationError, match=message):
+      evaluators.evaluate_run(bad, _quick(tmp_path / "out"))
+
+
+def test_a_checkpoint_rotated_away_while_read_is_replaced_by_the_newest(
+    tmp_path, monkeypatch, capsys
+):
+  from codajax import runs
+  from codajax.evaluators import driver
+
+  workdir = str(tmp_path)
+  checkpoints = tmp_path / "checkpoints"
+  for step in (2, 4):
+    (checkpoints / str(step)).mkdir(parents=True)
+  calls = []
+
+  def rotating_restore(where, which):
+    """The first read loses its checkpoint to train.py's rotation (4 and 2 go, 6 and 8 come)."""
+    calls.append(which)
+    if len(calls) == 1:
+      for step in (2, 4):
+        (checkpoints / str(step)).rmdir()
+      for step in (6, 8):
+        (checkpoints / str(step)).mkdir()
+      raise FileNotFoundError(f"No such file or directory: {checkpoints}/4/state")
+    (checkpoints / "10.orbax-checkpoint-tmp-1").mkdir(exist_ok=True)  # a save in flight
+    return runs.RestoredRun(None, None, {}, 8, 10, (16, 16, 1), runs.RunDir(workdir))
+
+  monkeypatch.setattr(runs, "restore", rotating_restore)
+  assert driver.load_run(workdir).step == 8 and calls == ["latest", "latest"]
+  said = capsys.readouterr().out
+  assert f"checkpoint 2, 4 in {checkpoints} was removed while being read" in said
+  assert "reading step 8, the newest now" in said
+  assert "(newer: 10.orbax-checkpoint-tmp-1); evaluating the complete checkpoint of step 8" in said
+
+  calls.clear()  # a checkpoint that fails without being rotated away is not retried
+
+  def failing_restore(where, which):
+    calls.append(which)
+    raise FileNotFoundError(f"{checkpoints} holds no restorable checkpoint")
+
+  monkeypatch.setattr(runs, "restore", failing_restore)
+  with pytest.raises(evaluators.EvaluationError, match="holds no restorable checkpoint"):
+    driver.load_run(workdir)
+  assert calls == ["latest"]

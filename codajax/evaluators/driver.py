@@ -9,9 +9,11 @@ the path of its value; numpy arrays go to ``scores.npz``); :func:`evaluate_run` 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import importlib
 import inspect
 import io
+import os
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -26,6 +28,7 @@ from codajax.evaluators.common import Context, EvaluationError, Progress
 from codajax.evaluators.methods import (
     MethodsEvaluator,
     check_methods,
+    check_traced,
     effective_settings,
     inspect_model,
 )
@@ -204,16 +207,144 @@ def flat_scalars(report: Mapping[str, Any], prefix: str = "") -> dict[str, float
 # -------------------------------------------------------------------------------------- driver
 
 
-def load_run(workdir, checkpoint: str = "latest") -> runs.RestoredRun:
-  """The run ``train.py`` wrote to ``workdir``; :class:`EvaluationError` if there is none."""
-  if checkpoint not in runs.CHECKPOINT_KINDS:
-    raise EvaluationError(
-        f"checkpoint must be one of {', '.join(runs.CHECKPOINT_KINDS)}; got {checkpoint!r}"
-    )
+def _checkpoint_steps(directory: str) -> tuple[list[int], list[str]]:
+  """``(complete steps, saves in flight)`` listed in a checkpoint directory (empty if none)."""
+  try:
+    names = storage.listdir(directory) if storage.isdir(directory) else []
+  except FileNotFoundError:
+    names = []
+  steps = sorted(int(name) for name in names if name.isdigit())
+  return steps, sorted(name for name in names if not name.isdigit() and "tmp" in name)
+
+
+def _restore(workdir, checkpoint: str) -> runs.RestoredRun:
   try:
     return runs.restore(workdir, checkpoint)
   except (FileNotFoundError, TrainingError) as error:  # no run, garbage run.json, incompatible
     raise EvaluationError(str(error)) from None
+
+
+def load_run(workdir, checkpoint: str = "latest") -> runs.RestoredRun:
+  """The run ``train.py`` wrote to ``workdir``; :class:`EvaluationError` if there is none.
+
+  The newest complete checkpoint is read (orbax lists only finished saves). If a running
+  ``train.py`` rotates that checkpoint away while it is being read, the then-newest one is read
+  instead, once, and the switch is said; a line also says when newer saves are in flight.
+  """
+  if checkpoint not in runs.CHECKPOINT_KINDS:
+    raise EvaluationError(
+        f"checkpoint must be one of {', '.join(runs.CHECKPOINT_KINDS)}; got {checkpoint!r}"
+    )
+  directory = runs.RunDir(workdir).checkpoints_dir(checkpoint)
+  before, _ = _checkpoint_steps(directory)
+  try:
+    run = _restore(workdir, checkpoint)
+  except EvaluationError:
+    after, _ = _checkpoint_steps(directory)
+    removed = sorted(set(before) - set(after))
+    if not removed or not after:
+      raise
+    _say(
+        f"codajax eval: checkpoint {', '.join(map(str, removed))} in {directory} was removed while "
+        f"being read (a running train.py keeps only the newest); reading step {after[-1]}, the "
+        "newest now."
+    )
+    run = _restore(workdir, checkpoint)
+  steps, in_flight = _checkpoint_steps(directory)
+  newer = [step for step in steps if step > run.step]
+  if newer or in_flight:
+    _say(
+        f"codajax eval: {directory} is being written (newer: "
+        f"{', '.join([*map(str, newer), *in_flight])}); evaluating the complete checkpoint of "
+        f"step {run.step}."
+    )
+  return run
+
+
+def _say(line: str) -> None:
+  if common.is_main_process():
+    print(line, flush=True)
+
+
+def _run_record(workdir) -> tuple[dict[str, Any], Any]:
+  """``(run.json as a dict, its config)`` of a run; :class:`EvaluationError` if there is no run
+  or its config names a model that cannot be built (an unknown architecture, a bad
+  temperature)."""
+  import ml_collections
+
+  from codajax.train.config import validate_model_config
+
+  run = runs.RunDir(workdir)
+  try:
+    record = run.read_record()
+  except TrainingError as error:
+    raise EvaluationError(str(error)) from None
+  if record is None:
+    raise EvaluationError(
+        f"{run} is not a codajax run directory (no {runs.RUN_FILE}); train first: python "
+        f"train.py --workdir {run}"
+    )
+  config = ml_collections.ConfigDict(record["config"])
+  try:
+    validate_model_config(config)
+  except (AttributeError, KeyError, TypeError, ValueError) as error:
+    message = " ".join(str(error).split())
+    raise EvaluationError(
+        f"{run.run_file} records a model that cannot be built: {message}"
+    ) from None
+  return record, config
+
+
+def _check_directory(where: str, what: str, *, writable: bool) -> None:
+  """:class:`EvaluationError` unless ``where`` is a directory (or absent), and, if ``writable``
+  (local paths), one that can be created and written to (a 4 KiB probe file is written and
+  removed: a full disk is found too)."""
+  if storage.exists(where) and not storage.isdir(where):
+    raise EvaluationError(f"{what} {where} is a file, not a directory; give a directory")
+  if not writable or storage.is_remote(where):
+    return
+  probe = storage.join(where, f".eval-write-test-{os.getpid()}")
+  try:
+    storage.write_atomic(probe, bytes(4096))
+    os.remove(probe)
+  except OSError as error:
+    if error.errno == errno.ENOSPC:
+      raise EvaluationError(f"{what} {where} is on a full disk; free some space") from None
+    raise EvaluationError(
+        f"{what} {where} cannot be written ({error.strerror or error}); give another one"
+    ) from None
+
+
+def _check_method_settings(
+    entries: Sequence[Entry],
+    shared: Mapping[str, Any],
+    image_shape: Sequence[int],
+    num_classes: int,
+) -> None:
+  """Traces every post-hoc method with settings given for it, in the config or in an entry
+  (:func:`check_traced`), on the run's image shape: a setting the method refuses fails here,
+  before any work."""
+  given = [
+      ("method_settings", m, s, shared["items_per_pass"])
+      for m, s in shared["method_settings"].items()
+  ]
+  for entry in entries:
+    evaluator = entry.evaluator
+    if isinstance(evaluator, MethodsEvaluator):
+      given += [
+          (f"evals.{entry.name}", m, evaluator.settings_of(m), evaluator.items_per_pass)
+          for m in evaluator.methods
+      ]
+  seen = set()
+  for where, method, settings, items_per_pass in given:
+    key = (method, repr(sorted(dict(settings).items())), items_per_pass)
+    if method == "Ours" or not settings or key in seen:
+      continue
+    seen.add(key)
+    try:
+      check_traced(method, settings, image_shape, num_classes, items_per_pass)
+    except EvaluationError as error:
+      raise EvaluationError(f"{where}: {error}") from None
 
 
 def make_context(
@@ -320,10 +451,16 @@ def evaluate_run(workdir: str, config) -> dict[str, Any]:
       "method_settings": _plain(config.get("method_settings", {})),
   }
   entries = from_config(_without_skipped(config.evals, config.get("skip", "")), shared)
+  record, run_config = _run_record(workdir)
+  _check_method_settings(entries, shared, record["image_shape"], record["num_classes"])
+  out = config.get("out") or runs.RunDir(workdir).eval_dir
+  _check_directory(out, "the output directory", writable=common.is_main_process())
+  data_dir = config.get("data_dir") or run_config.get("data_dir") or None
+  if data_dir:
+    what = "the data directory" + ("" if config.get("data_dir") else " of run.json")
+    _check_directory(data_dir, what, writable=False)
   run = load_run(workdir, config.checkpoint)
-  data_dir = config.get("data_dir") or run.config.data_dir or None
   spec = data.dataset_info(run.config.dataset, data_dir=data_dir)
-  out = config.get("out") or run.run.eval_dir
   ctx = make_context(
       run.model,
       run.params,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -29,6 +30,13 @@ OURS = "Ours"
 _ITEMS_PER_PASS_METHODS = (attribution.integrated_gradients, attribution.smooth_grad)
 # Settings that count something: a positive integer.
 _COUNTS = ("n_masks", "n_steps", "nt_samples", "s", "items_per_pass")
+# Sizes in pixels (Occlusion's window and stride): a positive integer.
+_SIZES = ("sliding_window_shapes", "strides")
+# Numeric settings with a range beyond "a finite number": key -> (test, what it must be).
+_RANGES = {
+    "p1": (lambda v: 0 < v <= 1, "a number in (0, 1]"),
+    "stdevs": (lambda v: v >= 0, "a number >= 0"),
+}
 
 
 def known_methods() -> tuple[str, ...]:
@@ -70,7 +78,9 @@ def check_setting(name: str, key: str, value: Any) -> Any:
   """``value`` if it suits keyword ``key`` of preset ``name``; else :class:`EvaluationError`.
 
   A keyword whose preset value is a bool, int or float takes a value of that type (an int for a
-  float); counts (``n_masks``, ``n_steps``, ``nt_samples``, ...) are integers >= 1.
+  float); counts (``n_masks``, ``n_steps``, ``nt_samples``, ...) and Occlusion's window and
+  stride are integers >= 1; numbers are finite, ``p1`` in (0, 1] and ``stdevs`` >= 0. What
+  depends on the images (a stride larger than the image) is checked by :func:`check_traced`.
   """
   if name not in attribution.METHODS:
     raise EvaluationError(
@@ -88,12 +98,15 @@ def check_setting(name: str, key: str, value: Any) -> Any:
   wrong = None
   if isinstance(default, bool):
     wrong = None if isinstance(value, bool) else "True or False"
-  elif isinstance(default, int) or key in _COUNTS:
+  elif isinstance(default, int) or key in _COUNTS + _SIZES:
     wrong = None if isinstance(value, int) and not isinstance(value, bool) else "an integer"
-  elif isinstance(default, float):
-    wrong = None if isinstance(value, (int, float)) and not isinstance(value, bool) else "a number"
-  if wrong is None and key in _COUNTS and value is not None and value < 1:
+  elif isinstance(default, float) or key in _RANGES:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    wrong = "a number" if not number else (None if math.isfinite(value) else "a finite number")
+  if wrong is None and key in _COUNTS + _SIZES and value is not None and value < 1:
     wrong = "an integer >= 1"
+  if wrong is None and key in _RANGES and not _RANGES[key][0](value):
+    wrong = _RANGES[key][1]
   if wrong:
     raise EvaluationError(f"method setting {name}.{key}={value!r}: must be {wrong}")
   return value
@@ -118,10 +131,7 @@ def parse_method_settings(items: Sequence[str]) -> dict[str, dict[str, Any]]:
       value = ast.literal_eval(text)
     except (ValueError, SyntaxError):
       value = text
-    try:
-      parsed.setdefault(name, {})[key] = check_setting(name, key, value)
-    except EvaluationError as error:
-      raise EvaluationError(f"{item!r}: {error}") from None
+    parsed.setdefault(name, {})[key] = check_setting(name, key, value)
   return parsed
 
 
@@ -131,6 +141,48 @@ def check_method_settings(settings: Mapping[str, Mapping[str, Any]]) -> dict[str
       name: {key: check_setting(name, key, value) for key, value in dict(values).items()}
       for name, values in dict(settings).items()
   }
+
+
+def _stand_in(method: str, num_classes: int) -> Callable:
+  """A model for :func:`check_traced`: every logit the mean of the image (Grad-CAM: the feature
+  function ``(images, delta) -> (logits, features = images + delta)``)."""
+
+  def logits(features):
+    return jnp.broadcast_to(
+        jnp.mean(features, axis=(1, 2, 3))[:, None], (len(features), num_classes)
+    )
+
+  if attribution.METHODS[method].method is attribution.grad_cam:
+    return lambda images, delta: (logits(images + delta), images + delta)
+  return logits
+
+
+def check_traced(
+    method: str,
+    settings: Mapping[str, Any],
+    image_shape: Sequence[int],
+    num_classes: int,
+    items_per_pass: int | None = None,
+) -> None:
+  """Traces preset ``method`` with ``settings`` on one image of ``image_shape`` (H, W, C) and a
+  stand-in model (``jax.eval_shape``: nothing is computed), so that every check the method makes
+  of its settings (e.g. Occlusion's windows and strides against the image size, RISE's ``p1``)
+  fails here, before any work, as an :class:`EvaluationError` naming the method and settings.
+  """
+  preset = attribution.METHODS[method]
+  extra = {"items_per_pass": items_per_pass} if preset.method in _ITEMS_PER_PASS_METHODS else {}
+  fn = _stand_in(method, num_classes)
+  targets = jnp.zeros((1,), jnp.int32)
+  images = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
+  try:
+    jax.eval_shape(lambda x: preset(fn, x, targets, **{**extra, **dict(settings)}), images)
+  except (TypeError, ValueError) as error:
+    shown = ", ".join(f"{method}.{k}={v!r}" for k, v in dict(settings).items())
+    message = " ".join(str(error).split())
+    raise EvaluationError(
+        f"method setting{'s' if len(settings) > 1 else ''} {shown}: {message} (images of "
+        f"{'x'.join(map(str, image_shape))})"
+    ) from None
 
 
 def effective_settings(method: str, overrides: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -9,6 +9,7 @@ seconds (tests use it). Command-line overrides use ml_collections' syntax:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import ml_collections
 from ml_collections.config_dict import placeholder
@@ -72,24 +73,47 @@ def base_config() -> ml_collections.ConfigDict:
   return config
 
 
-def config_tokens(arg: str | None) -> list[str]:
-  """The comma-separated tokens of a config argument: ``"s2,smoke"`` -> ``["s2", "smoke"]``."""
-  return [token.strip() for token in (arg or "").split(",") if token.strip()]
+class ConfigArgumentError(ValueError):
+  """A config file's argument (``FILE.py:ARG``) that the file does not take."""
 
 
-def parse_stage_arg(arg: str | None, default: str, num_stages: int) -> tuple[int, bool]:
+def config_tokens(
+    arg: str | None, valid: Sequence[str] | None = None, config: str = "this config"
+) -> list[str]:
+  """The comma-separated tokens of a config argument: ``"s2,smoke"`` -> ``["s2", "smoke"]``.
+
+  With ``valid`` (every token the config file takes), any other token is a
+  :class:`ConfigArgumentError` naming ``config`` (e.g. ``"configs/digits.py"``) and the valid
+  tokens, so a typo (``:smok``) is refused instead of silently giving the default config.
+  """
+  tokens = [token.strip() for token in (arg or "").split(",") if token.strip()]
+  unknown = [token for token in tokens if valid is not None and token not in valid]
+  if unknown:
+    takes = (
+        f"takes {', '.join(map(repr, valid))} (comma-separated)" if valid else "takes no argument"
+    )
+    raise ConfigArgumentError(
+        f"unknown argument{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
+        f"for {config}, which {takes}."
+    )
+  return tokens
+
+
+def parse_stage_arg(
+    arg: str | None, default: str, num_stages: int, config: str = "this config"
+) -> tuple[int, bool]:
   """A hybrid config's argument ``"s<k>[,smoke]"`` -> (embedding stage k, smoke?).
 
-  ``default`` (e.g. ``"s2"``) applies when no stage is given; raises ``ValueError`` unless
-  exactly one stage in ``s0 .. s<num_stages>`` is named.
+  ``default`` (e.g. ``"s2"``) applies when no stage is given; a token other than
+  ``s0 .. s<num_stages>`` and ``smoke``, or two stages, is a :class:`ConfigArgumentError`.
   """
+  stage_names = [f"s{k}" for k in range(num_stages + 1)]
   tokens = config_tokens(arg)
   stages = [t for t in tokens if t != "smoke"] or [default]
-  if len(stages) != 1 or not (
-      stages[0][:1] == "s" and stages[0][1:].isdigit() and 0 <= int(stages[0][1:]) <= num_stages
-  ):
-    raise ValueError(
-        f"Expected one embedding stage s0..s{num_stages} (and/or 'smoke'), got " f"{arg!r}."
+  if len(stages) != 1 or stages[0] not in stage_names:
+    raise ConfigArgumentError(
+        f"{config} takes one embedding stage of {', '.join(stage_names)} (and/or 'smoke'), "
+        f"got {arg!r}."
     )
   return int(stages[0][1:]), "smoke" in tokens
 
@@ -134,18 +158,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   (Unknown keys are already refused by ml_collections when overridden from
   the command line.)
   """
-  _require(
-      config.model.name in architecture_names(),
-      f"model.name {config.model.name!r} is unknown; known: " f"{', '.join(architecture_names())}.",
-  )
-  _require(
-      math.isfinite(config.model.temperature) and config.model.temperature > 0,
-      f"model.temperature must be finite and > 0, got {config.model.temperature}.",
-  )
-  _require(
-      config.model.dtype in DTYPES,
-      f"model.dtype must be one of {DTYPES}, got {config.model.dtype!r}.",
-  )
+  _check_model_fields(config)
   _require(config.loss in LOSSES, f"loss must be one of {LOSSES}, got {config.loss!r}.")
   _require(config.parallel in PARALLEL, f"parallel must be one of {PARALLEL}.")
   _require(
@@ -190,6 +203,35 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         f"virtual_batch_size {config.virtual_batch_size} must be a multiple of "
         f"batch_size {config.batch_size}.",
     )
+
+
+def _is_number(value) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_model_fields(config: ml_collections.ConfigDict) -> None:
+  """The architecture name, temperature and dtype of ``config.model``."""
+  _require(
+      config.model.name in architecture_names(),
+      f"model.name {config.model.name!r} is unknown; known: " f"{', '.join(architecture_names())}.",
+  )
+  temperature = config.model.temperature
+  _require(
+      _is_number(temperature) and math.isfinite(temperature) and temperature > 0,
+      f"model.temperature must be finite and > 0 (a number), got {temperature!r}.",
+  )
+  _require(
+      config.model.dtype in DTYPES,
+      f"model.dtype must be one of {DTYPES}, got {config.model.dtype!r}.",
+  )
+
+
+def validate_model_config(config: ml_collections.ConfigDict) -> None:
+  """Checks that ``config.model`` names a model that can be built (a run's ``run.json`` before
+  restoring it): a known architecture, a finite temperature > 0, a known dtype and settings the
+  family accepts; ``ValueError`` otherwise."""
+  _check_model_fields(config)
+  _check_model_settings(config)
 
 
 def _check_model_settings(config: ml_collections.ConfigDict) -> None:

@@ -5,6 +5,8 @@
 
 import ml_collections
 
+from codajax.train.config import config_tokens  # noqa: F401  (the presets check their argument)
+
 # Every method the evaluation knows (codajax.evaluators.known_methods()).
 ALL_METHODS = "Ours,Grad,IxG,IntGrad,SmoothGrad,GCam,Occ5,Occ9,RISE"
 

@@ -13,11 +13,12 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from eval_base import ALL_METHODS, base_config  # noqa: E402  (configs/ is not a package)
+# configs/ is not a package: eval_base is imported from this folder.
+from eval_base import ALL_METHODS, base_config, config_tokens  # noqa: E402
 
 
 def get_config(arg=None):
-  grid = 2 if arg == "2x2" else 3
+  grid = 2 if "2x2" in config_tokens(arg, ("2x2",), "configs/eval/paper.py") else 3
   config = base_config()
   config.methods = ALL_METHODS
   config.estimate = True

@@ -13,11 +13,11 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from eval_base import base_config  # noqa: E402  (configs/ is not a package)
+from eval_base import base_config, config_tokens  # noqa: E402  (configs/ is not a package)
 
 
 def get_config(arg=None):
-  del arg
+  config_tokens(arg, (), "configs/eval/quick.py")
   config = base_config()
   config.methods = "Ours,Grad,IxG,GCam,Occ5"
   config.evals.accuracy = dict()
