@@ -132,11 +132,12 @@ def _interval(low, high, low_open, high_open) -> str:
 def check_float_dtype(dtype: Any, name: str, *, where: str) -> Any:
   """``dtype`` if it is a floating-point dtype; ``ValueError`` otherwise (e.g. ``jnp.int32``)."""
   try:
+    shown = jnp.dtype(dtype).name
     floating = jnp.issubdtype(jnp.dtype(dtype), jnp.floating)
   except TypeError:
-    floating = False
+    shown, floating = repr(dtype), False
   if not floating:
-    raise ValueError(f"{where}: {name} must be a float dtype (e.g. jnp.bfloat16), got {dtype!r}.")
+    raise ValueError(f"{where}: {name} must be a float dtype (e.g. jnp.bfloat16), got {shown}.")
   return dtype
 
 
@@ -371,6 +372,6 @@ def check_binary_masks(masks: Any, name: str, *, where: str) -> jax.Array:
     if np.any(soft):
       raise ValueError(
           f"{where}: {name} must be binary (bool or only 0 and 1), got values such as "
-          f"{values[soft].flat[0]!r}; threshold a soft mask first (e.g. masks > 0.5)."
+          f"{values[soft].flat[0].item()!r}; threshold a soft mask first (e.g. masks > 0.5)."
       )
   return jnp.asarray(masks).astype(bool)
