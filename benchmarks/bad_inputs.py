@@ -6,14 +6,16 @@
 Prints a table ``input | outcome | detail`` and the totals per outcome:
 
 * ``clear error``: an exception of a clear type (ValueError, TypeError, KeyError) with a
-  one-line message; for a CLI run, a non-zero exit with no Python traceback and at most three
-  lines of error output;
+  one-line message, of the case's expected class where it names one; for a CLI run, a
+  non-zero exit with no Python traceback and at most three lines of error output;
 * ``correct``: no error, and the result passes the case's check (e.g. uint8 images explained
   like the same images as floats in [0, 1], an empty batch giving empty results; under jit, an
   out-of-range target flagged as documented: class index -1 and NaN maps for that image only);
 * ``WRONG SILENTLY``: no error, and either the input has no valid result (an out-of-range
   target, NaN pixels in eager mode, ``n_masks=0``, ``num_classes=0``, ...) or the result fails
   the case's check (zero or non-finite maps, a different map than the correct one);
+* ``wrong error type``: a clear one-line error, but not of the class the case expects (e.g. a
+  ValueError for a setting of the wrong type, where a TypeError is expected);
 * ``traceback``: any other exception (e.g. ZeroDivisionError, a multi-line message), or a CLI
   run that prints a Python traceback.
 
@@ -40,30 +42,38 @@ sys.path.insert(0, REPO)
 from codajax import attribution, metrics  # noqa: E402
 from codajax.explain import explain  # noqa: E402
 from codajax.models import get_model  # noqa: E402
+from codajax.nn import dau_conv, init_dau_params  # noqa: E402
 
 CLEAR_TYPES = (ValueError, TypeError, KeyError)
-OUTCOMES = ("clear error", "correct", "WRONG SILENTLY", "traceback")
+OUTCOMES = ("clear error", "correct", "WRONG SILENTLY", "wrong error type", "traceback")
 
 
 @dataclass
 class Case:
   """A bad input: ``run()`` returns a result, ``check(result)`` says whether it is correct.
 
-  ``check=None``: the input has no valid result, so only a clear error is right.
+  ``check=None``: the input has no valid result, so only a clear error is right; ``expected``:
+  the class that error must have (``None``: any clear type).
   """
 
   name: str
   run: Callable[[], Any]
   check: Callable[[Any], bool] | None = None
+  expected: type[Exception] | None = None
 
 
-def classify_exception(error: BaseException) -> tuple[str, str]:
+def classify_exception(
+    error: BaseException, expected: type[Exception] | None = None
+) -> tuple[str, str]:
   message = str(error).strip()
   one_line = message and "\n" not in message and len(message) <= 400
   clear = isinstance(error, CLEAR_TYPES) and not type(error).__module__.startswith("jax")
   outcome = "clear error" if clear and one_line else "traceback"
   first = message.splitlines()[0] if message else ""
-  return outcome, f"{type(error).__name__}: {first[:110]}"
+  detail = f"{type(error).__name__}: {first[:110]}"
+  if outcome == "clear error" and expected is not None and not isinstance(error, expected):
+    return "wrong error type", f"expected {expected.__name__}; {detail}"
+  return outcome, detail
 
 
 def run_case(case: Case) -> tuple[str, str]:
@@ -71,7 +81,7 @@ def run_case(case: Case) -> tuple[str, str]:
     result = case.run()
     jax.block_until_ready(result)
   except Exception as error:  # noqa: BLE001 (classifying every failure is the point)
-    return classify_exception(error)
+    return classify_exception(error, case.expected)
   if case.check is None:
     return "WRONG SILENTLY", "accepted an input that has no valid result"
   try:
@@ -272,6 +282,8 @@ def library_cases() -> list[Case]:
       ),
   ]
 
+  cases += lower_entry_point_cases(model, variables, images, num_classes)
+
   def built_and_applied(**kwargs):
     """get_model(...), then init + apply on 3-channel images (flax checks lazily).
 
@@ -283,24 +295,247 @@ def library_cases() -> list[Case]:
     image = jnp.zeros((1, 8, 8, 3))
     return bad.apply(bad.init(jax.random.key(0), image), image)
 
-  for kwargs in (
-      dict(num_classes=0),
-      dict(num_classes=-2),
-      dict(temperature=0.0),
-      dict(temperature=-1.0),
-      dict(temperature=float("inf")),
-      dict(temperature=float("nan")),
-      dict(dtype=jnp.int32),
-      dict(image_channels=0),
-      dict(image_channels=-3),
+  for kwargs, expected in (
+      (dict(num_classes=0), ValueError),
+      (dict(num_classes=-2), ValueError),
+      (dict(temperature=0.0), ValueError),
+      (dict(temperature=-1.0), ValueError),
+      (dict(temperature=float("inf")), ValueError),
+      (dict(temperature=float("nan")), ValueError),
+      (dict(dtype=jnp.int32), ValueError),
+      (dict(image_channels=0), ValueError),
+      (dict(image_channels=-3), ValueError),
+      (dict(num_classes=2.5), TypeError),
+      (dict(temperature="10"), TypeError),
+      (dict(logit_bias=float("nan")), ValueError),
   ):
     shown = ", ".join(f"{k}={v!r}" for k, v in kwargs.items()).replace("<class 'jax.numpy.", "jnp.")
     cases.append(
         Case(
             f"get_model: {shown.rstrip(chr(39) + '>')}",
             lambda kwargs=kwargs: built_and_applied(**kwargs),
+            expected=expected,
         )
     )
+  cases.append(
+      Case(
+          "get_model: unknown architecture 'ResNet-50' (a one-line message)",
+          lambda: get_model("ResNet-50"),
+          expected=ValueError,
+      )
+  )
+  return cases
+
+
+def lower_entry_point_cases(model, variables, images, num_classes) -> list[Case]:
+  """Attribution settings, metrics, the DAU layer: bad values, NaN settings and jit targets."""
+  fn = lambda x: model.apply(variables, x)
+  x = jnp.asarray(images)
+  features = attribution.layer_function(model, variables, "layer_1")
+  nan_image = x.at[0, 3, 3, 0].set(jnp.nan)
+  zero_map = lambda result: bool(
+      np.all(np.asarray(result)[0] == 0) and np.any(np.asarray(result)[1] != 0)
+  )
+  V, T = ValueError, TypeError
+  cases = []
+  # Traced targets outside [0, K): a zero map for that image (documented), the other unchanged.
+  for name, bad in (("Grad", -1), ("Grad", num_classes), ("Occ5", -1), ("RISE", -1), ("GCam", -1)):
+    method, small = attribution.METHODS[name], {"RISE": dict(n_masks=4)}.get(name, {})
+    method_fn = features if name == "GCam" else fn
+    cases.append(
+        Case(
+            f"attribution {name}: target {bad} (jit): a zero map",
+            lambda method=method, method_fn=method_fn, small=small, bad=bad: jax.jit(
+                lambda x, t: method(method_fn, x, t, **small)
+            )(x, jnp.array([bad, 1])),
+            zero_map,
+        )
+    )
+  grad, intgrad, occ = attribution.gradient, attribution.integrated_gradients, attribution.occlusion
+  smooth, rise = attribution.smooth_grad, attribution.rise
+  nested = np.asarray(images).tolist()
+  cases += [
+      Case("gradient: a NaN pixel (eager)", lambda: grad(fn, nan_image, 1), expected=V),
+      Case("gradient: float images in [0, 255]", lambda: grad(fn, x * 255, 1), expected=V),
+      Case("gradient: target 2**40", lambda: grad(fn, x, 2**40), expected=V),
+      Case("gradient: float target 1.0", lambda: grad(fn, x, 1.0), expected=T),
+      Case("gradient: zero-height images", lambda: grad(fn, x[:, :0], 1), expected=V),
+      Case(
+          "gradient: images as nested lists",
+          lambda: grad(fn, nested, 1),
+          lambda r: _finite_nonzero(r) and _close(r, grad(fn, x, 1)),
+      ),
+      Case("IntGrad: NaN baselines", lambda: intgrad(fn, x, 1, baselines=x * np.nan), expected=V),
+      Case(
+          "IntGrad preset: NaN baselines",
+          lambda: attribution.METHODS["IntGrad"](fn, x, 1, baselines=x * np.nan, n_steps=2),
+          expected=V,
+      ),
+      Case(
+          "IntGrad: baselines of shape (5, 5)",
+          lambda: intgrad(fn, x, 1, baselines=jnp.zeros((5, 5)), n_steps=2),
+          expected=V,
+      ),
+      Case('IntGrad: n_steps="20"', lambda: intgrad(fn, x, 1, n_steps="20"), expected=T),
+      Case("IntGrad: n_steps=2.5", lambda: intgrad(fn, x, 1, n_steps=2.5), expected=T),
+      Case("IntGrad: n_steps=0", lambda: intgrad(fn, x, 1, n_steps=0), expected=V),
+      Case(
+          "IntGrad: items_per_pass=0",
+          lambda: intgrad(fn, x, 1, n_steps=2, items_per_pass=0),
+          expected=V,
+      ),
+      Case(
+          "SmoothGrad: stdevs=nan",
+          lambda: smooth(fn, x, 1, key=0, nt_samples=2, stdevs=float("nan")),
+          expected=V,
+      ),
+      Case(
+          "SmoothGrad: stdevs=-1",
+          lambda: smooth(fn, x, 1, key=0, nt_samples=2, stdevs=-1.0),
+          expected=V,
+      ),
+      Case(
+          "SmoothGrad: nt_samples=2.5", lambda: smooth(fn, x, 1, key=0, nt_samples=2.5), expected=T
+      ),
+      Case("SmoothGrad: key='0'", lambda: smooth(fn, x, 1, key="0", nt_samples=2), expected=T),
+      Case("Occlusion: NaN baselines", lambda: occ(fn, x, 1, baselines=float("nan")), expected=V),
+      Case(
+          "Occlusion: sliding_window_shapes=(5,)",
+          lambda: occ(fn, x, 1, sliding_window_shapes=(5,)),
+          expected=V,
+      ),
+      Case(
+          "Occlusion: sliding_window_shapes=0",
+          lambda: occ(fn, x, 1, sliding_window_shapes=0),
+          expected=V,
+      ),
+      Case("Occlusion: strides=0", lambda: occ(fn, x, 1, strides=0), expected=V),
+      Case("Occlusion: strides=-1", lambda: occ(fn, x, 1, strides=-1), expected=V),
+      Case(
+          "Occ5 preset: strides=0",
+          lambda: attribution.METHODS["Occ5"](fn, x, 1, strides=0),
+          expected=V,
+      ),
+      Case('RISE: p1="0.5"', lambda: rise(fn, x, 1, key=0, n_masks=4, p1="0.5"), expected=T),
+      Case("RISE: p1=2.0", lambda: rise(fn, x, 1, key=0, n_masks=4, p1=2.0), expected=V),
+      Case("RISE: s=2.5", lambda: rise(fn, x, 1, key=0, n_masks=4, s=2.5), expected=T),
+      Case(
+          "Grad-CAM: a plain apply function",
+          lambda: attribution.grad_cam(fn, x, 1),
+          expected=T,
+      ),
+      Case(
+          "GCam preset: a plain apply function",
+          lambda: attribution.METHODS["GCam"](fn, x, 1),
+          expected=T,
+      ),
+      Case("explain: target 2**40", lambda: explain(model, variables, x, 2**40), expected=V),
+      Case(
+          "explain: zero-height images", lambda: explain(model, variables, x[:, :0], 1), expected=V
+      ),
+      Case(
+          "explain: images as nested lists",
+          lambda: explain(model, variables, nested, 1),
+          lambda r: _close(
+              r["contribution_map"], explain(model, variables, x, 1)["contribution_map"]
+          ),
+      ),
+  ]
+  maps = np.asarray(jax.random.normal(jax.random.key(1), (2, 6, 6)))
+  masks = np.zeros((2, 6, 6), bool)
+  masks[:, :3] = True
+  nan_maps = maps.copy()
+  nan_maps[0, 1, 1] = np.nan
+  weights = np.asarray(jax.random.normal(jax.random.key(2), (6 * 6 * 6, 3)))
+  encoded_fn = lambda x6: x6.reshape(x6.shape[0], -1) @ weights
+  pixels6 = np.asarray(jax.random.uniform(jax.random.key(3), (2, 6, 6, 3)))
+  removal = lambda labels, **kw: metrics.pixel_removal_probabilities(
+      encoded_fn, pixels6, labels, maps, **{"n_points": 4, **kw}
+  )
+  cases += [
+      Case("mask_energy: a NaN map", lambda: metrics.mask_energy(nan_maps, masks), expected=V),
+      Case(
+          "mask_energy: a soft mask (0.3)",
+          lambda: metrics.mask_energy(maps, np.where(masks, 0.3, 0.0)),
+          expected=V,
+      ),
+      Case(
+          "mask_energy: a NaN map (jit): 0 for that image (documented)",
+          lambda: jax.jit(metrics.mask_energy)(nan_maps, masks),
+          lambda r: np.asarray(r)[0] == 0 and np.isfinite(np.asarray(r)[1]),
+      ),
+      Case("pointing_game: a NaN map", lambda: metrics.pointing_game(nan_maps, masks), expected=V),
+      Case(
+          "localisation_metric: a NaN map",
+          lambda: metrics.localisation_metric(np.full((1, 9, 6, 6), np.nan), 3),
+          expected=V,
+      ),
+      Case(
+          "contribution_sum_error: a NaN map",
+          lambda: metrics.contribution_sum_error(nan_maps, np.ones(2)),
+          expected=V,
+      ),
+      Case("pixel_removal: label -1", lambda: removal(np.array([-1, 0])), expected=V),
+      Case("pixel_removal: label K", lambda: removal(np.array([3, 0])), expected=V),
+      Case(
+          "pixel_removal: label -1 (jit): a NaN row (documented)",
+          lambda: jax.jit(removal)(jnp.array([-1, 0])),
+          lambda r: np.all(np.isnan(np.asarray(r)[0])) and np.all(np.isfinite(np.asarray(r)[1])),
+      ),
+      Case(
+          "pixel_removal: fraction=2.0", lambda: removal(np.array([1, 0]), fraction=2.0), expected=V
+      ),
+      Case(
+          "pixel_removal: fraction=nan",
+          lambda: removal(np.array([1, 0]), fraction=float("nan")),
+          expected=V,
+      ),
+      Case("pixel_removal: n_points=0", lambda: removal(np.array([1, 0]), n_points=0), expected=V),
+      Case(
+          "pixel_removal: a NaN map",
+          lambda: metrics.pixel_removal_probabilities(
+              encoded_fn, pixels6, np.array([1, 0]), nan_maps, n_points=4
+          ),
+          expected=V,
+      ),
+  ]
+  params = init_dau_params(jax.random.key(0), 6, 4, 2, 3)
+  layer_input = jnp.ones((1, 8, 8, 6)) * 0.5
+  conv = lambda p=params, x=layer_input, **kw: dau_conv(p, x, **kw)
+  wrong_channels = {**params, "B": jnp.zeros((3, 3, 5, 2))}
+  cases += [
+      Case("dau_conv: padding=-1", lambda: conv(padding=-1), expected=V),
+      Case("dau_conv: stride=0", lambda: conv(stride=0), expected=V),
+      Case("dau_conv: stride=-1", lambda: conv(stride=-1), expected=V),
+      Case("dau_conv: stride=1.5", lambda: conv(stride=1.5), expected=T),
+      Case("dau_conv: compute dtype int32", lambda: conv(dtype=jnp.int32), expected=V),
+      Case("dau_conv: A for 6 input channels, B for 5", lambda: conv(p=wrong_channels), expected=V),
+      Case(
+          "dau_conv: w0 for 3 DAUs, A for 4",
+          lambda: conv(p={**params, "w0": jnp.zeros((3, 3, 6, 3))}),
+          expected=V,
+      ),
+      Case(
+          "dau_conv: A of rank 3, B of rank 2",
+          lambda: conv(p={**params, "A": jnp.zeros((3, 3, 6, 4, 3))}),
+          expected=V,
+      ),
+      Case(
+          "init_dau_params: rank 0",
+          lambda: init_dau_params(jax.random.key(0), 6, 4, 0, 3),
+          expected=V,
+      ),
+      Case(
+          'init_dau_params: in_channels="6"',
+          lambda: init_dau_params(jax.random.key(0), "6", 4, 2, 3),
+          expected=T,
+      ),
+      Case(
+          "init_dau_params: dtype int32",
+          lambda: init_dau_params(jax.random.key(0), 6, 4, 2, 3, dtype=jnp.int32),
+          expected=V,
+      ),
+  ]
   return cases
 
 

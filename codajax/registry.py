@@ -15,12 +15,13 @@ it was given.
 
 from __future__ import annotations
 
+import collections
+import difflib
 import importlib
-import math
 from collections.abc import Callable
 from typing import Any
 
-import jax.numpy as jnp
+from codajax._checks import check_float_dtype, check_int, check_real
 
 # The modules that register model families, imported on the first lookup.
 FAMILY_MODULES = (
@@ -67,30 +68,37 @@ def check_common_settings(
     dtype: Any = None,
     image_channels: Any = None,
 ) -> None:
-  """One clear ``ValueError`` for a shared setting that would build a broken model."""
-
-  def positive_int(value, name):
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
-      raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-
-  positive_int(num_classes, "num_classes")
-  positive_int(image_channels, "image_channels")
+  """One clear error for a shared setting that would build a broken model: ``TypeError`` for a
+  value of the wrong type (``temperature="10"``, ``num_classes=2.5``), ``ValueError`` for a
+  bad value (``num_classes=0``, ``temperature=nan``, ``dtype=jnp.int32``)."""
+  where = "get_model"
+  if num_classes is not None:
+    check_int(num_classes, "num_classes", where=where)
+  if image_channels is not None:
+    check_int(image_channels, "image_channels", where=where)
   if temperature is not None:
-    try:
-      value = float(temperature)
-    except (TypeError, ValueError):
-      value = float("nan")
-    if not (math.isfinite(value) and value > 0):
-      raise ValueError(f"temperature must be finite and > 0, got {temperature!r}.")
+    check_real(temperature, "temperature", where=where, low=0.0, low_open=True)
   if dtype is not None:
-    try:
-      floating = jnp.issubdtype(jnp.dtype(dtype), jnp.floating)
-    except TypeError:
-      floating = False
-    if not floating:
-      raise ValueError(
-          f"dtype must be a float dtype (e.g. jnp.bfloat16) or None, got " f"{dtype!r}."
-      )
+    check_float_dtype(dtype, "dtype", where=where)
+
+
+def unknown_architecture_message(name: Any) -> str:
+  """One line for an unknown ``name``: the closest names, the others listed compactly (a
+  family with more than 8 names as a count, e.g. "65 hybrid-* models")."""
+  names = architecture_names()
+  families = collections.Counter(known.split("-")[0] for known in names)
+  single = [known for known in names if families[known.split("-")[0]] <= 8]
+  counted = [f"{count} {family}-*" for family, count in sorted(families.items()) if count > 8]
+  by_lower = {known.lower(): known for known in names}
+  close = [
+      by_lower[match]
+      for match in difflib.get_close_matches(str(name).lower(), list(by_lower), n=3, cutoff=0.6)
+  ]
+  hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+  return (
+      f"Unknown architecture {name!r}{hint}; known architectures: {', '.join(single)}, "
+      f"{' and '.join(counted)} models (all: codajax.models.architecture_names())."
+  )
 
 
 def get_model(name: str, **settings: Any):
@@ -105,14 +113,17 @@ def get_model(name: str, **settings: Any):
       ``embedding_stage``, ...), passed to its factory as given.
 
   ``model.apply(variables, images)`` takes NHWC images in [0, 1] and returns logits
-  ``(N, K)``. A bad value raises one ``ValueError``; a setting the family does not have,
-  ``TypeError``.
+  ``(N, K)``. A bad value (``num_classes=0``, ``temperature=nan``, ``logit_bias=nan``) raises
+  one ``ValueError``; a value of the wrong type (``temperature="10"``) or a setting the family
+  does not have, ``TypeError``.
   """
   _load_families()
+  if not isinstance(name, str):
+    raise TypeError(f"get_model: name must be an architecture name (a str), got {name!r}.")
   if name not in _FACTORIES:
-    raise ValueError(
-        f"Unknown architecture {name!r}; known architectures: {', '.join(architecture_names())}."
-    )
+    raise ValueError(unknown_architecture_message(name))
   common = {k: settings.get(k) for k in COMMON_SETTINGS}
   check_common_settings(**common)
+  if settings.get("logit_bias") is not None:
+    check_real(settings["logit_bias"], "logit_bias", where="get_model")
   return _FACTORIES[name](**{k: v for k, v in settings.items() if v is not None})

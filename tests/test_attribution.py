@@ -517,7 +517,7 @@ def test_bad_inputs_are_rejected(linear):
     attribution.gradient(fn, images, jnp.array([0, 1, 2]))
   with pytest.raises(ValueError, match="shape"):
     attribution.gradient(fn, images, jnp.zeros((N, 2, 2), jnp.int32))
-  with pytest.raises(ValueError, match="integer"):
+  with pytest.raises(TypeError, match="integer"):  # a wrong type: TypeError, as explain's
     attribution.gradient(fn, images, 1.0)
   with pytest.raises(ValueError, match="gausslegendre"):
     attribution.integrated_gradients(fn, images, 0, method="simpson")
@@ -548,20 +548,20 @@ def test_smoothgrad_rejects_out_of_range_targets(linear, target):
 
 
 @pytest.mark.parametrize(
-    "settings,message",
+    "settings,error,message",
     [
-        (dict(n_masks=0), "n_masks"),
-        (dict(n_masks=-3), "n_masks"),
-        (dict(n_masks="abc"), "n_masks"),
-        (dict(n_masks=2.5), "n_masks"),
-        (dict(s=0), "s "),
-        (dict(p1=0.0), "p1"),
-        (dict(p1=1.5), "p1"),
+        (dict(n_masks=0), ValueError, "n_masks"),
+        (dict(n_masks=-3), ValueError, "n_masks"),
+        (dict(n_masks="abc"), TypeError, "n_masks"),  # a wrong type: TypeError
+        (dict(n_masks=2.5), TypeError, "n_masks"),
+        (dict(s=0), ValueError, "s "),
+        (dict(p1=0.0), ValueError, "p1"),
+        (dict(p1=1.5), ValueError, "p1"),
     ],
 )
-def test_rise_rejects_bad_settings(linear, settings, message):
+def test_rise_rejects_bad_settings(linear, settings, error, message):
   fn, _, images, target = linear
-  with pytest.raises(ValueError, match=message):
+  with pytest.raises(error, match=message):
     attribution.rise(fn, images, target, key=0, **settings)
 
 

@@ -8,6 +8,10 @@ add a T axis after N (Occlusion and RISE share their forward passes between the 
 over integration steps, noise samples or masks evaluate ``items_per_pass`` items per forward pass
 (Captum's ``internal_batch_size``, ``nt_samples_batch_size`` and ``perturbations_per_eval``).
 DeepLIFT reduces to Input×Gradient on a CoDA-Net (see :mod:`codajax.attribution.gradients`).
+Images and settings are checked as :func:`codajax.explain.explain` checks its input (one error
+naming the argument; ``check_range=False`` allows images outside [0, 1]). Under ``jit`` values
+cannot be checked: NaN pixels or baselines give NaN maps, and a traced target outside ``[0, K)``
+gives an all-zero map for its image.
 """
 
 from codajax.attribution.gradcam import grad_cam, layer_function, layer_grad_cam

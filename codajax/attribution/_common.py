@@ -11,13 +11,19 @@ Conventions used by every method in :mod:`codajax.attribution`:
   their forward passes between the T classes, gradient methods ``vmap`` over them.
 * Loops over integration steps, noise samples or masks run as a ``lax.scan`` over chunks whose
   items are ``vmap``-ed, so a method is one traced program whatever its number of forward passes.
-* Bad input is an error with a one-line message: ``TypeError`` for non-float images,
-  ``ValueError`` for non-4-D images and an empty batch (N = 0: there is nothing to explain), the
-  same check as :func:`codajax.explain.explain` and the models make; ``ValueError`` for
-  non-integer targets and for concrete targets outside ``[0, K)`` (checked even when a method evaluates the model inside ``vmap``/``scan``, e.g.
-  SmoothGrad's noise samples). Targets that are tracers (a method called inside ``jax.jit``
-  with the targets as an argument) cannot be checked: there an out-of-range target gives a zero
-  map (JAX's out-of-bounds gather fills).
+* Bad input is an error with a one-line message naming the argument (see
+  :mod:`codajax._checks`): ``TypeError`` for non-float images, non-integer targets and settings
+  of the wrong type (``n_steps="20"``, ``n_steps=2.5``); ``ValueError`` for non-4-D images, an
+  empty batch (N = 0: there is nothing to explain), a zero height or width, settings out of
+  range (``n_steps=0``, ``stdevs=nan``, a baseline of the wrong shape) and, when the values are
+  concrete, NaN/Inf pixels or baselines, pixels outside [0, 1] (``check_range=False`` allows
+  them, as for :func:`codajax.explain.explain`) and targets outside ``[0, K)`` (checked even
+  when a method evaluates the model inside ``vmap``/``scan``, e.g. SmoothGrad's noise
+  samples).
+* Under ``jax.jit`` values cannot be inspected: NaN pixels or baselines propagate into NaN
+  maps, and a traced target outside ``[0, K)`` (negative too) selects a constant 0 instead of
+  a logit, so its map is all zeros (RISE included: its score is 0, not ``sigmoid(0)``); the
+  other images of the batch are unaffected.
 """
 
 from __future__ import annotations
@@ -28,49 +34,72 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from codajax._checks import (
+    check_bool,
+    check_callable,
+    check_class_indices,
+    check_class_range,
+    check_images,
+    describe,
+    is_traced,
+)
+
 Array = jax.Array
 ForwardFn = Callable[[Array], Array]
 
 
-def as_targets(targets: int | Array, num_images: int) -> Array:
+def attribution_images(fn: Any, images: Any, where: str, check_range: bool) -> Array:
+  """The images of an attribution method as a JAX array, checked as :func:`codajax.explain.explain`
+  checks them: ``fn`` callable, float ``(N, H, W, C)`` images, and (concrete values only) no
+  NaN/Inf pixels and, with ``check_range``, none outside [0, 1]."""
+  check_callable(fn, "fn", where=where)
+  check_bool(check_range, "check_range", where=where)
+  return check_images(images, name=where, check_finite=True, check_range=check_range)
+
+
+def as_targets(targets: int | Array, num_images: int, where: str = "attribution") -> Array:
   """Class indices as int32 ``(N,)`` (from an int or ``(N,)``) or ``(N, T)`` (from ``(N, T)``).
 
   Concrete targets (an int, a numpy or a concrete JAX array) come back as a numpy array, so they
-  stay concrete, and range-checked by :func:`select`, when a method closes over it inside a
-  traced loop (``vmap``/``scan``); a tracer comes back as a tracer.
+  stay concrete, and range-checked, by :func:`select`, when a method closes over it inside a
+  traced loop (``vmap``/``scan``); a tracer comes back as a tracer. See
+  :func:`codajax._checks.check_class_indices` (``TypeError`` for non-integers, ``ValueError``
+  for a bad shape).
   """
-  xp = jnp if isinstance(targets, jax.core.Tracer) else np
-  targets = xp.asarray(targets)
-  if not jnp.issubdtype(targets.dtype, jnp.integer):
-    raise ValueError(f"targets must be integer class indices; got dtype {targets.dtype}")
-  if targets.ndim > 2 or (targets.ndim >= 1 and targets.shape[0] != num_images):
-    raise ValueError(
-        f"targets must be an int or an array of shape ({num_images},) or ({num_images}, T); got shape {targets.shape}"
-    )
-  return xp.broadcast_to(targets, (num_images,) + targets.shape[1:]).astype(xp.int32)
+  return check_class_indices(targets, where=where, num_images=num_images, per_image_classes=True)
 
 
-def check_target_range(targets: Array, num_classes: int) -> None:
-  """Raises ``ValueError`` if concrete ``targets`` (N,) or (N, T) lie outside ``[0, num_classes)``."""
-  if isinstance(targets, jax.core.Tracer):
-    return
-  values = np.asarray(targets)
-  if values.size and (values.min() < 0 or values.max() >= num_classes):
-    raise ValueError(
-        f"targets must lie in [0, {num_classes}); got values {np.unique(values).tolist()}"
-    )
+def check_target_range(targets: Array, num_classes: int, where: str = "attribution") -> None:
+  """``ValueError`` if concrete ``targets`` (N,) or (N, T) lie outside ``[0, num_classes)``."""
+  check_class_range(targets, num_classes, where=where)
+
+
+def traced_target_validity(targets: Array, num_classes: int) -> Array | None:
+  """``(targets >= 0) & (targets < K)`` for traced targets; ``None`` for concrete ones (checked)."""
+  if not is_traced(targets):
+    return None
+  return (targets >= 0) & (targets < num_classes)
 
 
 def select(logits: Array, targets: Array) -> Array:
-  """``logits[n, targets[n]]``: (N, K), (N,) or (N, T) -> (N,) or (N, T), shape/range-checked."""
+  """``logits[n, targets[n]]``: (N, K), (N,) or (N, T) -> (N,) or (N, T), shape/range-checked.
+
+  Concrete targets outside ``[0, K)`` raise ``ValueError``; a traced one selects 0 (a constant,
+  so every map built from it is zero), never a wrapped-around class (JAX indexing reads ``-1``
+  as ``K - 1``).
+  """
   if logits.ndim != 2 or logits.shape[0] != targets.shape[0]:
     raise ValueError(
         f"fn must return logits of shape (N={targets.shape[0]}, K); got {logits.shape}"
     )
-  check_target_range(targets, logits.shape[1])
-  return jnp.take_along_axis(logits, targets.reshape(targets.shape[0], -1), axis=1).reshape(
+  num_classes = logits.shape[1]
+  check_target_range(targets, num_classes)
+  valid = traced_target_validity(targets, num_classes)
+  index = targets if valid is None else jnp.clip(targets, 0, num_classes - 1)
+  picked = jnp.take_along_axis(logits, index.reshape(index.shape[0], -1), axis=1).reshape(
       targets.shape
   )
+  return picked if valid is None else jnp.where(valid, picked, jnp.zeros((), picked.dtype))
 
 
 def per_target(
@@ -82,7 +111,7 @@ def per_target(
   """
   if targets.ndim == 1:
     return attribute(targets)
-  if not isinstance(targets, jax.core.Tracer):
+  if not is_traced(targets):
     check_target_range(targets, jax.eval_shape(fn, images).shape[-1])
   return jax.vmap(attribute, in_axes=1, out_axes=1)(targets)
 
@@ -92,9 +121,18 @@ def target_gradient(fn: ForwardFn, images: Array, targets: Array) -> Array:
   return jax.grad(lambda x: jnp.sum(select(fn(x), targets)))(images)
 
 
-def as_key(key: Array | int) -> Array:
-  """A ``jax.random`` key from a key or an integer seed."""
-  return jax.random.key(key) if isinstance(key, (int, np.integer)) else key
+def as_key(key: Array | int, where: str = "attribution") -> Array:
+  """A ``jax.random`` key from a key or an integer seed; ``TypeError`` for anything else."""
+  if isinstance(key, (int, np.integer)) and not isinstance(key, (bool, np.bool_)):
+    return jax.random.key(key)
+  is_key = isinstance(key, (jax.Array, np.ndarray)) and (
+      jnp.issubdtype(key.dtype, jax.dtypes.prng_key) or key.dtype == np.uint32
+  )
+  if not is_key:
+    raise TypeError(
+        f"{where}: key must be a jax.random key or an integer seed, got {describe(key)}."
+    )
+  return key
 
 
 def weighted_sum(f: Callable[[Any], Any], xs: Any, weights: Array, batch_size: int | None) -> Any:

@@ -1,7 +1,8 @@
 """Eager calls of the presets in ``METHODS``: checked eagerly, then run as one jitted program.
 
-Called outside any JAX transformation, a preset checks its images and targets (one clear error,
-before anything runs) and then runs the method as one ``jax.jit`` program, cached per method,
+Called outside any JAX transformation, a preset checks its images, targets and array settings
+(e.g. NaN baselines; one clear error, before anything runs; the other settings are checked when
+the method is traced) and then runs the method as one ``jax.jit`` program, cached per method,
 settings, ``fn``, target shape and input shape. A second call on other images of the same shape
 compiles nothing; op by op, every call would cost what a first call costs.
 
@@ -28,9 +29,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from codajax._checks import check_images
-from codajax.attribution._common import as_targets, check_target_range
-from codajax.attribution.gradcam import grad_cam
+from codajax._checks import check_finite
+from codajax.attribution._common import as_targets, attribution_images, check_target_range
+from codajax.attribution.gradcam import _check_feature_function, grad_cam
 
 _ARRAY_TYPES = (jax.Array, np.ndarray, np.generic, float, int, complex, bool)
 _CLASS_COUNTS: dict[Any, int] = {}  # program key -> K of fn's logits, for the eager range check
@@ -117,8 +118,13 @@ def call(method: Callable, fn: Callable, images: Any, targets: Any, settings: di
   if split is None or _is_traced((fn, images, targets, settings)):
     return method(fn, images, targets, **settings)
   static, arrays = split
-  images = check_images(images, name=getattr(method, "__name__", "attribution"))
-  targets = as_targets(targets, images.shape[0])
+  where = getattr(method, "__name__", "attribution")
+  images = attribution_images(fn, images, where, settings.get("check_range", True))
+  if method is grad_cam:
+    _check_feature_function(fn)
+  for name, value in arrays.items():  # traced in the program: their values are checked here
+    check_finite(value, name, where=where)
+  targets = as_targets(targets, images.shape[0], where)
   if _is_array_pytree(fn):
     program = functools.partial(_run_with_fn_argument, method, static)
     args = (fn, images, targets, arrays)

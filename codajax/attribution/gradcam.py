@@ -18,12 +18,21 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import inspect
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from codajax._checks import check_images
-from codajax.attribution._common import Array, as_targets, per_target, select, upsample_nearest
+from codajax._checks import check_bool, check_callable, describe
+from codajax.attribution._common import (
+    Array,
+    as_targets,
+    attribution_images,
+    per_target,
+    select,
+    upsample_nearest,
+)
 
 FeatureFn = Callable[[Array, Array], tuple[Array, Array]]
 LayerFilter = str | Callable[[nn.Module, str], bool]
@@ -36,6 +45,7 @@ def grad_cam(
     *,
     relu_attributions: bool = True,
     upsample: bool = True,
+    check_range: bool = True,
 ) -> Array:
   """Grad-CAM from a feature function.
 
@@ -49,13 +59,25 @@ def grad_cam(
     images: (N,H,W,C); targets: int, (N,) or (N,T).
     relu_attributions: clamp the map at 0 (the reference's setting).
     upsample: resize to (H, W) with nearest interpolation (PyTorch rule) as the reference.
+    check_range: refuse (eager) images outside [0, 1].
 
   Returns: (N,H,W,1), or (N,h,w,1) without ``upsample`` (with a T axis after N for (N,T) targets):
-  ``sum_d mean_ij(d logit_t / d A_ijd) * A_ijd``.
+  ``sum_d mean_ij(d logit_t / d A_ijd) * A_ijd``. A traced target outside ``[0, K)`` gives a
+  zero map. A plain apply function ``images -> logits`` is a ``TypeError``.
   """
-  images = check_images(images, name="grad_cam")
-  targets = as_targets(targets, images.shape[0])
-  feature_shape = jax.eval_shape(lambda x: fn(x, jnp.zeros((), x.dtype))[1], images)
+  where = "grad_cam"
+  images = attribution_images(fn, images, where, check_range)
+  _check_feature_function(fn)
+  check_bool(relu_attributions, "relu_attributions", where=where)
+  check_bool(upsample, "upsample", where=where)
+  targets = as_targets(targets, images.shape[0], where)
+  outputs = jax.eval_shape(lambda x: fn(x, jnp.zeros((), x.dtype)), images)
+  if not (isinstance(outputs, (tuple, list)) and len(outputs) == 2):
+    raise TypeError(
+        f"{where}: fn must return (logits, features) (a feature function, see layer_function), "
+        f"got {describe(outputs)}."
+    )
+  feature_shape = outputs[1]
   if len(feature_shape.shape) != 4 or feature_shape.shape[0] != images.shape[0]:
     raise ValueError(f"the feature map must have shape (N, h, w, D); got {feature_shape.shape}")
 
@@ -74,6 +96,21 @@ def grad_cam(
     return upsample_nearest(cam, images.shape[1], images.shape[2]) if upsample else cam
 
   return per_target(attribute, targets, lambda x: fn(x, jnp.zeros((), x.dtype))[0], images)
+
+
+def _check_feature_function(fn) -> None:
+  """``TypeError`` when ``fn`` cannot take ``(images, delta)`` (e.g. a plain apply function)."""
+  try:
+    signature = inspect.signature(fn)
+  except (TypeError, ValueError):  # no signature to read (a builtin): its call will tell
+    return
+  try:
+    signature.bind(None, None)
+  except TypeError:
+    raise TypeError(
+        f"grad_cam: fn must be a feature function (images, delta) -> (logits, features), e.g. "
+        f"from layer_function(model, variables, layer), got a function of {signature}."
+    ) from None
 
 
 def _as_filter(layer: LayerFilter) -> Callable[[nn.Module, str], bool]:
@@ -116,6 +153,13 @@ def layer_function(
       Flax's ``capture_intermediates``. It must match exactly one call.
     method, apply_kwargs: passed on to ``model.apply``.
   """
+  if not isinstance(model, nn.Module):
+    raise TypeError(f"layer_function: model must be a Linen module, got {describe(model)}.")
+  if not (isinstance(layer, str) or callable(layer)):
+    raise TypeError(
+        f"layer_function: layer must be a module path such as 'layers_8' or a filter "
+        f"(module, method_name) -> bool, got {describe(layer)}."
+    )
   matches = _as_filter(layer)
 
   def fn(images: Array, delta: Array) -> tuple[Array, Array]:
@@ -152,6 +196,7 @@ def layer_grad_cam(
     layer: LayerFilter,
     relu_attributions: bool = True,
     upsample: bool = True,
+    check_range: bool = True,
     method: Any = None,
     **apply_kwargs,
 ) -> Array:
@@ -161,4 +206,11 @@ def layer_grad_cam(
   ``LayerGradCam(model, layer).attribute(inputs, target, relu_attributions=...)``.
   """
   fn = layer_function(model, variables, layer, method=method, **apply_kwargs)
-  return grad_cam(fn, images, targets, relu_attributions=relu_attributions, upsample=upsample)
+  return grad_cam(
+      fn,
+      images,
+      targets,
+      relu_attributions=relu_attributions,
+      upsample=upsample,
+      check_range=check_range,
+  )

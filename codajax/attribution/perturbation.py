@@ -13,12 +13,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from codajax._checks import check_images
-from codajax.attribution._common import Array, ForwardFn, as_key, as_targets, select, weighted_sum
-
-
-def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
-  return (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
+from codajax._checks import (
+    check_bool,
+    check_callable,
+    check_int,
+    check_int_pair,
+    check_optional_int,
+    check_real,
+)
+from codajax.attribution._common import (
+    Array,
+    ForwardFn,
+    as_key,
+    as_targets,
+    attribution_images,
+    select,
+    traced_target_validity,
+    weighted_sum,
+)
+from codajax.attribution.gradients import check_baselines
 
 
 def occlusion_window_bounds(
@@ -32,7 +45,11 @@ def occlusion_window_bounds(
   windows are cut at the top/left border; even k covers ``[(a+1)·s − k, a·s + k)``.
   Without it every window covers the k pixels ``[a·s − (k−1)//2, a·s − (k−1)//2 + k)``.
   """
-  if window < 1 or stride < 1 or size // stride < 1:
+  where = "occlusion_window_bounds"
+  size = check_int(size, "size", where=where)
+  window = check_int(window, "window", where=where)
+  stride = check_int(stride, "stride", where=where)
+  if size // stride < 1:
     raise ValueError(
         f"need window >= 1 and 1 <= stride <= size; got window={window}, stride={stride}, size={size}"
     )
@@ -62,6 +79,7 @@ def occlusion(
     baselines: float | Array = 0.0,
     reference_window_quirk: bool = True,
     items_per_pass: int | None = 8,
+    check_range: bool = True,
 ) -> Array:
   """Occlusion as in the reference: every pixel of window m gets diff_m / |m|, summed over windows.
 
@@ -76,19 +94,27 @@ def occlusion(
   Args:
     fn: (N,H,W,C) -> (N,K) logits; images: (N,H,W,C); targets: int, (N,) or (N,T) (the T
       classes share the occluded forward passes).
-    sliding_window_shapes, strides: window size k and stride, an int or (rows, columns)
-      (reference: Occ5 = 5, 2; Occ9 = 9, 2).
-    baselines: value of occluded pixels, a scalar or an array broadcastable to the images.
+    sliding_window_shapes, strides: window size k and stride, a positive int or a pair
+      (rows, columns) of them (reference: Occ5 = 5, 2; Occ9 = 9, 2).
+    baselines: value of occluded pixels, a finite scalar or an array broadcastable to the
+      images (concrete NaN/Inf: ``ValueError``; under ``jit`` they give NaN maps).
     reference_window_quirk: reproduce the reference's k - 1 windows for odd k.
     items_per_pass: occluded copies per forward pass (None = all at once; Captum's
       ``perturbations_per_eval``).
+    check_range: refuse (eager) images outside [0, 1].
 
-  Returns: (N,H,W,1), or (N,T,H,W,1) for (N,T) targets.
+  Returns: (N,H,W,1), or (N,T,H,W,1) for (N,T) targets; a traced target outside ``[0, K)``
+  gives a zero map.
   """
-  images = check_images(images, name="occlusion")
-  targets = as_targets(targets, images.shape[0])
+  where = "occlusion"
+  images = attribution_images(fn, images, where, check_range)
+  targets = as_targets(targets, images.shape[0], where)
   height, width = images.shape[1:3]
-  (window_h, window_w), (stride_h, stride_w) = _pair(sliding_window_shapes), _pair(strides)
+  window_h, window_w = check_int_pair(sliding_window_shapes, "sliding_window_shapes", where=where)
+  stride_h, stride_w = check_int_pair(strides, "strides", where=where)
+  baselines = check_baselines(baselines, images, where)
+  check_bool(reference_window_quirk, "reference_window_quirk", where=where)
+  check_optional_int(items_per_pass, "items_per_pass", where=where)
   rows = occlusion_window_bounds(
       height, window_h, stride_h, reference_window_quirk=reference_window_quirk
   )
@@ -145,9 +171,21 @@ def rise_masks(
   :func:`_bilinear_matrix`) to (s+1)·cell with cell = ceil(size/s), then cropped to H x W at an
   offset drawn uniformly from [0, cell) per axis.
   """
+  where = "rise_masks"
+  n_masks, s, p1 = check_rise_settings(n_masks, s, p1, where)
+  height = check_int(height, "height", where=where)
+  width = check_int(width, "width", where=where)
   return jax.vmap(lambda k: _rise_mask(k, height, width, s, p1))(
-      jax.random.split(as_key(key), n_masks)
+      jax.random.split(as_key(key, where), n_masks)
   )
+
+
+def check_rise_settings(n_masks: int, s: int, p1: float, where: str) -> tuple[int, int, float]:
+  """``n_masks`` and ``s`` positive ints, ``p1`` a number in (0, 1]."""
+  n_masks = check_int(n_masks, "n_masks", where=where)
+  s = check_int(s, "s", where=where)
+  p1 = check_real(p1, "p1", where=where, low=0.0, high=1.0, low_open=True)
+  return n_masks, s, p1
 
 
 def _rise_mask(key: Array, height: int, width: int, s: int, p1: float) -> Array:
@@ -173,11 +211,14 @@ def rise(
     p1: float = 0.1,
     items_per_pass: int | None = 32,
     probabilities=jax.nn.sigmoid,
+    check_range: bool = True,
 ) -> Array:
   """RISE saliency: sum_i p_i(target) * mask_i / (n_masks * p1), (N,H,W,C) -> (N,H,W,1).
 
   ``targets``: int, (N,) or (N,T); (N,T) targets share the masked forward passes and give
-  (N,T,H,W,1). ``n_masks`` and ``s`` must be positive ints and ``p1`` in (0, 1] (ValueError).
+  (N,T,H,W,1). ``n_masks`` and ``s`` must be positive ints and ``p1`` a number in (0, 1]
+  (``TypeError`` for another type, ``ValueError`` for another value). A traced target outside
+  ``[0, K)`` gives a zero map (its score is 0).
 
   ``p_i`` = ``probabilities(fn(images * mask_i))`` (sigmoid of the logits, as the reference's
   BCE-trained models). The same masks (drawn from ``key``, see :func:`rise_masks`) serve every
@@ -185,21 +226,23 @@ def rise(
   copies per forward pass (None = all at once). Captum has no RISE; the arguments follow its
   perturbation methods (``perturbations_per_eval`` there).
   """
-  if isinstance(n_masks, bool) or not isinstance(n_masks, (int, np.integer)) or n_masks < 1:
-    raise ValueError(f"n_masks must be a positive int; got {n_masks!r}")
-  if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1:
-    raise ValueError(f"s (cells per side) must be a positive int; got {s!r}")
-  if not 0 < p1 <= 1:
-    raise ValueError(f"p1 (probability of keeping a cell) must lie in (0, 1]; got {p1!r}")
-  images = check_images(images, name="rise")
-  targets = as_targets(targets, images.shape[0])
+  where = "rise"
+  n_masks, s, p1 = check_rise_settings(n_masks, s, p1, where)
+  check_callable(probabilities, "probabilities", where=where)
+  check_optional_int(items_per_pass, "items_per_pass", where=where)
+  images = attribution_images(fn, images, where, check_range)
+  targets = as_targets(targets, images.shape[0], where)
   height, width = images.shape[1:3]
 
   def weighted_mask(mask_key):
     mask = _rise_mask(mask_key, height, width, s, p1).astype(images.dtype)
-    score = probabilities(select(fn(images * mask[:, :, None]), targets))
+    logits = fn(images * mask[:, :, None])
+    score = probabilities(select(logits, targets))
+    valid = traced_target_validity(targets, logits.shape[-1])
+    if valid is not None:
+      score = jnp.where(valid, score, jnp.zeros((), score.dtype))
     return score[..., None, None] * mask
 
-  keys = jax.random.split(as_key(key), n_masks)
+  keys = jax.random.split(as_key(key, where), n_masks)
   weights = jnp.full(n_masks, 1.0 / (n_masks * p1), images.dtype)
   return weighted_sum(weighted_mask, keys, weights, items_per_pass)[..., None]

@@ -14,6 +14,12 @@ An empty batch (N = 0) gives an empty result for the per-image scores (``mask_en
 ``pointing_game``, ``contribution_sum_error``, ``localisation_scores``/``localisation_metric``,
 ``pixel_removal_probabilities``: shape (0, ...)); the aggregates (``pixel_removal_curve``,
 ``summarise``) raise ``ValueError``, as a mean over no images is undefined.
+
+Bad input is one error naming the argument (``TypeError`` for a wrong type, ``ValueError`` for
+a wrong value): settings out of range (``fraction=2.0``, ``n_points=0``, ``grid=0``) and, when
+the arrays are concrete, NaN/Inf maps, soft object masks (values other than 0 and 1) and class
+labels outside ``[0, K)``. Under ``jax.jit`` values are not inspected; each metric's docstring
+says what a NaN map, a soft mask or an out-of-range label gives there.
 """
 
 from codajax.metrics.completeness import contribution_sum_error

@@ -7,6 +7,8 @@ import math
 import jax
 import jax.numpy as jnp
 
+from codajax._checks import check_float_array
+
 Array = jax.Array
 
 
@@ -15,9 +17,12 @@ def contribution_sum_error(maps: Array, logits_minus_bias: Array) -> Array:
 
   ``|sum c - target| / sum |c|``: relative to the sum of absolute contributions (the bound of
   float round-off for a sum), as :func:`codajax.explain.completeness_error` (which takes an
-  ``Explanation``), so a class with evidence near zero does not blow the error up.
+  ``Explanation``), so a class with evidence near zero does not blow the error up. Concrete
+  NaN/Inf maps or targets are a ``ValueError``; under ``jit`` they give a NaN error.
   """
-  maps, targets = jnp.asarray(maps), jnp.asarray(logits_minus_bias)
+  where = "contribution_sum_error"
+  maps = check_float_array(maps, "maps", where=where)
+  targets = check_float_array(logits_minus_bias, "logits_minus_bias", where=where)
   if targets.ndim != 1 or maps.shape[:1] != targets.shape:
     raise ValueError(
         f"need maps (N, ...) and logits_minus_bias (N,); got {maps.shape}, {targets.shape}"

@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from codajax._checks import check_class_indices, check_float_array, check_int
+
 Array = jax.Array
 
 
@@ -35,11 +37,16 @@ def select_confident_images(
      available classes (ascending class list, ``choice(..., replace=False)``) and append, in draw
      order, each drawn class's next image.
 
-  Args: logits (N, K) of the whole test set in dataset order; labels (N,).
+  Args: logits (N, K) of the whole test set in dataset order (finite); labels (N,).
   """
-  logits, labels = np.asarray(logits), np.asarray(labels)
+  where = "select_confident_images"
+  logits = np.asarray(check_float_array(logits, "logits", where=where))
+  labels = np.asarray(labels)
   if logits.ndim != 2 or labels.shape != logits.shape[:1]:
     raise ValueError(f"need logits (N, K) and labels (N,); got {logits.shape} and {labels.shape}")
+  labels = check_class_indices(labels, where=where, name="labels", num_images=len(labels))
+  seed = check_int(seed, "seed", where=where, minimum=0)
+  n_per_grid = check_int(n_per_grid, "n_per_grid", where=where)
   predicted = logits.argmax(axis=1)
   correct = np.flatnonzero(predicted == labels)
   confidence = logits[correct, predicted[correct]]
@@ -86,6 +93,8 @@ def grid_indices(
 
   Args: labels (N,) of the dataset; order (M,) dataset indices (:func:`select_confident_images`).
   """
+  n_grids = check_int(n_grids, "n_grids", where="grid_indices")
+  grid = check_int(grid, "grid", where="grid_indices")
   labels, order = np.asarray(labels), np.asarray(order)
   per_grid = grid * grid
   grids, offset = [], 0
@@ -111,6 +120,9 @@ def tile_grids(tiles: Array, grid: int = 3) -> Array:
 
   Tile k goes to row k mod grid, column k div grid (step 6).
   """
+  grid = check_int(grid, "grid", where="tile_grids")
+  if np.ndim(tiles) != 5:
+    raise ValueError(f"tile_grids: need tiles (G, grid², H, W, C), got shape {np.shape(tiles)}.")
   num, per_grid, height, width, channels = tiles.shape
   if per_grid != grid * grid:
     raise ValueError(f"expected {grid * grid} tiles per grid; got {per_grid}")
@@ -144,8 +156,15 @@ def localisation_scores(maps: Array, grid: int = 3) -> Array:
 
   Channels are summed, then negative values are dropped; cell k = col * n + row (column-major,
   so the cell index equals the tile index). A map without positive mass scores 0 everywhere.
+  Concrete NaN/Inf maps are a ``ValueError``; under ``jit`` a map with a NaN scores 0 in every
+  cell (its positive mass is not > 0).
   """
-  maps = jnp.asarray(maps)
+  return _localisation_scores(check_float_array(maps, "maps", where="localisation_scores"), grid)
+
+
+def _localisation_scores(maps: Array, grid: int) -> Array:
+  """:func:`localisation_scores` of checked maps."""
+  grid = check_int(grid, "grid", where="localisation_scores")
   if maps.ndim == 4:
     maps = maps.sum(axis=-1)
   if maps.ndim != 3 or maps.shape[1] % grid or maps.shape[2] % grid:
@@ -167,11 +186,13 @@ def localisation_metric(maps: Array, grid: int = 3) -> Array:
 
   ``maps[g, k]`` is the attribution of grid image g for the class of its tile k; the score is
   that map's share of positive attribution in cell k. ``.reshape(-1)`` gives the reference's
-  flat order (index = g * n² + k).
+  flat order (index = g * n² + k). Concrete NaN/Inf maps are a ``ValueError``; under ``jit`` a
+  map with a NaN scores 0.
   """
-  maps = jnp.asarray(maps)
+  maps = check_float_array(maps, "maps", where="localisation_metric")
+  grid = check_int(grid, "grid", where="localisation_metric")
   if maps.ndim not in (4, 5) or maps.shape[1] != grid * grid:
     raise ValueError(f"need maps (G, {grid * grid}, n*H, n*W[, C]); got {maps.shape}")
   num = maps.shape[0]
-  shares = localisation_scores(maps.reshape((num * grid * grid,) + maps.shape[2:]), grid)
+  shares = _localisation_scores(maps.reshape((num * grid * grid,) + maps.shape[2:]), grid)
   return jnp.diagonal(shares.reshape(num, grid * grid, grid * grid), axis1=1, axis2=2)

@@ -21,6 +21,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from codajax._checks import (
+    check_callable,
+    check_choice,
+    check_class_indices,
+    check_class_range,
+    check_float_array,
+    check_images,
+    check_int,
+    check_optional_int,
+    check_real,
+    is_traced,
+)
 from codajax.nn import add_inverse
 
 Array = jax.Array
@@ -31,8 +43,12 @@ MODES = ("zero_encoded", "black")
 def removal_steps(n_pixels: int, fraction: float = 0.25, n_points: int = 128) -> np.ndarray:
   """Numbers of removed pixels per mask: arange(0, int(fraction·n_pixels) + 1, stride), stride = that // n_points.
 
-  32x32, defaults: [0, 2, ..., 256] (129 entries).
+  32x32, defaults: [0, 2, ..., 256] (129 entries). ``fraction`` must be a number in (0, 1] and
+  ``n_points`` a positive int.
   """
+  n_pixels = check_int(n_pixels, "n_pixels", where="removal_steps")
+  fraction = check_real(fraction, "fraction", where="removal_steps", low=0, high=1, low_open=True)
+  n_points = check_int(n_points, "n_points", where="removal_steps")
   max_removed = int(fraction * n_pixels)
   stride = max_removed // n_points
   if stride < 1:
@@ -53,9 +69,8 @@ def removal_rank(importance: Array, direction: str = "least") -> Array:
   "least": ascending importance, ties in row-major pixel order (stable sort); "most": the
   reverse of that order.
   """
-  if direction not in DIRECTIONS:
-    raise ValueError(f"unknown direction {direction!r}; known: {', '.join(DIRECTIONS)}")
-  importance = jnp.asarray(importance)
+  check_choice(direction, "direction", DIRECTIONS, where="removal_rank")
+  importance = check_float_array(importance, "importance", where="removal_rank")
   flat = importance.reshape(importance.shape[0], math.prod(importance.shape[1:]))
   order = jnp.argsort(flat, axis=1, stable=True)
   if direction == "most":
@@ -63,9 +78,9 @@ def removal_rank(importance: Array, direction: str = "least") -> Array:
   return jnp.argsort(order, axis=1)
 
 
-def _importance(maps: Array) -> Array:
-  """Channel-summed importance (N, H, W) from (N, H, W) or (N, H, W, C)."""
-  maps = jnp.asarray(maps)
+def _importance(maps: Array, where: str) -> Array:
+  """Channel-summed importance (N, H, W) from (N, H, W) or (N, H, W, C), finite when concrete."""
+  maps = check_float_array(maps, "maps", where=where)
   if maps.ndim == 4:
     return maps.sum(axis=-1)
   if maps.ndim != 3:
@@ -81,7 +96,7 @@ def removal_masks(
   Mask j removes the first ``removal_steps(...)[j]`` pixels of the removal order; mask 0 removes
   none. 32x32 with the defaults: 129 masks, 2 more pixels per mask.
   """
-  importance = _importance(importance)
+  importance = _importance(importance, "removal_masks")
   num, height, width = importance.shape
   steps = jnp.asarray(removal_steps(height * width, fraction, n_points))
   rank = removal_rank(importance, direction)
@@ -114,26 +129,39 @@ def pixel_removal_probabilities(
       ``mode="black"``: ``fn`` takes images (N, H, W, C) and a removed pixel is 0 (black).
     images: (N, H, W, C) in [0, 1]; targets: true classes (N,);
     maps: attributions (N, H, W[, C]) (channels are summed).
+    fraction, n_points: see :func:`removal_steps`.
     items_per_pass: masks per forward pass (None = all at once).
+
+  Bad input is a ``ValueError`` (a ``TypeError`` for a wrong type) naming the argument; concrete
+  NaN/Inf images or maps and concrete targets outside ``[0, K)`` included. Under ``jax.jit``
+  values are not checked: NaN maps give an arbitrary removal order, and a traced target outside
+  ``[0, K)`` gives a row of NaN probabilities (flagged, never another class's curve).
   """
-  if mode not in MODES:
-    raise ValueError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
-  images = jnp.asarray(images)
-  if images.ndim != 4:
-    raise ValueError(f"need images (N, H, W, C); got shape {images.shape}")
-  importance = _importance(maps)
+  where = "pixel_removal_probabilities"
+  check_callable(fn, "fn", where=where)
+  check_choice(mode, "mode", MODES, where=where)
+  check_choice(direction, "direction", DIRECTIONS, where=where)
+  check_optional_int(items_per_pass, "items_per_pass", where=where)
+  images = check_images(images, name=where, allow_empty=True, check_finite=True)
+  importance = _importance(maps, where)
   if importance.shape != images.shape[:3]:
     raise ValueError(f"attributions {importance.shape} do not match images {images.shape}")
   num, height, width = importance.shape
+  steps = jnp.asarray(removal_steps(height * width, fraction, n_points))
+  labels = check_class_indices(targets, where=where, num_images=num).reshape(num, 1)
   model_input = add_inverse(images) if mode == "zero_encoded" else images
   rank = removal_rank(importance, direction).reshape(num, height, width, 1)
-  labels = jnp.asarray(targets).astype(jnp.int32).reshape(num, 1)
 
   def probability(removed):
     logits = fn(model_input * (rank >= removed).astype(model_input.dtype))
-    return jax.nn.sigmoid(jnp.take_along_axis(logits, labels, axis=1)[:, 0])
+    num_classes = logits.shape[1]
+    check_class_range(labels, num_classes, where=where)
+    if not is_traced(labels):
+      return jax.nn.sigmoid(jnp.take_along_axis(logits, labels, axis=1)[:, 0])
+    valid = ((labels >= 0) & (labels < num_classes))[:, 0]
+    picked = jnp.take_along_axis(logits, jnp.clip(labels, 0, num_classes - 1), axis=1)[:, 0]
+    return jnp.where(valid, jax.nn.sigmoid(picked), jnp.nan)
 
-  steps = jnp.asarray(removal_steps(height * width, fraction, n_points))
   batch_size = len(steps) if items_per_pass is None else items_per_pass
   return jax.lax.map(probability, steps, batch_size=batch_size).T
 
@@ -147,7 +175,7 @@ def pixel_removal_curve(
 
   Raises ``ValueError`` for an empty batch (the mean over no images is undefined).
   """
-  if jnp.shape(images)[:1] == (0,):
+  if np.shape(images)[:1] == (0,):
     raise ValueError(
         f"pixel_removal_curve needs at least one image; got an empty batch of shape {jnp.shape(images)}"
     )

@@ -52,6 +52,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from codajax import _checks
+
 Array = jax.Array
 Norm = Literal["squash", "l2"]
 Form = Literal["implicit", "explicit"]
@@ -115,7 +117,24 @@ def init_dau_params(
 
   Returns:
     ``{"B": (k, k, C, r), "A": (k, k, C, D, r), "w0": (k, k, C, D)}``.
+
+  Raises:
+    TypeError: a size that is not an integer, a key that is not a ``jax.random`` key.
+    ValueError: a size below 1, a dtype that is not floating point.
   """
+  where = "init_dau_params"
+  in_channels = _checks.check_int(in_channels, "in_channels", where=where)
+  features = _checks.check_int(features, "features", where=where)
+  rank = _checks.check_int(rank, "rank", where=where)
+  kernel_size = _checks.check_int(kernel_size, "kernel_size", where=where)
+  _checks.check_float_dtype(dtype, "dtype", where=where)
+  if not isinstance(key, jax.Array) or not (
+      jnp.issubdtype(key.dtype, jax.dtypes.prng_key) or key.dtype == jnp.uint32
+  ):
+    raise TypeError(
+        f"{where}: key must be a jax.random key (e.g. jax.random.key(0)), got "
+        f"{_checks.describe(key)}."
+    )
   shapes = param_shapes(in_channels, features, rank, kernel_size)
   inits = param_initializers(in_channels, rank, kernel_size)
   keys = dict(zip(PARAM_NAMES, jax.random.split(key, 3)))
@@ -399,6 +418,48 @@ def _implicit_raw_and_norm(params, x, weights_input, stride, padding, explain):
   return u, _squared_norms(a, b, z)
 
 
+def check_params(params: Any, where: str) -> tuple[int, int, int, int]:
+  """``(k, C, D, r)`` of one layer's parameters, after checking that their shapes fit together.
+
+  Raises:
+    TypeError: ``params`` is not a mapping with ``B``, ``A`` and ``w0``.
+    ValueError: shapes of the wrong rank or that disagree (kernel size, input channels, DAUs,
+      rank), named in the message, e.g. "A is for 5 input channels, B for 6".
+  """
+  if not hasattr(params, "keys") or set(PARAM_NAMES) - set(params.keys()):
+    raise TypeError(
+        f"{where}: params must be a dict with the arrays {', '.join(PARAM_NAMES)}, got "
+        f"{_checks.describe(params) if not hasattr(params, 'keys') else sorted(params.keys())}."
+    )
+  shapes = {name: tuple(jnp.shape(params[name])) for name in PARAM_NAMES}
+  expected = {"B": "(k, k, C, r)", "A": "(k, k, C, D, r)", "w0": "(k, k, C, D)"}
+  for name, rank in (("B", 4), ("A", 5), ("w0", 4)):
+    if len(shapes[name]) != rank:
+      raise ValueError(
+          f"{where}: params {name} must have shape {expected[name]}, got {shapes[name]}."
+      )
+  b, a, w0 = shapes["B"], shapes["A"], shapes["w0"]
+  if b[0] != b[1]:
+    raise ValueError(f"{where}: params B must have a square kernel (k, k, C, r), got {b}.")
+  agree = (  # (first, its size, second, its size, what the sizes count)
+      ("A", a[0], "B", b[0], "{} kernel rows"),
+      ("A", a[1], "B", b[1], "{} kernel columns"),
+      ("w0", w0[0], "B", b[0], "{} kernel rows"),
+      ("w0", w0[1], "B", b[1], "{} kernel columns"),
+      ("A", a[2], "B", b[2], "{} input channels"),
+      ("w0", w0[2], "B", b[2], "{} input channels"),
+      ("A", a[4], "B", b[3], "rank {}"),
+      ("w0", w0[3], "A", a[3], "{} DAUs"),
+  )
+  for first, first_size, second, second_size, what in agree:
+    if first_size != second_size:
+      raise ValueError(
+          f"{where}: params {first} is for {what.format(first_size)}, {second} for "
+          f"{what.format(second_size)} (shapes B {b}, A {a}, w0 {w0})."
+      )
+  return b[0], b[2], a[3], b[3]
+
+
 def dau_conv(
     params: dict[str, Array],
     x: Array,
@@ -434,10 +495,18 @@ def dau_conv(
 
   Returns:
     ``(N, H', W', D)`` with ``H' = ⌊(H + 2p − k)/s⌋ + 1``, in ``dtype``.
+
+  Raises:
+    ValueError: parameters whose shapes do not fit together (e.g. ``A`` for 5 input channels,
+      ``B`` for 6), an input of another rank or channel count, ``stride < 1``, ``padding < 0``,
+      an output smaller than one pixel, an unknown ``norm`` or ``form``, a compute dtype that is
+      not floating point (``dtype``, or ``x.dtype`` when it is None).
+    TypeError: a non-integer stride or padding.
+    These are shape checks: they run under ``jit`` too, at trace time.
   """
   if x.ndim != 4:
     raise ValueError(f"dau_conv expects NHWC input of rank 4, got shape {x.shape}.")
-  in_channels = params["B"].shape[2]
+  kernel_size, in_channels, _, _ = check_params(params, "dau_conv")
   if x.shape[-1] != in_channels:
     raise ValueError(
         f"dau_conv: input has {x.shape[-1]} channels, the layer's parameters expect "
@@ -445,13 +514,28 @@ def dau_conv(
     )
   if form not in FORMS:
     raise ValueError(f"Unknown form {form!r}; known forms: {', '.join(FORMS)}.")
+  if norm not in NORMS:
+    raise ValueError(f"Unknown norm {norm!r}; known norms: {', '.join(NORMS)}.")
+  _checks.check_bool(explain, "explain", where="dau_conv")
   if weights_input is not None and weights_input.shape != x.shape:
     raise ValueError(
         f"dau_conv: weights_input has shape {weights_input.shape}, x has shape {x.shape}; "
         f"they must match."
     )
-  padding = resolve_padding(padding, params["B"].shape[0])
+  stride = _checks.check_int(stride, "stride", where="dau_conv")
+  if padding is not None:
+    padding = _checks.check_int(padding, "padding", where="dau_conv", minimum=0)
+  padding = resolve_padding(padding, kernel_size)
+  for size in x.shape[1:3]:
+    if output_size(size, kernel_size, stride, padding) < 1:
+      raise ValueError(
+          f"dau_conv: an input of {x.shape[1]}x{x.shape[2]} pixels is smaller than the "
+          f"{kernel_size}x{kernel_size} kernel with padding {padding}; no output pixel is left."
+      )
   dtype = dtype or x.dtype
+  _checks.check_float_dtype(
+      dtype, "the compute dtype (dtype, or x.dtype when dtype is None)", where="dau_conv"
+  )
   x = x.astype(dtype)
   weights_input = x if weights_input is None else weights_input.astype(dtype)
   raw_and_norm = _implicit_raw_and_norm if form == "implicit" else _explicit_raw_and_norm
