@@ -159,7 +159,7 @@ def _cli(*args):
     [
         (
             ["train.py", "--config", "configs/digits.py:smok"],
-            "train.py: error: unknown argument 'smok' for configs/digits.py, which takes 'smoke'",
+            "train.py: error: unknown argument 'smok' for configs/digits.py, which takes 'smoke', 'quick'",
         ),
         (
             ["train.py", "configs/digits.py", "--print_config"],

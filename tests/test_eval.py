@@ -37,20 +37,10 @@ def data_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def digits_run(data_dir, tmp_path_factory):
-  """digits-5L trained for 80 steps on the 1,237 fit images: enough confident images for a few grids."""
-  config = digits_config.get_config("smoke")
-  config.data_dir = data_dir
-  config.batch_size = 64
-  config.max_steps = 80
-  config.num_epochs = 10
-  config.optimizer.schedule = "constant"
-  config.optimizer.learning_rate = 3e-3
-  config.checkpoint_every_steps = 1000
-  config.eval_every_epochs = 100
-  workdir = str(tmp_path_factory.mktemp("digits_run"))
-  train_and_evaluate(config, workdir)
-  return workdir
+def digits_run(quick_digits_run):
+  """digits-5L trained for 80 steps on the 1,237 fit images (``configs/digits.py:quick``, shared
+  with the notebook test): enough confident images for a few grids."""
+  return quick_digits_run[0]
 
 
 @pytest.fixture(scope="module")

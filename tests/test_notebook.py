@@ -11,11 +11,14 @@ NOTEBOOK = os.path.join(ROOT, "examples", "quickstart.ipynb")
 
 
 @pytest.mark.slow
-def test_quickstart_notebook_runs_and_shows_its_figures(tmp_path, monkeypatch):
+def test_quickstart_notebook_runs_and_shows_its_figures(quick_digits_run, tmp_path, monkeypatch):
+  """On the run its training branch would train (``configs/digits.py:quick``, trained once for
+  the evaluation tests too)."""
   nbformat = pytest.importorskip("nbformat")
   nbclient = pytest.importorskip("nbclient")
-  monkeypatch.setenv("CODAJAX_DATA_DIR", str(tmp_path / "tfds"))
-  monkeypatch.setenv("CODAJAX_QUICKSTART_RUN", str(tmp_path / "no_run"))  # train the small model
+  workdir, data_dir = quick_digits_run
+  monkeypatch.setenv("CODAJAX_DATA_DIR", str(tmp_path / "unused"))  # the run names its data dir
+  monkeypatch.setenv("CODAJAX_QUICKSTART_RUN", workdir)
   monkeypatch.setenv(
       "PYTHONPATH", os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
   )
@@ -35,7 +38,9 @@ def test_quickstart_notebook_runs_and_shows_its_figures(tmp_path, monkeypatch):
   for name in ("Ours", "IxG"):
     score = float(text.split(f"{name}: mean localisation ")[1].split()[0])
     assert 0.0 <= score <= 1.0, text
-  assert os.path.isdir(tmp_path / "tfds" / "codajax_digits")  # the data went where it was told
+  assert "digits-5L step 80 | test images (" in text  # the run restored, with its test split
+  assert not os.path.exists(tmp_path / "unused")  # its data read from the run's data dir
+  assert os.path.isdir(os.path.join(data_dir, "codajax_digits"))
   figures = [o.data["image/png"] for o in outputs if "image/png" in o.get("data", {})]
   assert len(figures) == 4  # every class, predicted + baselines, the first grid, a layer
   assert all(base64.b64decode(png).startswith(b"\x89PNG") for png in figures)
