@@ -111,11 +111,50 @@ def quiet_background_errors(argv) -> None:
   import logging as std_logging
   import threading
 
+  import warnings
+
   threading.excepthook = lambda args: None
   sys.unraisablehook = lambda unraisable: None
+  # A failed save leaves orbax coroutines that were never run: not the user's concern.
+  warnings.filterwarnings(
+      "ignore", message="coroutine .* was never awaited", category=RuntimeWarning
+  )
   quiet = _OneLineRecords()
   for handler in [*std_logging.getLogger().handlers, logging.get_absl_handler()]:
     handler.addFilter(quiet)
+
+
+def tolerant_console() -> None:
+  """Console output never fails for its encoding (e.g. ``PYTHONIOENCODING=ascii``): characters
+  the stream cannot encode are written as backslash escapes."""
+  for stream in (sys.stdout, sys.stderr):
+    if hasattr(stream, "reconfigure"):
+      stream.reconfigure(errors="backslashreplace")
+
+
+EXIT_GRACE_S = 30.0
+
+
+def exit_bounded(status: int, grace_s: float = EXIT_GRACE_S) -> None:
+  """Exits with ``status`` once the other non-daemon threads end, waiting ``grace_s`` seconds at
+  most: a background thread stuck on a failed save (its waits already done or failed) must not
+  keep the process alive."""
+  import threading
+  import time
+
+  deadline = time.monotonic() + grace_s
+  for thread in threading.enumerate():
+    if thread is not threading.current_thread() and not thread.daemon:
+      thread.join(max(0.0, deadline - time.monotonic()))
+  if any(
+      t.is_alive() and not t.daemon
+      for t in threading.enumerate()
+      if t is not threading.current_thread()
+  ):
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+  sys.exit(status)
 
 
 def fail(error: BaseException, argv) -> None:
@@ -123,7 +162,7 @@ def fail(error: BaseException, argv) -> None:
   if _wants_traceback(argv):
     traceback.print_exception(error)
   print(f"train.py: error: {error_message(error)}", file=sys.stderr, flush=True)
-  sys.exit(2)
+  exit_bounded(2)
 
 
 def _flag_error(error: Exception, argv) -> Exception:
@@ -232,4 +271,5 @@ def _main():
 
 
 if __name__ == "__main__":
+  tolerant_console()
   app.run(main, flags_parser=parse_flags)
