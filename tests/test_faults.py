@@ -291,3 +291,47 @@ def test_a_run_record_without_state_settings_is_refused_as_damaged(tmp_path):
   assert "state_settings is missing" in problem and "\n" not in problem
   record["state_settings"] = "lr=1"
   assert "state_settings is not an object" in runs.record_conflicts(record, config, "WD")
+
+
+# ---- one preparation of a dataset at a time ----------------------------------------------------
+
+
+class _SlowBuilder:
+  """A builder stand-in: preparing takes a while and writes the version folder."""
+
+  prepared_by: list = []
+
+  def __init__(self, version_dir):
+    self.data_dir = version_dir
+
+  def is_prepared(self):
+    return os.path.isdir(self.data_dir)
+
+  def download_and_prepare(self, **kwargs):
+    import time
+
+    os.makedirs(f"{self.data_dir}.incomplete")  # what TFDS renames into place
+    time.sleep(0.3)
+    os.rename(f"{self.data_dir}.incomplete", self.data_dir)  # fails for a second writer
+    self.prepared_by.append(self)
+
+
+def test_two_preparations_of_one_dataset_at_once_prepare_it_once(tmp_path):
+  from codajax.data import catalog
+
+  version_dir = str(tmp_path / "tfds" / "digits" / "1.0.0")
+  builders = [_SlowBuilder(version_dir) for _ in range(2)]
+  errors = []
+
+  def prepare(builder):
+    try:
+      catalog._download_and_prepare(builder, manual_dir=None)
+    except Exception as error:  # noqa: BLE001
+      errors.append(error)
+
+  threads = [threading.Thread(target=prepare, args=(b,)) for b in builders]
+  for thread in threads:
+    thread.start()
+  for thread in threads:
+    thread.join()
+  assert errors == [] and len(_SlowBuilder.prepared_by) == 1 and os.path.isdir(version_dir)
