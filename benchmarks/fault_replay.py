@@ -378,7 +378,7 @@ class Replay:
     ok = read_only == 2 and self._resume_ok(workdir) and moved() == ["4"]
     return f"restore() used step {read_only}; resumed from 2, moved 4 to corrupt/", ok
 
-  def every_checkpoint_damaged_best_intact(self):
+  def every_checkpoint_damaged_best_ok(self):
     workdir = self._partial("only_best")
     for step in ("2", "4"):
       for root, _, files in os.walk(os.path.join(workdir, "checkpoints", step, "state")):
@@ -544,7 +544,7 @@ FAULTS = (
     "interrupted_best_save",
     "killed_after_final_eval_line",
     "flipped_bits_in_checkpoint",
-    "every_checkpoint_damaged_best_intact",
+    "every_checkpoint_damaged_best_ok",
     "damaged_metrics_lines",
     "immutable_checkpoints",
     "lock_file_deleted",
