@@ -174,4 +174,5 @@ def parse_flags(argv):
 
 
 if __name__ == "__main__":
+  cli.tolerant_console()
   app.run(main, flags_parser=parse_flags)

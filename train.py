@@ -81,8 +81,14 @@ def quiet_background_errors(argv) -> None:
   import logging as std_logging
   import threading
 
+  import warnings
+
   threading.excepthook = lambda args: None
   sys.unraisablehook = lambda unraisable: None
+  # A failed save leaves orbax coroutines that were never run: not the user's concern.
+  warnings.filterwarnings(
+      "ignore", message="coroutine .* was never awaited", category=RuntimeWarning
+  )
   quiet = _OneLineRecords()
   for handler in [*std_logging.getLogger().handlers, logging.get_absl_handler()]:
     handler.addFilter(quiet)
@@ -183,4 +189,5 @@ def _main():
 
 
 if __name__ == "__main__":
+  cli.tolerant_console()
   app.run(main, flags_parser=parse_flags)

@@ -1,6 +1,6 @@
 """Replays training faults and bad inputs; prints ``case | outcome | nothing lost?``.
 
-    python benchmarks/fault_replay.py [--data_dir DIR] [--keep]
+    python benchmarks/fault_replay.py [--data_dir DIR] [--keep] [--only CASE,CASE...]
 
 Each case runs ``train.py`` (or ``tests/train_worker.py``, or ``eval.py`` on such a run) as a
 subprocess on a tiny config (digits, tiny-3L, 6 steps, checkpoints every 2) in a temporary
@@ -61,9 +61,14 @@ def _cmd(workdir: str, data_dir: str, *extra: str) -> list[str]:
   ]
 
 
-def _run(args: list[str], devices: int | None = None, timeout: int = 300):
+def _run(args: list[str], devices: int | None = None, timeout: int = 300, **env: str):
   return subprocess.run(
-      args, cwd=ROOT, env=_env(devices), capture_output=True, text=True, timeout=timeout
+      args,
+      cwd=ROOT,
+      env={**_env(devices), **env},
+      capture_output=True,
+      text=True,
+      timeout=timeout,
   )
 
 
@@ -419,6 +424,188 @@ class Replay:
     ok = all(r.returncode == 0 and "Traceback" not in r.stderr for r in results)
     return f"steps {[s['step'] for s in steps]}; {said} said a newer save was in flight", ok
 
+  def _final_ok(self, workdir: str) -> bool:
+    """The run finished: same parameters as the reference, a best/ and the test eval logged."""
+    from codajax.train.metrics_log import read_metrics
+
+    records = read_metrics(workdir)
+    return (
+        _same_as(self.reference, workdir)
+        and _params(workdir)[1] == STEPS
+        and any("test/accuracy_best" in r for r in records)
+    )
+
+  def interrupted_best_save(self):
+    """SIGKILL while best/6 was being saved at the end: its folder is left temporary."""
+    workdir = self._partial("best_tmp", steps=STEPS)
+    best = os.path.join(workdir, "best")
+    os.rename(os.path.join(best, str(STEPS)), os.path.join(best, f"{STEPS}.orbax-checkpoint-tmp"))
+    self._drop_test_metrics(workdir)
+    result = _run(_cmd(workdir, self.data_dir))
+    ok = result.returncode == 0 and os.listdir(best) == [str(STEPS)] and self._final_ok(workdir)
+    return f"exit {result.returncode}, best/ {os.listdir(best)}", ok
+
+  def killed_after_final_eval_line(self):
+    """SIGKILL after the final validation line, before best/ got the state."""
+    workdir = self._partial("best_missing", steps=STEPS)
+    shutil.rmtree(os.path.join(workdir, "best", str(STEPS)))
+    self._drop_test_metrics(workdir)
+    result = _run(_cmd(workdir, self.data_dir))
+    best = os.listdir(os.path.join(workdir, "best"))
+    return f"exit {result.returncode}, best/ {best}", result.returncode == 0 and self._final_ok(
+        workdir
+    )
+
+  def _drop_test_metrics(self, workdir: str) -> None:
+    path = os.path.join(workdir, "metrics.jsonl")
+    with open(path) as f:
+      lines = [line for line in f if "test/" not in line]
+    with open(path, "w") as f:
+      f.writelines(lines)
+
+  def flipped_bits_in_checkpoint(self):
+    """16 bytes XOR-ed in the largest data file of checkpoint 4 (silent corruption)."""
+    workdir = self._partial("bitflip")
+    data = os.path.join(workdir, "checkpoints", "4", "state", "ocdbt.process_0", "d")
+    name = max(os.listdir(data), key=lambda n: os.path.getsize(os.path.join(data, n)))
+    with open(os.path.join(data, name), "r+b") as f:
+      content = bytearray(f.read())
+      middle = len(content) // 2
+      content[middle : middle + 16] = bytes(b ^ 0xFF for b in content[middle : middle + 16])
+      f.seek(0)
+      f.write(content)
+    from codajax.train import restore
+
+    read_only = restore(workdir).step
+    moved = lambda: sorted(n.split("-")[0] for n in os.listdir(os.path.join(workdir, "corrupt")))
+    ok = read_only == 2 and self._resume_ok(workdir) and moved() == ["4"]
+    return f"restore() used step {read_only}; resumed from 2, moved 4 to corrupt/", ok
+
+  def every_checkpoint_damaged_best_ok(self):
+    workdir = self._partial("only_best")
+    for step in ("2", "4"):
+      for root, _, files in os.walk(os.path.join(workdir, "checkpoints", step, "state")):
+        for name in files:
+          with open(os.path.join(root, name), "wb") as f:
+            f.write(b"garbage")
+    result = _run(_cmd(workdir, self.data_dir))
+    said = [line for line in result.stdout.splitlines() if "resuming from" in line]
+    ok = (
+        result.returncode == 0
+        and len(said) == 1
+        and f"best{os.sep}4" in said[0]
+        and _same_as(self.reference, workdir)
+    )
+    return (said[0][:90] if said else f"exit {result.returncode}, not said"), ok
+
+  def damaged_metrics_lines(self):
+    """metrics.jsonl with bytes that are not UTF-8, and a last line cut midway."""
+    workdir = self._partial("bad_metrics")
+    path = os.path.join(workdir, "metrics.jsonl")
+    with open(path, "ab") as f:
+      f.write(b'{"step": 4, "note": "\xff\xfe"}\n{"step": 4, "train/lo')
+    result = _run(_cmd(workdir, self.data_dir))
+    from codajax.train.metrics_log import read_metrics
+
+    warned = "metrics.jsonl" in result.stderr
+    with open(path, "rb") as f:
+      repaired = b"\xff" not in f.read()
+    ok = (
+        result.returncode == 0
+        and warned
+        and repaired
+        and len(read_metrics(workdir)) > 0
+        and _same_as(self.reference, workdir)
+    )
+    return f"exit {result.returncode}, warned {warned}, repaired {repaired}", ok
+
+  def immutable_checkpoints(self):
+    """checkpoints/ made immutable (chattr +i): the error is printed and the process exits."""
+    workdir = self._partial("immutable")
+    folder = os.path.join(workdir, "checkpoints")
+    if subprocess.run(["chattr", "+i", folder], capture_output=True).returncode:
+      return "skipped: chattr +i not available here", None
+    try:
+      start = time.time()
+      try:
+        result = _run(_cmd(workdir, self.data_dir), timeout=240)
+      except subprocess.TimeoutExpired:
+        return "still running after 240 s", False
+      took = time.time() - start
+    finally:
+      subprocess.run(["chattr", "-i", folder], capture_output=True)
+    ok = _one_line_error(result) and self._resume_ok(workdir)
+    return f"exit {result.returncode} after {took:.0f} s; resumed", ok
+
+  def lock_file_deleted(self):
+    """rm WD/train.lock.0 during a run: a second train.py is still refused."""
+    workdir = self._dir("lock_deleted")
+    first = subprocess.Popen(
+        _cmd(workdir, self.data_dir, "--config.max_steps=100000"),
+        cwd=ROOT,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    _wait_for(os.path.join(workdir, "metrics.jsonl"), first)
+    os.remove(os.path.join(workdir, "train.lock.0"))
+    second = _run(_cmd(workdir, self.data_dir))
+    first.send_signal(signal.SIGTERM)
+    first.wait(timeout=120)
+    ok = _one_line_error(second) and "in use" in second.stderr and first.returncode == 0
+    return "second refused: " + second.stderr.strip()[:60], ok
+
+  def ascii_console(self):
+    """PYTHONIOENCODING=ascii: the progress lines hold non-ASCII characters."""
+    workdir = self._dir("ascii")
+    result = _run(_cmd(workdir, self.data_dir), PYTHONIOENCODING="ascii")
+    ok = result.returncode == 0 and _same_as(self.reference, workdir)
+    return f"exit {result.returncode}", ok
+
+  def state_settings_removed(self):
+    """run.json without state_settings, resumed with another learning rate: refused."""
+    workdir = self._partial("no_settings")
+    path = os.path.join(workdir, "run.json")
+    import json
+
+    with open(path) as f:
+      record = json.load(f)
+    del record["state_settings"]
+    with open(path, "w") as f:
+      json.dump(record, f)
+    before = _listing(workdir)
+    result = _run(_cmd(workdir, self.data_dir, "--config.optimizer.learning_rate=0.5"))
+    ok = _one_line_error(result) and "state_settings" in result.stderr
+    return "refused: " + result.stderr.strip()[:70], ok and _listing(workdir) == before
+
+  def lower_max_steps(self):
+    workdir = self._partial("lower_max", steps=STEPS)
+    before = _listing(workdir)
+    result = _run(_cmd(workdir, self.data_dir, "--config.max_steps=4"))
+    ok = _one_line_error(result) and "past this config's last step 4" in result.stderr
+    return "refused: " + result.stderr.strip()[:70], ok and _listing(workdir) == before
+
+  def concurrent_prepare(self):
+    """Two processes preparing the same empty data dir at once."""
+    data_dir = self._dir("fresh_tfds")
+    command = [sys.executable, "-m", "codajax.data.prepare", "digits", "--data_dir", data_dir]
+    procs = [
+        subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outs = [proc.communicate(timeout=300) for proc in procs]
+    codes = [proc.returncode for proc in procs]
+    workdir = self._dir("fresh_run")
+    ok = codes == [0, 0] and _run(_cmd(workdir, data_dir)).returncode == 0
+    return f"exit codes {codes}" + ("" if ok else f": {outs[0][1][-60:]}"), ok
+
   # ---- bad inputs
   def _bad(self, *extra: str, devices: int | None = None):
     result = _run(_cmd(self._dir("bad"), self.data_dir, *extra), devices=devices)
@@ -457,6 +644,17 @@ FAULTS = (
     "two_processes_one_workdir",
     "read_only_workdir",
     "disk_full",
+    "interrupted_best_save",
+    "killed_after_final_eval_line",
+    "flipped_bits_in_checkpoint",
+    "every_checkpoint_damaged_best_ok",
+    "damaged_metrics_lines",
+    "immutable_checkpoints",
+    "lock_file_deleted",
+    "ascii_console",
+    "state_settings_removed",
+    "lower_max_steps",
+    "concurrent_prepare",
 )
 EVAL_FAULTS = (
     "eval_ctrl_c",
@@ -478,7 +676,15 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--data_dir", default=None, help="TFDS data dir (default: a temporary one)")
   parser.add_argument("--keep", action="store_true", help="keep the temporary work directories")
+  parser.add_argument(
+      "--only", default="", help="comma-separated case names to run (default: every case)"
+  )
   args = parser.parse_args()
+  only = set(filter(None, args.only.split(",")))
+  cases = FAULTS + EVAL_FAULTS + BAD_INPUTS
+  unknown = only - set(cases)
+  if unknown:
+    parser.error(f"unknown cases {sorted(unknown)}; the cases are {', '.join(cases)}")
   tmp = tempfile.mkdtemp(prefix="fault_replay_")
   data_dir = args.data_dir or os.path.join(tmp, "tfds")
   try:
@@ -486,6 +692,8 @@ def main() -> None:
     rows, totals = [], {"faults": [0, 0, 0], "bad inputs": [0, 0, 0]}
     for kind, names in (("faults", FAULTS + EVAL_FAULTS), ("bad inputs", BAD_INPUTS)):
       for name in names:
+        if only and name not in only:
+          continue
         start = time.time()
         try:
           outcome, ok = getattr(replay, name)()

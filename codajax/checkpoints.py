@@ -8,8 +8,10 @@ Restoring tells two failures apart:
 * **incompatible** – the checkpoint decodes but holds another structure (a changed
   ``virtual_batch_size``, another model, another loader): :class:`IncompatibleCheckpointError`,
   nothing is moved (the checkpoints are good; the config is what changed);
-* **damaged** – the checkpoint's files do not decode, or its data state is unusable
-  (e.g. ``data/metadata`` = ``{}``): it is moved to ``corrupt/`` and the previous one is tried.
+* **damaged** – the checkpoint's files do not decode, an array differs from the CRC-32 recorded
+  when it was saved (silent corruption, see :func:`array_checksums`), or its data state is
+  unusable (e.g. ``data/metadata`` = ``{}``): it is moved to ``corrupt/`` and the previous one
+  is tried; when ``checkpoints/`` holds none, ``best/`` is a resume source too.
 
 The structure is compared from the checkpoint's metadata before any array is read.
 Transient I/O errors (EIO, EAGAIN, timeouts, ...) are retried, and never taken for damage.
@@ -20,7 +22,9 @@ from __future__ import annotations
 
 import errno
 import logging
+import threading
 import time
+import zlib
 from typing import TYPE_CHECKING, Any, Callable
 
 import jax
@@ -50,6 +54,8 @@ TRANSIENT_ERRNOS = frozenset(
 _TRANSIENT_MARKERS = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED: Too many")
 RETRIES = 3
 RETRY_DELAY_S = 0.5
+# The key of the per-array CRC-32s in a checkpoint's custom metadata (``_CHECKPOINT_METADATA``).
+CHECKSUMS_KEY = "codajax_crc32"
 
 _OK, _DAMAGED, _IO, _INCOMPATIBLE = 0, 1, 2, 3
 
@@ -149,6 +155,72 @@ def _target_for(saved_metadata: Any, expected: Any) -> Any:
   return jax.tree_util.tree_map_with_path(leaf, saved_metadata)
 
 
+# ------------------------------------------------------------------------------ checksums
+
+
+def _host_value(leaf: Any) -> np.ndarray | None:
+  """The full value of ``leaf`` on this host, or None when no process holds all of it."""
+  if isinstance(leaf, jax.Array):
+    if leaf.is_fully_addressable:
+      return np.asarray(leaf)
+    if leaf.is_fully_replicated:
+      return np.asarray(leaf.addressable_data(0))
+    return None
+  return np.asarray(leaf)
+
+
+def crc32(value: np.ndarray) -> str:
+  """The CRC-32 of an array's bytes (C order) as 8 hex digits."""
+  data = np.ascontiguousarray(value).reshape(-1).view(np.uint8)
+  return f"{zlib.crc32(data) & 0xFFFFFFFF:08x}"
+
+
+def array_checksums(tree: Any) -> dict[str, str]:
+  """``{"params/layer_0/A": crc32, ...}``: the CRC-32 of every leaf's host value.
+
+  Training states are replicated on every process (each holds the full arrays), so process 0
+  hashes its own copy: one device-to-host copy per save, no collective. A leaf that no
+  process holds whole (sharded over hosts) is left out (not verified).
+  """
+  sums = {}
+  for path, leaf in tree_paths(tree).items():
+    value = _host_value(leaf)
+    if value is not None:
+      sums["/".join(path)] = crc32(value)
+  return sums
+
+
+def checksum_mismatches(recorded: dict[str, str], tree: Any, prefix: str = "") -> list[str]:
+  """Paths of ``tree``'s leaves whose CRC-32 differs from ``recorded`` (keys ``prefix + path``).
+
+  Leaves without a recorded sum (checkpoints written before sums were recorded) are not
+  checked."""
+  bad = []
+  for path, leaf in tree_paths(tree).items():
+    key = prefix + "/".join(path)
+    value = _host_value(leaf) if key in recorded else None
+    if value is not None and crc32(value) != recorded[key]:
+      bad.append(key)
+  return bad
+
+
+def _recorded_checksums(manager: ocp.CheckpointManager, step: int, where: str) -> dict[str, str]:
+  """The sums saved with ``step`` ({} when it has none)."""
+  custom = with_retries(lambda: manager.metadata(step).custom_metadata, where) or {}
+  sums = custom.get(CHECKSUMS_KEY) if isinstance(custom, dict) else None
+  return sums if isinstance(sums, dict) else {}
+
+
+def _corruption(recorded: dict[str, str], tree: Any, prefix: str = "") -> str | None:
+  bad = checksum_mismatches(recorded, tree, prefix)
+  if not bad:
+    return None
+  return (
+      f"{len(bad)} arrays differ from the checksums recorded when it was saved (e.g. "
+      f"{', '.join(bad[:3])}): its files are corrupt"
+  )
+
+
 # ------------------------------------------------------------------------------ errors, retries
 
 
@@ -216,12 +288,15 @@ def _handlers() -> dict[str, Any]:
 
 
 def _manager(directory: str, max_to_keep: int, best: bool) -> ocp.CheckpointManager:
+  """A manager for the run's own saves (the run holds the lock: a ``*.orbax-checkpoint-tmp``
+  left there is an interrupted save, removed)."""
   options = ocp.CheckpointManagerOptions(
       max_to_keep=max_to_keep,
       enable_async_checkpointing=True,
       best_fn=(lambda metrics: metrics[BEST_METRIC]) if best else None,
       best_mode="max",
       create=True,
+      cleanup_tmp_directories=True,
   )
   return ocp.CheckpointManager(
       directory, item_names=("state", "data"), options=options, item_handlers=_handlers()
@@ -232,6 +307,13 @@ def _save_args(state: Any, data_state: dict | None) -> ocp.args.Composite:
   return ocp.args.Composite(
       state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state or {})
   )
+
+
+def _save_metadata(state: Any) -> dict[str, Any] | None:
+  """The custom metadata of a save: the state's checksums (process 0 writes the metadata)."""
+  if jax.process_index() != 0:
+    return None
+  return {CHECKSUMS_KEY: array_checksums(state)}
 
 
 def _read(
@@ -264,10 +346,13 @@ def _read(
     restored = with_retries(lambda: manager.restore(step, args=ocp.args.Composite(**items)), where)
     state = _rebuild(restored["state"], expected_state)
     data_state = restored["data"] if with_data else None
+    corruption = _corruption(_recorded_checksums(manager, step, where), restored["state"])
   except CheckpointIOError as error:
     return _IO, str(error)
   except Exception as error:  # noqa: BLE001
     return _DAMAGED, f"{type(error).__name__}: {error}"
+  if corruption is not None:
+    return _DAMAGED, corruption
   problem = data_state_problem(data_state, expected_data) if with_data else None
   if problem is not None:
     return problem
@@ -286,29 +371,74 @@ class Checkpointer:
     # from a directory listing that a peer's in-flight save may be changing.
     self._last_saved = self.latest.latest_step() or -1
     self._last_best = self.best.latest_step() or -1
+    self._failed = False
 
   @property
   def last_saved_step(self) -> int:
     """The newest step saved or being saved (-1: none)."""
     return self._last_saved
 
+  @property
+  def best_step(self) -> int:
+    """The step ``best/`` holds or is saving (-1: none)."""
+    return self._last_best
+
   def save(self, step: int, state: Any, data_state: dict | None) -> None:
-    """Starts an asynchronous save of ``state`` at ``step`` (no-op if already saved)."""
+    """Starts an asynchronous save of ``state`` at ``step`` (no-op if already saved).
+
+    The CRC-32 of every array (:func:`array_checksums`) is recorded with it."""
     if step > self._last_saved:
-      self.best.wait_until_finished()  # one save in flight at a time (multi-host barriers)
-      self.latest.save(step, args=_save_args(state, data_state))
+      self._waited(self.best)  # one save in flight at a time (multi-host barriers)
+      self._started(
+          lambda: self.latest.save(
+              step, args=_save_args(state, data_state), custom_metadata=_save_metadata(state)
+          )
+      )
       self._last_saved = step
 
   def save_best(self, step: int, state: Any, data_state: dict | None, metrics: dict) -> None:
     """Offers ``state`` to ``best/``, kept if ``metrics[eval/accuracy]`` beats the best so far."""
     if step > self._last_best:
-      self.latest.wait_until_finished()
-      self.best.save(
-          step,
-          args=_save_args(state, data_state),
-          metrics={BEST_METRIC: float(metrics[BEST_METRIC])},
+      self._waited(self.latest)
+      self._started(
+          lambda: self.best.save(
+              step,
+              args=_save_args(state, data_state),
+              metrics={BEST_METRIC: float(metrics[BEST_METRIC])},
+              custom_metadata=_save_metadata(state),
+          )
       )
       self._last_best = step
+
+  def replace_best(self, step: int, state: Any, data_state: dict | None, metrics: dict) -> None:
+    """Moves every step of ``best/`` to ``corrupt/`` and saves ``state`` there instead (for a
+    ``best/`` that holds no restorable checkpoint); waits for the save."""
+    self._waited(self.best)
+    for old in self.best.all_steps():
+      self._move_aside(self.best, old, prefix="best-")
+    self._last_best = -1
+    self.save_best(step, state, data_state, metrics)
+    self.wait()
+
+  def _started(self, save: Callable[[], Any]) -> None:
+    try:
+      save()
+    except BaseException:
+      self._failed = True
+      raise
+
+  def _waited(self, manager: ocp.CheckpointManager) -> None:
+    try:
+      manager.wait_until_finished()
+    except BaseException:
+      self._failed = True
+      raise
+
+  def _candidates(self) -> list[tuple[ocp.CheckpointManager, int]]:
+    """``(manager, step)`` to resume from, newest first; ``checkpoints/`` before ``best/``."""
+    found = [(self.latest, s) for s in self.latest.all_steps()]
+    found += [(self.best, s) for s in self.best.all_steps()]
+    return sorted(found, key=lambda c: (c[1], c[0] is self.latest), reverse=True)
 
   def restore_latest(
       self, abstract_state: Any, expected_data: dict | None = None
@@ -325,16 +455,23 @@ class Checkpointer:
         loader; nothing is moved.
       CheckpointIOError: reads kept failing with transient I/O errors; nothing is moved.
 
-    A checkpoint that does not decode (or whose data state is unusable) is moved to
-    ``corrupt/`` with a warning and the one before it is tried.
+    A checkpoint that does not decode, fails its checksums or has an unusable data state is
+    moved to ``corrupt/`` with a warning and the one before it is tried. ``best/`` (a full
+    state too) is tried when ``checkpoints/`` has nothing newer; using it is said in one line.
     """
-    for step in sorted(self.latest.all_steps(), reverse=True):
-      verdict, payload = _read(self.latest, step, abstract_state, expected_data, with_data=True)
+    for manager, step in self._candidates():
+      verdict, payload = _read(manager, step, abstract_state, expected_data, with_data=True)
       verdict = _agree(verdict)
+      where = storage.join(manager.directory, str(step))
       if verdict == _OK:
         state, data_state = payload
+        if manager is self.best:
+          print(
+              f"codajax: no restorable checkpoint in {self.latest.directory} at or after step "
+              f"{step}; resuming from {where} (the best-on-validation state, complete).",
+              flush=True,
+          )
         return state, dict(data_state), step
-      where = storage.join(self.latest.directory, str(step))
       if verdict == _INCOMPATIBLE:
         run_file = self.run.run_file
         source = f" ({run_file})" if storage.exists(run_file) else ""
@@ -349,40 +486,81 @@ class Checkpointer:
             else f"Reading {where} failed with I/O errors on another host."
         )
       logging.warning(
-          "Checkpoint at step %d is damaged (%s); moving it aside and trying the " "previous one.",
-          step,
+          "Checkpoint %s is damaged (%s); moving it aside and trying the previous one.",
+          where,
           payload,
       )
       print(
-          f"WARNING: checkpoint {step} is damaged ({str(payload)[:200]}); moved to "
+          f"WARNING: checkpoint {where} is damaged ({str(payload)[:200]}); moved to "
           f"{self.run.corrupt_dir()}, using an earlier one.",
           flush=True,
       )
-      self._move_aside(step)
-      self._last_saved = self.latest.latest_step() or -1
+      self._move_aside(manager, step, prefix="" if manager is self.latest else "best-")
     return None
 
-  def _move_aside(self, step: int) -> None:
-    source = storage.join(self.latest.directory, str(step))
+  def _move_aside(self, manager: ocp.CheckpointManager, step: int, prefix: str = "") -> None:
+    source = storage.join(manager.directory, str(step))
     if jax.process_index() == 0 and storage.exists(source):
-      storage.move_tree(source, self.run.corrupt_dir(f"{step}-{int(time.time())}"))
-    multihost_utils.sync_global_devices(f"codajax_move_aside_{step}")
-    self.latest.reload()
+      storage.move_tree(source, self.run.corrupt_dir(f"{prefix}{step}-{int(time.time())}"))
+    multihost_utils.sync_global_devices(f"codajax_move_aside_{prefix}{step}")
+    manager.reload()
+    self._last_saved = self.latest.latest_step() or -1
+    self._last_best = self.best.latest_step() or -1
 
   def wait(self) -> None:
     """Blocks until pending saves are written (both managers, even if one fails)."""
     try:
-      self.latest.wait_until_finished()
+      self._waited(self.latest)
     finally:
-      self.best.wait_until_finished()
+      self._waited(self.best)
 
   def close(self) -> None:
-    """Waits for pending saves, then releases the managers."""
+    """Waits for pending saves, then releases the managers.
+
+    After a failed save, orbax may leave threads waiting for a signal of the failed save
+    (e.g. "directory created") that never comes; they are released so that the process can
+    exit (they would keep it alive for orbax's barrier timeout)."""
     try:
       self.wait()
     finally:
-      self.latest.close()
-      self.best.close()
+      try:
+        self.latest.close()
+      finally:
+        try:
+          self.best.close()
+        finally:
+          if self._failed:
+            release_orphaned_save_threads()
+
+
+def release_orphaned_save_threads() -> int:
+  """Cancels orbax's save threads still waiting for signals, and wakes them; their save has
+  failed (call only once every manager's ``wait_until_finished`` has returned or raised).
+  Returns how many were released; 0 with an orbax version without these internals."""
+  try:
+    from orbax.checkpoint._src.futures import future as orbax_future
+  except ImportError:
+    return 0
+  thread_type = getattr(orbax_future, "_SignalingThread", None)
+  set_signals = getattr(orbax_future, "set_signals", None)
+  if thread_type is None or set_signals is None:
+    return 0
+  released = 0
+  for thread in threading.enumerate():
+    if not (isinstance(thread, thread_type) and thread.is_alive()):
+      continue
+    try:
+      thread.cancel()  # sets the flag first; may then fail on the thread's closed event loop
+    except RuntimeError:
+      pass
+    try:
+      set_signals(thread._receive_signals, operation_id=thread._operation_id)  # noqa: SLF001
+    except Exception as error:  # noqa: BLE001  (best effort: the exit is bounded elsewhere)
+      logging.warning("Could not release an orbax save thread (%r).", error)
+      continue
+    threading.Thread.join(thread, timeout=5)  # the plain join: orbax's raises once cancelled
+    released += not thread.is_alive()
+  return released
 
 
 def read_params(directory: str, best: bool = False, like: Any = None) -> tuple[dict, int]:
@@ -458,10 +636,13 @@ def _read_params(manager, step: int, like: Any, on_device) -> tuple[int, Any]:
         where,
     )
     params = restored["state"]["params"]
+    corruption = _corruption(_recorded_checksums(manager, step, where), params, "params/")
   except CheckpointIOError as error:
     return _IO, str(error)
   except Exception as error:  # noqa: BLE001
     return _DAMAGED, f"{type(error).__name__}: {error}"
+  if corruption is not None:
+    return _DAMAGED, corruption
   if like is not None:
     params = _rebuild(params, like)
   return _OK, params

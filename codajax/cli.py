@@ -9,6 +9,8 @@ import errno
 import os
 import re
 import sys
+import threading
+import time
 import traceback
 from collections.abc import Iterator, Sequence
 from typing import NoReturn
@@ -102,6 +104,36 @@ def disk_full(error: BaseException) -> OSError | None:
   return None
 
 
+def tolerant_console() -> None:
+  """Console output never fails for its encoding (e.g. ``PYTHONIOENCODING=ascii``): characters
+  the stream cannot encode are written as backslash escapes."""
+  for stream in (sys.stdout, sys.stderr):
+    if hasattr(stream, "reconfigure"):
+      stream.reconfigure(errors="backslashreplace")
+
+
+EXIT_GRACE_S = 30.0
+
+
+def exit_bounded(status: int, grace_s: float = EXIT_GRACE_S) -> None:
+  """Exits with ``status`` once the other non-daemon threads end, waiting ``grace_s`` seconds at
+  most: a background thread stuck on a failed save (its waits already done or failed) must not
+  keep the process alive."""
+  deadline = time.monotonic() + grace_s
+  for thread in threading.enumerate():
+    if thread is not threading.current_thread() and not thread.daemon:
+      thread.join(max(0.0, deadline - time.monotonic()))
+  if any(
+      t.is_alive() and not t.daemon
+      for t in threading.enumerate()
+      if t is not threading.current_thread()
+  ):
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+  sys.exit(status)
+
+
 def fail(prog: str, error: BaseException | str, argv: Sequence[str]) -> NoReturn:
   """Prints ``PROG: error: ...`` (and ``error``'s traceback if :func:`wants_traceback`) on
   stderr and exits with status 2. ``error``: an exception (its message is printed) or text."""
@@ -109,7 +141,7 @@ def fail(prog: str, error: BaseException | str, argv: Sequence[str]) -> NoReturn
     traceback.print_exception(error)
   message = error if isinstance(error, str) else (str(error).strip() or type(error).__name__)
   print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
-  sys.exit(2)
+  exit_bounded(2)
 
 
 # ------------------------------------------------------------------------- flags and the config

@@ -158,20 +158,25 @@ class RunDir:
     """Holds an exclusive lock on the directory (one per process index) for the block.
 
     A second ``train.py`` on the same directory gets a :class:`TrainingError` instead of
-    writing next to the first. Local directories: ``flock``, released with the process (even
-    on SIGKILL). ``gs://``: a lease object renewed while the run lives; one left by a killed
-    run is taken over once ``$CODAJAX_LOCK_TTL_S`` (60 s) passes without renewal (see
-    :class:`codajax.storage.ObjectLease`).
+    writing next to the first. Local directories: ``flock`` on ``train.lock.<i>`` and, by
+    process 0, on the directory itself (which deleting the lock file does not defeat); both
+    are released with the process (even on SIGKILL). ``gs://``: a lease object renewed while
+    the run lives; one left by a killed run is taken over once ``$CODAJAX_LOCK_TTL_S`` (60 s)
+    passes without renewal (see :class:`codajax.storage.ObjectLease`).
     """
     held = contextlib.ExitStack()
     try:
       held.enter_context(storage.workdir_lock(self.root, f"{LOCK_FILE}.{jax.process_index()}"))
+      if jax.process_index() == 0 and not storage.is_remote(self.root):
+        held.enter_context(storage.directory_lock(self.root))
     except storage.LockHeld as error:
+      held.close()
       raise TrainingError(
           f"{self.root} is in use by another train.py ({error}). Wait for it to finish, or use "
           "another --workdir."
       ) from None
     except OSError as error:
+      held.close()
       raise TrainingError(
           f"Cannot write to the work directory {self.root} ({error.strerror or error}). Make it "
           "writable, or use another --workdir."
@@ -250,7 +255,15 @@ def record_conflicts(
         f"{where} holds a run of a different config (differs in: {', '.join(changed)}). "
         f"Use another --workdir, or delete {where} to start over."
     )
-  old_settings = record.get("state_settings") or {}
+  old_settings = record.get("state_settings")
+  if not isinstance(old_settings, dict):
+    return (
+        f"{storage.join(where, RUN_FILE)} has no record of the settings its checkpoints depend "
+        f"on (state_settings is {'missing' if old_settings is None else 'not an object'}), so "
+        f"a resume cannot be checked against them ({', '.join(STATE_SETTINGS)}). Restore the "
+        f"file from a backup, or delete it to resume with the given config (checkpoints are "
+        "checked against it)."
+    )
   changed = [
       f"{k} {old_settings.get(k)!r} -> {v!r} ({STATE_SETTINGS[k]})"
       for k, v in state_settings(config).items()
@@ -317,7 +330,9 @@ def restore_params(workdir, which: str = "latest", like: Any = None) -> tuple[di
       ``jax.eval_shape`` of ``model.init``): the checkpoint must match it, else
       :class:`~codajax.checkpoints.IncompatibleCheckpointError`.
 
-  A damaged newest checkpoint is skipped (with a warning; nothing is moved) for the previous one.
+  A damaged newest checkpoint (one that does not decode or fails its checksums) is skipped
+  (with a warning; nothing is moved) for the previous one; with none left in ``checkpoints/``,
+  ``which="latest"`` takes ``best/`` (said in one line).
   """
   run = RunDir(workdir)
   directory = run.checkpoints_dir(which)
@@ -326,7 +341,14 @@ def restore_params(workdir, which: str = "latest", like: Any = None) -> tuple[di
         f"No checkpoints in {run} (looked for {directory}); train first: python train.py "
         f"--workdir {run}"
     )
-  return checkpoints.read_params(directory, best=which == "best", like=like)
+  try:
+    return checkpoints.read_params(directory, best=which == "best", like=like)
+  except FileNotFoundError as error:
+    if which == "best" or not storage.isdir(run.best_dir):
+      raise
+    params, step = checkpoints.read_params(run.best_dir, best=True, like=like)
+    print(f"WARNING: {error} Using {run.best_dir} (step {step}).", flush=True)
+    return params, step
 
 
 def restore(workdir, which: str = "latest") -> RestoredRun:

@@ -238,6 +238,31 @@ def _file_lock(lock_path: epath.Path) -> Iterator[None]:
     handle.close()
 
 
+@contextlib.contextmanager
+def directory_lock(directory: PathLike) -> Iterator[None]:
+  """``flock`` on a local directory's own file descriptor for the block: unlike a lock file,
+  it cannot be deleted while held (the directory cannot be removed while it has entries, and
+  a new directory at its path is another inode). :class:`LockHeld` if another process holds
+  it. A file system without ``flock`` on directories (some network mounts) holds no lock here
+  (the lock files still apply)."""
+  import errno
+  import fcntl
+
+  descriptor = os.open(os.fspath(path(directory)), os.O_RDONLY)
+  try:
+    try:
+      fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
+      if error.errno not in (errno.EWOULDBLOCK, errno.EACCES, errno.EAGAIN):
+        logging.warning("Cannot flock the directory %s (%s).", directory, error)
+        yield
+        return
+      raise LockHeld(f"the directory {os.fspath(path(directory))} is locked") from None
+    yield
+  finally:
+    os.close(descriptor)
+
+
 class ObjectLease:
   """An exclusive lease on a Cloud Storage object, for stores without ``O_EXCL``/``flock``.
 

@@ -409,7 +409,7 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(data_dir, stra
   assert step == 2 and not (workdir / "corrupt").exists()
   assert restore(str(workdir)).step == 2
   metrics = train_and_evaluate(_smoke(data_dir), str(workdir))
-  assert metrics["step"] == 4  # redone from step 2
+  assert metrics["step"] == 4  # from best/4 (complete, newer than checkpoints/2)
   assert [name.split("-")[0] for name in os.listdir(workdir / "corrupt")] == ["4"]
   assert _params_equal(restore_params(str(workdir))[0], restore_params(straight_run[0])[0])
 
@@ -423,6 +423,36 @@ def test_empty_data_metadata_falls_back_like_a_damaged_checkpoint(data_dir, stra
   assert metrics["step"] == 4
   assert [name.split("-")[0] for name in os.listdir(workdir / "corrupt")] == ["4"]
   assert _params_equal(restore_params(str(workdir))[0], restore_params(straight_run[0])[0])
+
+
+def test_an_interrupted_best_save_is_made_again_and_the_run_finishes(
+    data_dir, straight_run, tmp_path
+):
+  """SIGKILL while best/4 was being saved (left as a temporary folder): the re-run of the
+  finished run saves it again from checkpoint 4; a best/ that holds only a damaged checkpoint
+  is moved aside and re-created."""
+  from pathlib import Path
+
+  workdir = Path(_copy_run(straight_run[0], tmp_path))
+  best = workdir / "best"
+  os.rename(best / "4", best / "4.orbax-checkpoint-tmp")
+  metrics = train_and_evaluate(_smoke(data_dir), str(workdir))
+  assert metrics["test/best_step"] == 4 and sorted(os.listdir(best)) == ["4"]
+  want, _ = restore_params(straight_run[0], "best")
+  assert _params_equal(restore_params(str(workdir), "best")[0], want)
+  _damage(best / "4" / "state")
+  metrics = train_and_evaluate(_smoke(data_dir), str(workdir))
+  assert metrics["test/best_step"] == 4
+  assert [n.split("-")[1] for n in os.listdir(workdir / "corrupt")] == ["4"]  # best-4-<time>
+  assert _params_equal(restore_params(str(workdir), "best")[0], want)
+
+
+def test_a_lower_max_steps_than_the_runs_step_is_refused(data_dir, straight_run, tmp_path):
+  workdir = _copy_run(straight_run[0], tmp_path)
+  before = _checkpoint_listing(workdir)
+  with pytest.raises(TrainingError, match="at step 4, past this config's last step 2"):
+    train_and_evaluate(_smoke(data_dir, max_steps=2), workdir)
+  assert _checkpoint_listing(workdir) == before and not os.path.exists(f"{workdir}/corrupt")
 
 
 def test_paper_schedules():

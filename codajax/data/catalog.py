@@ -565,6 +565,7 @@ def resolve(name: str, data_dir: str | os.PathLike[str] | None = None) -> Resolv
       builder = builder_for(name, data_dir)
     else:
       _download_and_prepare(builder, manual_dir=None)
+      builder = builder_for(name, data_dir)  # its info as written (maybe by another process)
   if builder.info.file_format != tfds.core.FileFormat.ARRAY_RECORD:
     raise errors.DatasetNotPreparedError(
         f"Dataset {name!r} in {builder.data_dir} is stored as {builder.info.file_format.value}; random access "
@@ -617,11 +618,34 @@ def dataset_info(name: str, *, data_dir: str | os.PathLike[str] | None = None) -
   return resolve(name, data_dir).spec()
 
 
+@contextlib.contextmanager
+def _preparing(builder: tfds.core.DatasetBuilder):
+  """Holds an exclusive ``flock`` on the dataset version's lock file (beside its folder) for
+  the block: one process prepares a dataset at a time; another waits for it (said once)."""
+  import fcntl
+
+  version_dir = os.fspath(builder.data_dir)
+  folder = os.path.dirname(version_dir)
+  os.makedirs(folder, exist_ok=True)
+  with open(os.path.join(folder, f".{os.path.basename(version_dir)}.prepare.lock"), "a") as lock:
+    try:
+      fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+      print(f"codajax: waiting for another process preparing {version_dir}", flush=True)
+      fcntl.flock(lock, fcntl.LOCK_EX)
+    yield
+
+
 def _download_and_prepare(builder: tfds.core.DatasetBuilder, manual_dir: str | None) -> None:
-  builder.download_and_prepare(
-      file_format="array_record",
-      download_config=tfds.download.DownloadConfig(manual_dir=manual_dir, try_download_gcs=False),
-  )
+  """Prepares ``builder`` in array_record format, unless another process (that held the
+  preparation lock first) already did."""
+  with _preparing(builder):
+    if builder.is_prepared():
+      return
+    builder.download_and_prepare(
+        file_format="array_record",
+        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir, try_download_gcs=False),
+    )
 
 
 def _fetch(url: str, directory: str, *, extract_zip: bool) -> None:

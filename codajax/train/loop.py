@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from codajax import data, parallel, runs
 from codajax.accuracy import evaluate, make_eval_step
-from codajax.checkpoints import Checkpointer, TrainingError
+from codajax.checkpoints import BEST_METRIC, Checkpointer, TrainingError
 from codajax.runs import RunDir, accumulation_steps
 from codajax.train.config import validate_config
 from codajax.train.metrics_log import MetricsLogger, read_metrics
@@ -129,13 +129,27 @@ class _Preemption:
     return bool(multihost_utils.process_allgather(np.array(self.requested)).any())
 
 
-def _final_eval_missing(run: RunDir, step: int) -> bool:
-  """Whether ``metrics.jsonl`` lacks the eval of ``step`` (a run stopped before it)."""
+def _logged_evals(run: RunDir) -> dict[int, dict[str, Any]]:
+  """``{step: {"eval/accuracy": ..., ...}}``: the validation evals ``metrics.jsonl`` holds."""
   try:
     records = read_metrics(run)
-  except (OSError, ValueError):
+  except OSError:
+    return {}
+  return {
+      r["step"]: {k: v for k, v in r.items() if k.startswith("eval/")}
+      for r in records
+      if isinstance(r.get("step"), int) and isinstance(r.get("eval/accuracy"), (int, float))
+  }
+
+
+def _needs_best_offer(evals: dict[int, dict[str, Any]], step: int, best_step: int) -> bool:
+  """Whether the logged eval of ``step`` should be in ``best/`` but ``best/`` (at
+  ``best_step``, -1: empty) never got it (its save was interrupted, or never started)."""
+  if step <= best_step:
+    return False
+  if best_step < 0 or best_step not in evals:
     return True
-  return not any(r.get("step") == step and "eval/accuracy" in r for r in records)
+  return evals[step]["eval/accuracy"] > evals[best_step]["eval/accuracy"]
 
 
 class TrainingHook(Protocol):
@@ -240,8 +254,17 @@ def _train_locked(config: ml_collections.ConfigDict, run: RunDir, hooks) -> dict
         jax.tree.map(_abstract, state), expected_data=train_iter.get_state()
     )
     if restored is not None:
-      state, data_state, _ = restored
+      state, data_state, restored_step = restored
+      if restored_step > total_steps:
+        raise TrainingError(
+            f"{run} holds a run at step {restored_step}, past this config's last step "
+            f"{total_steps} (max_steps={config.max_steps}); nothing was changed. Re-run with "
+            f"max_steps >= {restored_step} (0: all {config.num_epochs} epochs), or use another "
+            "--workdir."
+        )
       train_iter.set_state(data_state)
+      if restored_step > checkpointer.last_saved_step:  # taken from best/: checkpoints/ gets it
+        checkpointer.save(restored_step, state, data_state)
     if record is None:  # written once the checkpoints are known to fit
       run.write_record(
           runs.new_record(
@@ -328,6 +351,31 @@ def _loop(
     checkpointer.save_best(step, unreplicated(state), train_iter.get_state(), eval_metrics)
     return eval_metrics
 
+  def is_eval_step(step):
+    epochs, rest = divmod(step, steps_per_epoch)
+    return step == total_steps or (rest == 0 and epochs % config.eval_every_epochs == 0)
+
+  def catch_up(step, state):
+    """At a resumed eval step: the eval a stopped run missed, or the ``best/`` save it lost."""
+    evals = _logged_evals(run)
+    if step not in evals:
+      return run_eval(step, state)
+    if _needs_best_offer(evals, step, checkpointer.best_step):
+      if is_main:
+        bar.write(
+            f"codajax: {run.best_dir} lacks step {step} (its save was cut short); saving it "
+            f"again from checkpoint {step}."
+        )
+      checkpointer.save_best(step, unreplicated(state), train_iter.get_state(), evals[step])
+    return evals[step]
+
+  def recreate_best(error):
+    """``best/`` holds no restorable checkpoint: the final state (step ``step``) replaces it."""
+    if is_main:
+      bar.write(f"WARNING: {error} Re-creating {run.best_dir} from step {step}.")
+    metrics = {BEST_METRIC: last_metrics.get(BEST_METRIC, 0.0)}
+    checkpointer.replace_best(step, unreplicated(state), train_iter.get_state(), metrics)
+
   # ---- Loop ---------------------------------------------------------------------------------
   last_metrics: dict[str, Any] = {}
   pending: list[dict[str, jax.Array]] = []
@@ -343,6 +391,8 @@ def _loop(
   try:
     with _Preemption() as preemption:
       step = start_step
+      if 0 < start_step <= total_steps and is_eval_step(start_step):
+        last_metrics.update(catch_up(start_step, state))
       while step < total_steps:
         batch = next(train_iter)
         if mode == "jit":
@@ -389,11 +439,15 @@ def _loop(
             )
           last_metrics["interrupted"] = preemption.signal_name
           break
-      if step == total_steps and step == start_step and _final_eval_missing(run, step):
-        last_metrics.update(run_eval(step, state))  # the run had stopped before its final eval
       if step == total_steps and "interrupted" not in last_metrics:
         test_metrics = _test_eval(
-            eval_step, unreplicated(state).params, make_eval_loader, mesh, checkpointer, run
+            eval_step,
+            unreplicated(state).params,
+            make_eval_loader,
+            mesh,
+            checkpointer,
+            run,
+            recreate_best,
         )
         logger.write(step, test_metrics)
         last_metrics.update(test_metrics)
@@ -404,15 +458,22 @@ def _loop(
   return last_metrics
 
 
-def _test_eval(eval_step, params, make_eval_loader, mesh, checkpointer, run) -> dict[str, Any]:
+def _test_eval(
+    eval_step, params, make_eval_loader, mesh, checkpointer, run, recreate_best
+) -> dict[str, Any]:
   """Test accuracy of the final model and of the best-on-validation model (``best/``).
 
   Returns ``{"test/accuracy_final", "test/top5_final", "test/accuracy_best",
   "test/top5_best", "test/best_step", "test/count"}``; the test split is read only here.
+  ``recreate_best(error)`` is called when ``best/`` holds no restorable checkpoint.
   """
   final = evaluate(eval_step, params, make_eval_loader("test"), mesh)
   checkpointer.wait()
-  best_params, best_step = runs.restore_params(run, "best", like=params)
+  try:
+    best_params, best_step = runs.restore_params(run, "best", like=params)
+  except FileNotFoundError as error:
+    recreate_best(error)
+    best_params, best_step = runs.restore_params(run, "best", like=params)
   if jax.process_count() > 1:  # restored on a local device; no cross-host device_put on CPU
     best_params = parallel.replicate(jax.device_get(best_params), mesh)
   else:

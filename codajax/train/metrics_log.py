@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import math
 import time
 from typing import Any
@@ -69,7 +70,10 @@ class MetricsLogger:
 
       _register_tensorboard_storage()
       if storage.exists(self.path):  # a resumed run: keep what was logged
-        self._lines = [line for line in storage.read_text(self.path).splitlines() if line.strip()]
+        records, damaged = parse_metrics(storage.read_bytes(self.path), self.path)
+        self._lines = [json.dumps(record) for record in records]
+        if damaged:  # the file the run goes on writing holds the good lines only
+          storage.write_atomic(self.path, "".join(line + "\n" for line in self._lines))
       self._tensorboard = SummaryWriter(run.tensorboard_dir)
 
   def write(self, step: int, metrics: dict[str, Any]) -> None:
@@ -90,7 +94,33 @@ class MetricsLogger:
       self._tensorboard.close()
 
 
+def parse_metrics(content: bytes, where: str) -> tuple[list[dict[str, Any]], list[int]]:
+  """``(records, damaged line numbers)`` of a ``metrics.jsonl``'s bytes.
+
+  A line that is not UTF-8, not JSON (e.g. cut midway by a crash or a full disk) or not a JSON
+  object is skipped with a warning naming ``where`` and the line."""
+  records, damaged = [], []
+  for number, raw in enumerate(content.split(b"\n"), start=1):
+    if not raw.strip():
+      continue
+    try:
+      record = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as error:
+      record, why = None, f"{type(error).__name__}: {str(error)[:80]}"
+    else:
+      why = f"a JSON {type(record).__name__}, not an object"
+    if isinstance(record, dict):
+      records.append(record)
+    else:
+      damaged.append(number)
+      logging.warning("Skipping damaged line %d of %s (%s).", number, where, why)
+  return records, damaged
+
+
 def read_metrics(workdir) -> list[dict[str, Any]]:
-  """All records of a run's ``metrics.jsonl`` (``workdir``: ``str`` or :class:`RunDir`), in order."""
-  text = storage.read_text(RunDir(workdir).metrics_file)
-  return [json.loads(line) for line in text.splitlines() if line.strip()]
+  """All records of a run's ``metrics.jsonl`` (``workdir``: ``str`` or :class:`RunDir`), in order.
+
+  Damaged lines are skipped with a warning (see :func:`parse_metrics`); the next training run
+  in the directory rewrites the file without them."""
+  path = RunDir(workdir).metrics_file
+  return parse_metrics(storage.read_bytes(path), path)[0]
