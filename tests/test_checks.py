@@ -389,8 +389,8 @@ BAD_CALLS = [
         "logits",
     ),
     (
-        "grid_indices n_grids=0",
-        lambda c: metrics.grid_indices(np.zeros(9, int), np.arange(9), n_grids=0),
+        "grid_indices n_grids=-1",
+        lambda c: metrics.grid_indices(np.zeros(9, int), np.arange(9), n_grids=-1),
         ValueError,
         "n_grids",
     ),

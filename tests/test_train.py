@@ -622,8 +622,9 @@ def test_train_py_errors_are_one_line_with_exit_status_2(data_dir, tmp_path):
   )
   assert result.returncode == 2
   assert result.stderr.strip().splitlines() == [
-      "train.py: error: unknown config key config.model.kwargs.foo (model.kwargs takes no new "
-      "keys on the command line; add them to the config file's config.model.kwargs)."
+      "train.py: error: unknown config key config.model.kwargs.foo (model.kwargs has no keys); "
+      "model.kwargs takes no new keys on the command line; add them to the config file's "
+      "config.model.kwargs."
   ]
 
 

@@ -93,7 +93,7 @@ def grid_indices(
 
   Args: labels (N,) of the dataset; order (M,) dataset indices (:func:`select_confident_images`).
   """
-  n_grids = check_int(n_grids, "n_grids", where="grid_indices")
+  n_grids = check_int(n_grids, "n_grids", where="grid_indices", minimum=0)  # 0: none confident
   grid = check_int(grid, "grid", where="grid_indices")
   labels, order = np.asarray(labels), np.asarray(order)
   per_grid = grid * grid
