@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -35,7 +36,7 @@ import ml_collections
 from codajax import checkpoints, storage
 from codajax.checkpoints import TrainingError
 from codajax.provenance import provenance
-from codajax.registry import get_model
+from codajax.registry import architecture_names, get_model, unknown_architecture_message
 
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
@@ -279,6 +280,34 @@ def record_conflicts(
 
 
 # ---- Model and parameters of a run --------------------------------------------------------
+
+
+DTYPES = ("float32", "bfloat16")  # model.dtype: the compute dtype (parameters stay float32)
+
+
+def validate_model_config(config: ml_collections.ConfigDict) -> None:
+  """Checks that ``config.model`` names a model that can be built (a training config, or a run's
+  ``run.json`` before restoring it): a known architecture, a finite temperature > 0, a known
+  dtype and settings the family accepts; one-line ``ValueError`` otherwise."""
+  name, temperature = config.model.name, config.model.temperature
+  if name not in architecture_names():
+    raise ValueError(f"Bad config: model.name: {unknown_architecture_message(name)}")
+  number = isinstance(temperature, (int, float)) and not isinstance(temperature, bool)
+  if not (number and math.isfinite(temperature) and temperature > 0):
+    raise ValueError(
+        f"Bad config: model.temperature must be finite and > 0 (a number), got {temperature!r}."
+    )
+  if config.model.dtype not in DTYPES:
+    raise ValueError(
+        f"Bad config: model.dtype must be one of {DTYPES}, got {config.model.dtype!r}."
+    )
+  try:
+    build_model(config, num_classes=2, image_channels=3)
+  except (TypeError, ValueError) as error:
+    given = {k: v for k, v in model_settings(config).items() if k != "dtype"}
+    raise ValueError(
+        f"Bad config: model settings {given} are not accepted by {name!r} ({error})."
+    ) from None
 
 
 def model_settings(config: ml_collections.ConfigDict) -> dict[str, Any]:

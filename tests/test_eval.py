@@ -753,7 +753,10 @@ def test_unusable_output_data_and_run_json_are_refused_before_any_work(tmp_path)
   with pytest.raises(evaluators.EvaluationError, match="data directory .*a_file is a file"):
     evaluators.evaluate_run(workdir, config)
   for model, message in (
-      ({"name": "digits-9Z"}, "model.name 'digits-9Z' is unknown"),
+      (
+          {"name": "digits-9Z"},
+          r"model.name: Unknown architecture 'digits-9Z' \(did you mean digits-5L\?\)",
+      ),
       ({"temperature": "10"}, "model.temperature must be finite and > 0 \\(a number\\), got '10'"),
       ({"temperature": -1.0}, "model.temperature must be finite and > 0 \\(a number\\), got -1.0"),
   ):

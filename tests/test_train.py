@@ -349,7 +349,7 @@ def test_restore_onto_another_device_count(data_dir, tmp_path):
 
 
 def test_bad_configs_and_workdirs_fail_clearly(data_dir, tmp_path):
-  with pytest.raises(ValueError, match="model.name 'ResNet' is unknown; known: .*9L-S"):
+  with pytest.raises(ValueError, match="model.name: Unknown architecture 'ResNet' .*9L-S"):
     validate_config(_smoke(data_dir, **{"model.name": "ResNet"}))
   with pytest.raises(ValueError, match="loss must be one of"):
     validate_config(_smoke(data_dir, loss="hinge"))

@@ -272,8 +272,6 @@ def _run_record(workdir) -> tuple[dict[str, Any], Any]:
   temperature)."""
   import ml_collections
 
-  from codajax.train.config import validate_model_config
-
   run = runs.RunDir(workdir)
   try:
     record = run.read_record()
@@ -286,7 +284,7 @@ def _run_record(workdir) -> tuple[dict[str, Any], Any]:
     )
   config = ml_collections.ConfigDict(record["config"])
   try:
-    validate_model_config(config)
+    runs.validate_model_config(config)
   except (AttributeError, KeyError, TypeError, ValueError) as error:
     message = " ".join(str(error).split())
     raise EvaluationError(

@@ -58,7 +58,7 @@ def save_figures(
   * ``localisation.png``, ``localisation_depths.png``, ``pixel_removal.png``: box plots and curves
     with titles, n and the direction ("higher is better"; removal: least important first).
   """
-  from codajax.explain import render
+  from codajax.explain import render  # matplotlib on first use: training hooks import this module
 
   written = []
   floats = images.astype(np.float32) / 255.0

@@ -16,6 +16,13 @@ from typing import Any
 import numpy as np
 
 
+def _render():
+  """:mod:`codajax.explain.render`, imported on first use (it imports matplotlib)."""
+  from codajax.explain import render  # a light `import codajax.explain` keeps matplotlib out
+
+  return render
+
+
 def _as_images(images) -> np.ndarray:
   images = np.asarray(images, dtype=np.float64)
   if images.ndim != 4 or images.shape[-1] not in (1, 3):
@@ -44,8 +51,7 @@ def explanation_rows(explanation: Any, images, *, name: str = "Ours") -> dict[st
   sum of the contributions of its input features. Every class (``targets="all"``, maps
   (N, K, ...)): one row of channel sums per class, ``"<name> (class k)"``.
   """
-  from codajax.explain import render
-
+  render = _render()
   images = _as_images(images)
   contributions = np.asarray(explanation["contribution_map"], dtype=np.float64)
   classes = np.asarray(explanation["explained_class_idx"])
@@ -85,8 +91,7 @@ def plot(
     A ``matplotlib.figure.Figure``: the images, then the rows of :func:`explanation_rows`, then
     one row per baseline; signed maps blue-white-red on their own ``±L`` with a colour bar.
   """
-  from codajax.explain import render
-
+  render = _render()
   images = _as_images(images)
   rows = explanation_rows(explanation, images, name=name)
   for method, maps in (baselines or {}).items():
@@ -127,8 +132,7 @@ def plot_attributions(
   Returns:
     A ``matplotlib.figure.Figure`` (signed maps blue-white-red on their own ``±L``).
   """
-  from codajax.explain import render
-
+  render = _render()
   images = _as_images(images)
   by_method = maps if isinstance(maps, Mapping) else {method: maps}
   rows = {label: _summed(label, row, len(images)) for label, row in by_method.items()}
@@ -139,8 +143,7 @@ def plot_attributions(
 
 def _default_title(rows: Mapping[str, np.ndarray]) -> str:
   """What the colours of ``rows`` mean."""
-  from codajax.explain import render
-
+  render = _render()
   lines = ["Blue-white-red: signed maps on their own limit ±L (colour bar)."]
   if any(render.is_min_max(label) for label in rows):
     lines.append("White-red (RISE, GCam, Occ): from each map's minimum to its maximum.")

@@ -14,13 +14,11 @@ from collections.abc import Sequence
 import ml_collections
 from ml_collections.config_dict import placeholder
 
-from codajax.registry import architecture_names
-from codajax.runs import build_model, model_settings
+from codajax.runs import validate_model_config
 
 SCHEDULES = ("constant", "cifar_step", "imagenet_warmup_halving", "warmup_cosine")
 LOSSES = ("bce", "softmax")
 PARALLEL = ("jit", "pmap")
-DTYPES = ("float32", "bfloat16")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -158,7 +156,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   (Unknown keys are already refused by ml_collections when overridden from
   the command line.)
   """
-  _check_model_fields(config)
+  validate_model_config(config)
   _require(config.loss in LOSSES, f"loss must be one of {LOSSES}, got {config.loss!r}.")
   _require(config.parallel in PARALLEL, f"parallel must be one of {PARALLEL}.")
   _require(
@@ -196,51 +194,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       math.isfinite(config.l1_matrix_weight) and config.l1_matrix_weight >= 0,
       f"l1_matrix_weight must be finite and >= 0, got {config.l1_matrix_weight}.",
   )
-  _check_model_settings(config)
   if config.virtual_batch_size > config.batch_size:
     _require(
         config.virtual_batch_size % config.batch_size == 0,
         f"virtual_batch_size {config.virtual_batch_size} must be a multiple of "
         f"batch_size {config.batch_size}.",
     )
-
-
-def _is_number(value) -> bool:
-  return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _check_model_fields(config: ml_collections.ConfigDict) -> None:
-  """The architecture name, temperature and dtype of ``config.model``."""
-  _require(
-      config.model.name in architecture_names(),
-      f"model.name {config.model.name!r} is unknown; known: " f"{', '.join(architecture_names())}.",
-  )
-  temperature = config.model.temperature
-  _require(
-      _is_number(temperature) and math.isfinite(temperature) and temperature > 0,
-      f"model.temperature must be finite and > 0 (a number), got {temperature!r}.",
-  )
-  _require(
-      config.model.dtype in DTYPES,
-      f"model.dtype must be one of {DTYPES}, got {config.model.dtype!r}.",
-  )
-
-
-def validate_model_config(config: ml_collections.ConfigDict) -> None:
-  """Checks that ``config.model`` names a model that can be built (a run's ``run.json`` before
-  restoring it): a known architecture, a finite temperature > 0, a known dtype and settings the
-  family accepts; ``ValueError`` otherwise."""
-  _check_model_fields(config)
-  _check_model_settings(config)
-
-
-def _check_model_settings(config: ml_collections.ConfigDict) -> None:
-  """Refuses model settings the model's family does not accept (one line, at start-up)."""
-  try:
-    build_model(config, num_classes=2, image_channels=3)
-  except (TypeError, ValueError) as error:
-    given = {k: v for k, v in model_settings(config).items() if k != "dtype"}
-    raise ValueError(
-        f"Bad config: model settings {given} are not accepted by {config.model.name!r} "
-        f"({error})."
-    ) from None
