@@ -264,8 +264,10 @@ class Replay:
     run = restore(workdir)
     return f"restore() used step {run.step}", run.step == 2 and _listing(workdir) == ["2", "4"]
 
-  def two_processes_one_workdir(self):
-    workdir = self._dir("two")
+  def _second_run_refused(self, name: str, between=lambda workdir: None):
+    """A second train.py on a work directory a first one is training (after ``between(workdir)``
+    once the first has started): refused in one line, and the first ends cleanly on SIGTERM."""
+    workdir = self._dir(name)
     first = subprocess.Popen(
         _cmd(workdir, self.data_dir, "--config.max_steps=100000"),
         cwd=ROOT,
@@ -274,11 +276,15 @@ class Replay:
         stderr=subprocess.DEVNULL,
     )
     _wait_for(os.path.join(workdir, "metrics.jsonl"), first)
+    between(workdir)
     second = _run(_cmd(workdir, self.data_dir))
     first.send_signal(signal.SIGTERM)
     first.wait(timeout=120)
     ok = _one_line_error(second) and "in use" in second.stderr and first.returncode == 0
     return "second refused: " + second.stderr.strip()[:60], ok
+
+  def two_processes_one_workdir(self):
+    return self._second_run_refused("two")
 
   def _tmpfs(self, name: str, size: str) -> str | None:
     """A small tmpfs mounted at a fresh folder (needs root), or None."""
@@ -539,21 +545,9 @@ class Replay:
 
   def lock_file_deleted(self):
     """rm WD/train.lock.0 during a run: a second train.py is still refused."""
-    workdir = self._dir("lock_deleted")
-    first = subprocess.Popen(
-        _cmd(workdir, self.data_dir, "--config.max_steps=100000"),
-        cwd=ROOT,
-        env=_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    return self._second_run_refused(
+        "lock_deleted", lambda workdir: os.remove(os.path.join(workdir, "train.lock.0"))
     )
-    _wait_for(os.path.join(workdir, "metrics.jsonl"), first)
-    os.remove(os.path.join(workdir, "train.lock.0"))
-    second = _run(_cmd(workdir, self.data_dir))
-    first.send_signal(signal.SIGTERM)
-    first.wait(timeout=120)
-    ok = _one_line_error(second) and "in use" in second.stderr and first.returncode == 0
-    return "second refused: " + second.stderr.strip()[:60], ok
 
   def ascii_console(self):
     """PYTHONIOENCODING=ascii: the progress lines hold non-ASCII characters."""
