@@ -29,6 +29,8 @@ FAMILY_MODULES = (
     "codajax.models.hybrid",
     "codajax.bcos.models",
     "codajax.bcos.vit",
+    "codajax.models.conventional",
+    "codajax.bcos.bcosify",
 )
 # Settings every family's factory accepts (``None``: the model's default).
 COMMON_SETTINGS = ("num_classes", "temperature", "dtype", "image_channels")

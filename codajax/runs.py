@@ -380,6 +380,16 @@ def restore_params(workdir, which: str = "latest", like: Any = None) -> tuple[di
     return params, step
 
 
+def start_params(model: nn.Module, source: RestoredRun) -> Any:
+  """The params a new run of ``model`` starts from (``config.init_from``): ``source``'s, converted
+  by ``type(model).params_from(model, source.variables)`` when the model defines it (a
+  B-cosified network converts its conventional original), else taken as they are."""
+  convert = getattr(type(model), "params_from", None)
+  if convert is not None:
+    return convert(model, source.variables)["params"]
+  return source.params
+
+
 def restore(workdir, which: str = "latest") -> RestoredRun:
   """Loads a work directory written by ``train.py`` (or the converters): config, model, params.
 

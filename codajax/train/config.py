@@ -41,6 +41,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.model.kwargs = ml_collections.ConfigDict()  # further get_model settings of the family
   config.model.dtype = "float32"  # "bfloat16": bf16 compute, f32 params/optimizer/norms
 
+  config.init_from = ""  # a run's work directory: start from its latest params (not on resume)
   config.seed = 0
   config.num_epochs = 30
   config.batch_size = 64  # global, over all devices and hosts

@@ -82,6 +82,27 @@ def _init_state(model, tx, spec, seed: int, mesh, parallel_mode: str) -> TrainSt
   return jax.jit(init, out_shardings=out)()
 
 
+def _start_from(source_dir, model, tx, state: TrainState, spec, mesh, mode) -> TrainState:
+  """``state`` with the params of the run in ``source_dir`` (converted for ``model``, see
+  :func:`codajax.runs.start_params`) and a fresh optimizer state."""
+  try:
+    source = runs.restore(source_dir)
+  except (FileNotFoundError, TrainingError) as error:
+    raise TrainingError(f"init_from: {error}") from None
+  params = runs.start_params(model, source)
+  like = jax.tree.map(lambda a: (a.shape, a.dtype), state.params)
+  if jax.tree.map(lambda a: (np.shape(a), np.asarray(a).dtype), params) != like:
+    raise TrainingError(
+        f"init_from: the params of {source_dir} ({source.config.model.name}) do not fit "
+        f"{type(model).__name__}; start from a run of the same model or of its conventional "
+        "original."
+    )
+  print(f"Starting from {source_dir} (step {source.step}).", flush=True)
+  out = parallel.replicated_sharding(mesh) if mode == "jit" else None
+  fresh = lambda p: state.replace(params=p, opt_state=tx.init(p))
+  return jax.jit(fresh, out_shardings=out)(jax.tree.map(jnp.asarray, params))
+
+
 def _host_scalar(x) -> float:
   return float(np.asarray(jax.device_get(x)).reshape(-1)[0])
 
@@ -265,6 +286,8 @@ def _train_locked(config: ml_collections.ConfigDict, run: RunDir, hooks) -> dict
       train_iter.set_state(data_state)
       if restored_step > checkpointer.last_saved_step:  # taken from best/: checkpoints/ gets it
         checkpointer.save(restored_step, state, data_state)
+    elif config.init_from:
+      state = _start_from(config.init_from, model, tx, state, spec, mesh, mode)
     if record is None:  # written once the checkpoints are known to fit
       run.write_record(
           runs.new_record(
