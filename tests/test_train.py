@@ -216,14 +216,48 @@ def _train_cmd(workdir, data_dir, *extra):
   ]
 
 
-def test_resume_after_sigkill_is_bit_identical(data_dir, tmp_path):
+def _bcosify_cmd(workdir, data_dir, source):
+  """train.py fine-tuning a B-cosified resnet-tiny from ``source`` for 24 steps (configs/bcosify.py)."""
+  return [
+      "train.py",
+      "--config",
+      "configs/bcosify.py:smoke",
+      f"--workdir={workdir}",
+      f"--config.data_dir={data_dir}",
+      f"--config.init_from={source}",
+      "--config.max_steps=24",
+      "--config.checkpoint_every_steps=3",
+      "--config.eval_every_epochs=100",
+      "--config.log_every_steps=3",
+  ]
+
+
+@pytest.fixture(scope="module")
+def conventional_run(data_dir, tmp_path_factory):
+  """A 4-step configs/resnet_shapes.py:smoke run: the original that configs/bcosify.py converts."""
+  workdir = tmp_path_factory.mktemp("resnet") / "run"
+  cmd = ["train.py", "--config", "configs/resnet_shapes.py:smoke", f"--workdir={workdir}"]
+  result = _run([*cmd, f"--config.data_dir={data_dir}"])
+  assert result.returncode == 0, result.stderr[-3000:]
+  return workdir
+
+
+@pytest.mark.parametrize("config", ["digits", "bcosify"])
+def test_resume_after_sigkill_is_bit_identical(data_dir, tmp_path, request, config):
+  """SIGKILL after the step-6 checkpoint, re-run: the same params as an uninterrupted run (the
+  digits toy model; a B-cosified ResNet fine-tuned from a conventional run)."""
+  if config == "digits":
+    command = lambda workdir: _train_cmd(workdir, data_dir)
+  else:
+    source = request.getfixturevalue("conventional_run")
+    command = lambda workdir: _bcosify_cmd(workdir, data_dir, source)
   straight, killed = tmp_path / "straight", tmp_path / "killed"
-  result = _run(_train_cmd(straight, data_dir))
+  result = _run(command(straight))
   assert result.returncode == 0, result.stderr[-3000:]
 
   env = dict(os.environ, PYTHONUNBUFFERED="1")
   proc = subprocess.Popen(
-      [sys.executable, *_train_cmd(killed, data_dir)],
+      [sys.executable, *command(killed)],
       cwd=ROOT,
       env=env,
       stdout=subprocess.DEVNULL,
@@ -239,7 +273,7 @@ def test_resume_after_sigkill_is_bit_identical(data_dir, tmp_path):
   steps = sorted(int(s) for s in os.listdir(killed / "checkpoints") if s.isdigit())
   assert steps and max(steps) < 24, f"the run was not killed mid-way: {steps}"
 
-  result = _run(_train_cmd(killed, data_dir))
+  result = _run(command(killed))
   assert result.returncode == 0, result.stderr[-3000:]
   a, step_a = restore_params(str(straight))
   b, step_b = restore_params(str(killed))

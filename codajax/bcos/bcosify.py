@@ -376,7 +376,7 @@ def _record_layers(module: nn.Module, variables, images: Array, call_kwargs: dic
     module.apply(variables, images, **call_kwargs)
   if not first:
     raise BcosifyError(f"{type(module).__name__} calls no nn.Conv / nn.Dense: nothing to convert.")
-  (path, takes_images), = first
+  ((path, takes_images),) = first
   kind = layers[path][0]
   if kind != "conv" or not takes_images:
     raise BcosifyError(

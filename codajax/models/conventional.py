@@ -92,7 +92,11 @@ class ResNetClassifier(nn.Module):
     x = Stem(spec.widths[0], spec.stem == "imagenet", self.dtype, name="stem")(images)
     for s, (blocks, width) in enumerate(zip(spec.stage_sizes, spec.widths)):
       x = Stage(
-          width, blocks, 1 if s == 0 else 2, spec.block == "bottleneck", self.dtype,
+          width,
+          blocks,
+          1 if s == 0 else 2,
+          spec.block == "bottleneck",
+          self.dtype,
           name=f"stage_{s + 1}",
       )(x)
     x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
