@@ -12,6 +12,7 @@ multi-host and ``eval.py`` work as for every run; a resumed run ignores ``init_f
     python train.py --config configs/bcosify.py                             # its B-cosified twin
     python train.py --config configs/bcosify.py --config.init_from=runs/other-resnet-run
     python train.py --config configs/bcosify.py:smoke    # after resnet_shapes.py:smoke (seconds)
+    python train.py --config configs/bcosify.py:curve    # + test accuracy every 25 steps (the study)
 """
 
 from codajax.train.config import apply_smoke, base_config, config_tokens
@@ -20,7 +21,7 @@ DATASET = "shapes/train20000_test2000_seed0_light"
 
 
 def get_config(arg: str | None = None):
-  tokens = config_tokens(arg, ("smoke",), "configs/bcosify.py")
+  tokens = config_tokens(arg, ("curve", "smoke"), "configs/bcosify.py")
   config = base_config()
   config.name = "bcosify-shapes"
   config.init_from = "runs/resnet-shapes"
@@ -36,6 +37,8 @@ def get_config(arg: str | None = None):
   config.optimizer.warmup_epochs = 0
   config.eval_every_epochs = 1
   config.checkpoint_every_steps = 500
+  if "curve" in tokens:  # studies/bcosify.md: the steps to reach the from-scratch accuracy
+    config.evals.accuracy = dict(every_steps=25)
   if "smoke" in tokens:
     config.init_from = "runs/resnet-shapes_smoke"
     config.dataset = "shapes/train256_test64_seed0_light"
