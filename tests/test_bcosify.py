@@ -74,7 +74,7 @@ def _same_pads(size, k, s):
 
 def _np_bcos_conv(x, w, stride, b=2.0):
   """B-cos of a convolution with weights kept: |cos|^(B−1)·(w·patch), float64, SAME padding."""
-  n, h, wd, c = x.shape
+  n, h, wd, _ = x.shape
   k = w.shape[0]
   (pt, pb), (pl, pr) = _same_pads(h, k, stride), _same_pads(wd, k, stride)
   xp = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
@@ -163,8 +163,9 @@ def test_bcosified_resnet_tiny_is_complete_for_every_class_at_every_layer():
   images = _images(2, 16, seed=4)
   variables = _randomise(net.init(jax.random.key(0), images), seed=1)
   model, converted = bcosify(net, variables, image_shape=(16, 16, 3))
-  # The encoded image, the input of stages 1..3 and of the classifier.
+  # The encoded image, the input of stages 1..3 and of the classifier; Grad-CAM on stage 3.
   assert model.num_explainable_layers == 5
+  assert model.grad_cam_module == "stage_3"
   _check_completeness(model, converted, images)
 
 
@@ -240,6 +241,7 @@ def test_flax_imagenet_resnet_converts_exactly(block):
   model, converted = bcosify(net, variables, image_shape=(32, 32, 3), call_kwargs={"train": False})
   # layer 0, the input of bn_init (the output of conv_init), of both blocks, of the Dense head.
   assert model.num_explainable_layers == 5
+  assert model.grad_cam_module == f"{block.__name__}_1"
   kernel = variables["params"]["conv_init"]["kernel"]
   np.testing.assert_array_equal(
       converted["params"]["network"]["conv_init"]["kernel"],

@@ -45,7 +45,7 @@ from jax import lax
 
 from codajax.bcos import norms as norm_ops
 from codajax.bcos.common import default_logit_bias
-from codajax.bcos.ops import PATCH_NORM_EPS, DENSE_NORM_EPS, dynamic_factor
+from codajax.bcos.ops import DENSE_NORM_EPS, PATCH_NORM_EPS, dynamic_factor
 from codajax.explain import protocol
 from codajax.explain.base import ExplainableModule
 from codajax.models.conventional import CONVENTIONAL_RESNETS
@@ -196,6 +196,18 @@ def uncentred_norm_layer(module: nn.Module, kind: str, x: Array, explain: bool) 
 # ------------------------------------------------------------------------------ the network
 
 
+def _bcos_call(module: nn.Module, args, kwargs, next_fun, b: float, explain: bool) -> Array:
+  """What a call of ``module`` computes in the B-cosified network."""
+  kind = _kind(module)
+  if kind == "conv":
+    return bcos_conv_layer(module, args[0], b, explain)
+  if kind == "dense":
+    return bcos_dense_layer(module, args[0], b, explain)
+  if kind in ("batch_norm", "group_norm", "layer_norm"):
+    return uncentred_norm_layer(module, kind, args[0], explain)
+  return next_fun(*args, **kwargs)
+
+
 class _EveryCall:
   """``capture`` value of :meth:`BcosifiedNet._run` that captures every top-level call."""
 
@@ -221,6 +233,8 @@ class BcosifiedNet(ExplainableModule):
     image_channels: ``C`` of the images.
     b: the B-cos exponent of every convolution and dense layer.
     cuts: for explainable layers ``1 ..``, the index of the top-level call whose input each is.
+    grad_cam_module: the path (in ``network``) of the last top-level call with a feature map
+      ``(N, h, w, D)`` output, where ``eval.py`` takes Grad-CAM ("" : none).
     call_kwargs: keyword arguments of every ``network`` call, as ``(name, value)`` pairs.
     temperature: logits are divided by it (``None``: not at all).
     logit_bias: added to every logit.
@@ -232,6 +246,7 @@ class BcosifiedNet(ExplainableModule):
   image_channels: int = 3
   b: float = 2.0
   cuts: tuple[int, ...] = ()
+  grad_cam_module: str = ""
   call_kwargs: tuple[tuple[str, Any], ...] = ()
   temperature: float | None = None
   logit_bias: float = 0.0
@@ -247,14 +262,15 @@ class BcosifiedNet(ExplainableModule):
     """``1 + len(cuts)``: the encoded image and the input of every cut."""
     return 1 + len(self.cuts)
 
-  def _run(self, h0: Array, explain: bool, substitute=None, capture=()):
+  def _run(self, h0: Array, explain: bool, substitute=None, capture=(), record=None):
     """The network on ``h0`` with B-cos layers: ``(out (N, K), {call: input})``.
 
     ``substitute = (call, h)`` replaces the input of top-level call ``call`` with ``h``;
-    ``capture`` names the top-level calls whose inputs are returned.
+    ``capture`` names the top-level calls whose inputs are returned; ``record`` (a list, outside
+    ``jit``) receives their ``(path, output rank)``.
     """
     prefix = (*self.scope.path, "network")
-    counter, captured = [0], {}
+    counter, captured, outputs = [0], {}, {}
 
     def interceptor(next_fun, args, kwargs, context):
       module, path = context.module, context.module.scope.path
@@ -266,14 +282,11 @@ class BcosifiedNet(ExplainableModule):
           args = (substitute[1], *args[1:])
         if index in capture:
           captured[index] = args[0]
-      kind = _kind(module)
-      if kind == "conv":
-        return bcos_conv_layer(module, args[0], self.b, explain)
-      if kind == "dense":
-        return bcos_dense_layer(module, args[0], self.b, explain)
-      if kind in ("batch_norm", "group_norm", "layer_norm"):
-        return uncentred_norm_layer(module, kind, args[0], explain)
-      return next_fun(*args, **kwargs)
+          outputs[index] = ("/".join(path[len(prefix) :]), None)
+      out = _bcos_call(module, args, kwargs, next_fun, self.b, explain)
+      if len(path) == len(prefix) + 1 and index in capture:
+        outputs[index] = (outputs[index][0], out.ndim)
+      return out
 
     with nn.intercept_methods(interceptor):
       out = self.network(h0, **dict(self.call_kwargs))
@@ -281,6 +294,8 @@ class BcosifiedNet(ExplainableModule):
       raise BcosifyError(
           f"The network must return logits (N, {self.num_classes}); it returned {out.shape}."
       )
+    if record is not None:
+      record.extend(outputs[i] for i in sorted(outputs))
     return out.astype(jnp.float32), captured
 
   def _readout(self, out: Array, add_bias: bool) -> Array:
@@ -454,8 +469,9 @@ def _matches(a: Array, b: Array, rtol: float = 1e-4) -> bool:
   return bool(np.max(np.abs(a - b)) <= rtol * (np.max(np.abs(b)) + 1e-6))
 
 
-def explainable_cuts(model: BcosifiedNet, variables: Mapping) -> tuple[int, ...]:
-  """The top-level calls of ``model.network`` whose inputs carry the whole computation.
+def explainable_cuts(model: BcosifiedNet, variables: Mapping) -> tuple[tuple[int, ...], str]:
+  """``(cuts, grad_cam_module)``: the top-level calls of ``model.network`` whose inputs carry the
+  whole computation, and the last top-level call with a feature-map output.
 
   A call qualifies when the logits computed from its input alone (everything before it run on
   zeros) equal the logits of the images, on two random images, and its input is not the encoded
@@ -464,7 +480,9 @@ def explainable_cuts(model: BcosifiedNet, variables: Mapping) -> tuple[int, ...]
   images = _probe_images(model, seed=1)
   h0 = model.apply(variables, images, method=model.encode)
   run = lambda h, **kw: model.apply(variables, h, False, method=BcosifiedNet._run, **kw)
-  logits, inputs = run(h0, capture=EVERY_CALL)
+  calls = []
+  logits, inputs = run(h0, capture=EVERY_CALL, record=calls)
+  maps = [path for path, rank in calls if rank == 4]
   cuts = []
   for call, h in sorted(inputs.items()):
     if h.shape == h0.shape and np.array_equal(h, h0):
@@ -472,7 +490,7 @@ def explainable_cuts(model: BcosifiedNet, variables: Mapping) -> tuple[int, ...]
     out, _ = run(jnp.zeros_like(h0), substitute=(call, h))
     if _matches(out, logits):
       cuts.append(call)
-  return tuple(cuts)
+  return tuple(cuts), (maps[-1] if maps else "")
 
 
 def _probe_images(model: BcosifiedNet, seed: int) -> Array:
@@ -550,7 +568,8 @@ def bcosify(
       logit_bias=default_logit_bias(num_classes) if logit_bias is None else logit_bias,
   )
   converted = convert_variables(model, variables, input_std)
-  model = model.clone(cuts=explainable_cuts(model, converted))
+  cuts, grad_cam_module = explainable_cuts(model, converted)
+  model = model.clone(cuts=cuts, grad_cam_module=grad_cam_module)
   check_completeness(model, converted)
   return model, converted
 
@@ -560,7 +579,7 @@ def bcosify(
 
 @functools.lru_cache(maxsize=32)
 def _cuts_of(base: str, num_classes: int, image_size: tuple[int, int], channels: int, b: float):
-  """The explainable cuts of ``bcosified-<base>``, found once per process on random params."""
+  """:func:`explainable_cuts` of ``bcosified-<base>``, found once per process on random params."""
   model = BcosifiedNet(
       get_model(base, num_classes=num_classes), num_classes, image_size, channels, b
   )
@@ -590,13 +609,15 @@ def _factory(base: str):
     if not (isinstance(b, (int, float)) and math.isfinite(b) and b >= 1):
       raise ValueError(f"b must be a finite number >= 1, got {b!r}.")
     channels = image_channels or 3
+    cuts, grad_cam_module = _cuts_of(base, num_classes, size, channels, b)
     return BcosifiedNet(
         network=get_model(base, num_classes=num_classes, dtype=dtype),
         num_classes=num_classes,
         image_size=size,
         image_channels=channels,
         b=b,
-        cuts=_cuts_of(base, num_classes, size, channels, b),
+        cuts=cuts,
+        grad_cam_module=grad_cam_module,
         temperature=temperature,
         logit_bias=default_logit_bias(num_classes) if logit_bias is None else logit_bias,
     )

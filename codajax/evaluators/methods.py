@@ -256,10 +256,14 @@ def coda_contributions(
   return over_targets(attribute, targets)
 
 
-def _last_coda_layer(info: ModelInfo) -> Callable[[nn.Module, str], bool]:
-  """Filter for ``layer_function``: the call of the last CoDA layer (``…/layer_{L-1}``)."""
-  name = f"layer_{info.num_layers - 1}"
-  return lambda module, method_name: method_name == "__call__" and module.path[-1:] == (name,)
+def _grad_cam_layer(model: nn.Module, info: ModelInfo) -> Callable[[nn.Module, str], bool]:
+  """Filter for ``layer_function``: the module a model names as ``grad_cam_module`` (a
+  B-cosified network: its last feature map), else the last CoDA layer (``…/layer_{L-1}``)."""
+  named = getattr(model, "grad_cam_module", "")
+  path = tuple(named.split("/")) if named else (f"layer_{info.num_layers - 1}",)
+  return lambda module, method_name: (
+      method_name == "__call__" and module.path[-len(path) :] == path
+  )
 
 
 def posthoc_attribution(
@@ -275,14 +279,15 @@ def posthoc_attribution(
 ) -> Array:
   """A :mod:`codajax.attribution` preset on the image: (N, [T,] H, W, C or 1).
 
-  Grad-CAM uses the output of the last CoDA layer (the class map before pooling).
+  Grad-CAM uses the output of the last CoDA layer (the class map before pooling), or of the
+  module a model names as ``grad_cam_module``.
   ``items_per_pass``: integration steps (IntGrad) or noise samples (SmoothGrad) per pass
   (``None``: all at once).
   ``settings``: keyword overrides of the preset (e.g. ``{"n_masks": 1000}`` for RISE).
   """
   preset = attribution.get_method(method)
   if preset.method is attribution.grad_cam:
-    fn = attribution.layer_function(model, variables, _last_coda_layer(info))
+    fn = attribution.layer_function(model, variables, _grad_cam_layer(model, info))
   else:
     fn = lambda x: model.apply(variables, x)
   overrides = {"items_per_pass": items_per_pass} if preset.method in _ITEMS_PER_PASS_METHODS else {}

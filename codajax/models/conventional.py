@@ -31,7 +31,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from codajax.models.hybrid import BackboneSpec, ResidualBlock, _conv, _group_norm, resnet_spec
+from codajax.models.hybrid import (
+  BackboneSpec,
+  ResidualBlock,
+  _conv,
+  _group_norm,
+  resnet_spec,
+)
 from codajax.registry import register_model
 
 Array = jax.Array
