@@ -54,7 +54,7 @@ def _gcam_fn(model, feature_module: str):
 
 
 def _maps(run, method: str, images, targets):
-  """(N, H, W) maps of ``targets`` ((N,) class indices)."""
+  """(N, [T,] H, W) maps of ``targets`` ((N,) or (N, T) class indices)."""
   variables = run.variables
   if method == "Ours":
     return explain(run.model, variables, images, targets).contribution_map_sum
@@ -90,11 +90,15 @@ def score(run, methods, test, n_images: int, n_grids: int, grid: int) -> dict:
   for method in methods:
     localisation = jnp.nan
     if n_grids:
-      per_tile = [
-          _maps(run, method, grids.images, jnp.asarray(grids.labels[:, k]))
-          for k in range(grid * grid)
-      ]
-      localisation = metrics.localisation_metric(jnp.stack(per_tile, axis=1), grid)
+      if method == "Ours":  # explain takes (N,) targets: one call per tile
+        tiles = [
+            _maps(run, method, grids.images, jnp.asarray(grids.labels[:, k]))
+            for k in range(grid * grid)
+        ]
+        tile_maps = jnp.stack(tiles, axis=1)
+      else:  # (G, n²) targets: perturbation passes shared by the tiles' classes
+        tile_maps = _maps(run, method, grids.images, jnp.asarray(grids.labels))
+      localisation = metrics.localisation_metric(tile_maps, grid)
     maps = _maps(run, method, first, jnp.asarray(first_labels))
     out[method] = {
         "localisation": float(jnp.mean(localisation)),

@@ -40,14 +40,15 @@ def _randomise(variables, seed=0):
 
 def _check_completeness(model, variables, images):
   """Σ contributions == logit − bias for every class, at every explainable layer (1e-5 rel.)."""
-  for layer in range(model.num_explainable_layers):
-    e = explain(model, variables, images, "all", layer=layer)
+  layers = range(model.num_explainable_layers)
+  every_layer = jax.jit(lambda v, x: [explain(model, v, x, "all", layer=l) for l in layers])
+  for layer, e in zip(layers, every_layer(variables, images)):
     maps = e.contribution_map  # (N, K, ...): every class
     sums = np.asarray(jnp.sum(maps, axis=tuple(range(2, maps.ndim))), np.float64)
     evidence = np.asarray(e.evidence, np.float64)
     scale = np.max(np.abs(evidence), axis=-1, keepdims=True)
     assert np.max(np.abs(sums - evidence) / scale) <= 1e-5, layer
-    assert e.contribution_map.dtype == jnp.float32
+    assert maps.dtype == jnp.float32
 
 
 # ------------------------------------------------------------------- a float64 numpy port

@@ -10,8 +10,11 @@
   :mod:`codajax.bcos.nnx_models` (NNX ResNets); :mod:`codajax.bcos.common` (the
   segments and readout they declare for :mod:`codajax.explain.base`).
 * Released checkpoints: :mod:`codajax.convert.bcos`.
+* B-cosification of your own trained Linen network: :func:`bcosify`
+  (:mod:`codajax.bcos.bcosify`, ``docs/bcos.md``).
 """
 
+from codajax.bcos.bcosify import BcosifiedNet, BcosifyError, bcosify
 from codajax.bcos.common import ClassMapSegments, class_map_logits, default_logit_bias
 from codajax.bcos.layers import (
     BcosConv,
@@ -56,6 +59,8 @@ __all__ = [
     "NORM_KINDS",
     "BcosConv",
     "BcosResNet",
+    "BcosifiedNet",
+    "BcosifyError",
     "BcosVGG",
     "NNXBcosResNet",
     "ClassMapSegments",
@@ -75,6 +80,7 @@ __all__ = [
     "batch_norm_uncentered",
     "bcos_conv",
     "bcos_dense",
+    "bcosify",
     "default_scale",
     "dynamic_factor",
     "fold_batch_norm",

@@ -12,11 +12,12 @@ networks as well.
 =====================  ===========================================================  ==========
 name                   model                                                         parameters
 =====================  ===========================================================  ==========
-``resnet-tiny``        3 one-block stages 16/32/64, the CIFAR stem (32 px images)     78k
-``resnet18``           ResNet-18, the ImageNet stem (7×7/2 conv, 3×3/2 max-pool)      11.7M
-``resnet50``           ResNet-50 (bottleneck blocks), the ImageNet stem               25.6M
+``resnet-tiny``        3 one-block stages 16/32/64, the CIFAR stem (32 px images)     78,042
+``resnet18``           ResNet-18, the ImageNet stem (7×7/2 conv, 3×3/2 max-pool)      11.69M
+``resnet50``           ResNet-50 (bottleneck blocks), the ImageNet stem               25.56M
 =====================  ===========================================================  ==========
 
+(parameters: ``num_classes`` 10 for ``resnet-tiny``, 1000 for the others, as torchvision's.)
 The images enter in [0, 1] as they are (the first GroupNorm removes their scale).
 ``get_model`` settings: ``num_classes``, ``dtype``, ``image_channels`` (taken from the
 first convolution's input); ``temperature`` must be ``None`` or 1 (the logits are the
@@ -32,11 +33,11 @@ import jax
 import jax.numpy as jnp
 
 from codajax.models.hybrid import (
-  BackboneSpec,
-  ResidualBlock,
-  _conv,
-  _group_norm,
-  resnet_spec,
+    BackboneSpec,
+    ResidualBlock,
+    _conv,
+    _group_norm,
+    resnet_spec,
 )
 from codajax.registry import register_model
 
