@@ -481,15 +481,20 @@ def explainable_cuts(model: BcosifiedNet, variables: Mapping) -> tuple[tuple[int
   h0 = model.apply(variables, images, method=model.encode)
   run = lambda h, **kw: model.apply(variables, h, False, method=BcosifiedNet._run, **kw)
   calls = []
-  logits, inputs = run(h0, capture=EVERY_CALL, record=calls)
+  _, inputs = jax.eval_shape(lambda h: run(h, capture=EVERY_CALL, record=calls), h0)
   maps = [path for path, rank in calls if rank == 4]
-  cuts = []
-  for call, h in sorted(inputs.items()):
-    if h.shape == h0.shape and np.array_equal(h, h0):
-      continue  # the encoded image itself: layer 0
-    out, _ = run(jnp.zeros_like(h0), substitute=(call, h))
-    if _matches(out, logits):
-      cuts.append(call)
+
+  @jax.jit
+  def from_each_call(h0):
+    """The logits of the images, and those from each call's input alone (zeros before it)."""
+    logits, inputs = run(h0, capture=EVERY_CALL)
+    alone = {c: run(jnp.zeros_like(h0), substitute=(c, h))[0] for c, h in inputs.items()}
+    is_h0 = {c: h.shape == h0.shape and jnp.array_equal(h, h0) for c, h in inputs.items()}
+    return logits, alone, is_h0
+
+  logits, alone, is_h0 = from_each_call(h0)
+  # A call qualifies unless its input is the encoded image itself (that is layer 0).
+  cuts = [c for c in sorted(inputs) if not bool(is_h0[c]) and _matches(alone[c], logits)]
   return tuple(cuts), (maps[-1] if maps else "")
 
 
@@ -507,7 +512,7 @@ def check_completeness(model: BcosifiedNet, variables: Mapping, rtol: float = 1e
     logits = model.apply(variables, h, 0, True, False, method=model.forward_from)
     return jnp.sum(logits[:, 0])
 
-  value, grad = jax.value_and_grad(selected)(h0)
+  value, grad = jax.jit(jax.value_and_grad(selected))(h0)
   total = jnp.sum(grad * h0)
   if not _matches(total, value, rtol):
     raise BcosifyError(
