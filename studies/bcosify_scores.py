@@ -5,7 +5,8 @@ For each seed: (a) the conventional ``resnet-<seed>`` run with post-hoc methods,
 ("Ours", the encoded input's contributions summed over channels). Scores, all on the test split of
 ``shapes/train20000_test2000_seed0_light``, true class: grid localisation (``n_grids`` 3×3 grids of
 confident images, the share of positive attribution in the explained tile), mask energy and the
-pointing game on the first ``n_images`` test images. Steps: the first logged step at which (c)'s
+pointing game on the first ``n_images`` test images; (c)'s accuracy right after conversion,
+before any fine-tuning. Steps: the first logged step at which (c)'s
 test accuracy (``evals/accuracy/top1``, every 25 steps) reaches (b)'s final test accuracy.
 
     python studies/bcosify_scores.py --out runs/bcosify --seeds 0,1
@@ -26,7 +27,7 @@ from codajax import metrics
 from codajax.attribution import METHODS
 from codajax.data.pipeline import load_examples
 from codajax.explain import explain
-from codajax.runs import restore
+from codajax.runs import restore, start_params
 from codajax.train.metrics_log import read_metrics
 
 DATASET = "shapes/train20000_test2000_seed0_light"
@@ -148,6 +149,11 @@ def main():
           **score(run, methods, test, args.n_images, args.n_grids, args.grid),
       }
       print(name, seed, json.dumps(seed_results[name]), flush=True)
+    converted = restore(runs["bcosify"][0])  # the model, with the conventional params converted
+    converted.params = start_params(converted.model, restore(runs["conventional"][0]))
+    seed_results["bcosify"]["converted_test_accuracy"] = float(
+        np.mean(_logits(converted, test[0]).argmax(-1) == test[1])
+    )
     target = seed_results["bcos"]["test_accuracy"]
     reached, curve = steps_to_reach(runs["bcosify"][0], target)
     seed_results["bcosify"]["steps_to_bcos_accuracy"] = reached
