@@ -4,9 +4,12 @@ For ``explain`` (predicted class, every class, the predicted class at a middle l
 preset of ``codajax.attribution.METHODS``, each row is measured twice, eagerly
 (``explain(...)``, ``METHODS[name](Partial(model.apply, variables), ...)``) and jitted
 (``explain_jit``, ``jax.jit`` with the parameters as an argument), each in a fresh child process
-(no compiled program shared) with JAX's persistent compilation cache off. "first" is the first
-call (tracing and compiling included); "later" the median of 3 further calls on other images of
-the same shape.
+(no compiled program shared) with JAX's persistent compilation cache off: "first" is the first
+call (tracing and compiling included). "later" is the median of further calls on other images of
+the same shape, measured in a third child process that runs both entries once and then calls them
+in alternation (eager then jitted, jitted then eager, ...; at least 3 rounds, more while the
+later calls of the row have taken under 4 s, at most 30), so a change of load on the machine
+falls on both alike.
 
 The model: the trained digits run (``codajax.train.restore("runs/digits")``) when it exists,
 else freshly initialised digits-5L parameters (same shapes, so the same programs); 4 test-size
@@ -30,6 +33,7 @@ from codajax.attribution import METHODS
 
 ROWS = ("explain predicted", "explain all", "explain layer", *METHODS)
 RUN = "runs/digits"
+MIN_ROUNDS, MAX_ROUNDS, LATER_BUDGET_S = 3, 30, 4.0  # later calls, one eager and one jitted a round
 
 
 def _setup():
@@ -81,20 +85,32 @@ def _call(row: str, mode: str, model, variables):
 
 
 def _child(row: str, mode: str) -> dict:
-  """Times one row in this (fresh) process."""
+  """Times one row in this (fresh) process: the first call of ``mode``, or (``mode="later"``)
+  later calls of both entries in alternation."""
   import jax
 
   model, variables, batches, which = _setup()
-  call = _call(row, mode, model, variables)
-  start = time.perf_counter()
-  jax.block_until_ready(call(batches[0]))
-  first = time.perf_counter() - start
-  later = []
-  for batch in batches[1:]:
+  if mode != "later":
+    call = _call(row, mode, model, variables)
     start = time.perf_counter()
-    jax.block_until_ready(call(batch))
-    later.append(time.perf_counter() - start)
-  return dict(row=row, mode=mode, first_s=first, later_s=statistics.median(later), model=which)
+    jax.block_until_ready(call(batches[0]))
+    return dict(row=row, mode=mode, first_s=time.perf_counter() - start, model=which)
+  calls = {entry: _call(row, entry, model, variables) for entry in ("eager", "jit")}
+  for call in calls.values():
+    jax.block_until_ready(call(batches[0]))
+  later = {"eager": [], "jit": []}
+  rounds = 0
+  while rounds < MIN_ROUNDS or (
+      rounds < MAX_ROUNDS and sum(later["eager"]) + sum(later["jit"]) < LATER_BUDGET_S
+  ):
+    batch = batches[1 + rounds % (len(batches) - 1)]
+    for entry in ("eager", "jit") if rounds % 2 == 0 else ("jit", "eager"):
+      start = time.perf_counter()
+      jax.block_until_ready(calls[entry](batch))
+      later[entry].append(time.perf_counter() - start)
+    rounds += 1
+  medians = {f"{entry}_later_s": statistics.median(times) for entry, times in later.items()}
+  return dict(row=row, mode=mode, rounds=rounds, model=which, **medians)
 
 
 def _measure(row: str, mode: str) -> dict:
@@ -115,22 +131,25 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--rows", nargs="*", default=list(ROWS), choices=ROWS)
   parser.add_argument("--child", choices=ROWS, help=argparse.SUPPRESS)
-  parser.add_argument("--mode", choices=("eager", "jit"), help=argparse.SUPPRESS)
+  parser.add_argument("--mode", choices=("eager", "jit", "later"), help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.child:
     print(json.dumps(_child(args.child, args.mode)))
     return
   print(f"load average at start: {os.getloadavg()[0]:.1f} ({os.cpu_count()} CPUs)")
-  print("| call | eager first | jitted first | ratio | eager later | jitted later | ratio |")
-  print("|---|---|---|---|---|---|---|")
+  print(
+      "| call | eager first | jitted first | ratio | eager later | jitted later | ratio | rounds |"
+  )
+  print("|---|---|---|---|---|---|---|---|")
   which = None
   for row in args.rows:
-    eager, jitted = _measure(row, "eager"), _measure(row, "jit")
+    eager, jitted, later = (_measure(row, mode) for mode in ("eager", "jit", "later"))
     which = eager["model"]
     print(
         f"| {row} | {eager['first_s']:.2f} s | {jitted['first_s']:.2f} s | "
-        f"{eager['first_s'] / jitted['first_s']:.2f} | {eager['later_s']:.3f} s | "
-        f"{jitted['later_s']:.3f} s | {eager['later_s'] / jitted['later_s']:.2f} |",
+        f"{eager['first_s'] / jitted['first_s']:.2f} | {later['eager_later_s']:.3f} s | "
+        f"{later['jit_later_s']:.3f} s | {later['eager_later_s'] / later['jit_later_s']:.2f} | "
+        f"{later['rounds']} |",
         flush=True,
     )
   print(f"model: {which}; load average at end: {os.getloadavg()[0]:.1f}")

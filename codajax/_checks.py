@@ -304,16 +304,45 @@ def check_images(
         f"{name} expects float images in [0, 1], got dtype {dtype}; convert e.g. uint8 "
         f"pixels with images.astype(jnp.float32) / 255."
     )
-  if (check_finite or check_range) and not isinstance(images, _TRACER):
-    values = np.asarray(images, dtype=np.float32)
-    if check_finite and not np.all(np.isfinite(values)):
+  if (check_finite or check_range) and not isinstance(images, _TRACER) and np.size(images):
+    low, high = value_bounds(images)
+    if check_finite and not (np.isfinite(low) and np.isfinite(high)):
       raise ValueError(f"{name}: the images contain NaN or Inf values.")
-    if check_range and values.size and (values.min() < 0.0 or values.max() > 1.0):
+    if check_range and (low < 0.0 or high > 1.0):
       raise ValueError(
-          f"{name} expects images in [0, 1], got values in [{values.min():.4g}, "
-          f"{values.max():.4g}]; pass check_range=False to explain other inputs."
+          f"{name} expects images in [0, 1], got values in [{low:.4g}, "
+          f"{high:.4g}]; pass check_range=False to explain other inputs."
       )
+  if isinstance(images, jax.Array) and not isinstance(images, _TRACER):
+    return images  # what jnp.asarray returns for it, without its dispatch
   return jnp.asarray(images)
+
+
+def value_bounds(values: Any) -> tuple[np.float32, np.float32]:
+  """``(min, max)`` of concrete, non-empty ``values`` in float32; both NaN if any value is NaN.
+
+  So the values are all finite exactly when both bounds are. An array on the host (NumPy, or a
+  JAX array on the CPU, read in place) takes two NumPy passes, faster there than a jitted
+  reduction; a JAX array on an accelerator takes one jitted reduction (compiled once per shape
+  and dtype), so only the two bounds leave the device, not the batch.
+  """
+  if isinstance(values, jax.Array) and not _on_host(values):
+    low, high = jax.device_get(_device_value_bounds(values))
+    return np.float32(low), np.float32(high)
+  array = np.asarray(values, dtype=np.float32)
+  return array.min(), array.max()  # NumPy's min and max propagate NaN (np.nanmin would not)
+
+
+def _on_host(values: jax.Array) -> bool:
+  """Whether every shard of ``values`` lives in host memory (the CPU backend)."""
+  return all(device.platform == "cpu" for device in values.devices())
+
+
+@jax.jit
+def _device_value_bounds(values: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """:func:`value_bounds` on the device: float32 ``(min, max)``, both NaN if any value is NaN."""
+  values = values.astype(jnp.float32)
+  return jnp.min(values), jnp.max(values)  # as NumPy's, jax.numpy's min and max propagate NaN
 
 
 def check_callable(value: Any, name: str, *, where: str) -> Any:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from codajax import attribution, metrics
+from codajax import _checks
 from codajax.nn import dau
 from codajax._checks import check_images
 from codajax.explain import explain
@@ -33,6 +34,50 @@ def test_value_checks_are_opt_in_and_skip_tracers():
   with pytest.raises(ValueError, match="empty batch"):
     check_images(np.zeros((0, 2, 2, 3), np.float32), name="M")
   assert check_images(np.zeros((0, 2, 2, 3), np.float32), name="M", allow_empty=True).shape[0] == 0
+
+
+@pytest.fixture(params=["host", "device"])
+def reading(request, monkeypatch):
+  """How check_images reads a JAX array's values: in place on the host (NumPy), or as on an
+  accelerator (one jitted reduction, only the bounds copied back)."""
+  if request.param == "device":
+    monkeypatch.setattr(_checks, "_on_host", lambda values: False)
+  return request.param
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_value_bounds_are_the_float32_min_and_max_or_nan(reading, dtype):
+  values = jnp.asarray(np.random.default_rng(0).normal(size=(3, 5, 5, 2)), dtype)
+  flat = sorted(np.asarray(values, np.float32).ravel().tolist())
+  assert _checks.value_bounds(values) == (flat[0], flat[-1])
+  for at, value, want in (
+      ((0, 0, 0, 0), np.nan, (np.nan, np.nan)),
+      ((2, 4, 1, 1), np.nan, (np.nan, np.nan)),
+      ((1, 2, 3, 0), np.inf, (flat[0], np.inf)),
+      ((1, 2, 3, 0), -np.inf, (-np.inf, flat[-1])),
+  ):
+    got = _checks.value_bounds(values.at[at].set(value))
+    np.testing.assert_array_equal(np.asarray(got, np.float32), np.asarray(want, np.float32))
+
+
+def test_reading_on_the_device_raises_the_host_messages(monkeypatch):
+  base = np.random.default_rng(1).uniform(size=(2, 3, 3, 1)).astype(np.float32)
+  cases = [
+      (jnp.asarray(base * 3 - 1), dict(check_range=True)),
+      (jnp.asarray(base).at[1, 2, 2, 0].set(jnp.nan), dict(check_finite=True)),
+      (jnp.asarray(base).at[0, 0, 1, 0].set(-jnp.inf), dict(check_finite=True, check_range=True)),
+      (jnp.asarray(base).at[0, 0, 1, 0].set(jnp.inf), dict(check_range=True)),
+  ]
+  for images, checks in cases:
+    messages = []
+    for on_host in (True, False):
+      monkeypatch.setattr(_checks, "_on_host", lambda values, on_host=on_host: on_host)
+      with pytest.raises(ValueError) as info:
+        check_images(images, name="M", **checks)
+      messages.append(str(info.value))
+    assert messages[0] == messages[1], messages
+  nan = jnp.asarray(base).at[0, 1, 1, 0].set(jnp.nan)
+  assert check_images(nan, name="M", check_range=True) is nan  # NaN is no range error
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import pytest
 from flax import linen as nn
 from flax import nnx
 
-from codajax import attribution
+from codajax import _checks, attribution
 from codajax.explain import explain, explain_jit, explain_nnx
 from codajax.models import LayerSpec, NNXCoDANet, get_model
 
@@ -113,6 +113,30 @@ def test_bad_images_and_layer_keep_their_error(tiny):
     explain(model, variables, images.at[0, 0, 0, 0].set(jnp.nan))
   with pytest.raises(ValueError, match="layer"):
     explain(model, variables, images, layer=7)
+
+
+@pytest.mark.parametrize("on_host", [True, False], ids=["host-read", "device-read"])
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_every_eager_entry_refuses_a_jax_array_with_nan_or_inf(
+    tiny, cnn, monkeypatch, on_host, value
+):
+  """The images' values are read before the program runs, for a jax.Array too: in place on the
+  host, or (as on an accelerator) by one jitted reduction returning only their bounds."""
+  monkeypatch.setattr(_checks, "_on_host", lambda values: on_host)
+  model, variables, images = tiny
+  bad = images.at[1, 5, 2, 1].set(value)
+  assert isinstance(bad, jax.Array)
+  message = r"^{}: the images contain NaN or Inf values\.$"
+  with pytest.raises(ValueError, match=message.format("explain")):
+    explain(model, variables, bad, check_range=False)
+  nnx_model = NNXCoDANet((LayerSpec(4, 3, 3, 1, 1), LayerSpec(10, 8, 1, 1, 0)), rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match=message.format("explain")):
+    explain_nnx(nnx_model, bad, check_range=False)
+  cnn_model, cnn_variables, _ = cnn
+  for name, method in attribution.METHODS.items():
+    fn = _method_fn(name, cnn_model, cnn_variables)
+    with pytest.raises(ValueError, match=message.format(method.method.__name__)):
+      method(fn, bad, np.array([3, 7]), check_range=False)
 
 
 @pytest.mark.parametrize("targets,layer", [(None, 0), ("all", 1), (np.array([3, 0]), 0)])

@@ -36,16 +36,31 @@ from codajax.attribution.gradcam import _check_feature_function, grad_cam
 _ARRAY_TYPES = (jax.Array, np.ndarray, np.generic, float, int, complex, bool)
 _CLASS_COUNTS: dict[Any, int] = {}  # program key -> K of fn's logits, for the eager range check
 _CLASS_COUNTS_MAX = 256
+_FEATURE_STRUCTURES: set[Any] = set()  # Partial structures whose function takes (images, delta)
 
 
 def _is_traced(tree: Any) -> bool:
   return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(tree))
 
 
-def _is_array_pytree(fn: Callable) -> bool:
-  """Whether ``fn`` is a pytree of arrays (a ``Partial``), not a leaf itself."""
-  leaves, treedef = jax.tree.flatten(fn)
+def _is_array_tree(leaves: list, treedef: Any) -> bool:
+  """Whether a function flattened to ``leaves`` and ``treedef`` is a pytree of arrays (a
+  ``Partial``), not a leaf itself."""
   return treedef.num_nodes > 1 and all(isinstance(leaf, _ARRAY_TYPES) for leaf in leaves)
+
+
+def _aval_key(leaf: Any) -> tuple:
+  """``(shape, dtype, weak type)`` of an array leaf (read off its attributes: no dtype
+  promotion, no host copy), or ``(shape, type)`` of a Python number."""
+  dtype = getattr(leaf, "dtype", None)
+  if dtype is None:
+    return np.shape(leaf), type(leaf)
+  return leaf.shape, dtype, getattr(leaf, "weak_type", False)
+
+
+def _tree_key(leaves: list, treedef: Any) -> tuple:
+  """A flattened pytree's structure and leaf shapes and dtypes (see :func:`_aval_key`)."""
+  return treedef, tuple(map(_aval_key, leaves))
 
 
 def _split_settings(settings: dict[str, Any]) -> tuple[tuple, dict[str, Any]] | None:
@@ -74,20 +89,26 @@ _run_with_fn_argument = jax.jit(_run, static_argnums=(0, 1))
 _run_with_fn_static = jax.jit(_run, static_argnums=(0, 1, 2))
 
 
-def _fn_key(fn: Callable) -> Any:
-  """What identifies ``fn`` in the compiled program: its tree structure and leaf shapes, or
-  itself (a static function)."""
-  if not _is_array_pytree(fn):
-    return fn
-  leaves, treedef = jax.tree.flatten(fn)
-  return treedef, tuple((np.shape(x), jnp.result_type(x)) for x in leaves)
-
-
 def _logits_fn(method: Callable, fn: Callable) -> Callable:
   """``images -> logits`` of ``fn`` (Grad-CAM's ``fn`` also takes a feature offset)."""
   if method is grad_cam:
     return lambda x: fn(x, jnp.zeros((), x.dtype))[0]
   return fn
+
+
+def _check_feature_structure(fn: Callable, treedef: Any) -> None:
+  """:func:`_check_feature_function` of ``fn``, once per ``treedef`` of a ``Partial`` ``fn`` (its
+  function and bound argument structure, which fix its signature; ``None``: every call)."""
+  try:
+    if treedef in _FEATURE_STRUCTURES:
+      return
+  except TypeError:  # an unhashable function in the structure: check it each time
+    treedef = None
+  _check_feature_function(fn)
+  if treedef is not None:
+    if len(_FEATURE_STRUCTURES) >= _CLASS_COUNTS_MAX:
+      _FEATURE_STRUCTURES.clear()
+    _FEATURE_STRUCTURES.add(treedef)
 
 
 def _num_classes(key: Any, method: Callable, fn: Callable, images: jax.Array) -> int:
@@ -120,20 +141,20 @@ def call(method: Callable, fn: Callable, images: Any, targets: Any, settings: di
   static, arrays = split
   where = getattr(method, "__name__", "attribution")
   images = attribution_images(fn, images, where, settings.get("check_range", True))
+  fn_leaves, fn_treedef = jax.tree.flatten(fn)
+  fn_is_argument = _is_array_tree(fn_leaves, fn_treedef)
   if method is grad_cam:
-    _check_feature_function(fn)
+    _check_feature_structure(fn, fn_treedef if fn_is_argument else None)
   for name, value in arrays.items():  # traced in the program: their values are checked here
     check_finite(value, name, where=where)
   targets = as_targets(targets, images.shape[0], where)
-  if _is_array_pytree(fn):
+  if fn_is_argument:
     program = functools.partial(_run_with_fn_argument, method, static)
-    args = (fn, images, targets, arrays)
+    args, fn_key = (fn, images, targets, arrays), _tree_key(fn_leaves, fn_treedef)
   else:
     program = functools.partial(_run_with_fn_static, method, static, fn)
-    args = (images, targets, arrays)
-  leaves, structure = jax.tree.flatten((images, targets, arrays))
-  avals = tuple((np.shape(x), jnp.result_type(x)) for x in leaves)
-  key = (method, static, _fn_key(fn), structure, avals)
+    args, fn_key = (images, targets, arrays), fn
+  key = (method, static, fn_key, _tree_key(*jax.tree.flatten((images, targets, arrays))))
   try:
     hash(key)
   except TypeError:  # an unhashable function cannot be static: run op by op
