@@ -99,7 +99,10 @@ def test_bad_targets_raise_before_anything_compiles(tiny, caplog, targets, error
       explain(model, variables, fresh, targets)
     raised.append(info)
 
-  assert not _compiles(caplog, call)
+  # On an accelerator the image check itself is one small jitted reduction (codajax._checks);
+  # nothing of the explanation may compile.
+  compiled = [m for m in _compiles(caplog, call) if "_device_value_bounds" not in m]
+  assert not compiled, compiled
   assert raised
 
 
