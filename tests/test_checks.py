@@ -38,7 +38,7 @@ def test_value_checks_are_opt_in_and_skip_tracers():
 @pytest.fixture(scope="module")
 def tiny():
   model = get_model("tiny-3L")
-  variables = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
+  variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
   return model, variables
 
 

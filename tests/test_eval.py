@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from codajax import data
-from codajax.explain import explain
+from codajax.explain import explain, explain_jit
 from codajax.train import restore
 
 from eval_common import ROOT, assert_png, eval_cli  # tests/ is on sys.path
@@ -129,7 +129,9 @@ def test_eval_cli_end_to_end_on_digits(digits_run, cli_eval):
   assert report["dataset"] == "digits" and report["explainable_layers"] == 5
   run = restore(digits_run)
   test = data.load_examples("digits", "test", data_dir=run.config.data_dir)
-  logits = np.asarray(run.model.apply(run.variables, test["image"].astype(np.float32) / 255))
+  # Compiled, the variables passed as arguments (closed over, XLA would constant-fold them).
+  apply = jax.jit(run.model.apply, static_argnames="method")
+  logits = np.asarray(apply(run.variables, test["image"].astype(np.float32) / 255))
   acc = report["accuracy"]
   assert acc["count"] == 360 and 0.5 < acc["top1"] <= acc["top5"] <= 1.0
   assert acc["top1"] == pytest.approx(np.mean(logits.argmax(1) == test["label"]), abs=1e-9)
@@ -175,11 +177,11 @@ def test_eval_cli_end_to_end_on_digits(digits_run, cli_eval):
   labels = test["label"][indices]
   # Each grid repeated once per tile: row k is explained for the class of tile k.
   ours_maps = jax.jit(
-      lambda x, t: explain(run.model, run.variables, x, targets=t)["contribution_map"].sum(-1)
+      lambda v, x, t: explain(run.model, v, x, targets=t)["contribution_map"].sum(-1)
   )
   grad_maps = jax.jit(
-      lambda x, t: jnp.abs(
-          jax.grad(lambda x: run.model.apply(run.variables, x)[jnp.arange(len(t)), t].sum())(x)
+      lambda v, x, t: jnp.abs(
+          jax.grad(lambda x: run.model.apply(v, x)[jnp.arange(len(t)), t].sum())(x)
       ).sum(-1)
   )  # the images of a batch are independent: each row is the gradient of its own logit
   for g in range(2):
@@ -187,13 +189,13 @@ def test_eval_cli_end_to_end_on_digits(digits_run, cli_eval):
     t = jnp.asarray(labels[g])
     np.testing.assert_allclose(
         scores["localisation/Ours"][g],
-        _localisation_numpy(ours_maps(x, t), 3),
+        _localisation_numpy(ours_maps(run.variables, x, t), 3),
         rtol=1e-4,
         atol=1e-6,
     )
     np.testing.assert_allclose(
         scores["localisation/Grad"][g],
-        _localisation_numpy(grad_maps(x, t), 3),
+        _localisation_numpy(grad_maps(run.variables, x, t), 3),
         rtol=1e-3,
         atol=1e-5,
     )
@@ -206,16 +208,18 @@ def test_eval_cli_end_to_end_on_digits(digits_run, cli_eval):
 
   # Pixel removal of "Ours", last point: the 64 least important pixels zeroed in [x, 1 - x].
   x = jnp.asarray(first8["image"].astype(np.float32) / 255)
-  importance = np.asarray(
-      explain(run.model, run.variables, x, targets=first8["label"])["contribution_map_sum"]
-  ).reshape(8, -1)
-  encoded = np.asarray(run.model.apply(run.variables, x, method="explanation_inputs")[0])
+  explained = {  # layer: explanation of the true classes
+      layer: explain_jit(run.model, run.variables, x, first8["label"], layer=layer)
+      for layer in (0, 3)
+  }
+  importance = np.asarray(explained[0]["contribution_map_sum"]).reshape(8, -1)
+  encoded = np.asarray(apply(run.variables, x, method="explanation_inputs")[0])
   keep = np.ones((8, 256), np.float32)
   for i in range(8):
     keep[i, np.argsort(importance[i], kind="stable")[:64]] = 0
   removed = encoded * keep.reshape(8, 16, 16, 1)
   last = jax.nn.sigmoid(
-      np.asarray(run.model.apply(run.variables, jnp.asarray(removed), method="forward_from"))[
+      np.asarray(apply(run.variables, jnp.asarray(removed), method="forward_from"))[
           np.arange(8), first8["label"]
       ]
   )
@@ -225,12 +229,7 @@ def test_eval_cli_end_to_end_on_digits(digits_run, cli_eval):
   errors = scores["completeness_errors"]
   assert errors.shape == (5, 8)
   for layer in (0, 3):
-    maps = np.asarray(
-        explain(run.model, run.variables, x, targets=first8["label"], layer=layer)[
-            "contribution_map"
-        ],
-        np.float64,
-    ).reshape(8, -1)
+    maps = np.asarray(explained[layer]["contribution_map"], np.float64).reshape(8, -1)
     target = logits[np.arange(8), first8["label"]] - float(run.model.logit_bias)
     expected = np.abs(maps.sum(1) - target) / np.abs(maps).sum(1)
     np.testing.assert_allclose(errors[layer], expected, rtol=0.2, atol=2e-7)

@@ -247,6 +247,7 @@ def test_every_method_runs_on_a_tiny_evaluation(digits_run, tmp_path):
       # each): tests/test_attribution.py checks that call per method, the CLI test the evaluators.
       pixel_removal=None,
       figures=None,
+      accuracy=None,  # no method in it; the CLI test checks it
   )
   config.batch_size = 9
   config.method_settings = {"RISE": {"n_masks": 300}, "SmoothGrad": {"nt_samples": 8}}
