@@ -27,6 +27,34 @@ _CACHE = os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _cache_dir())
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
+# The slowest files (measured on the 2-core CPU), longest first. The README runs the suite
+# with ``-n 2 --dist loadscope``: each file goes whole to one worker, in collection order here
+# (``pytest_configure`` turns off xdist's reordering by test count, which would send these
+# few-test files last), so the long files start first and the two workers finish together.
+SLOWEST_FIRST = (
+    "test_eval.py",  # the digits training (shared), the 4-device and the two-process eval.py
+    "test_train.py",
+    "test_evaluators.py",
+    "test_explain.py",
+    "test_bcos_models.py",
+    "test_bcos_vit.py",
+    "test_nnx.py",
+    "test_regularizer.py",
+    "test_eval_methods.py",
+    "test_notebook.py",  # waits for the shared digits training: after its first users
+)
+
+
+def pytest_configure(config):
+  if hasattr(config.option, "loadscopereorder"):  # pytest-xdist >= 3.8
+    config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(config, items):
+  """The files of ``SLOWEST_FIRST`` first, in that order; the others after them, as collected."""
+  rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
+  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # a stable sort
+
 
 @pytest.fixture(scope="session")
 def quick_digits_run(tmp_path_factory) -> tuple[str, str]:

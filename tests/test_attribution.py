@@ -323,7 +323,7 @@ def hand_grad_cam(params, features, target):
 def tiny():
   images = jax.random.uniform(jax.random.key(8), (N, H, W, C))
   model = TinyNet()
-  variables = model.init(jax.random.key(9), images)
+  variables = jax.jit(model.init)(jax.random.key(9), images)
   _, state = model.apply(variables, images, capture_intermediates=True, mutable=["intermediates"])
   features = state["intermediates"]["features"]["__call__"][0]
   return model, variables, images, features

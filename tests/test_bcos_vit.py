@@ -251,7 +251,7 @@ def test_get_model_settings_and_errors():
   assert isinstance(model, BcosViT) and model.logit_temperature == 2.0
   assert model.logit_bias == pytest.approx(np.log(1 / 3))
   x = jnp.full((1, 32, 32, 1), 0.5)
-  variables = model.init(jax.random.key(0), x)
+  variables = jax.jit(model.init)(jax.random.key(0), x)
   half = model.clone(logit_temperature=None).apply(variables, x) - model.logit_bias
   np.testing.assert_allclose(model.apply(variables, x) - model.logit_bias, half / 2, rtol=1e-5)
   with pytest.raises(TypeError, match=r"unknown settings \['norm'\]"):  # a CoDA setting

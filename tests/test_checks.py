@@ -83,7 +83,7 @@ def test_reading_on_the_device_raises_the_host_messages(monkeypatch):
 @pytest.fixture(scope="module")
 def tiny():
   model = get_model("tiny-3L")
-  variables = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
+  variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
   return model, variables
 
 

@@ -33,7 +33,7 @@ def nine_layer_small():
 @pytest.fixture(scope="module")
 def tiny():
   model = get_model("tiny-3L")
-  variables = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
+  variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
   images = jax.random.uniform(jax.random.key(1), (3, 8, 8, 3))
   return model, variables, images
 
@@ -196,7 +196,7 @@ def test_weights_and_contributions_match_an_independent_float64_product_of_layer
 def test_bfloat16_model_is_explained_in_float32_exactly():
   model = get_model("tiny-3L", dtype=jnp.bfloat16)
   images = jax.random.uniform(jax.random.key(1), (3, 8, 8, 3))
-  variables = model.init(jax.random.key(0), images[:1])
+  variables = jax.jit(model.init)(jax.random.key(0), images[:1])
   plain = model.apply(variables, images)
   for layer in (0, 1, 2):
     for targets in (None, "all"):

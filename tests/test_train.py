@@ -167,7 +167,7 @@ def test_gradient_accumulation_equals_one_large_batch():
   model = get_model("tiny-3L")
   x = jax.random.uniform(jax.random.key(0), (8, 8, 8, 3))
   y = jnp.arange(8) % 10
-  params = model.init(jax.random.key(1), x[:1])["params"]
+  params = jax.jit(model.init)(jax.random.key(1), x[:1])["params"]
 
   @jax.jit
   def grad(p, x, y):
@@ -677,7 +677,7 @@ def test_eval_step_on_padded_batches_matches_numpy(loss):
   labels = rng.integers(0, 7, (12,), dtype=np.int32)
   valid = np.arange(12) < 9  # the last 3 rows are padding
   images[9:], labels[9:] = images[0], 6  # padding copies a real row, another label
-  params = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))["params"]
+  params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))["params"]
   step = make_eval_step(model, loss=loss, mesh=parallel.make_mesh())
   sums = jax.device_get(
       step(

@@ -29,7 +29,7 @@ from codajax.train.step import TrainState, make_train_step
 
 def _run(mode: str, devices, batches, model, tx):
   mesh = parallel.make_mesh(devices)
-  params = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))["params"]
+  params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))["params"]
   state = TrainState(
       step=jnp.zeros((), jnp.int32),
       params=params,
@@ -87,7 +87,7 @@ def pmap_regulariser_rng(out_path: str) -> None:
   codajax.train.step.logits_and_dynamic_matrix_l1 = logits_and_uniform  # the name the step calls
   model = get_model("tiny-3L")
   tx = optax.sgd(0.0)
-  params = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))["params"]
+  params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))["params"]
   key_data = jax.random.key_data(jax.random.key(7))
   state = TrainState(
       step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rng=key_data
