@@ -38,6 +38,7 @@ SLOWEST_FIRST = (
     "test_explain.py",
     "test_bcos_models.py",
     "test_bcos_vit.py",
+    "test_bcosify.py",
     "test_nnx.py",
     "test_regularizer.py",
     "test_eval_methods.py",
