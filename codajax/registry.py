@@ -30,7 +30,7 @@ FAMILY_MODULES = (
     "codajax.bcos.models",
     "codajax.bcos.vit",
     "codajax.models.conventional",
-    "codajax.bcos.bcosify",
+    "codajax.bcos.bcosification",
 )
 # Settings every family's factory accepts (``None``: the model's default).
 COMMON_SETTINGS = ("num_classes", "temperature", "dtype", "image_channels")

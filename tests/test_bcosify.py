@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from codajax.bcos.bcosify import BcosifiedNet, BcosifyError, bcosify
+from codajax.bcos.bcosification import BcosifiedNet, BcosifyError, bcosify
 from codajax.explain import explain
 from codajax.models import get_model
 

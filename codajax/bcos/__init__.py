@@ -11,10 +11,10 @@
   segments and readout they declare for :mod:`codajax.explain.base`).
 * Released checkpoints: :mod:`codajax.convert.bcos`.
 * B-cosification of your own trained Linen network: :func:`bcosify`
-  (:mod:`codajax.bcos.bcosify`, ``docs/bcos.md``).
+  (:mod:`codajax.bcos.bcosification`, ``docs/bcos.md``).
 """
 
-from codajax.bcos.bcosify import BcosifiedNet, BcosifyError, bcosify
+from codajax.bcos.bcosification import BcosifiedNet, BcosifyError, bcosify
 from codajax.bcos.common import ClassMapSegments, class_map_logits, default_logit_bias
 from codajax.bcos.layers import (
     BcosConv,
@@ -32,6 +32,7 @@ from codajax.bcos.nnx_layers import (
     NNXPositionNormUncentered,
     make_nnx_norm,
 )
+from codajax.bcos.nnx_models import NNXBcosResNet, load_linen_params
 from codajax.bcos.norms import (
     NORM_KINDS,
     batch_norm_uncentered,
@@ -40,7 +41,6 @@ from codajax.bcos.norms import (
     layer_norm_uncentered,
     position_norm_uncentered,
 )
-from codajax.bcos.nnx_models import NNXBcosResNet, load_linen_params
 from codajax.bcos.ops import (
     bcos_conv,
     bcos_dense,
@@ -58,20 +58,17 @@ from codajax.nn.modules import add_inverse  # the CoDA/B-cos input encoding, sha
 __all__ = [
     "NORM_KINDS",
     "BcosConv",
+    "BcosDense",
     "BcosResNet",
+    "BcosVGG",
     "BcosifiedNet",
     "BcosifyError",
-    "BcosVGG",
-    "NNXBcosResNet",
     "ClassMapSegments",
-    "class_map_logits",
-    "default_logit_bias",
-    "load_linen_params",
-    "BcosDense",
     "FrozenBatchNormUncentered",
     "GroupNormUncentered",
     "NNXBcosConv",
     "NNXBcosDense",
+    "NNXBcosResNet",
     "NNXFrozenBatchNormUncentered",
     "NNXGroupNormUncentered",
     "NNXPositionNormUncentered",
@@ -81,11 +78,14 @@ __all__ = [
     "bcos_conv",
     "bcos_dense",
     "bcosify",
+    "class_map_logits",
+    "default_logit_bias",
     "default_scale",
     "dynamic_factor",
     "fold_batch_norm",
     "group_norm_uncentered",
     "layer_norm_uncentered",
+    "load_linen_params",
     "logit_layer",
     "make_nnx_norm",
     "make_norm",
