@@ -242,6 +242,16 @@ def conventional_run(data_dir, tmp_path_factory):
   return workdir
 
 
+def test_init_from_a_run_of_another_model_is_refused(data_dir, tmp_path, conventional_run):
+  """init_from a resnet-tiny run into the digits toy model: one TrainingError, nothing trained."""
+  config = _smoke(data_dir, init_from=str(conventional_run))
+  with pytest.raises(TrainingError, match="init_from: the params of .* do not fit"):
+    train_and_evaluate(config, str(tmp_path / "run"))
+  checkpoints = tmp_path / "run" / "checkpoints"
+  assert not (checkpoints.exists() and any(p.name.isdigit() for p in checkpoints.iterdir()))
+  assert not (tmp_path / "run" / "run.json").exists()  # no record: the directory stays reusable
+
+
 @pytest.mark.parametrize("config", ["digits", "bcosify"])
 def test_resume_after_sigkill_is_bit_identical(data_dir, tmp_path, request, config):
   """SIGKILL after the step-6 checkpoint, re-run: the same params as an uninterrupted run (the

@@ -82,21 +82,24 @@ def _init_state(model, tx, spec, seed: int, mesh, parallel_mode: str) -> TrainSt
   return jax.jit(init, out_shardings=out)()
 
 
-def _start_from(source_dir, model, tx, state: TrainState, spec, mesh, mode) -> TrainState:
+def _start_from(source_dir, model, tx, state: TrainState, mesh, mode) -> TrainState:
   """``state`` with the params of the run in ``source_dir`` (converted for ``model``, see
   :func:`codajax.runs.start_params`) and a fresh optimizer state."""
   try:
     source = runs.restore(source_dir)
   except (FileNotFoundError, TrainingError) as error:
     raise TrainingError(f"init_from: {error}") from None
-  params = runs.start_params(model, source)
+  refusal = (
+      f"init_from: the params of {source_dir} ({source.config.model.name}) do not fit "
+      f"{type(model).__name__}; start from a run of the same model or of its conventional original"
+  )
+  try:
+    params = runs.start_params(model, source)
+  except Exception as error:  # a conversion that does not apply to these params
+    raise TrainingError(f"{refusal} ({type(error).__name__}: {error}).") from error
   like = jax.tree.map(lambda a: (a.shape, a.dtype), state.params)
   if jax.tree.map(lambda a: (np.shape(a), np.asarray(a).dtype), params) != like:
-    raise TrainingError(
-        f"init_from: the params of {source_dir} ({source.config.model.name}) do not fit "
-        f"{type(model).__name__}; start from a run of the same model or of its conventional "
-        "original."
-    )
+    raise TrainingError(f"{refusal}.")
   print(f"Starting from {source_dir} (step {source.step}).", flush=True)
   out = parallel.replicated_sharding(mesh) if mode == "jit" else None
   fresh = lambda p: state.replace(params=p, opt_state=tx.init(p))
@@ -287,7 +290,7 @@ def _train_locked(config: ml_collections.ConfigDict, run: RunDir, hooks) -> dict
       if restored_step > checkpointer.last_saved_step:  # taken from best/: checkpoints/ gets it
         checkpointer.save(restored_step, state, data_state)
     elif config.init_from:
-      state = _start_from(config.init_from, model, tx, state, spec, mesh, mode)
+      state = _start_from(config.init_from, model, tx, state, mesh, mode)
     if record is None:  # written once the checkpoints are known to fit
       run.write_record(
           runs.new_record(
