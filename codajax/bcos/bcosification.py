@@ -41,6 +41,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 from jax import lax
 
 from codajax.bcos import norms as norm_ops
@@ -341,12 +342,6 @@ def _tree_at(tree: Mapping, path: Sequence[str]) -> Any:
   return tree
 
 
-def _set_at(tree: dict, path: Sequence[str], value: dict) -> None:
-  for name in path[:-1]:
-    tree = tree.setdefault(name, {})
-  tree[path[-1]] = value
-
-
 def _primitives(jaxpr) -> set[str]:
   """Every primitive name in a (closed) jaxpr, nested ones included."""
   names = set()
@@ -360,10 +355,9 @@ def _primitives(jaxpr) -> set[str]:
   return names
 
 
-def _check_activations(module: nn.Module, variables, images: Array, call_kwargs: dict) -> None:
-  """Refuses networks whose jaxpr has a primitive of a smooth activation or of clipping."""
-  closed = jax.make_jaxpr(lambda v, x: module.apply(v, x, **call_kwargs))(variables, images)
-  found = sorted(_primitives(closed.jaxpr) & set(REFUSED_PRIMITIVES))
+def _check_activations(module: nn.Module, jaxpr) -> None:
+  """Refuses a network whose jaxpr has a primitive of a smooth activation or of clipping."""
+  found = sorted(_primitives(jaxpr) & set(REFUSED_PRIMITIVES))
   if found:
     raise BcosifyError(
         f"bcosify cannot convert the activation {REFUSED_PRIMITIVES[found[0]]} in "
@@ -372,23 +366,28 @@ def _check_activations(module: nn.Module, variables, images: Array, call_kwargs:
     )
 
 
-def _record_layers(module: nn.Module, variables, images: Array, call_kwargs: dict):
-  """``({path: (kind, bound module)}, path of the first layer)`` of one original forward pass."""
+def _trace_layers(module: nn.Module, variables, images: Array, call_kwargs: dict):
+  """``({path: (kind, bound module)}, path of the first layer, jaxpr)`` of one trace of the
+  original network."""
   layers: dict[tuple[str, ...], tuple[str, nn.Module]] = {}
   first: list[tuple[tuple[str, ...], bool]] = []
 
-  def interceptor(next_fun, args, kwargs, context):
-    if context.method_name == "__call__" and context.module.scope.path:
-      kind = _kind(context.module)
-      if kind not in ("container", "pass"):
-        path = tuple(context.module.scope.path)
-        layers.setdefault(path, (kind, context.module))
-        if not first:
-          first.append((path, args[0] is images))
-    return next_fun(*args, **kwargs)
+  def forward(v, x):
+    def interceptor(next_fun, args, kwargs, context):
+      if context.method_name == "__call__" and context.module.scope.path:
+        kind = _kind(context.module)
+        if kind not in ("container", "pass"):
+          path = tuple(context.module.scope.path)
+          layers.setdefault(path, (kind, context.module))
+          if not first:
+            first.append((path, args[0] is x))
+      return next_fun(*args, **kwargs)
 
-  with nn.intercept_methods(interceptor):
-    module.apply(variables, images, **call_kwargs)
+    with nn.intercept_methods(interceptor):
+      return module.apply(v, x, **call_kwargs)
+
+  jaxpr = jax.make_jaxpr(forward)(variables, images).jaxpr
+  _check_activations(module, jaxpr)
   if not first:
     raise BcosifyError(f"{type(module).__name__} calls no nn.Conv / nn.Dense: nothing to convert.")
   ((path, takes_images),) = first
@@ -451,17 +450,17 @@ def convert_variables(model: BcosifiedNet, variables: Mapping, input_std: Any = 
   network = model.network
   images = _probe_images(model, seed=0)
   call_kwargs = dict(model.call_kwargs)
-  _check_activations(network, variables, images, call_kwargs)
-  layers, first = _record_layers(network, variables, images, call_kwargs)
+  layers, first = _trace_layers(network, variables, images, call_kwargs)
   _check_coverage(variables, layers)
-  converted: dict = {}
+  converted = {}
   for path, (kind, module) in layers.items():
     params = _tree_at(variables.get("params", {}), path)
     stats = _tree_at(variables.get("batch_stats", {}), path)
-    value = _converted_layer(kind, module, params, stats, path == first, input_std)
-    if value:
-      _set_at(converted, path, value)
-  return {"params": {"network": converted}}
+    for name, value in _converted_layer(
+        kind, module, params, stats, path == first, input_std
+    ).items():
+      converted[(*path, name)] = value
+  return {"params": {"network": traverse_util.unflatten_dict(converted)}}
 
 
 def _matches(a: Array, b: Array, rtol: float = 1e-4) -> bool:
