@@ -11,12 +11,14 @@ change of machine load hits all of them alike. Each child compiles and times, on
 * ``train``: the plain Adam/BCE train step (``benchmarks/dau_forms.py``'s);
 * ``lambda``: the step with the dynamic-matrix L1 regulariser (``benchmarks/regularizer_step.py``'s
   ``new``), so ``lambda_over_train`` is the λ-step ratio under that setting;
-* ``maps``: contribution maps of the predicted class at the input (``codajax.explain.explain``).
+* ``maps``: contribution maps of the predicted class at the input (``codajax.explain.explain``);
+* ``eager``: the first eager ``model.apply`` on the batch (one small program per operation,
+  each compiled on first use: how most test code runs), compile included.
 
 It also records the logits, and the parent reports each setting's largest logit difference
 from the baseline's (a flag that changes the numbers is not "safe"). Per setting the parent
 prints the median step times and the median over rounds of the per-round ratio to the baseline
-(``speedup`` > 1: faster than without flags).
+(``speedup`` > 1: faster than without flags), and the same for each program's compile time.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 
 SETTINGS = {
     "baseline": "",
@@ -36,8 +39,11 @@ SETTINGS = {
     "xnn_graph": "--xla_cpu_experimental_xnn_graph_fusion_mode=XNN_GRAPH_FUSION_MODE_GREEDY",
     "fast_runtime": "--xla_cpu_opt_preset=CPU_OPT_PRESET_FAST_RUNTIME",
     "no_multi_thread_eigen": "--xla_cpu_multi_thread_eigen=false",
+    # tests/conftest.py's flag: the suite is compile-bound, so it uses the older loop emitters
+    # for fusions (faster to compile).
+    "test_suite": "--xla_cpu_use_fusion_emitters=false",
 }
-WORKLOADS = ("train", "lambda", "maps")
+WORKLOADS = ("train", "lambda", "maps", "eager", "train_compile", "lambda_compile", "maps_compile")
 
 
 def child(arch: str, batch: int, steps: int, logits_path: str) -> dict:
@@ -84,7 +90,14 @@ def child(arch: str, batch: int, steps: int, logits_path: str) -> dict:
       ),
       "maps": compile_and_time(maps, {"params": params}, images, steps=steps),
   }
-  return {name: t["step_s"] for name, t in timings.items()}
+  start = time.perf_counter()
+  jax.block_until_ready(model.apply({"params": params}, images))
+  eager_s = time.perf_counter() - start
+  return {
+      **{name: t["step_s"] for name, t in timings.items()},
+      **{f"{name}_compile": t["compile_s"] for name, t in timings.items()},
+      "eager": eager_s,
+  }
 
 
 def run_child(setting: str, args, logits_path: str) -> dict:

@@ -24,15 +24,27 @@ def _cache_dir() -> str:
 
 
 _CACHE = os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _cache_dir())
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+# Programs that compile in under 0.1 s (eager ops, mostly) recompile faster than the cache
+# writes and reads them back.
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+# The suite is compile-bound: about half of a file's time is XLA compiling (many small programs,
+# each compiled once). The older loop emitters for fusions compile faster and leave the tests'
+# programs and their float32 round-off as the tests expect (LLVM -O1 would halve the compile
+# time again but moves round-off enough to break comparisons calibrated at the default -O3);
+# ``benchmarks/xla_cpu_flags.py --settings baseline,test_suite`` measures the setting. The
+# subprocesses the tests start inherit it; ``two_processes.fake_devices`` adds a device count to
+# it, never replaces it.
+TEST_XLA_FLAGS = "--xla_cpu_use_fusion_emitters=false"
+os.environ["XLA_FLAGS"] = " ".join(filter(None, [TEST_XLA_FLAGS, os.environ.get("XLA_FLAGS")]))
 
 # The slowest files (measured on the 2-core CPU), longest first. The README runs the suite
 # with ``-n 2 --dist loadscope``: each file goes whole to one worker, in collection order here
 # (``pytest_configure`` turns off xdist's reordering by test count, which would send these
 # few-test files last), so the long files start first and the two workers finish together.
 SLOWEST_FIRST = (
-    "test_eval.py",  # the digits training (shared), the 4-device and the two-process eval.py
+    "test_eval.py",  # the digits training (shared), the 2-device and the two-process eval.py
     "test_train.py",
     "test_evaluators.py",
     "test_explain.py",

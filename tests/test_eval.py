@@ -1,4 +1,4 @@
-"""eval.py end to end on the trained digits run, in one process with 4 devices and in two
+"""eval.py end to end on the trained digits run, in one process with 2 devices and in two
 processes, against values computed here independently (numpy, direct model calls); its command
 line's refusals."""
 
@@ -17,7 +17,7 @@ from codajax.explain import explain, explain_jit
 from codajax.train import restore
 
 from eval_common import ROOT, assert_png, eval_cli  # tests/ is on sys.path
-from two_processes import run_two_processes
+from two_processes import fake_devices, run_two_processes
 
 
 @pytest.fixture(scope="module")
@@ -99,19 +99,19 @@ CLI_ARGS = [
 # The two-process run evaluates Ours only: every evaluator still runs on two processes, and the
 # methods share one batching and gathering path, so one covers it at a third of the cost.
 TWO_PROCESS_ARGS = ["--config.methods=Ours", *CLI_SHARED_ARGS]
-CLI_DEVICES = 4  # the one-process run has the device count of the two-process run
+CLI_DEVICES = 2  # the one-process run has the device count of the two-process run (2 x 1)
 
 
 @pytest.fixture(scope="module")
 def cli_eval(digits_run, tmp_path_factory):
-  """``eval.py`` on the digits run in one process, 4 fake CPU devices: (output dir, result)."""
+  """``eval.py`` on the digits run in one process, 2 fake CPU devices: (output dir, result)."""
   out = str(tmp_path_factory.mktemp("cli_eval"))
   result = eval_cli(
       "--workdir",
       digits_run,
       *CLI_ARGS,
       f"--config.out={out}",
-      env={"XLA_FLAGS": f"--xla_force_host_platform_device_count={CLI_DEVICES}"},
+      env={"XLA_FLAGS": fake_devices(CLI_DEVICES)},
   )
   return out, result
 
@@ -225,14 +225,22 @@ def test_eval_cli_end_to_end_on_digits(digits_run, cli_eval):
   )
   np.testing.assert_allclose(scores["pixel_removal/Ours"][:, -1], last, rtol=1e-4, atol=1e-6)
 
-  # Completeness: every layer's contributions against the plain forward pass, in float64.
+  # Completeness: every layer's contributions against the plain forward pass, in float64. Both
+  # sides are float32 round-off of two different programs (eval.py's padded, sharded batch and
+  # this unpadded one), so they agree in size, not digit for digit: each within 8 float32 eps
+  # (a wrong class, layer or bias is off by orders of magnitude).
   errors = scores["completeness_errors"]
   assert errors.shape == (5, 8)
+  round_off = 8 * np.finfo(np.float32).eps
   for layer in (0, 3):
     maps = np.asarray(explained[layer]["contribution_map"], np.float64).reshape(8, -1)
     target = logits[np.arange(8), first8["label"]] - float(run.model.logit_bias)
     expected = np.abs(maps.sum(1) - target) / np.abs(maps).sum(1)
-    np.testing.assert_allclose(errors[layer], expected, rtol=0.2, atol=2e-7)
+    assert np.all(expected <= round_off) and np.all(errors[layer] <= round_off), (
+        errors[layer],
+        expected,
+    )
+  assert np.all(errors <= round_off), errors
   assert report["completeness"]["max"] == pytest.approx(errors.max())
   assert report["methods"]["Ours"]["completeness_error"]["max"] == pytest.approx(errors.max())
   _assert_provenance(report["provenance"], device_count=CLI_DEVICES)
@@ -272,9 +280,9 @@ def test_eval_cli_end_to_end_on_digits(digits_run, cli_eval):
 
 @pytest.mark.slow
 def test_two_processes_give_the_report_of_one(digits_run, cli_eval, tmp_path):
-  one_dir, one = cli_eval  # one process, 4 devices, CLI_METHODS
+  one_dir, one = cli_eval  # one process, 2 devices, CLI_METHODS
   assert one.returncode == 0, one.stderr[-3000:]
-  env = dict(os.environ, PYTHONUNBUFFERED="1", XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  env = dict(os.environ, PYTHONUNBUFFERED="1", XLA_FLAGS=fake_devices(1))
   outputs = run_two_processes(
       [
           sys.executable,
@@ -295,7 +303,7 @@ def test_two_processes_give_the_report_of_one(digits_run, cli_eval, tmp_path):
       reports.append(json.load(f))
   a, b = reports
   assert (a["processes"], b["processes"]) == (1, 2)
-  assert a["device"].startswith("4 x") and b["device"].startswith("4 x")
+  assert a["device"].startswith(f"{CLI_DEVICES} x") and b["device"].startswith(f"{CLI_DEVICES} x")
   assert list(b["methods"]) == ["Ours"]
   for key in ("accuracy", "depths", "completeness"):
     assert _close(a[key], b[key]), key

@@ -23,7 +23,7 @@ from codajax.train import TrainingError, restore, restore_params, train_and_eval
 from codajax.train.metrics_log import read_metrics
 
 from gcs_emulator import running_emulator  # tests/ is on sys.path (rootdir conftest)
-from two_processes import run_two_processes
+from two_processes import fake_devices, run_two_processes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "configs"))
@@ -288,13 +288,13 @@ def test_prepare_and_two_processes_on_gs_match_one_local_process(emulator, data_
 
   single = _run(
       _train_cmd(tmp_path / "one", data_dir, *args),
-      XLA_FLAGS="--xla_force_host_platform_device_count=4",
+      XLA_FLAGS=fake_devices(4),
   )
   assert single.returncode == 0, single.stderr[-3000:]
 
   workdir = f"gs://{BUCKET}/two"
   env = _env(
-      XLA_FLAGS="--xla_force_host_platform_device_count=2",
+      XLA_FLAGS=fake_devices(2),
       CODAJAX_CACHE_DIR=str(tmp_path / "cache"),
   )  # both processes mirror into it
   run_two_processes(_train_cmd(workdir, gs_data, *args), cwd=ROOT, env=env, timeout=300)

@@ -20,7 +20,7 @@ from codajax.train.config import validate_config
 from codajax.train.metrics_log import read_metrics
 from codajax.train.schedules import learning_rate_schedule
 
-from two_processes import free_port, run_two_processes  # tests/ is on sys.path
+from two_processes import fake_devices, free_port, run_two_processes  # tests/ is on sys.path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "configs"))
@@ -56,7 +56,7 @@ def _run(args, env_devices=None, timeout=240, **kwargs):
   env["PYTHONUNBUFFERED"] = "1"
   env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, env.get("PYTHONPATH")]))
   if env_devices:
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={env_devices}"
+    env["XLA_FLAGS"] = fake_devices(env_devices)
   return subprocess.run(
       [sys.executable, *args],
       cwd=ROOT,
@@ -331,7 +331,7 @@ def test_two_processes_match_one_process_with_four_devices(data_dir, tmp_path):
   single = _run(_train_cmd(tmp_path / "one", data_dir, *args), env_devices=4)
   assert single.returncode == 0, single.stderr[-3000:]
 
-  env = dict(os.environ, PYTHONUNBUFFERED="1", XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  env = dict(os.environ, PYTHONUNBUFFERED="1", XLA_FLAGS=fake_devices(2))
   run_two_processes(
       [sys.executable, *_train_cmd(tmp_path / "two", data_dir, *args)],
       cwd=ROOT,

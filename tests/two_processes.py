@@ -1,4 +1,5 @@
-"""Test helpers: a free loopback port, and a job run as processes 0 and 1 of a two-host job.
+"""Test helpers: fake CPU devices for a subprocess, a free loopback port, and a job run as
+processes 0 and 1 of a two-host job.
 
 The multi-host tests start two local processes that meet at a coordinator on 127.0.0.1 (the
 flags of ``codajax/cli.py``), each usually with fake CPU devices from ``XLA_FLAGS``.
@@ -6,9 +7,17 @@ flags of ``codajax/cli.py``), each usually with fake CPU devices from ``XLA_FLAG
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 from collections.abc import Mapping, Sequence
+
+
+def fake_devices(count: int) -> str:
+  """``XLA_FLAGS`` for a subprocess with ``count`` CPU devices: this process's flags (the
+  suite's, see conftest.py) and the device count."""
+  own = os.environ.get("XLA_FLAGS", "")
+  return f"{own} --xla_force_host_platform_device_count={count}".strip()
 
 
 def free_port() -> int:
